@@ -1,0 +1,381 @@
+"""Read any accepted file row by row, validate every row, stream canonical JSONL out.
+
+One pass, bounded memory: rows are read lazily (csv/jsonl stream from disk; calamine
+holds one sheet's cells natively, Python sees one row at a time), each row is checked
+and, when an output is asked for, written at once to a temp file that is renamed into
+place only when the whole file passed (or `skip_invalid` and at least one row did).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from itertools import chain
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from batchjob.input.columns import EXPECTED, field_for
+from batchjob.input.detect import Sniffed, sniff
+from batchjob.input.limits import InputError, Limits
+from batchjob.input.report import Column, Issue, Report
+from batchjob.input.validate import cell_text, has_sd_weights, simple_line, vertex_line
+
+HEADER_SCAN_ROWS = 30
+_CLOCK_EVERY = 2048
+
+Emit = Callable[[dict[str, Any]], None]
+
+
+class _Clock:
+    def __init__(self, limits: Limits) -> None:
+        self.deadline = time.monotonic() + limits.max_parse_seconds
+        self.limit = limits.max_parse_seconds
+
+    def check(self) -> None:
+        if time.monotonic() > self.deadline:
+            raise InputError("limit_parse_time", limit=self.limit)
+
+
+def inspect_file(path: str | os.PathLike[str], limits: Limits | None = None) -> Report:
+    """Read and validate the whole file; write nothing."""
+    return _run(Path(path), limits or Limits(), None)
+
+
+def convert_file(
+    path: str | os.PathLike[str], out: str | os.PathLike[str], *,
+    skip_invalid: bool = False, limits: Limits | None = None,
+) -> Report:
+    """Write canonical JSONL to `out` atomically when the file converts.
+
+    Nothing is written when the file has a fatal problem, no valid row, or invalid rows
+    while `skip_invalid` is off.
+    """
+    writer = _AtomicLines(Path(out))
+    try:
+        report = _run(Path(path), limits or Limits(), writer.write)
+    except BaseException:
+        writer.abort()
+        raise
+    if report.fatal is None and report.valid > 0 and (report.invalid == 0 or skip_invalid):
+        writer.commit()
+    else:
+        writer.abort()
+    return report
+
+
+def _run(path: Path, limits: Limits, emit: Emit | None) -> Report:
+    report = Report(path=str(path))
+    clock = _Clock(limits)
+    try:
+        sniffed = sniff(path, limits)
+        report.format, report.encoding = sniffed.format, sniffed.encoding
+        if sniffed.format == "jsonl":
+            _jsonl(path, sniffed, report, limits, clock, emit)
+        elif sniffed.format in ("csv", "tsv"):
+            _table(_csv_rows(path, sniffed, limits), report, limits, clock, emit, typed=False)
+        else:
+            rows = _sheet_rows(path, report, limits)
+            _table(rows, report, limits, clock, emit, typed=True)
+        if report.fatal is None and report.total - report.skipped == 0:
+            report.fatal = Issue("no_data_rows")
+    except InputError as e:
+        report.fatal = Issue(e.code, params=dict(e.params))
+    return report
+
+
+# --- tables (csv, tsv, xlsx, xls, ods) ---------------------------------------------------
+
+
+def _csv_rows(path: Path, sniffed: Sniffed, limits: Limits) -> Iterator[tuple[int, list[Any]]]:
+    # csv's own field limit stops a huge cell while it is being read, not after.
+    csv.field_size_limit(limits.max_cell_chars)
+    rownum = 0
+    with open(path, encoding=sniffed.encoding, newline="") as f:
+        reader = csv.reader(f, delimiter=sniffed.delimiter or ",")
+        try:
+            for rownum, row in enumerate(reader, 1):  # noqa: B007 - used after the loop
+                yield rownum, row
+        except csv.Error as e:
+            if "field larger than field limit" in str(e):
+                raise InputError("limit_cell_length", row=rownum + 1,
+                                 limit=limits.max_cell_chars) from None
+            raise InputError("csv_malformed", row=rownum + 1) from None
+
+
+def _sheet_rows(path: Path, report: Report, limits: Limits) -> Iterator[tuple[int, list[Any]]]:
+    from python_calamine import CalamineError, CalamineWorkbook
+
+    try:
+        wb = CalamineWorkbook.from_path(str(path))
+        names = [m.name for m in wb.sheets_metadata
+                 if str(m.typ).endswith("WorkSheet")] or list(wb.sheet_names)
+        first_seen: list[str] | None = None
+        for name in names:
+            sheet = wb.get_sheet_by_name(name)
+            rows = _rows_of_sheet(sheet)
+            head: list[tuple[int, list[Any]]] = []
+            for item in rows:
+                head.append(item)
+                if _is_header(item[1]):
+                    report.sheet = name
+                    return chain(head, rows)
+                if len(head) >= HEADER_SCAN_ROWS:
+                    break
+            if first_seen is None:
+                first_seen = next((_texts(r) for _, r in head if _nonblank(r)), None)
+        # No sheet has a prompt header: let _table report it against the first sheet.
+        report.sheet = names[0] if names else None
+        return iter([(1, first_seen)] if first_seen else [])
+    except (CalamineError, OSError, ValueError, RuntimeError) as e:
+        raise InputError("spreadsheet_unreadable", detail=type(e).__name__) from None
+
+
+def _rows_of_sheet(sheet: Any) -> Iterator[tuple[int, list[Any]]]:
+    start = sheet.start or (0, 0)
+    r0, c0 = start
+    merges = sorted(
+        ((a[0], a[1], b[0], b[1]) for a, b in (sheet.merged_cell_ranges or [])[:10_000]),
+    )
+    if not merges:
+        for i, row in enumerate(sheet.iter_rows()):
+            yield r0 + i + 1, row
+        return
+    # Merged cells keep their value in the top-left cell only; give every covered cell
+    # that value, so a merged prompt or ratio applies to each of its rows.
+    top_left: dict[tuple[int, int], Any] = {}
+    active: list[tuple[int, int, int, int]] = []
+    k = 0
+    for i, row in enumerate(sheet.iter_rows()):
+        r = r0 + i
+        while k < len(merges) and merges[k][0] <= r:
+            active.append(merges[k])
+            k += 1
+        if active:
+            active = [m for m in active if m[2] >= r]
+            row = list(row)
+            for ra, ca, _rb, cb in active:
+                for c in range(ca, min(cb, c0 + len(row) - 1) + 1):
+                    j = c - c0
+                    if j < 0:
+                        continue
+                    if r == ra and c == ca:
+                        top_left[(ra, ca)] = row[j]
+                    elif row[j] in ("", None):
+                        row[j] = top_left.get((ra, ca), "")
+        yield r + 1, row
+
+
+def _texts(row: list[Any]) -> list[str]:
+    return [cell_text(v).strip() for v in row]
+
+
+def _nonblank(row: list[Any]) -> bool:
+    return any(v not in ("", None) and str(v).strip() for v in row)
+
+
+def _is_header(row: list[Any]) -> bool:
+    return any(isinstance(v, str) and field_for(v) == "prompt" for v in row)
+
+
+def _map_columns(header: list[Any], report: Report) -> dict[str, int]:
+    indices: dict[str, int] = {}
+    for i, value in enumerate(header):
+        name = cell_text(value).strip()
+        if not name:
+            continue
+        field = field_for(name)
+        note = None
+        if field == "negative_prompt":
+            field, note = None, "negative_prompt"
+        elif field is None:
+            note = "unknown"
+        elif field in indices:
+            field, note = None, "duplicate"
+        else:
+            indices[field] = i
+        report.columns.append(Column(name[:100], i, field, note))
+        if note:
+            report.warn("column_ignored", None, name[:100], reason=note)
+    return indices
+
+
+def _table(rows: Iterator[tuple[int, list[Any]]], report: Report, limits: Limits,
+           clock: _Clock, emit: Emit | None, *, typed: bool) -> None:
+    head: list[tuple[int, list[Any]]] = []
+    header: tuple[int, list[Any]] | None = None
+    for item in rows:
+        if _is_header(item[1]):
+            header = item
+            break
+        head.append(item)
+        if len(head) >= HEADER_SCAN_ROWS:
+            break
+    if header is None:
+        seen = next((_texts(r) for _, r in head if _nonblank(r)), [])
+        raise InputError("no_prompt_column", columns=[c[:40] for c in seen if c][:20] or ["-"],
+                         expected=list(EXPECTED.values()))
+    report.header_row = header[0]
+    report.kind = "simple"
+    idx = _map_columns(header[1], report)
+    pi = idx["prompt"]
+    ri = idx.get("aspect_ratio", -1)
+    ui = idx.get("image_urls", -1)
+    names = {c.field: c.name for c in report.columns if c.field}
+    fields = [None] * (max(idx.values()) + 1)
+    for f, i in idx.items():
+        fields[i] = f
+    max_cell, max_rows = limits.max_cell_chars, limits.max_rows
+    errors = report.errors
+    data = 0
+    for n, (rownum, row) in enumerate(rows, 1):
+        if n % _CLOCK_EVERY == 0:
+            clock.check()
+        report.total += 1
+        if typed:
+            row = [v if isinstance(v, str) else cell_text(v, fields[j] if j < len(fields) else None)
+                   for j, v in enumerate(row)]
+            if row and max(map(len, row)) > max_cell:
+                raise InputError("limit_cell_length", row=rownum, limit=max_cell)
+        if not "".join(row).strip():
+            report.skipped += 1
+            continue
+        data += 1
+        if data > max_rows:
+            raise InputError("limit_rows", limit=max_rows)
+        width = len(row)
+        prompt = row[pi] if pi < width else ""
+        line = simple_line(
+            rownum, prompt,
+            row[ri] if 0 <= ri < width else "",
+            row[ui] if 0 <= ui < width else "",
+            errors, names,
+        )
+        if line is None:
+            report.invalid += 1
+            continue
+        report.valid += 1
+        if has_sd_weights(prompt):
+            report.warn("sd_weight_syntax", rownum, names.get("prompt"))
+        if emit is not None:
+            emit(line)
+
+
+# --- jsonl -------------------------------------------------------------------------------
+
+
+def _jsonl(path: Path, sniffed: Sniffed, report: Report, limits: Limits, clock: _Clock,
+           emit: Emit | None) -> None:
+    enc = sniffed.encoding or "utf-8"
+    binary = enc in ("utf-8", "utf-8-sig")
+    kinds: dict[str, int] = {}
+    ignored_keys: set[str] = set()
+    errors = report.errors
+    data = 0
+    with open(path, "rb") if binary else open(path, encoding=enc, newline="") as f:
+        for lineno, raw in enumerate(f, 1):
+            if lineno % _CLOCK_EVERY == 0:
+                clock.check()
+            if len(raw) > limits.max_line_bytes:
+                raise InputError("limit_line_length", row=lineno, limit=limits.max_line_bytes)
+            if lineno == 1:
+                raw = raw.removeprefix(b"\xef\xbb\xbf" if binary else "\ufeff")
+            report.total += 1
+            if not raw.strip():
+                report.skipped += 1
+                continue
+            data += 1
+            if data > limits.max_rows:
+                raise InputError("limit_rows", limit=limits.max_rows)
+            line, kind = _json_line(lineno, raw, errors, report, ignored_keys)
+            if kind:
+                kinds[kind] = kinds.get(kind, 0) + 1
+            if line is None:
+                report.invalid += 1
+                continue
+            report.valid += 1
+            if emit is not None:
+                emit(line)
+    if kinds:
+        report.kind = next(iter(kinds)) if len(kinds) == 1 else "mixed"
+    if kinds and set(kinds) == {"openai_batch"}:
+        report.fatal = Issue("openai_batch_format")
+
+
+def _json_line(lineno: int, raw: bytes | str, errors: list[Issue], report: Report,
+               ignored_keys: set[str]) -> tuple[dict[str, Any] | None, str | None]:
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as e:
+        errors.append(Issue("json_invalid", lineno, None, {"detail": str(e)[:120]}))
+        return None, None
+    if not isinstance(obj, dict):
+        errors.append(Issue("json_not_object", lineno))
+        return None, None
+    inner = obj.get("request")
+    if isinstance(inner, dict) and "contents" not in obj and "prompt" not in obj:
+        obj = inner  # {"request": …} and {"key": …, "request": …}, unwrapped once
+    if all(k in obj for k in ("method", "url", "body")):
+        errors.append(Issue("openai_batch_line", lineno))
+        return None, "openai_batch"
+    if "contents" in obj:
+        return vertex_line(lineno, obj, errors), "vertex"
+    mapped: dict[str, Any] = {}
+    for key, value in obj.items():
+        field = field_for(str(key))
+        if field in ("prompt", "aspect_ratio", "image_urls") and field not in mapped:
+            mapped[field] = value
+        elif key not in ignored_keys and len(ignored_keys) < 100:
+            ignored_keys.add(key)
+            report.warn("field_ignored", lineno, str(key)[:100])
+    if "prompt" not in mapped:
+        errors.append(Issue("unknown_line_schema", lineno, None,
+                            {"keys": [str(k)[:40] for k in list(obj)[:10]] or ["-"]}))
+        return None, None
+    prompt = mapped["prompt"]
+    prompt = prompt if isinstance(prompt, str) else ("" if prompt is None else cell_text(prompt))
+    ratio = mapped.get("aspect_ratio")
+    urls = mapped.get("image_urls")
+    line = simple_line(
+        lineno, prompt, "" if ratio is None else str(ratio),
+        urls if isinstance(urls, list) else (None if urls is None else str(urls)), errors,
+    )
+    if line is not None and has_sd_weights(prompt):
+        report.warn("sd_weight_syntax", lineno, "prompt")
+    return line, "simple"
+
+
+# --- output ------------------------------------------------------------------------------
+
+
+class _AtomicLines:
+    """Lines go to a temp file beside the target; rename on commit, delete on abort."""
+
+    def __init__(self, target: Path) -> None:
+        self.target = target
+        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp",
+                                    dir=target.parent if str(target.parent) else ".")
+        self.tmp = Path(name)
+        self.f = os.fdopen(fd, "wb", buffering=1 << 20)
+        self._dumps = orjson.dumps
+        self._opt = orjson.OPT_APPEND_NEWLINE
+
+    def write(self, line: dict[str, Any]) -> None:
+        self.f.write(self._dumps(line, option=self._opt))
+
+    def commit(self) -> None:
+        self.f.flush()
+        os.fsync(self.f.fileno())
+        self.f.close()
+        os.replace(self.tmp, self.target)
+
+    def abort(self) -> None:
+        with contextlib.suppress(OSError):
+            self.f.close()
+        with contextlib.suppress(FileNotFoundError):
+            self.tmp.unlink()

@@ -1,0 +1,107 @@
+"""The inspection report: what the file is and what will happen to every row."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+# Stable machine codes. Row level: a row is invalid and is listed with its number.
+ROW_CODES = (
+    "prompt_empty", "aspect_ratio_invalid", "image_url_invalid", "image_url_not_public",
+    "json_invalid", "json_not_object", "openai_batch_line", "unknown_line_schema",
+    "contents_invalid", "generation_config_invalid",
+)
+# File level (fatal): nothing can be converted.
+FILE_CODES = (
+    "file_missing", "file_empty", "unsupported_file_type", "encoding_unknown", "csv_malformed",
+    "spreadsheet_unreadable", "no_prompt_column", "no_data_rows", "openai_batch_format",
+    "limit_file_size", "limit_zip_unpacked", "limit_zip_ratio", "limit_zip_members",
+    "limit_rows", "limit_cell_length", "limit_line_length", "limit_parse_time",
+)
+# Warnings: the row is valid, but the user should know.
+WARNING_CODES = ("sd_weight_syntax", "column_ignored", "field_ignored")
+
+WARNINGS_KEPT_PER_CODE = 200
+
+
+@dataclass(slots=True)
+class Issue:
+    code: str
+    row: int | None = None
+    column: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self, message: str | None = None) -> dict[str, Any]:
+        d: dict[str, Any] = {"row": self.row, "column": self.column, "code": self.code,
+                             "params": self.params}
+        if message is not None:
+            d["message"] = message
+        return d
+
+
+@dataclass(slots=True)
+class Column:
+    name: str  # as seen in the file
+    index: int
+    field: str | None  # prompt | aspect_ratio | image_urls | None (not used)
+    note: str | None = None  # why it is not used: unknown | duplicate | negative_prompt
+
+
+@dataclass
+class Report:
+    path: str
+    format: str | None = None  # csv | tsv | jsonl | xlsx | xls | ods
+    encoding: str | None = None
+    sheet: str | None = None
+    kind: str | None = None  # simple | vertex | mixed | openai_batch
+    header_row: int | None = None
+    columns: list[Column] = field(default_factory=list)
+    total: int = 0  # every row after the header: valid + invalid + skipped
+    valid: int = 0
+    invalid: int = 0
+    skipped: int = 0  # blank rows
+    errors: list[Issue] = field(default_factory=list)
+    warnings: list[Issue] = field(default_factory=list)
+    warning_counts: dict[str, int] = field(default_factory=dict)
+    fatal: Issue | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Every row is valid and there is at least one."""
+        return self.fatal is None and self.invalid == 0 and self.valid > 0
+
+    @property
+    def usable(self) -> bool:
+        """At least one valid row can be sent (possibly after dropping invalid rows)."""
+        return self.fatal is None and self.valid > 0
+
+    def warn(self, code: str, row: int | None = None, column: str | None = None,
+             **params: Any) -> None:
+        n = self.warning_counts.get(code, 0)
+        self.warning_counts[code] = n + 1
+        if n < WARNINGS_KEPT_PER_CODE:
+            self.warnings.append(Issue(code, row, column, params))
+
+    def to_dict(self, lang: str = "en") -> dict[str, Any]:
+        from batchjob.input.messages import issue_message
+
+        return {
+            "path": self.path,
+            "ok": self.ok,
+            "format": self.format,
+            "encoding": self.encoding,
+            "sheet": self.sheet,
+            "kind": self.kind,
+            "header_row": self.header_row,
+            "columns": [
+                {"name": c.name, "index": c.index, "field": c.field, "note": c.note}
+                for c in self.columns
+            ],
+            "rows": {"total": self.total, "valid": self.valid, "invalid": self.invalid,
+                     "skipped": self.skipped},
+            "errors": [e.to_dict(issue_message(e, lang)) for e in self.errors],
+            "warnings": [w.to_dict(issue_message(w, lang)) for w in self.warnings],
+            "warning_counts": dict(self.warning_counts),
+            "fatal": None if self.fatal is None
+            else self.fatal.to_dict(issue_message(self.fatal, lang)),
+        }

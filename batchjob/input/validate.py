@@ -1,0 +1,264 @@
+"""Row rules and the canonical line.
+
+Canonical line (what the service gets):
+    {"contents": [{"role": "user", "parts": [{"text": PROMPT},
+                                             {"fileData": {"fileUri": URL, "mimeType": M}}...]}],
+     "generationConfig": {"responseModalities": ["IMAGE", "TEXT"],
+                          "imageConfig": {"aspectRatio": "16:9"}}}   # imageConfig when set
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import unicodedata
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+
+from batchjob.input.report import Issue
+from batchjob.netcheck import is_public_host
+
+ASPECT_RATIOS = frozenset(
+    ("1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9")
+)
+RESPONSE_MODALITIES = ["IMAGE", "TEXT"]
+_RATIO_SEP = re.compile(r"\s*(?:[:xX×*/比]|\s)\s*")
+_URL_SEP = re.compile(r"[\s,，;；、]+")
+_SD_WEIGHT = re.compile(r"\([^()]*:\s*\d+(?:\.\d+)?\s*\)")
+_MIME = {
+    "png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg", "webp": "image/webp",
+    "gif": "image/gif", "heic": "image/heic", "heif": "image/heif", "bmp": "image/bmp",
+}
+_EXCEL_EPOCH_DATES = (dt.date(1899, 12, 30), dt.date(1899, 12, 31), dt.date(1900, 1, 1))
+_ratio_cache: dict[str, str | None] = {}
+_host_cache: dict[str, bool] = {}
+
+
+# --- cell values -----------------------------------------------------------------------
+
+
+def cell_text(value: Any, field: str | None = None) -> str:
+    """The text a user sees in a spreadsheet cell.
+
+    Excel types values as the user types them: `16:9` in a ratio column becomes the time
+    16:09, `12` becomes 12.0. Both come back as the text the user typed.
+    """
+    if isinstance(value, str):
+        return value
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, float):
+        if value.is_integer() and abs(value) < 1e15:
+            return str(int(value))
+        return repr(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, dt.datetime):
+        if value.date() in _EXCEL_EPOCH_DATES:
+            return cell_text(value.time(), field)
+        return value.isoformat(sep=" ", timespec="minutes" if not value.second else "seconds")
+    if isinstance(value, dt.time):
+        if field == "aspect_ratio":
+            return f"{value.hour}:{value.minute}"
+        return value.strftime("%H:%M:%S" if value.second else "%H:%M")
+    if isinstance(value, dt.timedelta):
+        minutes = int(value.total_seconds()) // 60
+        if field == "aspect_ratio":
+            return f"{minutes // 60}:{minutes % 60}"
+        return f"{minutes // 60}:{minutes % 60:02d}"
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    return str(value)
+
+
+def normalize_ratio(text: str) -> str | None:
+    """`16:9`, `16：9`, `16x9`, `16 比 9`, `16:09`, `16:09:00` → `16:9`; None if not allowed."""
+    if text in _ratio_cache:
+        return _ratio_cache[text]
+    t = unicodedata.normalize("NFKC", text).strip()
+    parts = [p for p in _RATIO_SEP.split(t) if p != ""]
+    result = None
+    if len(parts) == 3 and parts[2].strip("0") == "":
+        parts = parts[:2]
+    if len(parts) == 2 and all(p.isdigit() for p in parts):
+        candidate = f"{int(parts[0])}:{int(parts[1])}"
+        if candidate in ASPECT_RATIOS:
+            result = candidate
+    if len(_ratio_cache) < 10_000:
+        _ratio_cache[text] = result
+    return result
+
+
+def split_urls(text: str) -> list[str]:
+    """A JSON array, or URLs separated by commas (also `，`), semicolons, spaces, newlines."""
+    t = text.strip()
+    if not t:
+        return []
+    if t.startswith("["):
+        try:
+            value = orjson.loads(t)
+        except orjson.JSONDecodeError:
+            value = None
+        if isinstance(value, list):
+            return [str(v).strip() for v in value if str(v).strip()]
+    return [u for u in _URL_SEP.split(t) if u]
+
+
+def url_problem(url: str) -> str | None:
+    """None for a public http(s) URL; otherwise the row code that explains why not."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+        parts.port  # noqa: B018 - raises on a malformed port
+    except ValueError:
+        return "image_url_invalid"
+    if parts.scheme not in ("http", "https") or not host or parts.username or parts.password:
+        return "image_url_invalid"
+    ok = _host_cache.get(host)
+    if ok is None:
+        ok = is_public_host(host)
+        if len(_host_cache) < 50_000:
+            _host_cache[host] = ok
+    return None if ok else "image_url_not_public"
+
+
+def mime_for(url: str) -> str:
+    path = urlsplit(url).path
+    ext = path.rsplit(".", 1)[-1].lower() if "." in path.rsplit("/", 1)[-1] else ""
+    return _MIME.get(ext, "image/jpeg")
+
+
+def has_sd_weights(prompt: str) -> bool:
+    return "(" in prompt and _SD_WEIGHT.search(prompt) is not None
+
+
+# --- rows --------------------------------------------------------------------------------
+
+
+def simple_line(
+    row: int, prompt: str, ratio_text: str, urls_text: str | list[Any] | None,
+    errors: list[Issue], columns: dict[str, str] | None = None,
+) -> dict[str, Any] | None:
+    """Validate one simple row (prompt, aspect ratio, image URLs) and build its line.
+
+    Appends every problem of the row to `errors` (not just the first), returns None
+    when there was any.
+    """
+    col = columns or {}
+    n = len(errors)
+    prompt = prompt.strip()
+    if not prompt:
+        errors.append(Issue("prompt_empty", row, col.get("prompt", "prompt")))
+    ratio = None
+    if ratio_text and ratio_text.strip():
+        ratio = normalize_ratio(ratio_text)
+        if ratio is None:
+            errors.append(Issue("aspect_ratio_invalid", row, col.get("aspect_ratio", "aspect_ratio"),
+                                {"value": ratio_text.strip()[:40],
+                                 "allowed": sorted(ASPECT_RATIOS, key=_ratio_key)}))
+    urls: list[str] = []
+    if urls_text:
+        if isinstance(urls_text, list):
+            urls = [str(u).strip() for u in urls_text if str(u).strip()]
+        else:
+            urls = split_urls(urls_text)
+        for url in urls:
+            problem = url_problem(url)
+            if problem:
+                errors.append(Issue(problem, row, col.get("image_urls", "image_urls"),
+                                    {"url": url[:200]}))
+    if len(errors) > n:
+        return None
+    return canonical(prompt, ratio, urls)
+
+
+def canonical(prompt: str, ratio: str | None, urls: list[str]) -> dict[str, Any]:
+    parts: list[dict[str, Any]] = [{"text": prompt}]
+    for url in urls:
+        parts.append({"fileData": {"fileUri": url, "mimeType": mime_for(url)}})
+    config: dict[str, Any] = {"responseModalities": RESPONSE_MODALITIES}
+    if ratio:
+        config["imageConfig"] = {"aspectRatio": ratio}
+    return {"contents": [{"role": "user", "parts": parts}], "generationConfig": config}
+
+
+def _ratio_key(r: str) -> tuple[float, str]:
+    a, b = r.split(":")
+    return (int(a) / int(b), r)
+
+
+_VERTEX_KEEP = ("contents", "generationConfig", "systemInstruction", "safetySettings")
+
+
+def vertex_line(row: int, obj: dict[str, Any], errors: list[Issue]) -> dict[str, Any] | None:
+    """Validate a Vertex request line; keep its content, make sure images are asked for."""
+    n = len(errors)
+    contents = obj.get("contents")
+    texts = 0
+    if not isinstance(contents, list) or not contents:
+        errors.append(Issue("contents_invalid", row, "contents", {"reason": "not_a_list"}))
+        return None
+    for content in contents:
+        parts = content.get("parts") if isinstance(content, dict) else None
+        if not isinstance(parts, list) or not parts:
+            errors.append(Issue("contents_invalid", row, "contents", {"reason": "no_parts"}))
+            return None
+        for part in parts:
+            if not isinstance(part, dict):
+                errors.append(Issue("contents_invalid", row, "contents", {"reason": "bad_part"}))
+                return None
+            text = part.get("text")
+            if isinstance(text, str) and text.strip():
+                texts += 1
+            file_data = part.get("fileData")
+            if isinstance(file_data, dict):
+                uri = file_data.get("fileUri")
+                if not isinstance(uri, str):
+                    errors.append(Issue("image_url_invalid", row, "contents", {"url": str(uri)[:200]}))
+                elif not uri.startswith("gs://"):
+                    problem = url_problem(uri)
+                    if problem:
+                        errors.append(Issue(problem, row, "contents", {"url": uri[:200]}))
+    if texts == 0:
+        errors.append(Issue("prompt_empty", row, "contents"))
+    config = obj.get("generationConfig", {})
+    if not isinstance(config, dict):
+        errors.append(Issue("generation_config_invalid", row, "generationConfig"))
+        return None
+    config = dict(config)
+    config.setdefault("responseModalities", RESPONSE_MODALITIES)
+    image_config = config.get("imageConfig")
+    if isinstance(image_config, dict) and image_config.get("aspectRatio") is not None:
+        raw = str(image_config["aspectRatio"])
+        ratio = normalize_ratio(raw)
+        if ratio is None:
+            errors.append(Issue("aspect_ratio_invalid", row, "generationConfig",
+                                {"value": raw[:40], "allowed": sorted(ASPECT_RATIOS, key=_ratio_key)}))
+        else:
+            config["imageConfig"] = {**image_config, "aspectRatio": ratio}
+    if len(errors) > n:
+        return None
+    line = {k: obj[k] for k in _VERTEX_KEEP if k in obj}
+    line["generationConfig"] = config
+    return line
+
+
+def prompt_of(line: dict[str, Any]) -> str:
+    """All text parts of a canonical line, joined (for reports and markers)."""
+    out = []
+    for content in line.get("contents") or []:
+        for part in (content or {}).get("parts") or []:
+            if isinstance(part, dict) and isinstance(part.get("text"), str):
+                out.append(part["text"])
+    return "\n".join(out)
+
+
+def passes_service_check(line: dict[str, Any]) -> bool:
+    """The service's own first-line check: `contents`, or `prompt` and no OpenAI keys."""
+    if "contents" in line:
+        return True
+    return "prompt" in line and not any(k in line for k in ("method", "url", "body"))
