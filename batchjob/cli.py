@@ -45,37 +45,55 @@ def build_parser() -> argparse.ArgumentParser:
         "70 internal error. Limits can be set with BATCHJOB_LIMIT_MAX_ROWS, "
         "BATCHJOB_LIMIT_MAX_FILE_BYTES, ... (see README).",
     )
-    p.add_argument("--lang", choices=locales.LANGUAGES, default=None,
-                   help="language of messages (default: from BATCHJOB_LANG or LANG)")
+    p.add_argument(
+        "--lang",
+        choices=locales.LANGUAGES,
+        default=None,
+        help="language of messages (default: from BATCHJOB_LANG or LANG)",
+    )
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    ins = sub.add_parser("inspect", help="check a file and report every row",
-                         description="Read FILE (csv, tsv, xlsx, xls, ods, jsonl), validate every "
-                         "row and print a report. Exit 0 when every row is valid, 1 otherwise.")
+    ins = sub.add_parser(
+        "inspect",
+        help="check a file and report every row",
+        description="Read FILE (csv, tsv, xlsx, xls, ods, jsonl), validate every "
+        "row and print a report. Exit 0 when every row is valid, 1 otherwise.",
+    )
     src = ins.add_mutually_exclusive_group(required=True)
     src.add_argument("file", nargs="?", metavar="FILE", help="the prompt file")
     src.add_argument("--example", action="store_true", help="inspect the bundled example file")
     ins.add_argument("--json", action="store_true", help="print one JSON object")
 
-    conv = sub.add_parser("convert", help="write the service's canonical JSONL",
-                          description="Validate FILE and write canonical JSONL to OUT "
-                          "atomically. Nothing is written when the file is invalid, unless "
-                          "--skip-invalid is given and at least one row is valid.")
+    conv = sub.add_parser(
+        "convert",
+        help="write the service's canonical JSONL",
+        description="Validate FILE and write canonical JSONL to OUT "
+        "atomically. Nothing is written when the file is invalid, unless "
+        "--skip-invalid is given and at least one row is valid.",
+    )
     conv.add_argument("file", metavar="FILE")
     conv.add_argument("-o", "--output", required=True, metavar="OUT.jsonl")
-    conv.add_argument("--skip-invalid", action="store_true",
-                      help="write only the valid rows instead of failing")
+    conv.add_argument(
+        "--skip-invalid", action="store_true", help="write only the valid rows instead of failing"
+    )
     conv.add_argument("--json", action="store_true", help="print the report as JSON")
 
-    tpl = sub.add_parser("template", help="write a starter file or the format guide",
-                         description="Write a template with a header and example rows, or the "
-                         "format guide (Markdown).")
+    tpl = sub.add_parser(
+        "template",
+        help="write a starter file or the format guide",
+        description="Write a template with a header and example rows, or the format guide (Markdown).",
+    )
     from batchjob.templates import KINDS
 
     tpl.add_argument("--kind", choices=KINDS, required=True)
     tpl.add_argument("-o", "--output", required=True, metavar="PATH")
-    tpl.add_argument("--lang", dest="template_lang", choices=locales.LANGUAGES, default=None,
-                     help="language of the template (default: --lang)")
+    tpl.add_argument(
+        "--lang",
+        dest="template_lang",
+        choices=locales.LANGUAGES,
+        default=None,
+        help="language of the template (default: --lang)",
+    )
     for extend in _EXTENSIONS:
         extend(sub)
     return p
@@ -106,8 +124,7 @@ def cmd_convert(args: argparse.Namespace, lang: str) -> int:
 
     out = Path(args.output)
     if not out.parent.is_dir():
-        raise CliError(locales.t(lang, "cli.error.write", out=out, reason="no such directory"),
-                       EXIT_USAGE)
+        raise CliError(locales.t(lang, "cli.error.write", out=out, reason="no such directory"), EXIT_USAGE)
     try:
         report = convert_file(args.file, out, skip_invalid=args.skip_invalid, limits=_limits())
     except OSError as e:
@@ -136,8 +153,9 @@ def cmd_template(args: argparse.Namespace, lang: str) -> int:
     try:
         out = templates.write(args.kind, tlang, args.output)
     except OSError as e:
-        raise CliError(locales.t(lang, "cli.error.write", out=args.output, reason=e.strerror),
-                       EXIT_USAGE) from None
+        raise CliError(
+            locales.t(lang, "cli.error.write", out=args.output, reason=e.strerror), EXIT_USAGE
+        ) from None
     print(locales.t(lang, "cli.template.done", kind=args.kind, out=out))
     return EXIT_OK
 
@@ -159,18 +177,32 @@ def _print_report(report: Any, lang: str, as_json: bool, verdict: bool = True) -
         sys.stdout.write(orjson.dumps(report.to_dict(lang)).decode() + "\n")
         return
     t = locales.t
-    print(t(lang, "cli.report.title", path=report.path, format=report.format or "?",
+    print(
+        t(
+            lang,
+            "cli.report.title",
+            path=report.path,
+            format=report.format or "?",
             encoding=f", {report.encoding}" if report.encoding else "",
-            sheet=f", {report.sheet}" if report.sheet else ""))
+            sheet=f", {report.sheet}" if report.sheet else "",
+        )
+    )
     if report.kind:
         print(t(lang, "cli.report.kind", kind=report.kind, header_row=report.header_row or "-"))
     if report.columns:
-        cols = ", ".join(f"{c.name} → {c.field}" if c.field else f"{c.name} → -"
-                         for c in report.columns)
+        cols = ", ".join(f"{c.name} → {c.field}" if c.field else f"{c.name} → -" for c in report.columns)
         print(t(lang, "cli.report.columns", columns=cols))
     if report.fatal is None:
-        print(t(lang, "cli.report.rows", total=report.total, valid=report.valid,
-                invalid=report.invalid, skipped=report.skipped))
+        print(
+            t(
+                lang,
+                "cli.report.rows",
+                total=report.total,
+                valid=report.valid,
+                invalid=report.invalid,
+                skipped=report.skipped,
+            )
+        )
     for e in report.errors[:MAX_ERRORS_SHOWN]:
         print("  " + issue_message(e, lang))
     if len(report.errors) > MAX_ERRORS_SHOWN:
@@ -184,8 +216,15 @@ def _print_report(report: Any, lang: str, as_json: bool, verdict: bool = True) -
                 print("  " + issue_message(w, lang))
         for code, count in report.warning_counts.items():
             if count > 5:
-                print("  " + t(lang, "cli.report.more_warnings", count=count,
-                               code=t(lang, f"input.{code}", row="…", column="…")))
+                print(
+                    "  "
+                    + t(
+                        lang,
+                        "cli.report.more_warnings",
+                        count=count,
+                        code=t(lang, f"input.{code}", row="…", column="…"),
+                    )
+                )
     if verdict:
         print(_verdict(report, lang))
 
@@ -208,8 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         return EXIT_OK
     except Exception as e:  # one line, never a traceback
-        print(f"batchjob: {locales.t(lang, 'cli.error.internal', kind=type(e).__name__)}",
-              file=sys.stderr)
+        print(f"batchjob: {locales.t(lang, 'cli.error.internal', kind=type(e).__name__)}", file=sys.stderr)
         return EXIT_INTERNAL
 
 

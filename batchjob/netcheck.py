@@ -14,8 +14,20 @@ import re
 import socket
 
 _PRIVATE_SUFFIXES = (
-    "localhost", "local", "internal", "intranet", "lan", "home", "corp", "private",
-    "test", "invalid", "localdomain", "home.arpa", "in-addr.arpa", "ip6.arpa",
+    "localhost",
+    "local",
+    "internal",
+    "intranet",
+    "lan",
+    "home",
+    "corp",
+    "private",
+    "test",
+    "invalid",
+    "localdomain",
+    "home.arpa",
+    "in-addr.arpa",
+    "ip6.arpa",
 )
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 _TLD = re.compile(r"^(?:[a-z]{2,63}|xn--[a-z0-9-]{1,59})$")

@@ -20,14 +20,14 @@ _URLS = ("", EXAMPLE_IMAGE, "", "")
 
 
 def example_rows(lang: str) -> list[tuple[str, str, str]]:
-    return [
-        (locales.t(lang, f"template.example.{i + 1}"), _RATIOS[i], _URLS[i]) for i in range(4)
-    ]
+    return [(locales.t(lang, f"template.example.{i + 1}"), _RATIOS[i], _URLS[i]) for i in range(4)]
 
 
 def header(lang: str) -> tuple[str, str, str]:
-    return tuple(locales.t(lang, f"template.header.{f}")  # type: ignore[return-value]
-                 for f in ("prompt", "aspect_ratio", "image_urls"))
+    return tuple(
+        locales.t(lang, f"template.header.{f}")  # type: ignore[return-value]
+        for f in ("prompt", "aspect_ratio", "image_urls")
+    )
 
 
 def render(kind: str, lang: str, limits: Limits | None = None) -> bytes:
@@ -53,8 +53,10 @@ def render(kind: str, lang: str, limits: Limits | None = None) -> bytes:
     if kind == "guide":
         lim = limits or Limits()
         return locales.document(
-            lang, "guide.md",
-            max_rows=lim.max_rows, max_cell_chars=lim.max_cell_chars,
+            lang,
+            "guide.md",
+            max_rows=lim.max_rows,
+            max_cell_chars=lim.max_cell_chars,
             max_file_mib=lim.max_file_bytes // (1024 * 1024),
             ratios=", ".join(sorted(ASPECT_RATIOS, key=_ratio_order)),
             example_image=EXAMPLE_IMAGE,

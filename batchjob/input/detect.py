@@ -11,6 +11,7 @@ import codecs
 import csv
 import io
 import os
+import stat
 import zipfile
 from dataclasses import dataclass
 
@@ -18,8 +19,14 @@ from batchjob.input.limits import InputError, Limits
 
 OLE2_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 _BINARY_MAGIC = {
-    b"%PDF": "pdf", b"\x89PNG": "png", b"\xff\xd8\xff": "jpeg", b"GIF8": "gif",
-    b"\x1f\x8b": "gzip", b"Rar!": "rar", b"7z\xbc\xaf": "7z", b"{\\rtf": "rtf",
+    b"%PDF": "pdf",
+    b"\x89PNG": "png",
+    b"\xff\xd8\xff": "jpeg",
+    b"GIF8": "gif",
+    b"\x1f\x8b": "gzip",
+    b"Rar!": "rar",
+    b"7z\xbc\xaf": "7z",
+    b"{\\rtf": "rtf",
 }
 _BOMS = (
     (codecs.BOM_UTF8, "utf-8-sig"),
@@ -40,9 +47,12 @@ class Sniffed:
 
 def sniff(path: str | os.PathLike[str], limits: Limits) -> Sniffed:
     try:
-        size = os.path.getsize(path)
+        st = os.stat(path)
     except OSError:
         raise InputError("file_missing") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise InputError("file_missing")
+    size = st.st_size
     if size == 0:
         raise InputError("file_empty")
     if size > limits.max_file_bytes:
@@ -65,8 +75,7 @@ def _zip_format(path: str | os.PathLike[str], limits: Limits) -> str:
         with zipfile.ZipFile(path) as z:
             infos = z.infolist()
             if len(infos) > limits.max_zip_members:
-                raise InputError("limit_zip_members", count=len(infos),
-                                 limit=limits.max_zip_members)
+                raise InputError("limit_zip_members", count=len(infos), limit=limits.max_zip_members)
             unpacked = 0
             for info in infos:
                 unpacked += info.file_size
@@ -74,12 +83,14 @@ def _zip_format(path: str | os.PathLike[str], limits: Limits) -> str:
                 if info.file_size > _CHUNK and info.file_size > limits.max_zip_ratio * max(
                     info.compress_size, 1
                 ):
-                    raise InputError("limit_zip_ratio", member=info.filename[:80],
-                                     ratio=round(info.file_size / max(info.compress_size, 1)),
-                                     limit=round(limits.max_zip_ratio))
+                    raise InputError(
+                        "limit_zip_ratio",
+                        member=info.filename[:80],
+                        ratio=round(info.file_size / max(info.compress_size, 1)),
+                        limit=round(limits.max_zip_ratio),
+                    )
             if unpacked > limits.max_unpacked_bytes:
-                raise InputError("limit_zip_unpacked", size=unpacked,
-                                 limit=limits.max_unpacked_bytes)
+                raise InputError("limit_zip_unpacked", size=unpacked, limit=limits.max_unpacked_bytes)
             names = {i.filename for i in infos}
             if "xl/workbook.xml" in names or "xl/workbook.bin" in names:
                 return "xlsx"

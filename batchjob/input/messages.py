@@ -9,8 +9,7 @@ from batchjob.input.report import Issue
 
 
 def _flatten(params: dict[str, Any]) -> dict[str, Any]:
-    return {k: ", ".join(map(str, v)) if isinstance(v, list | tuple) else v
-            for k, v in params.items()}
+    return {k: ", ".join(map(str, v)) if isinstance(v, list | tuple) else v for k, v in params.items()}
 
 
 def issue_message(issue: Issue, lang: str) -> str:

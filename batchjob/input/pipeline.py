@@ -48,8 +48,11 @@ def inspect_file(path: str | os.PathLike[str], limits: Limits | None = None) -> 
 
 
 def convert_file(
-    path: str | os.PathLike[str], out: str | os.PathLike[str], *,
-    skip_invalid: bool = False, limits: Limits | None = None,
+    path: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    skip_invalid: bool = False,
+    limits: Limits | None = None,
 ) -> Report:
     """Write canonical JSONL to `out` atomically when the file converts.
 
@@ -86,6 +89,8 @@ def _run(path: Path, limits: Limits, emit: Emit | None) -> Report:
             report.fatal = Issue("no_data_rows")
     except InputError as e:
         report.fatal = Issue(e.code, params=dict(e.params))
+    except (FileNotFoundError, IsADirectoryError, PermissionError):
+        report.fatal = Issue("file_missing")
     return report
 
 
@@ -99,12 +104,11 @@ def _csv_rows(path: Path, sniffed: Sniffed, limits: Limits) -> Iterator[tuple[in
     with open(path, encoding=sniffed.encoding, newline="") as f:
         reader = csv.reader(f, delimiter=sniffed.delimiter or ",")
         try:
-            for rownum, row in enumerate(reader, 1):  # noqa: B007 - used after the loop
+            for rownum, row in enumerate(reader, 1):
                 yield rownum, row
         except csv.Error as e:
             if "field larger than field limit" in str(e):
-                raise InputError("limit_cell_length", row=rownum + 1,
-                                 limit=limits.max_cell_chars) from None
+                raise InputError("limit_cell_length", row=rownum + 1, limit=limits.max_cell_chars) from None
             raise InputError("csv_malformed", row=rownum + 1) from None
 
 
@@ -113,8 +117,9 @@ def _sheet_rows(path: Path, report: Report, limits: Limits) -> Iterator[tuple[in
 
     try:
         wb = CalamineWorkbook.from_path(str(path))
-        names = [m.name for m in wb.sheets_metadata
-                 if str(m.typ).endswith("WorkSheet")] or list(wb.sheet_names)
+        names = [m.name for m in wb.sheets_metadata if str(m.typ).endswith("WorkSheet")] or list(
+            wb.sheet_names
+        )
         first_seen: list[str] | None = None
         for name in names:
             sheet = wb.get_sheet_by_name(name)
@@ -205,8 +210,15 @@ def _map_columns(header: list[Any], report: Report) -> dict[str, int]:
     return indices
 
 
-def _table(rows: Iterator[tuple[int, list[Any]]], report: Report, limits: Limits,
-           clock: _Clock, emit: Emit | None, *, typed: bool) -> None:
+def _table(
+    rows: Iterator[tuple[int, list[Any]]],
+    report: Report,
+    limits: Limits,
+    clock: _Clock,
+    emit: Emit | None,
+    *,
+    typed: bool,
+) -> None:
     head: list[tuple[int, list[Any]]] = []
     header: tuple[int, list[Any]] | None = None
     for item in rows:
@@ -218,8 +230,11 @@ def _table(rows: Iterator[tuple[int, list[Any]]], report: Report, limits: Limits
             break
     if header is None:
         seen = next((_texts(r) for _, r in head if _nonblank(r)), [])
-        raise InputError("no_prompt_column", columns=[c[:40] for c in seen if c][:20] or ["-"],
-                         expected=list(EXPECTED.values()))
+        raise InputError(
+            "no_prompt_column",
+            columns=[c[:40] for c in seen if c][:20] or ["-"],
+            expected=list(EXPECTED.values()),
+        )
     report.header_row = header[0]
     report.kind = "simple"
     idx = _map_columns(header[1], report)
@@ -238,8 +253,10 @@ def _table(rows: Iterator[tuple[int, list[Any]]], report: Report, limits: Limits
             clock.check()
         report.total += 1
         if typed:
-            row = [v if isinstance(v, str) else cell_text(v, fields[j] if j < len(fields) else None)
-                   for j, v in enumerate(row)]
+            row = [
+                v if isinstance(v, str) else cell_text(v, fields[j] if j < len(fields) else None)
+                for j, v in enumerate(row)
+            ]
             if row and max(map(len, row)) > max_cell:
                 raise InputError("limit_cell_length", row=rownum, limit=max_cell)
         if not "".join(row).strip():
@@ -251,10 +268,12 @@ def _table(rows: Iterator[tuple[int, list[Any]]], report: Report, limits: Limits
         width = len(row)
         prompt = row[pi] if pi < width else ""
         line = simple_line(
-            rownum, prompt,
+            rownum,
+            prompt,
             row[ri] if 0 <= ri < width else "",
             row[ui] if 0 <= ui < width else "",
-            errors, names,
+            errors,
+            names,
         )
         if line is None:
             report.invalid += 1
@@ -269,8 +288,9 @@ def _table(rows: Iterator[tuple[int, list[Any]]], report: Report, limits: Limits
 # --- jsonl -------------------------------------------------------------------------------
 
 
-def _jsonl(path: Path, sniffed: Sniffed, report: Report, limits: Limits, clock: _Clock,
-           emit: Emit | None) -> None:
+def _jsonl(
+    path: Path, sniffed: Sniffed, report: Report, limits: Limits, clock: _Clock, emit: Emit | None
+) -> None:
     enc = sniffed.encoding or "utf-8"
     binary = enc in ("utf-8", "utf-8-sig")
     kinds: dict[str, int] = {}
@@ -307,8 +327,9 @@ def _jsonl(path: Path, sniffed: Sniffed, report: Report, limits: Limits, clock: 
         report.fatal = Issue("openai_batch_format")
 
 
-def _json_line(lineno: int, raw: bytes | str, errors: list[Issue], report: Report,
-               ignored_keys: set[str]) -> tuple[dict[str, Any] | None, str | None]:
+def _json_line(
+    lineno: int, raw: bytes | str, errors: list[Issue], report: Report, ignored_keys: set[str]
+) -> tuple[dict[str, Any] | None, str | None]:
     try:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError as e:
@@ -334,16 +355,22 @@ def _json_line(lineno: int, raw: bytes | str, errors: list[Issue], report: Repor
             ignored_keys.add(key)
             report.warn("field_ignored", lineno, str(key)[:100])
     if "prompt" not in mapped:
-        errors.append(Issue("unknown_line_schema", lineno, None,
-                            {"keys": [str(k)[:40] for k in list(obj)[:10]] or ["-"]}))
+        errors.append(
+            Issue(
+                "unknown_line_schema", lineno, None, {"keys": [str(k)[:40] for k in list(obj)[:10]] or ["-"]}
+            )
+        )
         return None, None
     prompt = mapped["prompt"]
     prompt = prompt if isinstance(prompt, str) else ("" if prompt is None else cell_text(prompt))
     ratio = mapped.get("aspect_ratio")
     urls = mapped.get("image_urls")
     line = simple_line(
-        lineno, prompt, "" if ratio is None else str(ratio),
-        urls if isinstance(urls, list) else (None if urls is None else str(urls)), errors,
+        lineno,
+        prompt,
+        "" if ratio is None else str(ratio),
+        urls if isinstance(urls, list) else (None if urls is None else str(urls)),
+        errors,
     )
     if line is not None and has_sd_weights(prompt):
         report.warn("sd_weight_syntax", lineno, "prompt")
@@ -358,8 +385,9 @@ class _AtomicLines:
 
     def __init__(self, target: Path) -> None:
         self.target = target
-        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp",
-                                    dir=target.parent if str(target.parent) else ".")
+        fd, name = tempfile.mkstemp(
+            prefix=f".{target.name}.", suffix=".tmp", dir=target.parent if str(target.parent) else "."
+        )
         self.tmp = Path(name)
         self.f = os.fdopen(fd, "wb", buffering=1 << 20)
         self._dumps = orjson.dumps

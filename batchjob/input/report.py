@@ -7,16 +7,36 @@ from typing import Any
 
 # Stable machine codes. Row level: a row is invalid and is listed with its number.
 ROW_CODES = (
-    "prompt_empty", "aspect_ratio_invalid", "image_url_invalid", "image_url_not_public",
-    "json_invalid", "json_not_object", "openai_batch_line", "unknown_line_schema",
-    "contents_invalid", "generation_config_invalid",
+    "prompt_empty",
+    "aspect_ratio_invalid",
+    "image_url_invalid",
+    "image_url_not_public",
+    "json_invalid",
+    "json_not_object",
+    "openai_batch_line",
+    "unknown_line_schema",
+    "contents_invalid",
+    "generation_config_invalid",
 )
 # File level (fatal): nothing can be converted.
 FILE_CODES = (
-    "file_missing", "file_empty", "unsupported_file_type", "encoding_unknown", "csv_malformed",
-    "spreadsheet_unreadable", "no_prompt_column", "no_data_rows", "openai_batch_format",
-    "limit_file_size", "limit_zip_unpacked", "limit_zip_ratio", "limit_zip_members",
-    "limit_rows", "limit_cell_length", "limit_line_length", "limit_parse_time",
+    "file_missing",
+    "file_empty",
+    "unsupported_file_type",
+    "encoding_unknown",
+    "csv_malformed",
+    "spreadsheet_unreadable",
+    "no_prompt_column",
+    "no_data_rows",
+    "openai_batch_format",
+    "limit_file_size",
+    "limit_zip_unpacked",
+    "limit_zip_ratio",
+    "limit_zip_members",
+    "limit_rows",
+    "limit_cell_length",
+    "limit_line_length",
+    "limit_parse_time",
 )
 # Warnings: the row is valid, but the user should know.
 WARNING_CODES = ("sd_weight_syntax", "column_ignored", "field_ignored")
@@ -32,8 +52,7 @@ class Issue:
     params: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self, message: str | None = None) -> dict[str, Any]:
-        d: dict[str, Any] = {"row": self.row, "column": self.column, "code": self.code,
-                             "params": self.params}
+        d: dict[str, Any] = {"row": self.row, "column": self.column, "code": self.code, "params": self.params}
         if message is not None:
             d["message"] = message
         return d
@@ -75,8 +94,7 @@ class Report:
         """At least one valid row can be sent (possibly after dropping invalid rows)."""
         return self.fatal is None and self.valid > 0
 
-    def warn(self, code: str, row: int | None = None, column: str | None = None,
-             **params: Any) -> None:
+    def warn(self, code: str, row: int | None = None, column: str | None = None, **params: Any) -> None:
         n = self.warning_counts.get(code, 0)
         self.warning_counts[code] = n + 1
         if n < WARNINGS_KEPT_PER_CODE:
@@ -94,14 +112,16 @@ class Report:
             "kind": self.kind,
             "header_row": self.header_row,
             "columns": [
-                {"name": c.name, "index": c.index, "field": c.field, "note": c.note}
-                for c in self.columns
+                {"name": c.name, "index": c.index, "field": c.field, "note": c.note} for c in self.columns
             ],
-            "rows": {"total": self.total, "valid": self.valid, "invalid": self.invalid,
-                     "skipped": self.skipped},
+            "rows": {
+                "total": self.total,
+                "valid": self.valid,
+                "invalid": self.invalid,
+                "skipped": self.skipped,
+            },
             "errors": [e.to_dict(issue_message(e, lang)) for e in self.errors],
             "warnings": [w.to_dict(issue_message(w, lang)) for w in self.warnings],
             "warning_counts": dict(self.warning_counts),
-            "fatal": None if self.fatal is None
-            else self.fatal.to_dict(issue_message(self.fatal, lang)),
+            "fatal": None if self.fatal is None else self.fatal.to_dict(issue_message(self.fatal, lang)),
         }

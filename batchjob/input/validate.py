@@ -20,16 +20,20 @@ import orjson
 from batchjob.input.report import Issue
 from batchjob.netcheck import is_public_host
 
-ASPECT_RATIOS = frozenset(
-    ("1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9")
-)
+ASPECT_RATIOS = frozenset(("1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9"))
 RESPONSE_MODALITIES = ["IMAGE", "TEXT"]
 _RATIO_SEP = re.compile(r"\s*(?:[:xX×*/比]|\s)\s*")
 _URL_SEP = re.compile(r"[\s,，;；、]+")
 _SD_WEIGHT = re.compile(r"\([^()]*:\s*\d+(?:\.\d+)?\s*\)")
 _MIME = {
-    "png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg", "webp": "image/webp",
-    "gif": "image/gif", "heic": "image/heic", "heif": "image/heif", "bmp": "image/bmp",
+    "png": "image/png",
+    "jpg": "image/jpeg",
+    "jpeg": "image/jpeg",
+    "webp": "image/webp",
+    "gif": "image/gif",
+    "heic": "image/heic",
+    "heif": "image/heif",
+    "bmp": "image/bmp",
 }
 _EXCEL_EPOCH_DATES = (dt.date(1899, 12, 30), dt.date(1899, 12, 31), dt.date(1900, 1, 1))
 _ratio_cache: dict[str, str | None] = {}
@@ -140,8 +144,12 @@ def has_sd_weights(prompt: str) -> bool:
 
 
 def simple_line(
-    row: int, prompt: str, ratio_text: str, urls_text: str | list[Any] | None,
-    errors: list[Issue], columns: dict[str, str] | None = None,
+    row: int,
+    prompt: str,
+    ratio_text: str,
+    urls_text: str | list[Any] | None,
+    errors: list[Issue],
+    columns: dict[str, str] | None = None,
 ) -> dict[str, Any] | None:
     """Validate one simple row (prompt, aspect ratio, image URLs) and build its line.
 
@@ -157,9 +165,14 @@ def simple_line(
     if ratio_text and ratio_text.strip():
         ratio = normalize_ratio(ratio_text)
         if ratio is None:
-            errors.append(Issue("aspect_ratio_invalid", row, col.get("aspect_ratio", "aspect_ratio"),
-                                {"value": ratio_text.strip()[:40],
-                                 "allowed": sorted(ASPECT_RATIOS, key=_ratio_key)}))
+            errors.append(
+                Issue(
+                    "aspect_ratio_invalid",
+                    row,
+                    col.get("aspect_ratio", "aspect_ratio"),
+                    {"value": ratio_text.strip()[:40], "allowed": sorted(ASPECT_RATIOS, key=_ratio_key)},
+                )
+            )
     urls: list[str] = []
     if urls_text:
         if isinstance(urls_text, list):
@@ -169,8 +182,7 @@ def simple_line(
         for url in urls:
             problem = url_problem(url)
             if problem:
-                errors.append(Issue(problem, row, col.get("image_urls", "image_urls"),
-                                    {"url": url[:200]}))
+                errors.append(Issue(problem, row, col.get("image_urls", "image_urls"), {"url": url[:200]}))
     if len(errors) > n:
         return None
     return canonical(prompt, ratio, urls)
@@ -236,8 +248,14 @@ def vertex_line(row: int, obj: dict[str, Any], errors: list[Issue]) -> dict[str,
         raw = str(image_config["aspectRatio"])
         ratio = normalize_ratio(raw)
         if ratio is None:
-            errors.append(Issue("aspect_ratio_invalid", row, "generationConfig",
-                                {"value": raw[:40], "allowed": sorted(ASPECT_RATIOS, key=_ratio_key)}))
+            errors.append(
+                Issue(
+                    "aspect_ratio_invalid",
+                    row,
+                    "generationConfig",
+                    {"value": raw[:40], "allowed": sorted(ASPECT_RATIOS, key=_ratio_key)},
+                )
+            )
         else:
             config["imageConfig"] = {**image_config, "aspectRatio": ratio}
     if len(errors) > n:

@@ -1,0 +1,105 @@
+"""The `batchjob` command: exit codes, JSON report, one-line failures, templates."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import orjson
+import pytest
+
+from batchjob.cli import main
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "batchjob.cli", *args], capture_output=True,
+                          text=True, stdin=subprocess.DEVNULL)
+
+
+def test_inspect_exit_codes_and_json_keys(write, capsys):
+    good = write("g.csv", "prompt,aspect_ratio\nfox,16:9\n")
+    bad = write("b.csv", "prompt,aspect_ratio\nfox,7:7\n")
+    assert main(["inspect", str(good)]) == 0
+    assert main(["inspect", str(bad), "--json"]) == 1
+    d = orjson.loads(capsys.readouterr().out.splitlines()[-1])
+    for key in ("format", "encoding", "sheet", "kind", "columns", "rows", "errors"):
+        assert key in d
+    assert d["rows"] == {"total": 1, "valid": 0, "invalid": 1, "skipped": 0}
+    assert d["errors"][0]["row"] == 2 and d["errors"][0]["column"] == "aspect_ratio"
+    assert d["errors"][0]["code"] == "aspect_ratio_invalid" and "7:7" in d["errors"][0]["message"]
+
+
+def test_inspect_unsupported_file_exits_1_with_a_sentence(write):
+    p = run("inspect", str(write("x.csv", b"%PDF-1.4 junk")))
+    assert p.returncode == 1
+    assert "Traceback" not in p.stderr + p.stdout
+    assert "not a spreadsheet" in p.stdout
+
+
+def test_usage_errors_exit_2():
+    assert run("inspect").returncode == 2
+    assert run("frobnicate").returncode == 2
+    assert run("template", "--kind", "pdf", "-o", "x").returncode == 2
+
+
+def test_every_command_has_help():
+    for cmd in ([], ["inspect"], ["convert"], ["template"]):
+        p = run(*cmd, "--help")
+        assert p.returncode == 0 and "usage:" in p.stdout
+
+
+def test_messages_in_chinese(write):
+    p = run("--lang", "zh", "inspect", str(write("b.csv", "prompt\n\n,\n")))
+    assert "文件只有表头" in p.stdout
+
+
+def test_convert_writes_only_when_valid(write, tmp_path):
+    src = write("p.csv", "prompt,ratio\nfox,16:9\n,\n,1:1\n")
+    out = tmp_path / "o.jsonl"
+    p = run("convert", str(src), "-o", str(out))
+    assert p.returncode == 1 and not out.exists()
+    assert "Nothing was written" in p.stderr
+    p = run("convert", str(src), "-o", str(out), "--skip-invalid")
+    assert p.returncode == 0, p.stderr
+    assert len(out.read_bytes().splitlines()) == 1
+
+
+def test_convert_to_missing_directory_is_one_line(write, tmp_path):
+    p = run("convert", str(write("p.csv", "prompt\nfox\n")), "-o", str(tmp_path / "no" / "o.jsonl"))
+    assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1
+
+
+def test_inspect_example():
+    p = run("inspect", "--example")
+    assert p.returncode == 0 and "4 valid" in p.stdout
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+@pytest.mark.parametrize("kind", ["csv", "jsonl", "xlsx"])
+def test_templates_are_valid_input(tmp_path, kind, lang):
+    from batchjob.input import inspect_file
+
+    out = tmp_path / f"t.{kind}"
+    assert main(["template", "--kind", kind, "--lang", lang, "-o", str(out)]) == 0
+    r = inspect_file(out)
+    assert r.ok and r.valid == 4
+    # one row with image URLs, one Chinese prompt
+    assert any("一" <= ch <= "鿿" for ch in out.read_bytes().decode("utf-8", "ignore"))
+
+
+def test_xlsx_template_cells_are_text(tmp_path):
+    from openpyxl import load_workbook
+
+    out = tmp_path / "t.xlsx"
+    main(["template", "--kind", "xlsx", "-o", str(out)])
+    ws = load_workbook(out).active
+    cells = [c for row in ws.iter_rows(min_row=1, max_row=5) for c in row if c.value is not None]
+    assert cells and all(c.data_type == "s" and c.number_format == "@" for c in cells)
+
+
+def test_guide_in_both_languages(tmp_path):
+    for lang, needle in (("en", "Prompt file format guide"), ("zh", "提示词文件格式说明")):
+        out = tmp_path / f"guide.{lang}.md"
+        main(["template", "--kind", "guide", "--lang", lang, "-o", str(out)])
+        text = out.read_text("utf-8")
+        assert needle in text and "200000" in text and "$" not in text
