@@ -11,7 +11,7 @@ import orjson
 
 import locales
 from batchjob.input.limits import Limits
-from batchjob.input.validate import ASPECT_RATIOS
+from batchjob.input.validate import ALLOWED_RATIOS
 
 KINDS = ("csv", "jsonl", "xlsx", "guide")
 EXAMPLE_IMAGE = "https://storage.googleapis.com/generativeai-downloads/images/scones.jpg"
@@ -58,15 +58,10 @@ def render(kind: str, lang: str, limits: Limits | None = None) -> bytes:
             max_rows=lim.max_rows,
             max_cell_chars=lim.max_cell_chars,
             max_file_mib=lim.max_file_bytes // (1024 * 1024),
-            ratios=", ".join(sorted(ASPECT_RATIOS, key=_ratio_order)),
+            ratios=", ".join(ALLOWED_RATIOS),
             example_image=EXAMPLE_IMAGE,
         ).encode("utf-8")
     raise ValueError(f"unknown template kind {kind!r}")
-
-
-def _ratio_order(r: str) -> float:
-    a, b = r.split(":")
-    return int(a) / int(b)
 
 
 def _xlsx(lang: str) -> bytes:

@@ -43,6 +43,7 @@ class Sniffed:
     format: str  # csv | tsv | jsonl | xlsx | xls | ods
     encoding: str | None = None  # text formats only
     delimiter: str | None = None  # csv/tsv only
+    fallbacks: tuple[str, ...] = ()  # encodings to retry with if a later byte fails
 
 
 def sniff(path: str | os.PathLike[str], limits: Limits) -> Sniffed:
@@ -66,8 +67,8 @@ def sniff(path: str | os.PathLike[str], limits: Limits) -> Sniffed:
     for magic, name in _BINARY_MAGIC.items():
         if head.startswith(magic):
             raise InputError("unsupported_file_type", detected=name)
-    encoding = detect_encoding(path)
-    return _text_format(path, encoding)
+    encodings = detect_encoding(path)
+    return _text_format(path, encodings)
 
 
 def _zip_format(path: str | os.PathLike[str], limits: Limits) -> str:
@@ -106,63 +107,59 @@ def _zip_format(path: str | os.PathLike[str], limits: Limits) -> str:
         raise InputError("unsupported_file_type", detected="zip") from None
 
 
-def detect_encoding(path: str | os.PathLike[str]) -> str:
-    """BOM first, then strict UTF-8, then strict GB18030, each over the whole file.
+def detect_encoding(path: str | os.PathLike[str]) -> list[str]:
+    """Candidate encodings, most likely first: a BOM decides; else UTF-8, then GB18030.
 
-    The check streams the file through an incremental decoder and keeps nothing,
-    so a large file costs one fast pass and no memory.
+    Only the head is checked here; the parser reads the whole file strictly and falls
+    back to the next candidate if a later byte does not decode, so a large file is not
+    decoded twice in the common case.
     """
     with open(path, "rb") as f:
-        head = f.read(4096)
+        head = f.read(_CHUNK)
     for bom, name in _BOMS:
         if head.startswith(bom):
-            return name if _decodes(path, name) else _fail()
-    if head.count(b"\x00") > len(head) // 4:
+            return [name]
+    sample = head[:4096]
+    if sample.count(b"\x00") > len(sample) // 4:
         # UTF-16 without a BOM: NULs in every other byte of ASCII text.
-        even = head[0::2].count(b"\x00")
-        odd = head[1::2].count(b"\x00")
-        name = "utf-16-le" if odd > even else "utf-16-be"
-        if _decodes(path, name):
-            return name
-        raise InputError("unsupported_file_type", detected="binary")
+        even = sample[0::2].count(b"\x00")
+        odd = sample[1::2].count(b"\x00")
+        return ["utf-16-le" if odd > even else "utf-16-be"]
     if b"\x00" in head:
         raise InputError("unsupported_file_type", detected="binary")
-    for name in ("utf-8", "gb18030"):
-        if _decodes(path, name):
-            return name
-    return _fail()
+    candidates = [name for name in ("utf-8", "gb18030") if _head_decodes(head, name)]
+    if not candidates:
+        _fail()
+    return candidates
+
+
+def _head_decodes(head: bytes, encoding: str) -> bool:
+    try:
+        codecs.getincrementaldecoder(encoding)("strict").decode(head, final=False)
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _fail() -> str:
     raise InputError("encoding_unknown", tried=list(ENCODINGS_TRIED))
 
 
-def _decodes(path: str | os.PathLike[str], encoding: str) -> bool:
-    decoder = codecs.getincrementaldecoder(encoding)("strict")
-    try:
-        with open(path, "rb") as f:
-            while chunk := f.read(_CHUNK):
-                decoder.decode(chunk)
-            decoder.decode(b"", final=True)
-    except UnicodeDecodeError:
-        return False
-    return True
-
-
-def _text_format(path: str | os.PathLike[str], encoding: str) -> Sniffed:
-    with open(path, encoding=encoding, newline="") as f:
+def _text_format(path: str | os.PathLike[str], encodings: list[str]) -> Sniffed:
+    encoding, fallbacks = encodings[0], tuple(encodings[1:])
+    with open(path, encoding=encoding, errors="replace", newline="") as f:
         sample = f.read(64 * 1024)
     stripped = sample.lstrip("\ufeff \t\r\n")
     if not stripped:
         raise InputError("file_empty")
     if stripped[0] == "{":
-        return Sniffed("jsonl", encoding)
+        return Sniffed("jsonl", encoding, None, fallbacks)
     if stripped[0] == "[":
         raise InputError("unsupported_file_type", detected="json")
     if any(ord(c) < 32 and c not in "\t\r\n" for c in sample[:4096]):
         raise InputError("unsupported_file_type", detected="binary")
     delimiter = pick_delimiter(stripped)
-    return Sniffed("tsv" if delimiter == "\t" else "csv", encoding, delimiter)
+    return Sniffed("tsv" if delimiter == "\t" else "csv", encoding, delimiter, fallbacks)
 
 
 def pick_delimiter(sample: str) -> str:

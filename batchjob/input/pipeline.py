@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 
 from batchjob.input.columns import EXPECTED, field_for
-from batchjob.input.detect import Sniffed, sniff
+from batchjob.input.detect import ENCODINGS_TRIED, Sniffed, sniff
 from batchjob.input.limits import InputError, Limits
 from batchjob.input.report import Column, Issue, Report
 from batchjob.input.validate import cell_text, has_sd_weights, simple_line, vertex_line
@@ -29,7 +29,7 @@ from batchjob.input.validate import cell_text, has_sd_weights, simple_line, vert
 HEADER_SCAN_ROWS = 30
 _CLOCK_EVERY = 2048
 
-Emit = Callable[[dict[str, Any]], None]
+Emit = Callable[[bytes], None]  # one canonical line, serialized, newline-terminated
 
 
 class _Clock:
@@ -61,7 +61,7 @@ def convert_file(
     """
     writer = _AtomicLines(Path(out))
     try:
-        report = _run(Path(path), limits or Limits(), writer.write)
+        report = _run(Path(path), limits or Limits(), writer)
     except BaseException:
         writer.abort()
         raise
@@ -72,19 +72,17 @@ def convert_file(
     return report
 
 
-def _run(path: Path, limits: Limits, emit: Emit | None) -> Report:
+def _run(path: Path, limits: Limits, sink: _AtomicLines | None) -> Report:
     report = Report(path=str(path))
     clock = _Clock(limits)
     try:
         sniffed = sniff(path, limits)
         report.format, report.encoding = sniffed.format, sniffed.encoding
-        if sniffed.format == "jsonl":
-            _jsonl(path, sniffed, report, limits, clock, emit)
-        elif sniffed.format in ("csv", "tsv"):
-            _table(_csv_rows(path, sniffed, limits), report, limits, clock, emit, typed=False)
+        if sniffed.format in ("jsonl", "csv", "tsv"):
+            _text(path, sniffed, report, limits, clock, sink)
         else:
-            rows = _sheet_rows(path, report, limits)
-            _table(rows, report, limits, clock, emit, typed=True)
+            start, rows = _sheet_rows(path, report, limits)
+            _table(start, rows, report, limits, clock, sink.write if sink else None, typed=True)
         if report.fatal is None and report.total - report.skipped == 0:
             report.fatal = Issue("no_data_rows")
     except InputError as e:
@@ -94,25 +92,34 @@ def _run(path: Path, limits: Limits, emit: Emit | None) -> Report:
     return report
 
 
+def _text(
+    path: Path, sniffed: Sniffed, report: Report, limits: Limits, clock: _Clock, sink: _AtomicLines | None
+) -> None:
+    """Parse with the likely encoding; when a later byte proves it wrong, start over with the next."""
+    for encoding in (sniffed.encoding, *sniffed.fallbacks):
+        vars(report).update(vars(Report(path=str(path), format=sniffed.format, encoding=encoding)))
+        emit = sink.write if sink else None
+        try:
+            if sniffed.format == "jsonl":
+                _jsonl(path, encoding or "utf-8", report, limits, clock, emit)
+            else:
+                with open(path, encoding=encoding, newline="") as f:
+                    csv.field_size_limit(limits.max_cell_chars)
+                    rows = csv.reader(f, delimiter=sniffed.delimiter or ",")
+                    _table(1, rows, report, limits, clock, emit, typed=False)
+            return
+        except UnicodeDecodeError:
+            if sink:
+                sink.reset()
+    vars(report).update(vars(Report(path=str(path), format=sniffed.format)))
+    raise InputError("encoding_unknown", tried=list(ENCODINGS_TRIED))
+
+
 # --- tables (csv, tsv, xlsx, xls, ods) ---------------------------------------------------
 
 
-def _csv_rows(path: Path, sniffed: Sniffed, limits: Limits) -> Iterator[tuple[int, list[Any]]]:
-    # csv's own field limit stops a huge cell while it is being read, not after.
-    csv.field_size_limit(limits.max_cell_chars)
-    rownum = 0
-    with open(path, encoding=sniffed.encoding, newline="") as f:
-        reader = csv.reader(f, delimiter=sniffed.delimiter or ",")
-        try:
-            for rownum, row in enumerate(reader, 1):
-                yield rownum, row
-        except csv.Error as e:
-            if "field larger than field limit" in str(e):
-                raise InputError("limit_cell_length", row=rownum + 1, limit=limits.max_cell_chars) from None
-            raise InputError("csv_malformed", row=rownum + 1) from None
-
-
-def _sheet_rows(path: Path, report: Report, limits: Limits) -> Iterator[tuple[int, list[Any]]]:
+def _sheet_rows(path: Path, report: Report, limits: Limits) -> tuple[int, Iterator[list[Any]]]:
+    """The first sheet with a prompt header: (row number of its first row, its rows)."""
     from python_calamine import CalamineError, CalamineWorkbook
 
     try:
@@ -123,34 +130,33 @@ def _sheet_rows(path: Path, report: Report, limits: Limits) -> Iterator[tuple[in
         first_seen: list[str] | None = None
         for name in names:
             sheet = wb.get_sheet_by_name(name)
-            rows = _rows_of_sheet(sheet)
-            head: list[tuple[int, list[Any]]] = []
-            for item in rows:
-                head.append(item)
-                if _is_header(item[1]):
+            start, rows = _rows_of_sheet(sheet)
+            head: list[list[Any]] = []
+            for row in rows:
+                head.append(row)
+                if _is_header(row):
                     report.sheet = name
-                    return chain(head, rows)
+                    return start, chain(head, rows)
                 if len(head) >= HEADER_SCAN_ROWS:
                     break
             if first_seen is None:
-                first_seen = next((_texts(r) for _, r in head if _nonblank(r)), None)
+                first_seen = next((_texts(r) for r in head if _nonblank(r)), None)
         # No sheet has a prompt header: let _table report it against the first sheet.
         report.sheet = names[0] if names else None
-        return iter([(1, first_seen)] if first_seen else [])
+        return 1, iter([first_seen] if first_seen else [])
     except (CalamineError, OSError, ValueError, RuntimeError) as e:
         raise InputError("spreadsheet_unreadable", detail=type(e).__name__) from None
 
 
-def _rows_of_sheet(sheet: Any) -> Iterator[tuple[int, list[Any]]]:
-    start = sheet.start or (0, 0)
-    r0, c0 = start
-    merges = sorted(
-        ((a[0], a[1], b[0], b[1]) for a, b in (sheet.merged_cell_ranges or [])[:10_000]),
-    )
+def _rows_of_sheet(sheet: Any) -> tuple[int, Iterator[list[Any]]]:
+    r0, c0 = sheet.start or (0, 0)
+    merges = sorted((a[0], a[1], b[0], b[1]) for a, b in (sheet.merged_cell_ranges or [])[:10_000])
     if not merges:
-        for i, row in enumerate(sheet.iter_rows()):
-            yield r0 + i + 1, row
-        return
+        return r0 + 1, iter(sheet.iter_rows())
+    return r0 + 1, _filled(sheet, r0, c0, merges)
+
+
+def _filled(sheet: Any, r0: int, c0: int, merges: list[tuple[int, int, int, int]]) -> Iterator[list[Any]]:
     # Merged cells keep their value in the top-left cell only; give every covered cell
     # that value, so a merged prompt or ratio applies to each of its rows.
     top_left: dict[tuple[int, int], Any] = {}
@@ -173,7 +179,7 @@ def _rows_of_sheet(sheet: Any) -> Iterator[tuple[int, list[Any]]]:
                         top_left[(ra, ca)] = row[j]
                     elif row[j] in ("", None):
                         row[j] = top_left.get((ra, ca), "")
-        yield r + 1, row
+        yield row
 
 
 def _texts(row: list[Any]) -> list[str]:
@@ -211,7 +217,8 @@ def _map_columns(header: list[Any], report: Report) -> dict[str, int]:
 
 
 def _table(
-    rows: Iterator[tuple[int, list[Any]]],
+    start: int,
+    rows: Iterator[list[Any]],
     report: Report,
     limits: Limits,
     clock: _Clock,
@@ -219,79 +226,91 @@ def _table(
     *,
     typed: bool,
 ) -> None:
-    head: list[tuple[int, list[Any]]] = []
-    header: tuple[int, list[Any]] | None = None
-    for item in rows:
-        if _is_header(item[1]):
-            header = item
-            break
-        head.append(item)
-        if len(head) >= HEADER_SCAN_ROWS:
-            break
-    if header is None:
-        seen = next((_texts(r) for _, r in head if _nonblank(r)), [])
-        raise InputError(
-            "no_prompt_column",
-            columns=[c[:40] for c in seen if c][:20] or ["-"],
-            expected=list(EXPECTED.values()),
-        )
-    report.header_row = header[0]
-    report.kind = "simple"
-    idx = _map_columns(header[1], report)
-    pi = idx["prompt"]
-    ri = idx.get("aspect_ratio", -1)
-    ui = idx.get("image_urls", -1)
-    names = {c.field: c.name for c in report.columns if c.field}
-    fields = [None] * (max(idx.values()) + 1)
-    for f, i in idx.items():
-        fields[i] = f
-    max_cell, max_rows = limits.max_cell_chars, limits.max_rows
-    errors = report.errors
-    data = 0
-    for n, (rownum, row) in enumerate(rows, 1):
-        if n % _CLOCK_EVERY == 0:
-            clock.check()
-        report.total += 1
-        if typed:
-            row = [
-                v if isinstance(v, str) else cell_text(v, fields[j] if j < len(fields) else None)
-                for j, v in enumerate(row)
-            ]
-            if row and max(map(len, row)) > max_cell:
-                raise InputError("limit_cell_length", row=rownum, limit=max_cell)
-        if not "".join(row).strip():
-            report.skipped += 1
-            continue
-        data += 1
-        if data > max_rows:
-            raise InputError("limit_rows", limit=max_rows)
-        width = len(row)
-        prompt = row[pi] if pi < width else ""
-        line = simple_line(
-            rownum,
-            prompt,
-            row[ri] if 0 <= ri < width else "",
-            row[ui] if 0 <= ui < width else "",
-            errors,
-            names,
-        )
-        if line is None:
-            report.invalid += 1
-            continue
-        report.valid += 1
-        if has_sd_weights(prompt):
-            report.warn("sd_weight_syntax", rownum, names.get("prompt"))
-        if emit is not None:
-            emit(line)
+    """Find the header, map the columns, then check and emit every data row.
+
+    `start` is the file row number of the first row; numbers run on from there.
+    """
+    rownum = start - 1
+    head: list[list[Any]] = []
+    header: list[Any] | None = None
+    try:
+        for row in rows:
+            rownum += 1
+            if _is_header(row):
+                header = row
+                break
+            head.append(row)
+            if len(head) >= HEADER_SCAN_ROWS:
+                break
+        if header is None:
+            seen = next((_texts(r) for r in head if _nonblank(r)), [])
+            raise InputError(
+                "no_prompt_column",
+                columns=[c[:40] for c in seen if c][:20] or ["-"],
+                expected=list(EXPECTED.values()),
+            )
+        report.header_row = rownum
+        report.kind = "simple"
+        idx = _map_columns(header, report)
+        pi = idx["prompt"]
+        ri = idx.get("aspect_ratio", -1)
+        ui = idx.get("image_urls", -1)
+        names = {c.field: c.name for c in report.columns if c.field}
+        fields: list[str | None] = [None] * (max(idx.values()) + 1)
+        for f, i in idx.items():
+            fields[i] = f
+        max_cell, max_rows = limits.max_cell_chars, limits.max_rows
+        errors = report.errors
+        total = skipped = valid = invalid = 0
+        for row in rows:
+            rownum += 1
+            total += 1
+            if total % _CLOCK_EVERY == 0:
+                clock.check()
+            if typed:
+                row = [
+                    v if isinstance(v, str) else cell_text(v, fields[j] if j < len(fields) else None)
+                    for j, v in enumerate(row)
+                ]
+                if row and max(map(len, row)) > max_cell:
+                    raise InputError("limit_cell_length", row=rownum, limit=max_cell)
+            if not "".join(row).strip():
+                skipped += 1
+                continue
+            if total - skipped > max_rows:
+                raise InputError("limit_rows", limit=max_rows)
+            width = len(row)
+            prompt = row[pi] if pi < width else ""
+            line = simple_line(
+                rownum,
+                prompt,
+                row[ri] if 0 <= ri < width else "",
+                row[ui] if 0 <= ui < width else "",
+                errors,
+                names,
+            )
+            if line is None:
+                invalid += 1
+                continue
+            valid += 1
+            if "(" in prompt and has_sd_weights(prompt):
+                report.warn("sd_weight_syntax", rownum, names.get("prompt"))
+            if emit is not None:
+                emit(line)
+    except csv.Error as e:
+        if "field larger than field limit" in str(e):
+            raise InputError("limit_cell_length", row=rownum + 1, limit=limits.max_cell_chars) from None
+        raise InputError("csv_malformed", row=rownum + 1) from None
+    finally:
+        if header is not None:
+            report.total, report.skipped = total, skipped
+            report.valid, report.invalid = valid, invalid
 
 
 # --- jsonl -------------------------------------------------------------------------------
 
 
-def _jsonl(
-    path: Path, sniffed: Sniffed, report: Report, limits: Limits, clock: _Clock, emit: Emit | None
-) -> None:
-    enc = sniffed.encoding or "utf-8"
+def _jsonl(path: Path, enc: str, report: Report, limits: Limits, clock: _Clock, emit: Emit | None) -> None:
     binary = enc in ("utf-8", "utf-8-sig")
     kinds: dict[str, int] = {}
     ignored_keys: set[str] = set()
@@ -312,7 +331,7 @@ def _jsonl(
             data += 1
             if data > limits.max_rows:
                 raise InputError("limit_rows", limit=limits.max_rows)
-            line, kind = _json_line(lineno, raw, errors, report, ignored_keys)
+            line, kind = _json_line(lineno, raw, errors, report, ignored_keys, binary)
             if kind:
                 kinds[kind] = kinds.get(kind, 0) + 1
             if line is None:
@@ -328,11 +347,13 @@ def _jsonl(
 
 
 def _json_line(
-    lineno: int, raw: bytes | str, errors: list[Issue], report: Report, ignored_keys: set[str]
-) -> tuple[dict[str, Any] | None, str | None]:
+    lineno: int, raw: bytes | str, errors: list[Issue], report: Report, ignored_keys: set[str], binary: bool
+) -> tuple[bytes | None, str | None]:
     try:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError as e:
+        if binary and isinstance(raw, bytes):
+            raw.decode("utf-8")  # not UTF-8 at all: UnicodeDecodeError restarts with the next encoding
         errors.append(Issue("json_invalid", lineno, None, {"detail": str(e)[:120]}))
         return None, None
     if not isinstance(obj, dict):
@@ -345,7 +366,8 @@ def _json_line(
         errors.append(Issue("openai_batch_line", lineno))
         return None, "openai_batch"
     if "contents" in obj:
-        return vertex_line(lineno, obj, errors), "vertex"
+        vertex = vertex_line(lineno, obj, errors)
+        return (None if vertex is None else orjson.dumps(vertex, option=orjson.OPT_APPEND_NEWLINE)), "vertex"
     mapped: dict[str, Any] = {}
     for key, value in obj.items():
         field = field_for(str(key))
@@ -390,15 +412,24 @@ class _AtomicLines:
         )
         self.tmp = Path(name)
         self.f = os.fdopen(fd, "wb", buffering=1 << 20)
-        self._dumps = orjson.dumps
-        self._opt = orjson.OPT_APPEND_NEWLINE
+        self.batch: list[bytes] = []
 
-    def write(self, line: dict[str, Any]) -> None:
-        self.f.write(self._dumps(line, option=self._opt))
+    def write(self, line: bytes) -> None:
+        # Lines are gathered and written in batches: one write call per line costs more
+        # than the JSON encoding of the line.
+        self.batch.append(line)
+        if len(self.batch) >= 4096:
+            self.f.writelines(self.batch)
+            self.batch.clear()
+
+    def reset(self) -> None:
+        self.batch.clear()
+        self.f.seek(0)
+        self.f.truncate()
 
     def commit(self) -> None:
-        self.f.flush()
-        os.fsync(self.f.fileno())
+        self.f.writelines(self.batch)
+        self.batch.clear()
         self.f.close()
         os.replace(self.tmp, self.target)
 

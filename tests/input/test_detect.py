@@ -110,3 +110,16 @@ def test_empty_file(write):
 
 def test_missing_file(tmp_path):
     assert inspect_file(tmp_path / "nope.csv").fatal.code == "file_missing"
+
+
+def test_gb18030_after_a_long_ascii_head_restarts_cleanly(write, tmp_path):
+    """The head looks like UTF-8; a Chinese row far below proves otherwise."""
+    from batchjob.input import convert_file
+
+    body = "prompt\n" + "red fox in the snow\n" * 80_000 + "一只可爱的猫\n"
+    src = write("p.csv", body.encode("gb18030"))
+    out = tmp_path / "o.jsonl"
+    r = convert_file(src, out)
+    assert (r.encoding, r.valid, r.fatal) == ("gb18030", 80_001, None)
+    data = out.read_bytes()
+    assert data.count(b"\n") == 80_001 and "一只可爱的猫".encode() in data

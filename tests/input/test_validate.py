@@ -1,3 +1,4 @@
+import orjson
 import pytest
 
 from batchjob.input.report import Issue
@@ -115,7 +116,8 @@ def test_canonical_line_shape():
     errors: list[Issue] = []
     line = simple_line(2, " a fox ", "16x9", "https://a.com/x.webp, https://b.com/y", errors)
     assert errors == []
-    assert line == {
+    assert line.endswith(b"\n") and line.count(b"\n") == 1
+    assert orjson.loads(line) == {
         "contents": [
             {
                 "role": "user",
