@@ -1,7 +1,8 @@
-"""`batchjob`: inspect, convert and template prompt files (and talk to the service).
+"""`batchjob`: inspect, convert and template prompt files, and talk to the service.
 
 Exit codes: 0 success; 1 the input file is invalid or unusable; 2 usage error;
-70 unexpected internal error. Every failure is one line on stderr, never a traceback.
+3-8 service errors (see `batchjob.cli_jobs`); 70 unexpected internal error.
+Every failure is one line on stderr, never a traceback.
 """
 
 from __future__ import annotations
@@ -40,10 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="batchjob",
         description="Prompt files for the BatchJob batch image service: check them, convert "
-        "them to the service's JSONL, and write starter templates.",
-        epilog="Exit codes: 0 ok, 1 invalid or unusable input, 2 usage error, "
-        "70 internal error. Limits can be set with BATCHJOB_LIMIT_MAX_ROWS, "
-        "BATCHJOB_LIMIT_MAX_FILE_BYTES, ... (see README).",
+        "them to the service's JSONL, write starter templates, submit and follow jobs.",
+        epilog="Exit codes: 0 ok, 1 invalid or unusable input, 2 usage error, 3 configuration, "
+        "4 authentication, 5 insufficient balance, 6 rejected by the service, 7 service "
+        "unavailable, 8 submit outcome unknown (never repeated), 70 internal error. "
+        "Service commands read BATCHJOB_BASE_URL and BATCHJOB_BEARER_TOKEN; limits "
+        "BATCHJOB_LIMIT_* (see README).",
     )
     p.add_argument(
         "--lang",
@@ -94,13 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="language of the template (default: --lang)",
     )
-    for extend in _EXTENSIONS:
-        extend(sub)
+    from batchjob import cli_jobs
+
+    cli_jobs.register(sub)
     return p
-
-
-# Later command groups (the service commands) register themselves here.
-_EXTENSIONS: list[Any] = []
 
 
 def _limits() -> Limits:
@@ -115,7 +115,7 @@ def cmd_inspect(args: argparse.Namespace, lang: str) -> int:
 
     path = example_path() if args.example else Path(args.file)
     report = inspect_file(path, _limits())
-    _print_report(report, lang, args.json)
+    print_report(report, lang, args.json)
     return EXIT_OK if report.ok else EXIT_INVALID
 
 
@@ -135,7 +135,7 @@ def cmd_convert(args: argparse.Namespace, lang: str) -> int:
         d["output"] = str(out) if written else None
         sys.stdout.write(orjson.dumps(d).decode() + "\n")
     else:
-        _print_report(report, lang, False, verdict=False)
+        print_report(report, lang, False, verdict=False)
         if written:
             print(locales.t(lang, "cli.convert.done", count=report.valid, out=out))
             if report.invalid:
@@ -170,7 +170,7 @@ def _verdict(report: Any, lang: str) -> str:
     return locales.t(lang, "cli.report.invalid", invalid=report.invalid, valid=report.valid)
 
 
-def _print_report(report: Any, lang: str, as_json: bool, verdict: bool = True) -> None:
+def print_report(report: Any, lang: str, as_json: bool, verdict: bool = True) -> None:
     from batchjob.input.messages import issue_message
 
     if as_json:
@@ -237,7 +237,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     lang = args.lang or _default_lang()
     try:
-        return COMMANDS[args.command](args, lang)
+        if args.command in COMMANDS:
+            return COMMANDS[args.command](args, lang)
+        from batchjob import cli_jobs
+
+        return cli_jobs.run(args, lang)
     except CliError as e:
         print(f"batchjob: {e}", file=sys.stderr)
         return e.code

@@ -1,0 +1,283 @@
+"""`batchjob submit|status|jobs|cancel|sandbox`: the service commands of the CLI.
+
+Exit codes (added to those of `batchjob.cli`): 3 configuration missing or invalid,
+4 authentication refused, 5 insufficient balance, 6 rejected by the service (bad file,
+not found, conflict), 7 service unavailable or rate limited, 8 outcome unknown (a submit
+was sent and no answer came back; it is never repeated automatically).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import locales
+from batchjob import DEFAULT_MODE, DEFAULT_MODEL
+
+EXIT_CONFIG, EXIT_AUTH, EXIT_BALANCE, EXIT_REJECTED, EXIT_UNAVAILABLE, EXIT_UNKNOWN = 3, 4, 5, 6, 7, 8
+
+
+def register(sub: Any) -> None:
+    s = sub.add_parser(
+        "submit",
+        help="inspect, upload, precheck and submit a file",
+        description="Inspect FILE locally, upload it, show the estimate, then submit a job "
+        "(never twice). Uses BATCHJOB_BASE_URL and BATCHJOB_BEARER_TOKEN.",
+    )
+    s.add_argument("file", metavar="FILE")
+    s.add_argument("--model", default=None, help=f"model (default {DEFAULT_MODEL})")
+    s.add_argument("--mode", default=None, help=f"mode (default {DEFAULT_MODE})")
+    s.add_argument("--estimate-only", action="store_true", help="stop after the precheck")
+    s.add_argument("--skip-invalid", action="store_true", help="send only the valid rows")
+    s.add_argument("--watch", action="store_true", help="follow the job until it ends")
+    s.add_argument("--interval", type=float, default=2.0, help="seconds between polls with --watch")
+
+    st = sub.add_parser("status", help="show one job", description="Show a job's status and counts.")
+    st.add_argument("job_id", metavar="JOB_ID")
+    st.add_argument("--watch", action="store_true", help="follow the job until it ends")
+    st.add_argument("--interval", type=float, default=2.0)
+
+    j = sub.add_parser("jobs", help="list jobs", description="List the service's jobs, newest first.")
+    j.add_argument("--status", default=None, help="only jobs with this status")
+    j.add_argument("--page", type=int, default=1)
+    j.add_argument("--page-size", type=int, default=20)
+
+    c = sub.add_parser("cancel", help="cancel a job", description="Cancel a queued or running job.")
+    c.add_argument("job_id", metavar="JOB_ID")
+    c.add_argument("--reason", default="", help="reason recorded with the cancellation")
+
+    sb = sub.add_parser(
+        "sandbox",
+        help="run the local sandbox server",
+        description="A local BatchJob-compatible server for development and tests only: "
+        "jobs advance on a timer, prompts containing the fail marker fail.",
+    )
+    sb.add_argument("--host", default="127.0.0.1")
+    sb.add_argument("--port", type=int, default=8800)
+    sb.add_argument("--token", default="sandbox-token", help="bearer token the sandbox accepts")
+    sb.add_argument("--records-per-second", type=float, default=20.0)
+    sb.add_argument("--balance", type=float, default=1000.0)
+    sb.add_argument("--fail-marker", default="[fail]")
+
+
+def _client() -> Any:
+    from batchjob.client import BatchJobClient, Timeouts
+    from batchjob.settings import load_service_settings
+
+    cfg = load_service_settings()
+    return BatchJobClient(
+        cfg.base_url,
+        cfg.bearer_token.get_secret_value(),
+        timeouts=Timeouts(connect=cfg.connect_timeout, read=cfg.read_timeout),
+        retries=cfg.retries,
+    )
+
+
+def run(args: argparse.Namespace, lang: str) -> int:
+    from batchjob.cli import CliError
+    from batchjob.errors import (
+        AuthError,
+        BatchJobError,
+        Conflict,
+        InsufficientBalance,
+        NotFound,
+        OutcomeUnknown,
+        Unavailable,
+        ValidationError,
+    )
+    from batchjob.settings import ConfigError
+
+    if args.command == "sandbox":
+        return _sandbox(args, lang)
+    t = locales.t
+    try:
+        return asyncio.run(_COMMANDS[args.command](args, lang))
+    except ConfigError as e:
+        raise CliError(t(lang, "cli.error.config", detail=e), EXIT_CONFIG) from None
+    except AuthError as e:
+        raise CliError(t(lang, "cli.error.auth", status=e.status), EXIT_AUTH) from None
+    except InsufficientBalance as e:
+        raise CliError(
+            t(lang, "cli.error.balance", current=e.current, required=e.required, shortfall=e.shortfall),
+            EXIT_BALANCE,
+        ) from None
+    except OutcomeUnknown:
+        raise CliError(t(lang, "cli.error.outcome_unknown"), EXIT_UNKNOWN) from None
+    except Unavailable as e:
+        raise CliError(
+            t(lang, "cli.error.unavailable", message=e.message or e.kind), EXIT_UNAVAILABLE
+        ) from None
+    except NotFound as e:
+        raise CliError(t(lang, "cli.error.not_found", message=e.message or e.code), EXIT_REJECTED) from None
+    except Conflict as e:
+        raise CliError(t(lang, "cli.error.conflict", message=e.message or e.code), EXIT_REJECTED) from None
+    except (ValidationError, BatchJobError) as e:
+        raise CliError(t(lang, "cli.error.rejected", message=e.message or e.code), EXIT_REJECTED) from None
+
+
+async def _submit(args: argparse.Namespace, lang: str) -> int:
+    from batchjob.cli import EXIT_INVALID, print_report
+    from batchjob.input import convert_file
+
+    t = locales.t
+    model, mode = args.model or DEFAULT_MODEL, args.mode or DEFAULT_MODE
+    client = _client()  # configuration errors before any work
+    async with client:
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / (Path(args.file).stem[:80] + ".jsonl")
+            report = await asyncio.to_thread(convert_file, args.file, out, skip_invalid=args.skip_invalid)
+            if not out.exists():
+                print_report(report, lang, False)
+                return EXIT_INVALID
+            print(
+                t(
+                    lang,
+                    "cli.job.defaults",
+                    model=model,
+                    mode=mode,
+                    model_default=t(lang, "cli.job.default_tag") if args.model is None else "",
+                    mode_default=t(lang, "cli.job.default_tag") if args.mode is None else "",
+                )
+            )
+            uploaded = await client.upload(out, filename=out.name, mode=mode)
+        count = uploaded.row_count if uploaded.row_count is not None else report.valid
+        print(t(lang, "cli.job.uploaded", file_id=uploaded.file_id, row_count=count))
+        if count <= 0:
+            print(t(lang, "cli.job.not_submitted_zero"), file=sys.stderr)
+            return EXIT_INVALID
+        est = await client.precheck(count, model, mode)
+        print(
+            t(
+                lang,
+                "cli.job.estimate",
+                cost=_n(est.estimated_cost),
+                currency=est.currency or "",
+                count=count,
+                unit_price=_n(est.unit_price),
+                balance=_n(est.balance),
+            )
+        )
+        if args.estimate_only:
+            print(t(lang, "cli.job.estimate_only"))
+            return 0
+        job = await client.submit(uploaded.file_id, model, mode)
+        print(t(lang, "cli.job.submitted", job_id=job.job_id, status=job.status))
+        if args.watch:
+            return await _follow(client, job.job_id, args.interval, lang)
+    return 0
+
+
+async def _follow(client: Any, job_id: str, interval: float, lang: str) -> int:
+    tty = sys.stdout.isatty()
+    last = ""
+    try:
+        while True:
+            job = await client.get_job(job_id)
+            line = _status_line(job, lang)
+            if tty:
+                sys.stdout.write("\r" + _bar(job.fraction) + " " + line + "\x1b[K")
+                sys.stdout.flush()
+            elif line != last:
+                print(line)
+            last = line
+            if job.terminal:
+                if tty:
+                    sys.stdout.write("\n")
+                if job.output_summary_url:
+                    print(locales.t(lang, "cli.job.summary_url", url=job.output_summary_url))
+                return 0
+            await asyncio.sleep(interval)
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print("\n" + locales.t(lang, "cli.job.watch_stopped", job_id=job_id), file=sys.stderr)
+        return 130
+
+
+def _bar(fraction: float | None, width: int = 24) -> str:
+    f = fraction or 0.0
+    full = int(f * width)
+    return "[" + "#" * full + "." * (width - full) + "]"
+
+
+def _status_line(job: Any, lang: str) -> str:
+    pct = f", {job.fraction * 100:.0f}%" if job.fraction is not None else ""
+    return locales.t(
+        lang,
+        "cli.job.status",
+        job_id=job.job_id,
+        status=job.status,
+        done=job.processed if job.processed is not None else "?",
+        total=job.total if job.total is not None else "?",
+        failed=job.failed or 0,
+        percent=pct,
+    )
+
+
+def _n(v: float | None) -> str:
+    if v is None:
+        return "?"
+    return f"{v:.4f}".rstrip("0").rstrip(".")
+
+
+async def _status(args: argparse.Namespace, lang: str) -> int:
+    async with _client() as client:
+        if args.watch:
+            return await _follow(client, args.job_id, args.interval, lang)
+        job = await client.get_job(args.job_id)
+        print(_status_line(job, lang))
+        if job.output_summary_url:
+            print(locales.t(lang, "cli.job.summary_url", url=job.output_summary_url))
+    return 0
+
+
+async def _jobs(args: argparse.Namespace, lang: str) -> int:
+    async with _client() as client:
+        page = await client.list_jobs(args.page, args.page_size, args.status)
+    if not page.items:
+        print(locales.t(lang, "cli.job.list_empty"))
+        return 0
+    for job in page.items:
+        print(_status_line(job, lang))
+    print(
+        locales.t(
+            lang,
+            "cli.job.list_page",
+            page=page.page or args.page,
+            count=len(page.items),
+            total=page.total if page.total is not None else "?",
+        )
+    )
+    return 0
+
+
+async def _cancel(args: argparse.Namespace, lang: str) -> int:
+    async with _client() as client:
+        job = await client.cancel(args.job_id, args.reason)
+    print(locales.t(lang, "cli.job.cancelled", job_id=job.job_id, status=job.status))
+    return 0
+
+
+def _sandbox(args: argparse.Namespace, lang: str) -> int:
+    from batchjob.sandbox import SandboxConfig, serve
+
+    print(
+        locales.t(lang, "cli.sandbox.listening", host=args.host, port=args.port, token=args.token), flush=True
+    )
+    serve(
+        args.host,
+        args.port,
+        SandboxConfig(
+            token=args.token,
+            records_per_second=args.records_per_second,
+            balance=args.balance,
+            fail_marker=args.fail_marker,
+        ),
+    )
+    return 0
+
+
+_COMMANDS = {"submit": _submit, "status": _status, "jobs": _jobs, "cancel": _cancel}
+NAMES = ("submit", "status", "jobs", "cancel", "sandbox")

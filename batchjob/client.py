@@ -1,0 +1,303 @@
+"""Async client for the BatchJob service: one pooled `httpx.AsyncClient`, typed results.
+
+Retry rules (the service bills per job, so a duplicate submit costs real money):
+- GET: retried on 5xx, 429, connect errors and timeouts, with exponential backoff and
+  full jitter, honouring Retry-After, at most `retries` times.
+- POST: retried only when it provably never left this machine (connect failure).
+  A POST that was sent and got no answer raises OutcomeUnknown.
+- submit: never retried, whatever happened.
+The bearer token lives only in the default headers of the pooled client; it is in no
+repr, log line or error text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import os
+import random
+import re
+import unicodedata
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import httpx
+import orjson
+
+from batchjob import DEFAULT_MODE, DEFAULT_MODEL
+from batchjob.errors import BatchJobError, OutcomeUnknown, Unavailable, error_for
+from batchjob.models import Estimate, Job, JobPage, UploadResult
+
+log = logging.getLogger("batchjob.client")
+
+Retry = Literal["idempotent", "connect_only", "never"]
+# Base64 works in 3-byte groups; a multiple of 3 keeps chunks independent.
+UPLOAD_CHUNK = 3 * 64 * 1024
+MAX_RETRY_AFTER = 120.0
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    connect: float = 5.0
+    read: float = 30.0
+    write: float = 60.0
+    pool: float = 5.0
+
+    def httpx(self) -> httpx.Timeout:
+        return httpx.Timeout(connect=self.connect, read=self.read, write=self.write, pool=self.pool)
+
+
+def sanitize_filename(name: str, default: str = "prompts.jsonl") -> str:
+    """A base name without directories, control characters or quotes; at most 120 chars."""
+    base = re.split(r"[\\/]", name or "")[-1]
+    base = "".join(c for c in unicodedata.normalize("NFC", base) if unicodedata.category(c)[0] != "C")
+    base = re.sub(r'["<>|:*?\s]+', "_", base).strip("._")
+    if not base:
+        return default
+    if len(base) > 120:
+        stem, dot, ext = base.rpartition(".")
+        base = (stem[: 119 - len(ext)] + "." + ext) if dot and len(ext) <= 10 else base[:120]
+    return base
+
+
+def _retry_after(resp: httpx.Response) -> float | None:
+    value = resp.headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            import time
+
+            seconds = parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError):
+            return None
+    return max(0.0, min(seconds, MAX_RETRY_AFTER))
+
+
+def _unwrap(body: Any) -> Any:
+    """An optional {"data": ...} envelope, unwrapped once."""
+    if isinstance(body, dict) and "data" in body and isinstance(body["data"], dict | list):
+        others = set(body) - {"data"}
+        if others <= {"success", "ok", "code", "message", "status", "request_id", "meta"}:
+            return body["data"]
+    return body
+
+
+class BatchJobClient:
+    def __init__(
+        self,
+        base_url: str,
+        token: str,
+        *,
+        timeouts: Timeouts | None = None,
+        retries: int = 3,
+        backoff_base: float = 0.5,
+        backoff_cap: float = 10.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        max_connections: int = 20,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.retries = retries
+        self.backoff_base = backoff_base
+        self.backoff_cap = backoff_cap
+        self._sleep = sleep
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url,
+            headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
+            timeout=(timeouts or Timeouts()).httpx(),
+            transport=transport,
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+            follow_redirects=False,
+        )
+
+    def __repr__(self) -> str:
+        return f"BatchJobClient(base_url={self.base_url!r})"
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> BatchJobClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # --- endpoints -----------------------------------------------------------------------
+
+    async def upload(
+        self, path: str | os.PathLike[str], *, filename: str | None = None, mode: str = DEFAULT_MODE
+    ) -> UploadResult:
+        """POST /v1/batch/files:upload with the file base64-encoded, streamed in chunks."""
+        p = Path(path)
+        name = sanitize_filename(filename or p.name)
+        size = p.stat().st_size
+        head = b'{"filename":' + orjson.dumps(name) + b',"mode":' + orjson.dumps(mode) + b',"content":"'
+        tail = b'"}'
+        length = len(head) + 4 * ((size + 2) // 3) + len(tail)
+
+        async def body() -> AsyncIterator[bytes]:
+            yield head
+            with open(p, "rb") as f:
+                while chunk := f.read(UPLOAD_CHUNK):
+                    yield base64.b64encode(chunk)
+            yield tail
+
+        data = await self._request(
+            "POST",
+            "/v1/batch/files:upload",
+            content=body,
+            headers={"Content-Type": "application/json", "Content-Length": str(length)},
+            retry="connect_only",
+        )
+        return UploadResult.model_validate(data)
+
+    async def precheck(
+        self, record_count: int, model: str = DEFAULT_MODEL, mode: str = DEFAULT_MODE
+    ) -> Estimate:
+        data = await self._request(
+            "POST",
+            "/v1/batch/jobs:precheck",
+            json={"record_count": record_count, "model": model, "mode": mode},
+            retry="connect_only",
+        )
+        return Estimate.model_validate(data)
+
+    async def submit(self, file_id: str, model: str = DEFAULT_MODEL, mode: str = DEFAULT_MODE) -> Job:
+        """Create a job. Never retried: a lost answer raises OutcomeUnknown."""
+        data = await self._request(
+            "POST", "/v1/batch/jobs", json={"file_id": file_id, "model": model, "mode": mode}, retry="never"
+        )
+        return Job.model_validate(data)
+
+    async def get_job(self, job_id: str) -> Job:
+        data = await self._request("GET", f"/v1/batch/jobs/{_segment(job_id)}", retry="idempotent")
+        return Job.model_validate(data)
+
+    async def list_jobs(self, page: int = 1, page_size: int = 20, status: str | None = None) -> JobPage:
+        params: dict[str, Any] = {"page": page, "page_size": page_size}
+        if status:
+            params["status"] = status
+        data = await self._request("GET", "/v1/batch/jobs", params=params, retry="idempotent")
+        if isinstance(data, list):
+            data = {"items": data}
+        return JobPage.model_validate(data)
+
+    async def cancel(self, job_id: str, reason: str | None = None) -> Job:
+        data = await self._request(
+            "POST",
+            f"/v1/batch/jobs/{_segment(job_id)}:cancel",
+            json={"reason": reason or ""},
+            retry="connect_only",
+        )
+        if isinstance(data, dict) and not any(k in data for k in ("job_id", "jobId", "id")):
+            data = {**data, "job_id": job_id}
+        return Job.model_validate(data)
+
+    async def fetch_summary(self, url: str, max_bytes: int = 5 * 1024 * 1024) -> Any:
+        """GET an output_summary_url. The token is sent only to the service's own origin."""
+        target = urlsplit(url if "://" in url else self.base_url + url)
+        if target.scheme not in ("http", "https"):
+            raise BatchJobError("summary url is not http(s)")
+        same_origin = (target.scheme, target.netloc) == urlsplit(self.base_url)[:2]
+        headers = None if same_origin else {"Authorization": ""}
+        absolute = target.geturl()
+        try:
+            async with self._http.stream("GET", absolute, headers=headers) as resp:
+                if resp.status_code >= 400:
+                    await resp.aread()
+                    raise error_for(resp.status_code, _json_or_text(resp), _retry_after(resp))
+                chunks, total = [], 0
+                async for chunk in resp.aiter_bytes():
+                    total += len(chunk)
+                    if total > max_bytes:
+                        raise BatchJobError("summary too large")
+                    chunks.append(chunk)
+        except httpx.TransportError as e:
+            raise Unavailable(type(e).__name__) from None
+        raw = b"".join(chunks)
+        try:
+            return _unwrap(orjson.loads(raw))
+        except orjson.JSONDecodeError:
+            return raw.decode("utf-8", "replace")
+
+    # --- transport -----------------------------------------------------------------------
+
+    def _backoff(self, attempt: int) -> float:
+        return random.uniform(0, min(self.backoff_cap, self.backoff_base * 2**attempt))
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        retry: Retry,
+        json: Any = None,
+        params: dict[str, Any] | None = None,
+        content: Callable[[], AsyncIterator[bytes]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Any:
+        attempts = 1 if retry == "never" else self.retries + 1
+        for attempt in range(attempts):
+            last = attempt == attempts - 1
+            kwargs: dict[str, Any] = {"params": params, "headers": headers}
+            if json is not None:
+                kwargs["content"] = orjson.dumps(json)
+                kwargs["headers"] = {**(headers or {}), "Content-Type": "application/json"}
+            elif content is not None:
+                kwargs["content"] = content()
+            try:
+                resp = await self._http.request(method, path, **kwargs)
+            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as e:
+                # Never reached the service: safe to try again, except a submit.
+                log.info("%s %s: cannot connect (%s)", method, path, type(e).__name__)
+                if last or retry == "never":
+                    raise Unavailable(f"cannot connect ({type(e).__name__})") from None
+                await self._sleep(self._backoff(attempt))
+                continue
+            except (httpx.TimeoutException, httpx.TransportError) as e:
+                log.info("%s %s: no answer (%s)", method, path, type(e).__name__)
+                if method != "GET":
+                    raise OutcomeUnknown(f"sent, no answer ({type(e).__name__})") from None
+                if last:
+                    raise Unavailable(f"no answer ({type(e).__name__})") from None
+                await self._sleep(self._backoff(attempt))
+                continue
+            if resp.status_code < 400:
+                if not resp.content:
+                    return {}
+                try:
+                    return _unwrap(resp.json())
+                except ValueError:
+                    raise Unavailable("answer is not JSON", status=resp.status_code) from None
+            err = error_for(resp.status_code, _json_or_text(resp), _retry_after(resp))
+            log.info("%s %s: %s", method, path, err)
+            if retry == "idempotent" and isinstance(err, Unavailable) and not last:
+                wait = err.retry_after if err.retry_after is not None else self._backoff(attempt)
+                await self._sleep(wait)
+                continue
+            raise err
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _segment(job_id: str) -> str:
+    """A job id as one path segment: nothing that could reach another endpoint."""
+    if not re.fullmatch(r"[A-Za-z0-9._~-]{1,128}", job_id or ""):
+        from batchjob.errors import NotFound
+
+        raise NotFound("malformed job id", code="invalid_job_id")
+    return job_id
+
+
+def _json_or_text(resp: httpx.Response) -> Any:
+    try:
+        return resp.json()
+    except ValueError:
+        return resp.text[:500]
