@@ -256,4 +256,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the imported module, not __main__, so its classes are the ones other modules see.
+    from batchjob.cli import main as _main
+
+    sys.exit(_main())

@@ -117,7 +117,7 @@ def error_for(status: int, body: Any, retry_after: float | None) -> BatchJobErro
         return AuthError(message, **kw)
     if status == 402:
         return InsufficientBalance(message, **kw)
-    if status in (400, 422):
+    if status in (400, 413, 422):
         return ValidationError(message, **kw)
     if status == 404:
         return NotFound(message, **kw)

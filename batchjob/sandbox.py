@@ -265,6 +265,9 @@ def create_app(config: SandboxConfig | None = None) -> Starlette:
                     return _error(400, "unsupported_schema", UNSUPPORTED_SCHEMA)
                 if code in _TYPE_CODES:
                     return _error(400, "unsupported_file_type", UNSUPPORTED_FILE_TYPE)
+                if code.startswith("limit_"):
+                    limit = code.removeprefix("limit_")
+                    return _error(413, "file_too_large", f"file exceeds a limit ({limit})")
                 return _error(400, "no_valid_data_rows", NO_VALID_DATA_ROWS)
             if report.valid == 0:
                 if (

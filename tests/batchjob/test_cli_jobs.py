@@ -1,0 +1,98 @@
+"""`batchjob submit|status|jobs|cancel` against the sandbox: output and exit codes."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from tests.batchjob.conftest import TOKEN
+
+
+@pytest.fixture
+def run(sandbox):
+    def _run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        full = {
+            **os.environ,
+            "BATCHJOB_BASE_URL": sandbox.url,
+            "BATCHJOB_BEARER_TOKEN": TOKEN,
+            "BATCHJOB_RETRIES": "0",
+            "LANG": "C.UTF-8",
+            **env,
+        }
+        full = {k: v for k, v in full.items() if v != ""}
+        return subprocess.run(
+            [sys.executable, "-m", "batchjob.cli", *args],
+            capture_output=True,
+            text=True,
+            env=full,
+            stdin=subprocess.DEVNULL,
+            timeout=60,
+        )
+
+    return _run
+
+
+def test_submit_watch_to_the_end(run, write, sandbox):
+    p = run("submit", str(write("p.csv", "prompt\nfox\nowl [fail]\n")), "--watch", "--interval", "0.05")
+    assert p.returncode == 0, p.stderr
+    assert "google/gemini-2.5-flash-image (default)" in p.stdout and "fast (default)" in p.stdout
+    assert "partially_failed, 2/2 done, 1 failed" in p.stdout
+    assert sandbox.state.submits == 1
+
+
+def test_estimate_only_submits_nothing(run, write, sandbox):
+    p = run(
+        "submit",
+        str(write("p.csv", "prompt\nfox\n")),
+        "--estimate-only",
+        "--model",
+        "m",
+        "--mode",
+        "standard",
+    )
+    assert p.returncode == 0 and "Estimate only" in p.stdout and "0.04" in p.stdout
+    assert sandbox.state.submits == 0
+
+
+def test_invalid_file_is_not_uploaded(run, write, sandbox):
+    files_before = len(sandbox.state.files)
+    p = run("submit", str(write("p.csv", "prompt,ratio\nfox,7:7\n")))
+    assert p.returncode == 1 and len(sandbox.state.files) == files_before
+
+
+def test_exit_codes(run, write, sandbox):
+    src = str(write("p.csv", "prompt\nfox\n"))
+    assert run("jobs", BATCHJOB_BEARER_TOKEN="").returncode == 3
+    assert run("jobs", BATCHJOB_BASE_URL="ftp://x").returncode == 3
+    p = run("jobs", BATCHJOB_BEARER_TOKEN="wrong-token")
+    assert p.returncode == 4 and "wrong-token" not in p.stderr + p.stdout
+    sandbox.state.balance = 0
+    p = run("submit", src)
+    assert p.returncode == 5 and "shortfall" in p.stderr
+    sandbox.state.balance = 100
+    assert run("status", "job_nope").returncode == 6
+    sandbox.state.config.error_rate = 1.0
+    assert run("jobs").returncode == 7
+    sandbox.state.config.error_rate = 0.0
+    sandbox.state.config.drop_submit_replies = 1
+    sandbox.state.config.drop_seconds = 2
+    before = sandbox.state.submits
+    p = run("submit", src, BATCHJOB_READ_TIMEOUT="0.5")
+    assert p.returncode == 8 and "not repeated" in p.stderr
+    assert sandbox.state.submits == before + 1
+    assert len(p.stderr.strip().splitlines()) == 1
+
+
+def test_status_jobs_cancel(run, write, sandbox):
+    sandbox.state.config.records_per_second = 0.01
+    p = run("submit", str(write("p.csv", "prompt\nfox\nowl\n")))
+    job_id = re.search(r"job_[0-9a-f]+", p.stdout).group()
+    assert job_id in run("status", job_id).stdout
+    assert job_id in run("jobs", "--status", "running").stdout or job_id in run("jobs").stdout
+    assert "cancelled" in run("cancel", job_id, "--reason", "test").stdout
+    p = run("cancel", job_id)
+    assert p.returncode == 6 and "cancelled" in p.stderr
