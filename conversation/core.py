@@ -1,0 +1,661 @@
+"""The rules of a chat, in one place: `step(state, event, ctx) -> (state, effects)`.
+
+Theory of operation
+-------------------
+A chat has at most one *pending input* (a file on its way to becoming a job) and any
+number of *active jobs* (watched elsewhere, by the watcher). `step` is a pure function:
+it reads the state and one event, and returns the next state plus a list of effects for
+the runner to perform (send a message, download, inspect, upload, precheck, submit, ...).
+The runner persists the new state *before* performing the effects, and feeds each
+effect's outcome back as a new event. No awaits, no Redis, no HTTP here: every flow can
+be tested as a table of (phase, event) -> (phase, effects).
+
+The pending input moves through phases:
+
+    idle ─file/url/file_id─► resolving ─► inspecting ─┬─► uploading ─► prechecking ─► awaiting_confirm
+                 ▲                                     └─► awaiting_fix (invalid rows) ─┘        │
+                 │          awaiting_input (fallback: URL / file_id / path) ◄── resolve failed   │
+                 └──────── submitting ◄─ "model mode" reply, caption, or confirm button ─────────┘
+
+Guardrails (the service's usage rules): a job is submitted only from awaiting_confirm on
+the user's explicit word (or a caption naming model/mode), once: a submit intent id is
+minted at that moment and the runner records it before the POST; a failed or unknown
+submit is never repeated here (an unknown one is reconciled by listing the service's
+jobs). An upload failure ends the run. Nothing is submitted with zero records. "Estimate
+only" stops after the precheck. Output summaries are fetched only on /details.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from batchjob import DEFAULT_MODE, DEFAULT_MODEL
+from conversation.events import (
+    Button,
+    ButtonPressed,
+    CancelJob,
+    Cleanup,
+    CommandReceived,
+    Details,
+    Download,
+    Effect,
+    Event,
+    Expired,
+    FetchUrl,
+    FileReady,
+    FileReceived,
+    Inspect,
+    Inspected,
+    JobStatus,
+    ListJobs,
+    OpenPath,
+    Precheck,
+    Prechecked,
+    Reconcile,
+    Reconciled,
+    Reply,
+    ResolveFailed,
+    SendTemplates,
+    ServiceFailed,
+    Submit,
+    Submitted,
+    TextReceived,
+    Upload,
+    Uploaded,
+    Watch,
+)
+from conversation.state import ChatState, Pending
+
+MAX_ERRORS_INLINE = 10
+RECENT_JOBS = 20
+KNOWN_MODES = frozenset({"fast", "standard", "batch", "economy", "priority"})
+CONFIRM_WORDS = frozenset(
+    {"ok", "yes", "y", "go", "submit", "confirm", "确认", "提交", "好", "好的", "是", "开始"}
+)
+ESTIMATE_WORDS = frozenset({"estimate", "estimate-only", "预估", "估价", "仅预估", "只预估"})
+_FILE_ID = re.compile(r"^file[_-][A-Za-z0-9_-]{4,128}$")
+_JOB_ID = re.compile(r"^[A-Za-z0-9._~-]{1,64}$")
+_MODEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._:-]*$|^[a-z]+-[0-9][A-Za-z0-9._-]*$")
+
+
+@dataclass(frozen=True)
+class Context:
+    """Everything impure that a decision needs, given as values."""
+
+    now_ms: int
+    new_id: str  # fresh random id (pending token, intent id)
+    allow_local_paths: bool = False
+    pending_ttl_ms: int = 3_600_000
+    admins: frozenset[int] = field(default_factory=frozenset)
+
+
+Result = tuple[ChatState, list[Effect]]
+
+
+def step(state: ChatState, event: Event, ctx: Context) -> Result:
+    s = state.model_copy(deep=True)
+    if (
+        s.pending is not None
+        and ctx.now_ms - s.pending.created_ms > ctx.pending_ttl_ms
+        and s.phase
+        not in (
+            "submitting",
+            "reconciling",
+        )
+    ):
+        s, out = _drop(s, "flow.expired")
+        if isinstance(event, Expired):
+            return s, out
+        s2, more = step(s, event, ctx)
+        return s2, out + more
+    handler = _HANDLERS.get(type(event))
+    if handler is None:
+        return s, []
+    return handler(s, event, ctx)
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+def _reply(key: str, **params: Any) -> Reply:
+    return Reply.of(key, **params)
+
+
+def _drop(s: ChatState, key: str | None = None, **params: Any) -> Result:
+    out: list[Effect] = []
+    if s.pending is not None:
+        paths = tuple(p for p in (s.pending.path, s.pending.converted) if p)
+        if paths:
+            out.append(Cleanup(paths))
+    s.pending = None
+    s.phase = "idle"
+    if key:
+        out.insert(0, _reply(key, **params))
+    return s, out
+
+
+def _new_pending(ctx: Context, filename: str = "") -> Pending:
+    return Pending(token=ctx.new_id[:8], created_ms=ctx.now_ms, filename=filename)
+
+
+def parse_choice(text: str) -> tuple[str | None, str | None, bool, bool]:
+    """(model, mode, confirm, estimate_only) named in a reply or caption, either order."""
+    model = mode = None
+    confirm = estimate = False
+    for raw in re.split(r"[\s,，]+", text.strip()):
+        tok = raw.strip().strip("`'\"")
+        low = tok.lower()
+        if not tok:
+            continue
+        if low in KNOWN_MODES:
+            mode = low
+        elif _MODEL.match(tok):
+            model = tok
+        elif low in CONFIRM_WORDS:
+            confirm = True
+        elif low in ESTIMATE_WORDS:
+            estimate = True
+    return model, mode, confirm, estimate
+
+
+def _confirm_buttons(p: Pending) -> tuple[tuple[Button, ...], ...]:
+    t = p.token
+    return (
+        (Button("btn.submit", f"c:go:{t}", {"model": p.model, "mode": p.mode}),),
+        (Button("btn.change_model", f"c:model:{t}"), Button("btn.change_mode", f"c:mode:{t}")),
+        (Button("btn.estimate_only", f"c:est:{t}"), Button("btn.drop", f"c:drop:{t}")),
+    )
+
+
+def _ask_confirm(p: Pending) -> Reply:
+    est = p.estimate or {}
+    parts: list[tuple[str, dict[str, Any]]] = [
+        (
+            "flow.estimate",
+            {
+                "count": p.row_count,
+                "cost": _fmt(est.get("estimated_cost")),
+                "currency": est.get("currency") or "",
+                "balance": _fmt(est.get("balance")),
+            },
+        ),
+        (
+            "flow.confirm",
+            {
+                "model": p.model,
+                "mode": p.mode,
+                "default_model": DEFAULT_MODEL,
+                "default_mode": DEFAULT_MODE,
+            },
+        ),
+    ]
+    if est.get("sufficient") is False:
+        parts.insert(1, ("flow.estimate_insufficient", {}))
+    return Reply(tuple(parts), _confirm_buttons(p))
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "?"
+    if isinstance(v, float):
+        return f"{v:.4f}".rstrip("0").rstrip(".")
+    return str(v)
+
+
+def _submit(s: ChatState, ctx: Context) -> Result:
+    p = s.pending
+    assert p is not None
+    if not p.file_id or not p.row_count or p.row_count <= 0:
+        return _drop(s, "flow.nothing_to_submit")
+    p.intent_id = ctx.new_id
+    s.phase = "submitting"
+    return s, [
+        _reply("flow.submitting", model=p.model, mode=p.mode),
+        Submit(p.intent_id, p.file_id, p.model, p.mode, p.row_count),
+    ]
+
+
+def _start_input(s: ChatState, ctx: Context, effect: Effect, filename: str, caption: str | None) -> Result:
+    out: list[Effect] = []
+    if s.phase in ("submitting", "reconciling"):
+        return s, [_reply("flow.busy_submitting")]
+    if s.pending is not None:
+        s, out = _drop(s, "flow.replaced")
+    p = _new_pending(ctx, filename)
+    if caption:
+        model, mode, _confirm, estimate = parse_choice(caption)
+        if model:
+            p.model = model
+        if mode:
+            p.mode = mode
+        p.model_given = bool(model or mode)
+        p.estimate_only = estimate
+    s.pending = p
+    s.phase = "resolving"
+    return s, [*out, effect]
+
+
+def _fallback(s: ChatState, ctx: Context, reason: str) -> Result:
+    if s.pending is None:
+        s.pending = _new_pending(ctx)
+    s.phase = "awaiting_input"
+    parts: list[tuple[str, dict[str, Any]]] = [
+        (f"fallback.reason.{reason}", {}),
+        ("fallback.ask", {}),
+        ("fallback.url", {}),
+        ("fallback.file_id", {}),
+    ]
+    if ctx.allow_local_paths:
+        parts.append(("fallback.path", {}))
+    parts.append(("fallback.drop", {}))
+    return s, [Reply(tuple(parts), ((Button("btn.drop", f"c:drop:{s.pending.token}"),),))]
+
+
+def _is_url(text: str) -> bool:
+    return bool(re.match(r"^https?://\S+$", text, re.I))
+
+
+def _as_path(text: str) -> str | None:
+    if text.startswith("MEDIA:"):
+        return text[len("MEDIA:") :].strip() or None
+    if text.startswith("/") and not text.startswith("//") and "\n" not in text:
+        return text
+    return None
+
+
+# --- handlers --------------------------------------------------------------------------------
+
+
+def _on_file(s: ChatState, e: FileReceived, ctx: Context) -> Result:
+    if e.too_large:
+        s, out = _start_input(s, ctx, Download(e.ref, e.filename), e.filename, e.caption)
+        if s.phase != "resolving":
+            return s, out
+        s, more = _fallback(s, ctx, "too_large")
+        return s, [x for x in out if not isinstance(x, Download)] + more
+    return _start_input(s, ctx, Download(e.ref, e.filename), e.filename, e.caption)
+
+
+def _on_ready(s: ChatState, e: FileReady, ctx: Context) -> Result:
+    if s.phase not in ("resolving", "awaiting_input") or s.pending is None:
+        return s, [Cleanup((e.path,))]
+    s.pending.path = e.path
+    s.pending.filename = e.filename or s.pending.filename
+    s.phase = "inspecting"
+    return s, [Inspect(e.path, s.pending.filename)]
+
+
+def _on_resolve_failed(s: ChatState, e: ResolveFailed, ctx: Context) -> Result:
+    if s.phase not in ("resolving", "awaiting_input"):
+        return s, []
+    return _fallback(s, ctx, e.reason)
+
+
+def _report_parts(report: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    rows = report.get("rows") or {}
+    parts: list[tuple[str, dict[str, Any]]] = [
+        (
+            "flow.report",
+            {
+                "format": report.get("format") or "?",
+                "sheet": report.get("sheet") or "-",
+                "total": rows.get("total", 0),
+                "valid": rows.get("valid", 0),
+                "invalid": rows.get("invalid", 0),
+                "skipped": rows.get("skipped", 0),
+            },
+        )
+    ]
+    used = [c["name"] for c in report.get("columns") or [] if c.get("field")]
+    unused = [c["name"] for c in report.get("columns") or [] if not c.get("field")]
+    if used:
+        parts.append(("flow.columns_used", {"columns": ", ".join(used)}))
+    if unused:
+        parts.append(("flow.columns_unused", {"columns": ", ".join(unused)}))
+    counts = report.get("warning_counts") or {}
+    if counts.get("sd_weight_syntax"):
+        parts.append(("flow.sd_weights", {"count": counts["sd_weight_syntax"]}))
+    return parts
+
+
+def _on_inspected(s: ChatState, e: Inspected, ctx: Context) -> Result:
+    if s.phase != "inspecting" or s.pending is None:
+        return s, [Cleanup((e.converted,))] if e.converted else []
+    p = s.pending
+    r = e.report
+    fatal = r.get("fatal")
+    if fatal:
+        return _drop(s_with(s, converted=e.converted), "flow.file_unusable", message=fatal.get("message", ""))
+    rows = r.get("rows") or {}
+    p.valid, p.invalid = rows.get("valid", 0), rows.get("invalid", 0)
+    p.converted = e.converted
+    parts = _report_parts(r)
+    if p.invalid:
+        errors = r.get("errors") or []
+        lines = "\n".join("• " + err.get("message", "") for err in errors[:MAX_ERRORS_INLINE])
+        parts.append(("flow.invalid_rows", {"invalid": p.invalid, "valid": p.valid, "errors": lines}))
+        if len(errors) > MAX_ERRORS_INLINE:
+            parts.append(("flow.more_errors_in_file", {"count": len(errors) - MAX_ERRORS_INLINE}))
+        if not p.valid:
+            s, out = _drop(s)
+            return s, [Reply((*parts, ("flow.no_valid_rows", {}), ("flow.fix_hint", {}))), *out]
+        s.phase = "awaiting_fix"
+        buttons = (
+            (Button("btn.valid_only", f"c:valid:{p.token}", {"valid": p.valid}),),
+            (Button("btn.fix", f"c:drop:{p.token}"),),
+        )
+        document = "errors_csv" if len(errors) > MAX_ERRORS_INLINE else None
+        return s, [Reply((*parts, ("flow.fix_or_valid", {"valid": p.valid})), buttons, document)]
+    s.phase = "uploading"
+    return s, [Reply(tuple(parts)), Upload(e.converted or p.path or "", p.filename, p.mode)]
+
+
+def s_with(s: ChatState, **kw: Any) -> ChatState:
+    if s.pending is not None:
+        for k, v in kw.items():
+            setattr(s.pending, k, v)
+    return s
+
+
+def _on_uploaded(s: ChatState, e: Uploaded, ctx: Context) -> Result:
+    if s.phase != "uploading" or s.pending is None:
+        return s, []
+    p = s.pending
+    p.file_id = e.file_id
+    p.row_count = e.row_count if e.row_count is not None else p.valid
+    if not p.row_count or p.row_count <= 0:
+        return _drop(s, "flow.nothing_to_submit")
+    s.phase = "prechecking"
+    return s, [
+        _reply("flow.uploaded", file_id=e.file_id, count=p.row_count),
+        Precheck(p.row_count, p.model, p.mode),
+    ]
+
+
+def _on_prechecked(s: ChatState, e: Prechecked, ctx: Context) -> Result:
+    if s.phase != "prechecking" or s.pending is None:
+        return s, []
+    p = s.pending
+    p.estimate = {k: v for k, v in e.estimate.items() if isinstance(v, int | float | str | bool | type(None))}
+    if p.estimate_only:
+        est = p.estimate
+        s, out = _drop(s)
+        return s, [
+            Reply(
+                (
+                    (
+                        "flow.estimate",
+                        {
+                            "count": p.row_count,
+                            "cost": _fmt(est.get("estimated_cost")),
+                            "currency": est.get("currency") or "",
+                            "balance": _fmt(est.get("balance")),
+                        },
+                    ),
+                    ("flow.estimate_only_done", {"file_id": p.file_id}),
+                )
+            ),
+            *out,
+        ]
+    if p.model_given and p.estimate.get("sufficient") is not False:
+        return _submit(s, ctx)
+    s.phase = "awaiting_confirm"
+    return s, [_ask_confirm(p)]
+
+
+def _on_submitted(s: ChatState, e: Submitted, ctx: Context) -> Result:
+    if s.phase not in ("submitting", "reconciling") or s.pending is None:
+        return s, []
+    p = s.pending
+    if e.job_id not in s.jobs:
+        s.jobs.append(e.job_id)
+    s.recent = [e.job_id, *[j for j in s.recent if j != e.job_id]][:RECENT_JOBS]
+    intent, count = p.intent_id, p.row_count
+    s, out = _drop(s)
+    return s, [_reply("flow.submitted", job_id=e.job_id), Watch(e.job_id, intent, count), *out]
+
+
+def _on_reconciled(s: ChatState, e: Reconciled, ctx: Context) -> Result:
+    if s.phase != "reconciling" or s.pending is None:
+        return s, []
+    if e.job_id:
+        return _on_submitted(s, Submitted(e.job_id), ctx)
+    file_id = s.pending.file_id
+    s, out = _drop(s)
+    return s, [_reply("flow.submit_unknown_not_found", file_id=file_id), *out]
+
+
+def _on_failed(s: ChatState, e: ServiceFailed, ctx: Context) -> Result:
+    if e.step in ("cancel", "status", "list", "details"):
+        return s, [_error_reply(e)]
+    expected = {"upload": "uploading", "precheck": "prechecking", "submit": "submitting"}.get(e.step)
+    if s.phase != expected or s.pending is None:
+        return s, []
+    if e.step == "submit" and e.kind == "unknown":
+        s.phase = "reconciling"
+        p = s.pending
+        return s, [_reply("flow.submit_unknown_checking"), Reconcile(p.intent_id or "", p.file_id or "")]
+    if e.step == "submit":
+        # Never repeated automatically; the user decides.
+        s, out = _drop(s)
+        return s, [_error_reply(e), _reply("flow.submit_not_repeated"), *out]
+    s, out = _drop(s)
+    return s, [_error_reply(e), *out]
+
+
+def _error_reply(e: ServiceFailed) -> Reply:
+    params = {"message": e.message, **e.params}
+    return Reply.of(f"error.{e.kind}", **params)
+
+
+def _on_button(s: ChatState, e: ButtonPressed, ctx: Context) -> Result:
+    parts = e.data.split(":")
+    if len(parts) == 3 and parts[0] == "c":
+        _, action, token = parts
+        if s.pending is None or s.pending.token != token:
+            return s, [_reply("flow.stale_button")]
+        return _confirm_action(s, action, ctx)
+    if len(parts) == 3 and parts[0] == "j":
+        _, action, job_id = parts
+        if not _JOB_ID.match(job_id) or job_id not in s.recent:
+            return s, [_reply("flow.unknown_job")]
+        if action == "r":
+            return s, [JobStatus(job_id)]
+        if action == "d":
+            return s, [Details(job_id)]
+        if action == "x":
+            if e.user_id not in ctx.admins:
+                return s, [_reply("cmd.cancel_refused")]
+            return s, [_ask_cancel(job_id, "")]
+    if len(parts) == 3 and parts[0] == "k":
+        # The admin's answer to "cancel job X?": k:y:<job_id> or k:n:<job_id>
+        _, answer, job_id = parts
+        if e.user_id not in ctx.admins:
+            return s, [_reply("cmd.cancel_refused")]
+        if answer == "n":
+            return s, [_reply("cmd.cancel_aborted")]
+        if answer == "y" and _JOB_ID.match(job_id):
+            return s, [CancelJob(job_id, "")]
+    return s, [_reply("flow.stale_button")]
+
+
+def _ask_cancel(job_id: str, reason: str) -> Reply:
+    return Reply.of(
+        "cmd.cancel_confirm",
+        ((Button("btn.cancel_yes", f"k:y:{job_id}"), Button("btn.cancel_no", f"k:n:{job_id}")),),
+        job_id=job_id,
+        reason=reason or "-",
+    )
+
+
+def _confirm_action(s: ChatState, action: str, ctx: Context) -> Result:
+    p = s.pending
+    assert p is not None
+    if action == "drop":
+        return _drop(s, "flow.dropped")
+    if action == "valid" and s.phase == "awaiting_fix":
+        s.phase = "uploading"
+        return s, [_reply("flow.sending_valid", valid=p.valid), Upload(p.converted or "", p.filename, p.mode)]
+    if s.phase not in ("awaiting_confirm", "awaiting_model", "awaiting_mode"):
+        return s, [_reply("flow.stale_button")]
+    if action == "go":
+        return _submit(s, ctx)
+    if action == "est":
+        return _drop(s, "flow.estimate_only_done", file_id=p.file_id)
+    if action == "model":
+        s.phase = "awaiting_model"
+        return s, [_reply("flow.ask_model", model=p.model)]
+    if action == "mode":
+        s.phase = "awaiting_mode"
+        return s, [_reply("flow.ask_mode", mode=p.mode, modes=", ".join(sorted(KNOWN_MODES)))]
+    return s, [_reply("flow.stale_button")]
+
+
+def _on_text(s: ChatState, e: TextReceived, ctx: Context) -> Result:
+    text = e.text.strip()
+    if not text:
+        return s, []
+    phase = s.phase
+    if phase == "awaiting_confirm":
+        model, mode, confirm, estimate = parse_choice(text)
+        p = s.pending
+        assert p is not None
+        if estimate:
+            return _drop(s, "flow.estimate_only_done", file_id=p.file_id)
+        if model or mode or confirm:
+            p.model = model or p.model
+            p.mode = mode or p.mode
+            return _submit(s, ctx)
+        return s, [_reply("flow.confirm_hint", model=p.model, mode=p.mode)]
+    if phase in ("awaiting_model", "awaiting_mode"):
+        p = s.pending
+        assert p is not None
+        model, mode, _c, _e = parse_choice(text)
+        if phase == "awaiting_model":
+            p.model = model or text.split()[0][:100]
+        else:
+            if not mode:
+                return s, [_reply("flow.ask_mode", mode=p.mode, modes=", ".join(sorted(KNOWN_MODES)))]
+            p.mode = mode
+        if model and mode:
+            p.model, p.mode = model, mode
+        s.phase = "awaiting_confirm"
+        return s, [_ask_confirm(p)]
+    if phase == "awaiting_count":
+        p = s.pending
+        assert p is not None
+        if not re.fullmatch(r"\d{1,7}", text) or int(text) <= 0:
+            return s, [_reply("flow.ask_count")]
+        p.row_count = int(text)
+        s.phase = "prechecking"
+        return s, [Precheck(p.row_count, p.model, p.mode)]
+    if phase in ("idle", "awaiting_input"):
+        return _on_input_text(s, text, ctx)
+    if phase == "awaiting_fix":
+        return s, [_reply("flow.fix_hint_buttons")]
+    return s, [_reply("flow.busy")]
+
+
+def _on_input_text(s: ChatState, text: str, ctx: Context) -> Result:
+    if _is_url(text):
+        return _start_input_keep(s, ctx, FetchUrl(text), text.rsplit("/", 1)[-1][:100])
+    if _FILE_ID.match(text):
+        if s.phase in ("submitting", "reconciling"):
+            return s, [_reply("flow.busy_submitting")]
+        if s.pending is None:
+            s.pending = _new_pending(ctx)
+        s.pending.file_id = text
+        s.phase = "awaiting_count"
+        # The runner answers with the count it recorded for this file, when this bot uploaded it.
+        return s, [_reply("flow.ask_count")]
+    path = _as_path(text)
+    if path is not None:
+        if not ctx.allow_local_paths:
+            return s, [_reply("fallback.path_disabled")]
+        return _start_input_keep(s, ctx, OpenPath(path), path.rsplit("/", 1)[-1][:100])
+    if s.phase == "awaiting_input":
+        return s, [_reply("fallback.not_understood")]
+    return s, [_reply("flow.idle_hint")]
+
+
+def _start_input_keep(s: ChatState, ctx: Context, effect: Effect, filename: str) -> Result:
+    """A URL or path: keep an awaiting_input pending (its caption choices), else start anew."""
+    if s.phase == "awaiting_input" and s.pending is not None:
+        s.pending.filename = filename
+        s.phase = "resolving"
+        return s, [effect]
+    return _start_input(s, ctx, effect, filename, None)
+
+
+def known_count(s: ChatState, file_id: str, count: int) -> ChatState:
+    """The runner found the record count of a file this bot uploaded: skip the question."""
+    if s.phase == "awaiting_count" and s.pending is not None and s.pending.file_id == file_id:
+        s = s.model_copy(deep=True)
+        s.pending.row_count = count
+        s.phase = "prechecking"
+    return s
+
+
+def _on_command(s: ChatState, e: CommandReceived, ctx: Context) -> Result:
+    name = e.name.lower()
+    args = e.args
+    if name in ("start", "help"):
+        return s, [_reply(f"cmd.{name}", admin_line="")]
+    if name == "template":
+        return s, [SendTemplates()]
+    if name == "lang":
+        if not args or args[0].lower() not in ("zh", "en"):
+            return s, [_reply("cmd.lang_usage")]
+        s.lang = args[0].lower()
+        s.lang_fixed = True
+        return s, [_reply("cmd.lang_set")]
+    if name in ("drop", "reset"):
+        if s.pending is None or s.phase in ("submitting", "reconciling"):
+            return s, [_reply("flow.nothing_pending")]
+        return _drop(s, "flow.dropped")
+    if name == "status":
+        if args:
+            if not _JOB_ID.match(args[0]):
+                return s, [_reply("flow.unknown_job")]
+            return s, [JobStatus(args[0])]
+        return s, [JobStatus(None)]
+    if name == "jobs":
+        admin = e.user_id in ctx.admins
+        page, status = 1, None
+        for a in args:
+            if a.isdigit():
+                page = max(1, int(a))
+            elif re.fullmatch(r"[a-z_]{3,20}", a):
+                status = a
+        return s, [ListJobs(admin=admin, page=page, status=status if admin else None)]
+    if name == "cancel":
+        if e.user_id not in ctx.admins:
+            return s, [_reply("cmd.cancel_refused")]
+        if not args or not _JOB_ID.match(args[0]):
+            return s, [_reply("cmd.cancel_usage")]
+        return s, [_ask_cancel(args[0], " ".join(args[1:])[:200])]
+    if name == "details":
+        if not args or not _JOB_ID.match(args[0]):
+            return s, [_reply("cmd.details_usage")]
+        return s, [Details(args[0])]
+    return s, [_reply("cmd.unknown", name=name[:32])]
+
+
+_HANDLERS: dict[type, Callable[[ChatState, Any, Context], Result]] = {
+    FileReceived: _on_file,
+    FileReady: _on_ready,
+    ResolveFailed: _on_resolve_failed,
+    Inspected: _on_inspected,
+    Uploaded: _on_uploaded,
+    Prechecked: _on_prechecked,
+    Submitted: _on_submitted,
+    Reconciled: _on_reconciled,
+    ServiceFailed: _on_failed,
+    ButtonPressed: _on_button,
+    TextReceived: _on_text,
+    CommandReceived: _on_command,
+    Expired: lambda s, e, ctx: (s, []),
+}

@@ -1,0 +1,247 @@
+"""What happens to a chat (events) and what the core asks the runner to do (effects)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+# --- events ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FileReceived:
+    ref: str  # the channel's handle for the file (e.g. Telegram file_id, a console path)
+    filename: str
+    size: int | None = None
+    caption: str | None = None
+    too_large: bool = False  # known before any download (channel limit)
+
+
+@dataclass(frozen=True)
+class TextReceived:
+    text: str
+    user_id: int = 0
+
+
+@dataclass(frozen=True)
+class ButtonPressed:
+    data: str
+    user_id: int = 0
+
+
+@dataclass(frozen=True)
+class CommandReceived:
+    name: str
+    args: tuple[str, ...] = ()
+    user_id: int = 0
+    is_admin: bool = False
+
+
+@dataclass(frozen=True)
+class FileReady:
+    """The input is a local file now (downloaded, fetched, or an allowed local path)."""
+
+    path: str
+    filename: str
+
+
+@dataclass(frozen=True)
+class ResolveFailed:
+    reason: str  # too_large | download_failed | url_refused | url_failed | path_refused | ...
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Inspected:
+    report: dict[str, Any]  # Report.to_dict(lang)
+    converted: str | None  # canonical JSONL of the valid rows, when there are any
+    known_rows: int | None = None
+
+
+@dataclass(frozen=True)
+class Uploaded:
+    file_id: str
+    row_count: int | None
+
+
+@dataclass(frozen=True)
+class Prechecked:
+    estimate: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Submitted:
+    job_id: str
+    status: str = "queued"
+
+
+@dataclass(frozen=True)
+class ServiceFailed:
+    """A call to the service failed. `step` is upload | precheck | submit | cancel | status | list."""
+
+    step: str
+    kind: str  # auth | balance | validation | not_found | conflict | unavailable | unknown
+    message: str = ""
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Reconciled:
+    """After an unknown submit outcome: the job found in the service's list, or None."""
+
+    job_id: str | None
+
+
+@dataclass(frozen=True)
+class Expired:
+    pass
+
+
+Event = (
+    FileReceived
+    | TextReceived
+    | ButtonPressed
+    | CommandReceived
+    | FileReady
+    | ResolveFailed
+    | Inspected
+    | Uploaded
+    | Prechecked
+    | Submitted
+    | ServiceFailed
+    | Reconciled
+    | Expired
+)
+
+# --- effects -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Button:
+    label: str  # message key
+    data: str  # callback data, at most 64 bytes
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One message: localized parts (key, params) joined by new lines."""
+
+    parts: tuple[tuple[str, dict[str, Any]], ...]
+    buttons: tuple[tuple[Button, ...], ...] = ()
+    document: str | None = None  # kind of attachment: errors_csv
+
+    @staticmethod
+    def of(key: str, buttons: tuple[tuple[Button, ...], ...] = (), **params: Any) -> Reply:
+        return Reply(((key, params),), buttons)
+
+
+@dataclass(frozen=True)
+class Download:
+    ref: str
+    filename: str
+
+
+@dataclass(frozen=True)
+class FetchUrl:
+    url: str
+
+
+@dataclass(frozen=True)
+class OpenPath:
+    path: str
+
+
+@dataclass(frozen=True)
+class Inspect:
+    path: str
+    filename: str
+
+
+@dataclass(frozen=True)
+class Upload:
+    path: str
+    filename: str
+    mode: str
+
+
+@dataclass(frozen=True)
+class Precheck:
+    record_count: int
+    model: str
+    mode: str
+
+
+@dataclass(frozen=True)
+class Submit:
+    intent_id: str
+    file_id: str
+    model: str
+    mode: str
+    record_count: int
+
+
+@dataclass(frozen=True)
+class Reconcile:
+    intent_id: str
+    file_id: str
+
+
+@dataclass(frozen=True)
+class Watch:
+    job_id: str
+    intent_id: str | None
+    record_count: int | None
+
+
+@dataclass(frozen=True)
+class CancelJob:
+    job_id: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    job_id: str | None  # None: every active job of the chat
+
+
+@dataclass(frozen=True)
+class ListJobs:
+    admin: bool
+    page: int = 1
+    status: str | None = None
+
+
+@dataclass(frozen=True)
+class Details:
+    job_id: str
+
+
+@dataclass(frozen=True)
+class SendTemplates:
+    pass
+
+
+@dataclass(frozen=True)
+class Cleanup:
+    paths: tuple[str, ...]
+
+
+Effect = (
+    Reply
+    | Download
+    | FetchUrl
+    | OpenPath
+    | Inspect
+    | Upload
+    | Precheck
+    | Submit
+    | Reconcile
+    | Watch
+    | CancelJob
+    | JobStatus
+    | ListJobs
+    | Details
+    | SendTemplates
+    | Cleanup
+)

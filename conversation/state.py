@@ -1,0 +1,57 @@
+"""Per-chat state, persisted as versioned JSON in Redis."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from batchjob import DEFAULT_MODE, DEFAULT_MODEL
+
+Phase = Literal[
+    "idle",  # nothing pending
+    "resolving",  # downloading / fetching / opening the input
+    "awaiting_input",  # asked for a URL, a BatchJob file_id or a local path
+    "inspecting",
+    "awaiting_fix",  # invalid rows shown: send the valid ones, or fix the file
+    "uploading",
+    "awaiting_count",  # a bare file_id: how many records?
+    "prechecking",
+    "awaiting_confirm",  # estimate shown: confirm model + mode
+    "awaiting_model",  # "change model" pressed: the next text is the model
+    "awaiting_mode",
+    "submitting",
+    "reconciling",  # the submit's answer was lost: looking for the job
+]
+
+STATE_VERSION = 1
+
+
+class Pending(BaseModel):
+    """The one input a chat is working on."""
+
+    token: str  # short random id; buttons carry it, so stale buttons do nothing
+    created_ms: int
+    filename: str = ""
+    path: str | None = None  # local original
+    converted: str | None = None  # canonical JSONL written by inspection
+    file_id: str | None = None  # BatchJob file id
+    row_count: int | None = None
+    valid: int | None = None
+    invalid: int | None = None
+    model: str = DEFAULT_MODEL
+    mode: str = DEFAULT_MODE
+    model_given: bool = False  # named by the user (caption or reply): confirm without asking
+    estimate_only: bool = False
+    estimate: dict[str, float | int | str | bool | None] | None = None
+    intent_id: str | None = None
+
+
+class ChatState(BaseModel):
+    v: int = STATE_VERSION
+    phase: Phase = "idle"
+    lang: str = "en"
+    lang_fixed: bool = False  # set by /lang; the client language no longer applies
+    pending: Pending | None = None
+    jobs: list[str] = Field(default_factory=list)  # active (watched) jobs
+    recent: list[str] = Field(default_factory=list)  # recent jobs of this chat, newest first

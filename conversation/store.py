@@ -1,0 +1,240 @@
+"""Every Redis key of the bot, in one module.
+
+Layout (hash tags keep each group in one Redis Cluster slot):
+
+    bjb:{chat:<id>}:state        JSON ChatState; written under the chat lock
+    bjb:{chat:<id>}:lock         per-chat lock: SET NX PX, token-checked release
+    bjb:{jobs}:due               ZSET job_id -> next poll time (ms); the watcher's schedule
+    bjb:{jobs}:job:<job_id>      HASH chat, owner, intent, msg, status, text, edit_ms,
+                                  started_ms, count, polls, summary (claimed|sent), done
+    bjb:{intent:<id>}            HASH state PENDING|SUBMITTING|SUBMITTED|REJECTED|UNKNOWN,
+                                  job_id, file_id, chat, created_ms
+    bjb:{file:<file_id>}:rows    record count of a file this bot uploaded (TTL 30 days)
+    bjb:{upd:<update_id>}        update dedupe marker (TTL)
+    bjb:{flood:<scope>}          flood-control windows (channel adapters)
+
+Redis is the source of truth for everything that must survive a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from redis.asyncio import Redis
+
+from conversation.state import ChatState
+
+DUE = "bjb:{jobs}:due"
+UNLOCK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+# Claim up to ARGV[3] due jobs: re-score them to now + lease (so a crashed watcher's jobs
+# become due again) and return each id with its record, in one round trip.
+CLAIM = """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
+local out = {}
+for _, id in ipairs(ids) do
+  redis.call('ZADD', KEYS[1], tonumber(ARGV[1]) + tonumber(ARGV[2]), id)
+  out[#out + 1] = id
+  out[#out + 1] = redis.call('HGETALL', KEYS[2] .. id)
+end
+return out
+"""
+# Intent transition only from an expected state; returns 1 when applied.
+INTENT_MOVE = """
+local cur = redis.call('HGET', KEYS[1], 'state')
+if cur == ARGV[1] then
+  redis.call('HSET', KEYS[1], 'state', ARGV[2])
+  if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'job_id', ARGV[3]) end
+  return 1
+end
+return 0
+"""
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def chat_key(chat_id: int | str, part: str) -> str:
+    return f"bjb:{{chat:{chat_id}}}:{part}"
+
+
+def job_key(job_id: str) -> str:
+    return f"bjb:{{jobs}}:job:{job_id}"
+
+
+def intent_key(intent_id: str) -> str:
+    return f"bjb:{{intent:{intent_id}}}"
+
+
+class LockTimeout(Exception):
+    pass
+
+
+class Store:
+    def __init__(self, redis: Redis, *, pending_ttl_s: int = 3600, lock_ms: int = 60_000) -> None:
+        self.r = redis
+        self.pending_ttl_s = pending_ttl_s
+        self.lock_ms = lock_ms
+        self._unlock = redis.register_script(UNLOCK)
+        self._claim = redis.register_script(CLAIM)
+        self._intent_move = redis.register_script(INTENT_MOVE)
+
+    # --- chats -------------------------------------------------------------------------------
+
+    async def load(self, chat_id: int | str) -> ChatState:
+        raw = await self.r.get(chat_key(chat_id, "state"))
+        if raw is None:
+            return ChatState()
+        return ChatState.model_validate_json(raw)
+
+    async def save(self, chat_id: int | str, state: ChatState) -> None:
+        # Idle chats keep their language and jobs; a pending input expires with the key's TTL
+        # only when nothing else is worth keeping (jobs are tracked under {jobs} too).
+        await self.r.set(chat_key(chat_id, "state"), state.model_dump_json(exclude_defaults=False))
+
+    @asynccontextmanager
+    async def chat_lock(self, chat_id: int | str, wait_s: float = 30.0) -> AsyncIterator[None]:
+        """One event at a time per chat, across replicas. Token-checked release."""
+        key = chat_key(chat_id, "lock")
+        token = secrets.token_hex(8)
+        deadline = time.monotonic() + wait_s
+        delay = 0.005
+        while not await self.r.set(key, token, nx=True, px=self.lock_ms):
+            if time.monotonic() > deadline:
+                raise LockTimeout(str(chat_id))
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.2)
+        try:
+            yield
+        finally:
+            await self._unlock(keys=[key], args=[token])
+
+    # --- update dedupe -----------------------------------------------------------------------
+
+    async def first_time(self, update_id: int | str, ttl_s: int = 86_400) -> bool:
+        """True the first time an update id is seen (SET NX with a TTL)."""
+        return bool(await self.r.set(f"bjb:{{upd:{update_id}}}", "1", nx=True, ex=ttl_s))
+
+    async def forget_update(self, update_id: int | str) -> None:
+        await self.r.delete(f"bjb:{{upd:{update_id}}}")
+
+    # --- files and intents ----------------------------------------------------------------------
+
+    async def remember_file(self, file_id: str, row_count: int) -> None:
+        await self.r.set(f"bjb:{{file:{file_id}}}:rows", row_count, ex=30 * 86_400)
+
+    async def file_rows(self, file_id: str) -> int | None:
+        v = await self.r.get(f"bjb:{{file:{file_id}}}:rows")
+        return int(v) if v is not None else None
+
+    async def intent_begin(self, intent_id: str, chat_id: int | str, file_id: str) -> bool:
+        """Record the intent as SUBMITTING before the POST. False if it exists already."""
+        key = intent_key(intent_id)
+        created = await self.r.hsetnx(key, "state", "SUBMITTING")
+        if created:
+            await self.r.hset(key, mapping={"chat": str(chat_id), "file_id": file_id, "created_ms": now_ms()})
+            await self.r.expire(key, 30 * 86_400)
+        return bool(created)
+
+    async def intent(self, intent_id: str) -> dict[str, str]:
+        return await self.r.hgetall(intent_key(intent_id))
+
+    async def intent_move(self, intent_id: str, expected: str, new: str, job_id: str = "") -> bool:
+        return bool(await self._intent_move(keys=[intent_key(intent_id)], args=[expected, new, job_id]))
+
+    # --- jobs (watcher) --------------------------------------------------------------------------
+
+    async def add_job(
+        self, job_id: str, chat_id: int | str, *, owner: int = 0, intent: str = "", count: int | None = None
+    ) -> None:
+        """A job to watch. Record and schedule in one transaction: never one without the other."""
+        t = now_ms()
+        async with self.r.pipeline(transaction=True) as p:
+            p.hsetnx(job_key(job_id), "started_ms", t)
+            p.hset(
+                job_key(job_id),
+                mapping={
+                    "chat": str(chat_id),
+                    "owner": owner,
+                    "intent": intent,
+                    "count": count if count is not None else "",
+                },
+            )
+            p.zadd(DUE, {job_id: t}, nx=True)
+            await p.execute()
+
+    async def claim(self, now: int, lease_ms: int, limit: int) -> list[tuple[str, dict[str, str]]]:
+        flat = await self._claim(keys=[DUE, "bjb:{jobs}:job:"], args=[now, lease_ms, limit])
+        out = []
+        for i in range(0, len(flat), 2):
+            rec = flat[i + 1]
+            out.append((_s(flat[i]), {_s(rec[j]): _s(rec[j + 1]) for j in range(0, len(rec), 2)}))
+        return out
+
+    async def reschedule(self, job_id: str, at_ms: int, fields: dict[str, Any]) -> None:
+        async with self.r.pipeline(transaction=True) as p:
+            if fields:
+                p.hset(job_key(job_id), mapping=fields)
+            p.zadd(DUE, {job_id: at_ms}, xx=True)
+            await p.execute()
+
+    async def finish_job(self, job_id: str, fields: dict[str, Any]) -> None:
+        async with self.r.pipeline(transaction=True) as p:
+            p.hset(job_key(job_id), mapping={**fields, "done": "1"})
+            p.zrem(DUE, job_id)
+            p.expire(job_key(job_id), 30 * 86_400)
+            await p.execute()
+
+    async def claim_summary(self, job_id: str) -> bool:
+        """Exactly one sender: the first to set the marker sends the terminal summary."""
+        return bool(await self.r.hsetnx(job_key(job_id), "summary", "claimed"))
+
+    async def summary_sent(self, job_id: str) -> None:
+        await self.r.hset(job_key(job_id), "summary", "sent")
+
+    async def release_summary(self, job_id: str) -> None:
+        """The send failed for sure: let the next poll try again."""
+        await self.r.hdel(job_key(job_id), "summary")
+
+    async def job(self, job_id: str) -> dict[str, str]:
+        return {_s(k): _s(v) for k, v in (await self.r.hgetall(job_key(job_id))).items()}
+
+    async def set_job(self, job_id: str, fields: dict[str, Any]) -> None:
+        await self.r.hset(job_key(job_id), mapping=fields)
+
+    async def scheduled(self) -> int:
+        return int(await self.r.zcard(DUE))
+
+    async def resume(self) -> int:
+        """Reschedule every unfinished job record that lost its schedule entry."""
+        n = 0
+        async for key in self.r.scan_iter(match="bjb:{jobs}:job:*", count=500):
+            k = _s(key)
+            job_id = k.rsplit(":", 1)[-1]
+            if await self.r.hget(k, "done") != b"1" and await self.r.zscore(DUE, job_id) is None:
+                await self.r.zadd(DUE, {job_id: now_ms()})
+                n += 1
+        return n
+
+
+def _s(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+async def connect(url: str | None) -> tuple[Redis, bool]:
+    """(client, persistent). Without a URL: an in-process store that a restart forgets."""
+    if url:
+        r = Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5, health_check_interval=30)
+        await r.ping()
+        return r, True
+    import fakeredis
+
+    return fakeredis.FakeAsyncRedis(), False
