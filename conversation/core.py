@@ -51,6 +51,7 @@ from conversation.events import (
     Inspected,
     JobStatus,
     ListJobs,
+    LookupRows,
     OpenPath,
     Precheck,
     Prechecked,
@@ -58,6 +59,7 @@ from conversation.events import (
     Reconciled,
     Reply,
     ResolveFailed,
+    RowsKnown,
     SendTemplates,
     ServiceFailed,
     Submit,
@@ -298,10 +300,10 @@ def _report_parts(report: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     rows = report.get("rows") or {}
     parts: list[tuple[str, dict[str, Any]]] = [
         (
-            "flow.report",
+            "flow.report_sheet" if report.get("sheet") else "flow.report",
             {
                 "format": report.get("format") or "?",
-                "sheet": report.get("sheet") or "-",
+                "sheet": report.get("sheet") or "",
                 "total": rows.get("total", 0),
                 "valid": rows.get("valid", 0),
                 "invalid": rows.get("invalid", 0),
@@ -347,7 +349,14 @@ def _on_inspected(s: ChatState, e: Inspected, ctx: Context) -> Result:
             (Button("btn.valid_only", f"c:valid:{p.token}", {"valid": p.valid}),),
             (Button("btn.fix", f"c:drop:{p.token}"),),
         )
-        document = "errors_csv" if len(errors) > MAX_ERRORS_INLINE else None
+        document = (
+            tuple(
+                (str(err.get("row") or ""), str(err.get("column") or ""), err.get("message", ""))
+                for err in errors
+            )
+            if len(errors) > MAX_ERRORS_INLINE
+            else None
+        )
         return s, [Reply((*parts, ("flow.fix_or_valid", {"valid": p.valid})), buttons, document)]
     s.phase = "uploading"
     return s, [Reply(tuple(parts)), Upload(e.converted or p.path or "", p.filename, p.mode)]
@@ -475,10 +484,11 @@ def _on_button(s: ChatState, e: ButtonPressed, ctx: Context) -> Result:
         _, answer, job_id = parts
         if e.user_id not in ctx.admins:
             return s, [_reply("cmd.cancel_refused")]
+        reason = s.cancel_reasons.pop(job_id, "")
         if answer == "n":
             return s, [_reply("cmd.cancel_aborted")]
         if answer == "y" and _JOB_ID.match(job_id):
-            return s, [CancelJob(job_id, "")]
+            return s, [CancelJob(job_id, reason)]
     return s, [_reply("flow.stale_button")]
 
 
@@ -568,9 +578,10 @@ def _on_input_text(s: ChatState, text: str, ctx: Context) -> Result:
         if s.pending is None:
             s.pending = _new_pending(ctx)
         s.pending.file_id = text
+        s.pending.path = s.pending.converted = None
         s.phase = "awaiting_count"
-        # The runner answers with the count it recorded for this file, when this bot uploaded it.
-        return s, [_reply("flow.ask_count")]
+        # A file this bot uploaded has its record count in Redis; otherwise the user is asked.
+        return s, [LookupRows(text)]
     path = _as_path(text)
     if path is not None:
         if not ctx.allow_local_paths:
@@ -590,13 +601,14 @@ def _start_input_keep(s: ChatState, ctx: Context, effect: Effect, filename: str)
     return _start_input(s, ctx, effect, filename, None)
 
 
-def known_count(s: ChatState, file_id: str, count: int) -> ChatState:
-    """The runner found the record count of a file this bot uploaded: skip the question."""
-    if s.phase == "awaiting_count" and s.pending is not None and s.pending.file_id == file_id:
-        s = s.model_copy(deep=True)
-        s.pending.row_count = count
-        s.phase = "prechecking"
-    return s
+def _on_rows_known(s: ChatState, e: RowsKnown, ctx: Context) -> Result:
+    if s.phase != "awaiting_count" or s.pending is None or s.pending.file_id != e.file_id:
+        return s, []
+    if e.count is None or e.count <= 0:
+        return s, [_reply("flow.ask_count")]
+    s.pending.row_count = e.count
+    s.phase = "prechecking"
+    return s, [Precheck(e.count, s.pending.model, s.pending.mode)]
 
 
 def _on_command(s: ChatState, e: CommandReceived, ctx: Context) -> Result:
@@ -618,7 +630,7 @@ def _on_command(s: ChatState, e: CommandReceived, ctx: Context) -> Result:
         return _drop(s, "flow.dropped")
     if name == "status":
         if args:
-            if not _JOB_ID.match(args[0]):
+            if not _JOB_ID.match(args[0]) or (args[0] not in s.recent and e.user_id not in ctx.admins):
                 return s, [_reply("flow.unknown_job")]
             return s, [JobStatus(args[0])]
         return s, [JobStatus(None)]
@@ -636,10 +648,14 @@ def _on_command(s: ChatState, e: CommandReceived, ctx: Context) -> Result:
             return s, [_reply("cmd.cancel_refused")]
         if not args or not _JOB_ID.match(args[0]):
             return s, [_reply("cmd.cancel_usage")]
-        return s, [_ask_cancel(args[0], " ".join(args[1:])[:200])]
+        reason = " ".join(args[1:])[:200]
+        s.cancel_reasons = {**dict(list(s.cancel_reasons.items())[-9:]), args[0]: reason}
+        return s, [_ask_cancel(args[0], reason)]
     if name == "details":
         if not args or not _JOB_ID.match(args[0]):
             return s, [_reply("cmd.details_usage")]
+        if args[0] not in s.recent and e.user_id not in ctx.admins:
+            return s, [_reply("flow.unknown_job")]
         return s, [Details(args[0])]
     return s, [_reply("cmd.unknown", name=name[:32])]
 
@@ -653,6 +669,7 @@ _HANDLERS: dict[type, Callable[[ChatState, Any, Context], Result]] = {
     Prechecked: _on_prechecked,
     Submitted: _on_submitted,
     Reconciled: _on_reconciled,
+    RowsKnown: _on_rows_known,
     ServiceFailed: _on_failed,
     ButtonPressed: _on_button,
     TextReceived: _on_text,

@@ -93,6 +93,14 @@ class Reconciled:
 
 
 @dataclass(frozen=True)
+class RowsKnown:
+    """The record count this bot recorded when it uploaded `file_id` (None: not ours)."""
+
+    file_id: str
+    count: int | None
+
+
+@dataclass(frozen=True)
 class Expired:
     pass
 
@@ -129,7 +137,7 @@ class Reply:
 
     parts: tuple[tuple[str, dict[str, Any]], ...]
     buttons: tuple[tuple[Button, ...], ...] = ()
-    document: str | None = None  # kind of attachment: errors_csv
+    document: tuple[tuple[str, str, str], ...] | None = None  # row errors (row, column, message) as CSV
 
     @staticmethod
     def of(key: str, buttons: tuple[tuple[Button, ...], ...] = (), **params: Any) -> Reply:
@@ -184,6 +192,11 @@ class Submit:
 @dataclass(frozen=True)
 class Reconcile:
     intent_id: str
+    file_id: str
+
+
+@dataclass(frozen=True)
+class LookupRows:
     file_id: str
 
 

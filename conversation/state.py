@@ -55,3 +55,4 @@ class ChatState(BaseModel):
     pending: Pending | None = None
     jobs: list[str] = Field(default_factory=list)  # active (watched) jobs
     recent: list[str] = Field(default_factory=list)  # recent jobs of this chat, newest first
+    cancel_reasons: dict[str, str] = Field(default_factory=dict)  # asked, awaiting the admin's yes

@@ -153,7 +153,14 @@ class Store:
     # --- jobs (watcher) --------------------------------------------------------------------------
 
     async def add_job(
-        self, job_id: str, chat_id: int | str, *, owner: int = 0, intent: str = "", count: int | None = None
+        self,
+        job_id: str,
+        chat_id: int | str,
+        *,
+        owner: int = 0,
+        intent: str = "",
+        count: int | None = None,
+        lang: str = "en",
     ) -> None:
         """A job to watch. Record and schedule in one transaction: never one without the other."""
         t = now_ms()

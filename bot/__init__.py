@@ -1,0 +1,1 @@
+"""Channel adapters and entry points (console now; Telegram builds on the same app)."""

@@ -1,0 +1,78 @@
+"""The console channel: the same conversation in a terminal, or driven through a pipe.
+
+Type text as a chat message; `/file PATH [caption]` attaches a file; buttons are shown as
+numbered choices and answered with the number; other `/commands` are chat commands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from conversation.channel import Buttons, DownloadError
+
+CHAT_ID = 1
+USER_ID = 1
+
+
+class ConsoleChannel:
+    def __init__(self, out_dir: Path, stream=None) -> None:
+        self.out = stream or sys.stdout
+        self.out_dir = out_dir
+        self.ids = itertools.count(1)
+        self.choices: list[str] = []
+        self.sent: list[str] = []
+
+    def _print(self, text: str) -> None:
+        self.out.write(text + "\n")
+        self.out.flush()
+
+    def _show_buttons(self, buttons: Buttons | None, remember: bool) -> None:
+        if not buttons:
+            return
+        flat = [b for row in buttons for b in row]
+        if remember:
+            self.choices = [data for _, data in flat]
+        numbered = "  ".join(f"[{i}] {label}" for i, (label, _) in enumerate(flat, 1))
+        self._print(
+            ("  " if remember else "  (buttons of the progress message: ")
+            + numbered
+            + ("" if remember else ")")
+        )
+
+    async def send_text(self, chat_id: int, text: str, buttons: Buttons | None = None) -> int:
+        mid = next(self.ids)
+        self.sent.append(text)
+        self._print(f"\nbot › {text}")
+        self._show_buttons(buttons, remember=True)
+        return mid
+
+    async def edit_text(
+        self, chat_id: int, message_id: int, text: str, buttons: Buttons | None = None
+    ) -> None:
+        self._print(f"\nbot (message {message_id}, updated) › {text}")
+
+    async def send_document(
+        self, chat_id: int, filename: str, data: bytes, caption: str | None = None
+    ) -> None:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        path = self.out_dir / Path(filename).name
+        path.write_bytes(data)
+        self._print(f"\nbot › [file] {path}" + (f" — {caption}" if caption else ""))
+
+    async def download(self, ref: str, dest: Path, max_bytes: int) -> Path:
+        src = Path(ref).expanduser()
+        try:
+            if not src.is_file():
+                raise DownloadError("download_failed")
+            if src.stat().st_size > max_bytes:
+                raise DownloadError("too_large")
+            await asyncio.to_thread(shutil.copyfile, src, dest)
+            os.chmod(dest, 0o600)
+        except OSError:
+            raise DownloadError("download_failed") from None
+        return dest

@@ -1,0 +1,172 @@
+"""`batchjob-bot`: run the bot.
+
+    batchjob-bot --console [--sandbox]   the conversation in this terminal (or a pipe)
+
+Configuration comes from the environment (and `.env`): BATCHJOB_BASE_URL,
+BATCHJOB_BEARER_TOKEN, REDIS_URL, BOT_ADMIN_IDS, BOT_MEDIA_DIR, BOT_LOCAL_PATH_ROOTS, ...
+(see README). A missing or malformed value stops the start with one line naming it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import shlex
+import sys
+import tempfile
+from pathlib import Path
+
+from pydantic import ValidationError
+
+import locales
+from batchjob.settings import ConfigError, describe
+
+log = logging.getLogger("bot")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="batchjob-bot",
+        description="Chat front end for BatchJob batch image generation.",
+        epilog="Console mode: type messages; '/file PATH [caption]' sends a file; buttons appear as "
+        "numbered choices, answer with the number; /help lists the chat commands. With stdin from a "
+        "pipe the script runs to its end and the bot waits for submitted jobs to finish. "
+        "--sandbox starts a local sandbox BatchJob server (development only) so that no account is "
+        "needed. Without REDIS_URL an in-process store is used and state does not survive a restart.",
+    )
+    p.add_argument("--console", action="store_true", help="talk to the bot in this terminal")
+    p.add_argument("--sandbox", action="store_true", help="run against an in-process sandbox BatchJob server")
+    p.add_argument("--lang", choices=locales.LANGUAGES, default=None, help="console user's language")
+    p.add_argument(
+        "--wait", type=float, default=120.0, help="seconds to wait for jobs after a piped script ends"
+    )
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=os.environ.get("BOT_LOG_LEVEL", "WARNING"), format="%(levelname)s %(name)s: %(message)s"
+    )
+    if not args.console:
+        print("batchjob-bot: only --console is available in this version.", file=sys.stderr)
+        return 2
+    try:
+        return asyncio.run(run_console(args))
+    except ConfigError as e:
+        print(f"batchjob-bot: {e}", file=sys.stderr)
+        return 3
+    except KeyboardInterrupt:
+        return 130
+
+
+async def run_console(args: argparse.Namespace) -> int:
+    from batchjob.client import BatchJobClient
+    from bot.console import CHAT_ID, USER_ID, ConsoleChannel
+    from conversation.app import ConversationApp
+    from conversation.settings import ConversationSettings
+    from conversation.store import connect
+
+    lang = args.lang or locales.normalize_language(os.environ.get("LANG"))
+    sandbox = None
+    overrides: dict[str, object] = {}
+    if args.sandbox:
+        from batchjob.sandbox import SandboxConfig, SandboxServer
+
+        sandbox = SandboxServer(
+            SandboxConfig(token="console-demo", records_per_second=2.0, queue_seconds=1.0)
+        ).start()
+        base_url, token = sandbox.url, "console-demo"
+        overrides = {"poll_min_seconds": 1.0, "poll_max_seconds": 3.0}
+    else:
+        from batchjob.settings import load_service_settings
+
+        svc = load_service_settings()
+        base_url, token = svc.base_url, svc.bearer_token.get_secret_value()
+    work = Path(tempfile.mkdtemp(prefix="batchjob-bot-"))
+    try:
+        settings = ConversationSettings(**{"media_dir": work / "media", **overrides})
+    except ValidationError as e:
+        raise ConfigError(describe(e, "BOT_")) from None
+    redis, persistent = await connect(os.environ.get("REDIS_URL"))
+    channel = ConsoleChannel(work / "files")
+    print(locales.t(lang, "console.intro"))
+    if not persistent:
+        print(locales.t(lang, "console.memory_store"))
+    if sandbox is not None:
+        print(locales.t(lang, "console.sandbox", url=sandbox.url))
+    client = BatchJobClient(base_url, token)
+    app = ConversationApp(redis, client, channel, settings)
+    app.start_watcher()
+    admin = USER_ID in settings.admin_ids or args.sandbox
+    interactive = sys.stdin.isatty()
+    try:
+        while True:
+            if interactive:
+                print("\nyou › ", end="", flush=True)
+            line = await asyncio.to_thread(sys.stdin.readline)
+            if not line:
+                break
+            text = line.strip()
+            if not text:
+                continue
+            if not interactive:
+                print(f"\nyou › {text}")
+            event = _event(text, channel, settings, admin)
+            if event is None:
+                print(locales.t(lang, "console.file_usage"))
+                continue
+            await app.runner.handle(CHAT_ID, event, client_lang=lang)
+        if not interactive:
+            await _wait_for_jobs(app, args.wait)
+    finally:
+        await app.stop()
+        await client.aclose()
+        await redis.aclose()
+        if sandbox is not None:
+            sandbox.stop()
+    return 0
+
+    # (helpers below)
+
+
+def _event(text: str, channel, settings, admin: bool):
+    from bot.console import USER_ID
+    from conversation.events import ButtonPressed, CommandReceived, FileReceived, TextReceived
+
+    if text.isdigit() and 1 <= int(text) <= len(channel.choices):
+        return ButtonPressed(channel.choices[int(text) - 1], USER_ID)
+    if text.startswith("/file"):
+        try:
+            parts = shlex.split(text)
+        except ValueError:
+            return None
+        if len(parts) < 2:
+            return None
+        path = Path(parts[1]).expanduser()
+        size = path.stat().st_size if path.is_file() else None
+        caption = " ".join(parts[2:]) or None
+        return FileReceived(
+            str(path),
+            path.name,
+            size,
+            caption,
+            too_large=size is not None and size > settings.max_download_bytes,
+        )
+    if text.startswith("/"):
+        name, *rest = text[1:].split()
+        return CommandReceived(name.split("@", 1)[0], tuple(rest), USER_ID, admin)
+    return TextReceived(text, USER_ID)
+
+
+async def _wait_for_jobs(app, timeout: float) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while await app.store.scheduled() > 0 and loop.time() < deadline:
+        await asyncio.sleep(0.2)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,52 @@
+"""Wiring: store + client + runner + watcher for one channel."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from redis.asyncio import Redis
+
+from batchjob.client import BatchJobClient
+from batchjob.input import Limits
+from conversation.channel import Channel
+from conversation.runner import Runner
+from conversation.settings import ConversationSettings
+from conversation.store import Store
+from conversation.watcher import Watcher
+
+log = logging.getLogger("conversation.app")
+
+
+class ConversationApp:
+    def __init__(
+        self,
+        redis: Redis,
+        client: BatchJobClient,
+        channel: Channel,
+        settings: ConversationSettings,
+        limits: Limits | None = None,
+    ) -> None:
+        self.store = Store(redis, pending_ttl_s=settings.pending_ttl_seconds)
+        self.client = client
+        self.runner = Runner(self.store, client, channel, settings, limits)
+        self.watcher = Watcher(self.store, client, channel, settings, on_finished=self._job_finished)
+        self._task: asyncio.Task[None] | None = None
+
+    async def _job_finished(self, chat_id: int, job_id: str) -> None:
+        """Take a finished job off the chat's active list (its record stays for /status)."""
+        async with self.store.chat_lock(chat_id):
+            state = await self.store.load(chat_id)
+            if job_id in state.jobs:
+                state.jobs.remove(job_id)
+                await self.store.save(chat_id, state)
+
+    def start_watcher(self) -> None:
+        self._task = asyncio.create_task(self.watcher.run(), name="watcher")
+
+    async def stop(self) -> None:
+        self.watcher.stop()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(self._task, 5)

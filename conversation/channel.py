@@ -1,0 +1,30 @@
+"""What the conversation needs from a chat channel (Telegram, console, tests)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+Buttons = list[list[tuple[str, str]]]  # rows of (label, callback data)
+
+
+class DownloadError(Exception):
+    def __init__(self, reason: str) -> None:  # too_large | download_failed | download_refused
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Channel(Protocol):
+    async def send_text(self, chat_id: int, text: str, buttons: Buttons | None = None) -> int: ...
+
+    async def edit_text(
+        self, chat_id: int, message_id: int, text: str, buttons: Buttons | None = None
+    ) -> None: ...
+
+    async def send_document(
+        self, chat_id: int, filename: str, data: bytes, caption: str | None = None
+    ) -> None: ...
+
+    async def download(self, ref: str, dest: Path, max_bytes: int) -> Path:
+        """Save the channel file `ref` under `dest` (a file path); raise DownloadError."""
+        ...

@@ -1,0 +1,390 @@
+"""The thin runner: persist the state, then perform the effects `step` asked for.
+
+For each event: under the chat's lock, load the state, `step`, save; then, outside the
+lock, perform each effect and feed its outcome back as a new event. The state is saved
+before the effects run, so a crash leaves a state whose next effects are safe to
+repeat; the one effect that is not (the submit POST) is guarded by an intent recorded
+in Redis before the POST.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import logging
+import secrets
+from pathlib import Path
+from typing import Any
+
+from redis.exceptions import RedisError
+
+import locales
+from batchjob import errors as bj
+from batchjob import templates
+from batchjob.client import BatchJobClient, sanitize_filename
+from batchjob.input import Limits, convert_file
+from conversation import core, resolve
+from conversation.channel import Buttons, Channel, DownloadError
+from conversation.events import (
+    CancelJob,
+    Cleanup,
+    Details,
+    Download,
+    Effect,
+    Event,
+    FetchUrl,
+    FileReady,
+    Inspect,
+    Inspected,
+    JobStatus,
+    ListJobs,
+    LookupRows,
+    OpenPath,
+    Precheck,
+    Prechecked,
+    Reconcile,
+    Reconciled,
+    Reply,
+    ResolveFailed,
+    RowsKnown,
+    SendTemplates,
+    ServiceFailed,
+    Submit,
+    Submitted,
+    Upload,
+    Uploaded,
+    Watch,
+)
+from conversation.settings import ConversationSettings
+from conversation.state import ChatState
+from conversation.store import Store, now_ms
+from conversation.texts import status_line
+
+log = logging.getLogger("conversation.runner")
+
+RECONCILE_WINDOW_MS = 10 * 60 * 1000
+
+
+def service_failure(step: str, e: bj.BatchJobError) -> ServiceFailed:
+    kinds = [
+        (bj.AuthError, "auth"),
+        (bj.InsufficientBalance, "balance"),
+        (bj.ValidationError, "validation"),
+        (bj.NotFound, "not_found"),
+        (bj.Conflict, "conflict"),
+        (bj.OutcomeUnknown, "unknown"),
+        (bj.Unavailable, "unavailable"),
+    ]
+    kind = next((k for cls, k in kinds if isinstance(e, cls)), "unavailable")
+    params: dict[str, Any] = {}
+    if isinstance(e, bj.InsufficientBalance):
+        params = {"current": _n(e.current), "required": _n(e.required), "shortfall": _n(e.shortfall)}
+    return ServiceFailed(step, kind, (e.message or e.code or e.kind)[:300], params)
+
+
+def _n(v: float | None) -> str:
+    return "?" if v is None else f"{v:.4f}".rstrip("0").rstrip(".")
+
+
+class Runner:
+    def __init__(
+        self,
+        store: Store,
+        client: BatchJobClient,
+        channel: Channel,
+        settings: ConversationSettings,
+        limits: Limits | None = None,
+    ) -> None:
+        self.store = store
+        self.client = client
+        self.channel = channel
+        self.settings = settings
+        self.limits = limits or Limits.from_env()
+        self.media = Path(settings.media_dir)
+        self.media.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    def context(self) -> core.Context:
+        return core.Context(
+            now_ms=now_ms(),
+            new_id=secrets.token_hex(8),
+            allow_local_paths=bool(self.settings.local_path_roots),
+            pending_ttl_ms=self.settings.pending_ttl_seconds * 1000,
+            admins=frozenset(self.settings.admin_ids),
+        )
+
+    async def handle(self, chat_id: int, event: Event, client_lang: str | None = None) -> None:
+        """Process one event and everything it leads to."""
+        queue: list[Event] = [event]
+        while queue:
+            ev = queue.pop(0)
+            try:
+                async with self.store.chat_lock(chat_id):
+                    state = await self.store.load(chat_id)
+                    if not state.lang_fixed and client_lang:
+                        state.lang = locales.normalize_language(client_lang)
+                    new, effects = core.step(state, ev, self.context())
+                    await self.store.save(chat_id, new)
+            except RedisError:
+                log.warning("storage unavailable for chat %s", chat_id)
+                lang = locales.normalize_language(client_lang)
+                await self._safe_send(chat_id, locales.t(lang, "error.storage"))
+                return
+            for effect in effects:
+                follow = await self.perform(chat_id, new, effect)
+                if follow is not None:
+                    queue.append(follow)
+
+    async def _safe_send(self, chat_id: int, text: str, buttons: Buttons | None = None) -> int | None:
+        try:
+            return await self.channel.send_text(chat_id, text, buttons)
+        except Exception:  # a failing channel must not take the flow down
+            log.exception("send failed for chat %s", chat_id)
+            return None
+
+    def render(self, lang: str, reply: Reply) -> tuple[str, Buttons | None]:
+        text = "\n".join(locales.t(lang, key, **params) for key, params in reply.parts)
+        buttons = [[(locales.t(lang, b.label, **b.params), b.data) for b in row] for row in reply.buttons]
+        return text, (buttons or None)
+
+    def _tmp(self, suffix: str) -> Path:
+        return self.media / f"{secrets.token_hex(12)}{suffix}"
+
+    async def perform(self, chat_id: int, state: ChatState, effect: Effect) -> Event | None:
+        lang = state.lang
+        match effect:
+            case Reply():
+                text, buttons = self.render(lang, effect)
+                await self._safe_send(chat_id, text, buttons)
+                if effect.document:
+                    await self._send_errors(chat_id, lang, effect.document)
+            case Download(ref=ref, filename=filename):
+                dest = self._tmp(Path(sanitize_filename(filename)).suffix[:10])
+                try:
+                    path = await self.channel.download(ref, dest, self.settings.max_download_bytes)
+                except DownloadError as e:
+                    dest.unlink(missing_ok=True)
+                    return ResolveFailed(e.reason)
+                return FileReady(str(path), filename)
+            case FetchUrl(url=url):
+                dest = self._tmp(".download")
+                try:
+                    path, name = await resolve.fetch_url(
+                        url,
+                        dest,
+                        max_bytes=self.settings.max_download_bytes,
+                        timeout_s=self.settings.url_timeout_seconds,
+                        allow_loopback=self.settings.unsafe_allow_loopback_urls,
+                    )
+                except resolve.ResolveError as e:
+                    return ResolveFailed(e.reason)
+                return FileReady(str(path), name)
+            case OpenPath(path=raw):
+                dest = self._tmp(".local")
+                try:
+                    path, name = await asyncio.to_thread(
+                        resolve.open_path,
+                        raw,
+                        list(self.settings.local_path_roots),
+                        dest,
+                        self.settings.max_download_bytes,
+                    )
+                except resolve.ResolveError as e:
+                    dest.unlink(missing_ok=True)
+                    return ResolveFailed(e.reason)
+                return FileReady(str(path), name)
+            case Inspect(path=path, filename=filename):
+                out = self._tmp(".jsonl")
+                report = await asyncio.to_thread(
+                    convert_file, path, out, skip_invalid=True, limits=self.limits
+                )
+                return Inspected(report.to_dict(lang), str(out) if out.exists() else None)
+            case Upload(path=path, filename=filename, mode=mode):
+                name = Path(sanitize_filename(filename)).stem + ".jsonl"
+                try:
+                    up = await self.client.upload(path, filename=name, mode=mode)
+                except bj.BatchJobError as e:
+                    return service_failure("upload", e)
+                if up.row_count is not None:
+                    await self.store.remember_file(up.file_id, up.row_count)
+                return Uploaded(up.file_id, up.row_count)
+            case Precheck(record_count=n, model=model, mode=mode):
+                try:
+                    est = await self.client.precheck(n, model, mode)
+                except bj.BatchJobError as e:
+                    return service_failure("precheck", e)
+                return Prechecked(
+                    est.model_dump(
+                        include={
+                            "estimated_cost",
+                            "currency",
+                            "balance",
+                            "sufficient",
+                            "unit_price",
+                            "record_count",
+                        }
+                    )
+                )
+            case Submit():
+                return await self._submit(chat_id, effect)
+            case Reconcile(intent_id=intent_id, file_id=file_id):
+                return await self._reconcile(intent_id, file_id)
+            case LookupRows(file_id=file_id):
+                return RowsKnown(file_id, await self.store.file_rows(file_id))
+            case Watch(job_id=job_id, intent_id=intent_id, record_count=count):
+                await self.store.add_job(job_id, chat_id, intent=intent_id or "", count=count, lang=lang)
+            case CancelJob(job_id=job_id, reason=reason):
+                try:
+                    job = await self.client.cancel(job_id, reason)
+                except bj.BatchJobError as e:
+                    await self._reply_failure(chat_id, lang, service_failure("cancel", e))
+                    return None
+                await self._safe_send(
+                    chat_id, locales.t(lang, "cmd.cancelled", job_id=job_id, status=job.status)
+                )
+            case JobStatus(job_id=job_id):
+                await self._status(chat_id, lang, state, job_id)
+            case ListJobs():
+                await self._list(chat_id, lang, state, effect)
+            case Details(job_id=job_id):
+                await self._details(chat_id, lang, job_id)
+            case SendTemplates():
+                await self._safe_send(chat_id, locales.t(lang, "cmd.templates"))
+                for kind, name in (
+                    ("csv", "prompts.csv"),
+                    ("xlsx", "prompts.xlsx"),
+                    ("jsonl", "prompts.jsonl"),
+                    ("guide", f"guide-{lang}.md"),
+                ):
+                    await self.channel.send_document(chat_id, name, templates.render(kind, lang))
+            case Cleanup(paths=paths):
+                for p in paths:
+                    self._remove(p)
+        return None
+
+    def _remove(self, raw: str) -> None:
+        p = Path(raw)
+        try:
+            if p.resolve().parent == self.media.resolve():
+                p.unlink(missing_ok=True)
+        except OSError:
+            log.warning("could not remove %s", p.name)
+
+    async def _reply_failure(self, chat_id: int, lang: str, failure: ServiceFailed) -> None:
+        text = locales.t(lang, f"error.{failure.kind}", message=failure.message, **failure.params)
+        await self._safe_send(chat_id, text)
+
+    async def _send_errors(self, chat_id: int, lang: str, rows: tuple[tuple[str, str, str], ...]) -> None:
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(["row", "column", "problem"])
+        for row in rows:
+            # Cells as text: a leading = + - @ would be a formula in a spreadsheet.
+            w.writerow(["'" + c if c[:1] in ("=", "+", "-", "@") else c for c in row])
+        await self.channel.send_document(
+            chat_id, "row-errors.csv", "\ufeff".encode() + buf.getvalue().encode()
+        )
+
+    async def _submit(self, chat_id: int, effect: Submit) -> Event:
+        """At most one POST per intent: the intent is recorded as SUBMITTING before it."""
+        if not await self.store.intent_begin(effect.intent_id, chat_id, effect.file_id):
+            intent = await self.store.intent(effect.intent_id)
+            state = intent.get(b"state", b"").decode() if intent else ""
+            job_id = intent.get(b"job_id", b"").decode() if intent else ""
+            if state == "SUBMITTED" and job_id:
+                return Submitted(job_id)
+            return ServiceFailed("submit", "unknown", "interrupted")
+        try:
+            job = await self.client.submit(effect.file_id, effect.model, effect.mode)
+        except bj.OutcomeUnknown as e:
+            await self.store.intent_move(effect.intent_id, "SUBMITTING", "UNKNOWN")
+            return service_failure("submit", e)
+        except bj.BatchJobError as e:
+            await self.store.intent_move(effect.intent_id, "SUBMITTING", "REJECTED")
+            return service_failure("submit", e)
+        await self.store.intent_move(effect.intent_id, "SUBMITTING", "SUBMITTED", job.job_id)
+        return Submitted(job.job_id, job.status)
+
+    async def _reconcile(self, intent_id: str, file_id: str) -> Event:
+        intent = await self.store.intent(intent_id) if intent_id else {}
+        created = int(intent.get(b"created_ms", b"0") or 0) if intent else 0
+        try:
+            for page in range(1, 4):
+                listing = await self.client.list_jobs(page=page, page_size=50)
+                for job in listing.items:
+                    if job.file_id == file_id:
+                        if intent_id:
+                            await self.store.intent_move(intent_id, "UNKNOWN", "SUBMITTED", job.job_id)
+                        return Reconciled(job.job_id)
+                if len(listing.items) < 50:
+                    break
+        except bj.BatchJobError:
+            pass
+        del created  # the service's list has no creation filter we can trust across shapes
+        return Reconciled(None)
+
+    async def _status(self, chat_id: int, lang: str, state: ChatState, job_id: str | None) -> None:
+        ids = [job_id] if job_id else state.jobs[-10:]
+        if not ids:
+            await self._safe_send(chat_id, locales.t(lang, "cmd.status_none"))
+            return
+        lines = []
+        for jid in ids:
+            try:
+                job = await self.client.get_job(jid)
+            except bj.BatchJobError as e:
+                await self._reply_failure(chat_id, lang, service_failure("status", e))
+                return
+            lines.append(status_line(lang, job))
+            if job.output_summary_url and job_id:
+                lines.append(locales.t(lang, "job.summary_url", url=job.output_summary_url))
+        await self._safe_send(chat_id, "\n".join(lines))
+
+    async def _list(self, chat_id: int, lang: str, state: ChatState, effect: ListJobs) -> None:
+        try:
+            if effect.admin:
+                page = await self.client.list_jobs(page=effect.page, page_size=20, status=effect.status)
+                jobs, total = page.items, page.total
+            else:
+                jobs = [await self.client.get_job(j) for j in state.recent[:10]]
+                total = len(state.recent)
+        except bj.BatchJobError as e:
+            await self._reply_failure(chat_id, lang, service_failure("list", e))
+            return
+        if not jobs:
+            await self._safe_send(chat_id, locales.t(lang, "cmd.jobs_empty"))
+            return
+        lines = [status_line(lang, j) for j in jobs]
+        lines.append(
+            locales.t(
+                lang,
+                "cmd.jobs_page",
+                page=effect.page,
+                count=len(jobs),
+                total=total if total is not None else "?",
+            )
+        )
+        await self._safe_send(chat_id, "\n".join(lines))
+
+    async def _details(self, chat_id: int, lang: str, job_id: str) -> None:
+        """Fetch output_summary_url: only here, on the user's explicit request."""
+        try:
+            job = await self.client.get_job(job_id)
+            if not job.output_summary_url:
+                await self._safe_send(chat_id, locales.t(lang, "job.details_unavailable", job_id=job_id))
+                return
+            summary = await self.client.fetch_summary(job.output_summary_url)
+        except bj.BatchJobError as e:
+            await self._reply_failure(chat_id, lang, service_failure("details", e))
+            return
+        records = summary.get("records", []) if isinstance(summary, dict) else []
+        failed = [r for r in records if isinstance(r, dict) and r.get("status") == "failed"]
+        if not failed:
+            await self._safe_send(chat_id, locales.t(lang, "job.details_none", job_id=job_id))
+            return
+        lines = [locales.t(lang, "job.details", job_id=job_id, failed=len(failed), total=len(records))]
+        for r in failed[:10]:
+            lines.append(
+                locales.t(lang, "job.details_line", index=r.get("index"), error=str(r.get("error"))[:200])
+            )
+        await self._safe_send(chat_id, "\n".join(lines))

@@ -1,0 +1,42 @@
+"""Bot settings shared by every channel (pydantic-settings: environment first, `.env` too)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class ConversationSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="BOT_", env_file=".env", extra="ignore")
+
+    admin_ids: Annotated[frozenset[int], NoDecode] = frozenset()
+    media_dir: Path = Path("./media")
+    local_path_roots: Annotated[list[Path], NoDecode] = Field(default_factory=list)  # empty: disabled
+    pending_ttl_seconds: int = Field(3600, gt=0)
+    max_download_bytes: int = Field(50 * 1024 * 1024, gt=0)
+    url_timeout_seconds: float = Field(30.0, gt=0)
+    watch_max_seconds: int = Field(6 * 3600, gt=0)
+    poll_min_seconds: float = Field(5.0, gt=0)
+    poll_max_seconds: float = Field(45.0, gt=0)
+    progress_edit_seconds: float = Field(3.0, ge=0)
+    # Tests only: let URL fetching reach 127.0.0.1. Unsafe (SSRF) anywhere else.
+    unsafe_allow_loopback_urls: bool = False
+
+    @field_validator("admin_ids", mode="before")
+    @classmethod
+    def _ids(cls, v: object) -> object:
+        if isinstance(v, str):
+            return frozenset(int(x) for x in v.replace(";", ",").split(",") if x.strip())
+        if isinstance(v, int):
+            return frozenset({v})
+        return v
+
+    @field_validator("local_path_roots", mode="before")
+    @classmethod
+    def _roots(cls, v: object) -> object:
+        if isinstance(v, str):
+            return [p for p in v.split(":") if p.strip()]
+        return v

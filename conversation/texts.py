@@ -1,0 +1,74 @@
+"""Progress, summary and status texts (pure: a job and a language in, a sentence out)."""
+
+from __future__ import annotations
+
+import locales
+from batchjob.models import Job
+
+BAR_WIDTH = 20
+
+
+def duration(seconds: float) -> str:
+    s = max(0, int(seconds))
+    h, rem = divmod(s, 3600)
+    m, sec = divmod(rem, 60)
+    return f"{h}:{m:02d}:{sec:02d}" if h else f"{m}:{sec:02d}"
+
+
+def bar(fraction: float | None) -> str:
+    f = min(1.0, max(0.0, fraction or 0.0))
+    full = round(f * BAR_WIDTH)
+    return "█" * full + "░" * (BAR_WIDTH - full)
+
+
+def progress(lang: str, job: Job, elapsed_s: float, total_hint: int | None = None) -> str:
+    total = job.total if job.total is not None else total_hint
+    done = job.processed
+    fraction = job.fraction
+    if fraction is None and total and done is not None:
+        fraction = done / total
+    eta = ""
+    if fraction and 0 < fraction < 1 and elapsed_s > 0:
+        eta = locales.t(lang, "job.eta", eta=duration(elapsed_s * (1 - fraction) / fraction))
+    return locales.t(
+        lang,
+        "job.progress",
+        job_id=job.job_id,
+        status=job.status,
+        bar=bar(fraction),
+        percent=int((fraction or 0) * 100),
+        done=done if done is not None else "?",
+        total=total if total is not None else "?",
+        failed=job.failed or 0,
+        elapsed=duration(elapsed_s),
+        eta=eta,
+    )
+
+
+def summary(lang: str, job: Job, elapsed_s: float, total_hint: int | None = None) -> str:
+    total = job.total if job.total is not None else total_hint
+    text = locales.t(
+        lang,
+        "job.summary",
+        job_id=job.job_id,
+        status=job.status,
+        completed=job.completed if job.completed is not None else "?",
+        failed=job.failed or 0,
+        total=total if total is not None else "?",
+        duration=duration(elapsed_s),
+    )
+    if job.output_summary_url:
+        text += "\n" + locales.t(lang, "job.summary_url", url=job.output_summary_url)
+    return text
+
+
+def status_line(lang: str, job: Job) -> str:
+    return locales.t(
+        lang,
+        "job.status_line",
+        job_id=job.job_id,
+        status=job.status,
+        done=job.processed if job.processed is not None else "?",
+        total=job.total if job.total is not None else "?",
+        failed=job.failed or 0,
+    )

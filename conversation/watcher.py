@@ -1,0 +1,188 @@
+"""Polls every active job until it is terminal, across restarts and replicas.
+
+Each round claims due jobs with one Lua call (which also re-scores them to now + lease,
+so a crashed watcher's jobs simply become due again), polls them concurrently, then
+reschedules each with backoff and jitter (honouring Retry-After) or finishes it. The
+progress message is edited at most every `progress_edit_seconds` and only when its text
+changed. The terminal summary is sent by whoever first sets the job's summary marker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from redis.exceptions import RedisError
+
+import locales
+from batchjob import errors as bj
+from batchjob.client import BatchJobClient
+from batchjob.models import Job
+from conversation import texts
+from conversation.channel import Channel
+from conversation.settings import ConversationSettings
+from conversation.store import Store, now_ms
+
+log = logging.getLogger("conversation.watcher")
+
+OnTerminal = Callable[[int, str], Awaitable[None]]
+
+
+class Watcher:
+    def __init__(
+        self,
+        store: Store,
+        client: BatchJobClient,
+        channel: Channel,
+        settings: ConversationSettings,
+        *,
+        on_finished: OnTerminal | None = None,
+        batch: int = 100,
+        lease_ms: int = 30_000,
+        idle_sleep: float = 0.2,
+        concurrency: int = 50,
+    ) -> None:
+        self.store = store
+        self.client = client
+        self.channel = channel
+        self.settings = settings
+        self.on_finished = on_finished
+        self.batch = batch
+        self.lease_ms = lease_ms
+        self.idle_sleep = idle_sleep
+        self.sem = asyncio.Semaphore(concurrency)
+        self.polls = 0
+        self.stopped = asyncio.Event()
+
+    def next_delay_ms(self, polls: int, retry_after: float | None = None) -> int:
+        """5 s early, growing to the max; 10% jitter; never sooner than Retry-After."""
+        lo, hi = self.settings.poll_min_seconds, self.settings.poll_max_seconds
+        base = min(hi, lo * (1.5 ** max(0, polls - 3)))
+        delay = base * random.uniform(0.9, 1.1)
+        if retry_after is not None:
+            delay = max(delay, retry_after)
+        return int(delay * 1000)
+
+    async def run(self) -> None:
+        await self.store.resume()
+        while not self.stopped.is_set():
+            try:
+                n = await self.run_once()
+            except RedisError:
+                log.warning("storage unavailable; watcher waits")
+                n = 0
+                await asyncio.sleep(1.0)
+            if n == 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stopped.wait(), self.idle_sleep)
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+    async def run_once(self) -> int:
+        claimed = await self.store.claim(now_ms(), self.lease_ms, self.batch)
+        if claimed:
+            await asyncio.gather(*(self._guarded(job_id, rec) for job_id, rec in claimed))
+        return len(claimed)
+
+    async def _guarded(self, job_id: str, rec: dict[str, str]) -> None:
+        async with self.sem:
+            try:
+                await self.poll(job_id, rec)
+            except RedisError:
+                raise
+            except Exception:
+                log.exception("poll of %s failed; it stays scheduled", job_id)
+
+    async def poll(self, job_id: str, rec: dict[str, str]) -> None:
+        if not rec or rec.get("done") == "1":
+            await self.store.finish_job(job_id, {})
+            return
+        self.polls += 1
+        chat = int(rec.get("chat") or 0)
+        lang = rec.get("lang") or "en"
+        polls = int(rec.get("polls") or 0) + 1
+        started = int(rec.get("started_ms") or now_ms())
+        hint = int(rec["count"]) if rec.get("count", "").isdigit() else None
+        now = now_ms()
+        try:
+            job = await self.client.get_job(job_id)
+        except bj.NotFound:
+            await self._finish(chat, job_id, {})
+            return
+        except bj.BatchJobError as e:
+            retry_after = getattr(e, "retry_after", None)
+            await self.store.reschedule(
+                job_id, now + self.next_delay_ms(polls, retry_after), {"polls": polls}
+            )
+            return
+        elapsed = (now - started) / 1000
+        fields: dict[str, Any] = {"polls": polls, "status": job.status}
+        if job.terminal:
+            await self._terminal(chat, lang, job, elapsed, hint, rec)
+            return
+        if elapsed > self.settings.watch_max_seconds:
+            await self.channel.send_text(chat, locales.t(lang, "job.watch_stopped", job_id=job_id))
+            await self._finish(chat, job_id, {"status": job.status, "stopped": "1"})
+            return
+        text = texts.progress(lang, job, elapsed, hint)
+        await self._progress(chat, job_id, text, rec, fields, now)
+        await self.store.reschedule(job_id, now + self.next_delay_ms(polls), fields)
+
+    def _buttons(self, job_id: str, lang: str) -> list[list[tuple[str, str]]]:
+        return [
+            [
+                (locales.t(lang, "btn.refresh"), f"j:r:{job_id}"),
+                (locales.t(lang, "btn.details"), f"j:d:{job_id}"),
+                (locales.t(lang, "btn.cancel"), f"j:x:{job_id}"),
+            ]
+        ]
+
+    async def _progress(
+        self, chat: int, job_id: str, text: str, rec: dict[str, str], fields: dict[str, Any], now: int
+    ) -> None:
+        if text == rec.get("text"):
+            return
+        last_edit = int(rec.get("edit_ms") or 0)
+        if now - last_edit < self.settings.progress_edit_seconds * 1000:
+            return
+        lang = rec.get("lang") or "en"
+        msg = rec.get("msg")
+        try:
+            if msg:
+                await self.channel.edit_text(chat, int(msg), text, self._buttons(job_id, lang))
+            else:
+                fields["msg"] = await self.channel.send_text(chat, text, self._buttons(job_id, lang))
+        except Exception:
+            log.warning("progress update for %s failed", job_id)
+            return
+        fields["text"] = text
+        fields["edit_ms"] = now
+
+    async def _terminal(
+        self, chat: int, lang: str, job: Job, elapsed: float, hint: int | None, rec: dict[str, str]
+    ) -> None:
+        if await self.store.claim_summary(job.job_id):
+            final = texts.progress(lang, job, elapsed, hint)
+            if rec.get("msg") and final != rec.get("text"):
+                try:
+                    await self.channel.edit_text(chat, int(rec["msg"]), final)
+                except Exception:
+                    log.warning("final progress edit for %s failed", job.job_id)
+            try:
+                await self.channel.send_text(chat, texts.summary(lang, job, elapsed, hint))
+            except Exception:
+                await self.store.release_summary(job.job_id)  # known not sent: try again later
+                await self.store.reschedule(job.job_id, now_ms() + self.next_delay_ms(1), {})
+                return
+            await self.store.summary_sent(job.job_id)
+        await self._finish(chat, job.job_id, {"status": job.status})
+
+    async def _finish(self, chat: int, job_id: str, fields: dict[str, Any]) -> None:
+        await self.store.finish_job(job_id, fields)
+        if self.on_finished is not None:
+            await self.on_finished(chat, job_id)
