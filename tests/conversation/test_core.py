@@ -1,0 +1,435 @@
+"""Table tests of the pure core: every phase against every kind of event."""
+
+from __future__ import annotations
+
+import pytest
+
+from batchjob import DEFAULT_MODE, DEFAULT_MODEL
+from conversation import core
+from conversation.events import (
+    ButtonPressed,
+    CancelJob,
+    Cleanup,
+    CommandReceived,
+    Details,
+    Download,
+    Expired,
+    FetchUrl,
+    FileReady,
+    FileReceived,
+    Inspect,
+    Inspected,
+    JobStatus,
+    ListJobs,
+    LookupRows,
+    OpenPath,
+    Precheck,
+    Prechecked,
+    Reconcile,
+    Reconciled,
+    Reply,
+    ResolveFailed,
+    RowsKnown,
+    SendTemplates,
+    ServiceFailed,
+    Submit,
+    Submitted,
+    TextReceived,
+    Upload,
+    Uploaded,
+    Watch,
+)
+from conversation.state import ChatState, Pending
+
+ADMIN = 7
+
+
+def ctx(now=1_000_000, new_id="abcdef0123456789", paths=False):
+    return core.Context(now_ms=now, new_id=new_id, allow_local_paths=paths, admins=frozenset({ADMIN}))
+
+
+def keys(effects):
+    return [k for e in effects if isinstance(e, Reply) for k, _ in e.parts]
+
+
+def kinds(effects):
+    return [type(e).__name__ for e in effects]
+
+
+def at(phase, **pending):
+    p = Pending(token="tok12345", created_ms=999_000, filename="p.csv", **pending)
+    return ChatState(phase=phase, pending=p, recent=["job_1"], jobs=["job_1"])
+
+
+REPORT_OK = {
+    "format": "csv",
+    "rows": {"total": 2, "valid": 2, "invalid": 0, "skipped": 0},
+    "columns": [{"name": "prompt", "field": "prompt"}, {"name": "x", "field": None}],
+    "errors": [],
+    "warning_counts": {},
+    "fatal": None,
+}
+REPORT_BAD = {
+    **REPORT_OK,
+    "rows": {"total": 3, "valid": 1, "invalid": 2, "skipped": 0},
+    "errors": [{"row": i, "message": f"Row {i}: bad"} for i in (2, 3)],
+}
+
+
+# --- the happy path, step by step ---------------------------------------------------------
+
+
+def test_happy_path():
+    s = ChatState()
+    s, fx = core.step(s, FileReceived("ref1", "p.csv", 100), ctx())
+    assert s.phase == "resolving" and fx == [Download("ref1", "p.csv")]
+    s, fx = core.step(s, FileReady("/m/a.csv", "p.csv"), ctx())
+    assert s.phase == "inspecting" and fx == [Inspect("/m/a.csv", "p.csv")]
+    s, fx = core.step(s, Inspected(REPORT_OK, "/m/a.jsonl"), ctx())
+    assert s.phase == "uploading" and kinds(fx) == ["Reply", "Upload"]
+    assert keys(fx) == ["flow.report", "flow.columns_used", "flow.columns_unused"]
+    s, fx = core.step(s, Uploaded("file_1", 2), ctx())
+    assert s.phase == "prechecking" and fx[-1] == Precheck(2, DEFAULT_MODEL, DEFAULT_MODE)
+    s, fx = core.step(s, Prechecked({"estimated_cost": 0.04, "balance": 10.0, "sufficient": True}), ctx())
+    assert s.phase == "awaiting_confirm" and keys(fx) == ["flow.estimate", "flow.confirm"]
+    assert fx[0].buttons[0][0].data == f"c:go:{s.pending.token}"
+    assert all(len(b.data.encode()) <= 64 for row in fx[0].buttons for b in row)
+    s, fx = core.step(s, TextReceived("fast google/gemini-2.5-flash-image"), ctx(new_id="intent0001"))
+    assert s.phase == "submitting"
+    assert fx[-1] == Submit("intent0001", "file_1", "google/gemini-2.5-flash-image", "fast", 2)
+    s, fx = core.step(s, Submitted("job_9"), ctx())
+    assert s.phase == "idle" and s.pending is None and s.jobs == ["job_9"] and s.recent == ["job_9"]
+    assert Watch("job_9", "intent0001", 2) in fx
+    assert any(isinstance(e, Cleanup) and "/m/a.jsonl" in e.paths for e in fx)
+
+
+def test_caption_with_model_and_mode_submits_without_asking():
+    s, _ = core.step(ChatState(), FileReceived("r", "p.csv", 1, caption="standard vendor/model-x"), ctx())
+    s = s.model_copy(update={"phase": "prechecking"})
+    s.pending.file_id, s.pending.row_count = "file_1", 3
+    s, fx = core.step(s, Prechecked({"sufficient": True}), ctx(new_id="i2"))
+    assert s.phase == "submitting" and fx[-1] == Submit("i2", "file_1", "vendor/model-x", "standard", 3)
+
+
+def test_caption_does_not_submit_when_balance_is_short():
+    s, _ = core.step(ChatState(), FileReceived("r", "p.csv", 1, caption="fast"), ctx())
+    s.phase, s.pending.file_id, s.pending.row_count = "prechecking", "file_1", 3
+    s, fx = core.step(s, Prechecked({"sufficient": False}), ctx())
+    assert s.phase == "awaiting_confirm" and "flow.estimate_insufficient" in keys(fx)
+
+
+def test_estimate_only_caption_stops_after_precheck():
+    s, _ = core.step(ChatState(), FileReceived("r", "p.csv", 1, caption="预估"), ctx())
+    s.phase, s.pending.file_id, s.pending.row_count = "prechecking", "file_1", 3
+    s, fx = core.step(s, Prechecked({"estimated_cost": 1}), ctx())
+    assert s.phase == "idle" and "flow.estimate_only_done" in keys(fx)
+    assert not any(isinstance(e, Submit) for e in fx)
+
+
+@pytest.mark.parametrize("text", ["ok", "确认", "fast", "google/gemini-2.5-flash-image"])
+def test_confirm_replies(text):
+    s, fx = core.step(at("awaiting_confirm", file_id="file_1", row_count=2), TextReceived(text), ctx())
+    assert s.phase == "submitting" and isinstance(fx[-1], Submit)
+
+
+def test_unrelated_reply_while_confirming_only_hints():
+    s, fx = core.step(at("awaiting_confirm", file_id="file_1", row_count=2), TextReceived("hmm?"), ctx())
+    assert s.phase == "awaiting_confirm" and keys(fx) == ["flow.confirm_hint"]
+
+
+def test_buttons_change_model_and_mode():
+    s = at("awaiting_confirm", file_id="file_1", row_count=2)
+    s, fx = core.step(s, ButtonPressed("c:model:tok12345"), ctx())
+    assert s.phase == "awaiting_model"
+    s, fx = core.step(s, TextReceived("other/model-2"), ctx())
+    assert s.phase == "awaiting_confirm" and s.pending.model == "other/model-2"
+    s, fx = core.step(s, ButtonPressed("c:mode:tok12345"), ctx())
+    s, fx = core.step(s, TextReceived("nonsense"), ctx())
+    assert s.phase == "awaiting_mode" and keys(fx) == ["flow.ask_mode"]
+    s, fx = core.step(s, TextReceived("standard"), ctx())
+    assert s.phase == "awaiting_confirm" and s.pending.mode == "standard"
+    s, fx = core.step(s, ButtonPressed("c:go:tok12345"), ctx(new_id="i3"))
+    assert fx[-1] == Submit("i3", "file_1", "other/model-2", "standard", 2)
+
+
+def test_estimate_only_button_and_drop():
+    s, fx = core.step(
+        at("awaiting_confirm", file_id="file_1", row_count=2), ButtonPressed("c:est:tok12345"), ctx()
+    )
+    assert s.phase == "idle" and keys(fx) == ["flow.estimate_only_done"]
+    s, fx = core.step(at("awaiting_fix"), ButtonPressed("c:drop:tok12345"), ctx())
+    assert s.phase == "idle" and keys(fx) == ["flow.dropped"]
+
+
+@pytest.mark.parametrize("data", ["c:go:wrongtok", "c:go", "zz", "c:go:tok12345:x", "", "j:r:job_other"])
+def test_stale_or_forged_buttons_do_nothing(data):
+    before = at("awaiting_confirm", file_id="file_1", row_count=2)
+    s, fx = core.step(before, ButtonPressed(data), ctx())
+    assert s == before and not any(isinstance(e, Submit | CancelJob) for e in fx)
+
+
+def test_invalid_rows_then_valid_only():
+    s = at("inspecting")
+    s, fx = core.step(s, Inspected(REPORT_BAD, "/m/v.jsonl"), ctx())
+    assert s.phase == "awaiting_fix" and not any(isinstance(e, Upload) for e in fx)
+    assert "flow.invalid_rows" in keys(fx) and "Row 2: bad" in str(fx[0].parts)
+    s, fx = core.step(s, ButtonPressed("c:valid:tok12345"), ctx())
+    assert s.phase == "uploading" and fx[-1] == Upload("/m/v.jsonl", "p.csv", DEFAULT_MODE)
+
+
+def test_long_error_list_goes_out_as_a_file():
+    report = {
+        **REPORT_BAD,
+        "rows": {"total": 30, "valid": 5, "invalid": 25, "skipped": 0},
+        "errors": [{"row": i, "column": "prompt", "message": f"Row {i}: bad"} for i in range(25)],
+    }
+    _, fx = core.step(at("inspecting"), Inspected(report, "/m/v.jsonl"), ctx())
+    assert fx[0].document is not None and len(fx[0].document) == 25
+    assert "flow.more_errors_in_file" in keys(fx)
+
+
+def test_no_valid_rows_ends_the_flow():
+    report = {**REPORT_BAD, "rows": {"total": 2, "valid": 0, "invalid": 2, "skipped": 0}}
+    s, fx = core.step(at("inspecting"), Inspected(report, None), ctx())
+    assert s.phase == "idle" and "flow.no_valid_rows" in keys(fx)
+
+
+def test_fatal_report_ends_the_flow():
+    report = {**REPORT_OK, "fatal": {"code": "no_prompt_column", "message": "No prompt column"}}
+    s, fx = core.step(at("inspecting", path="/m/x.csv"), Inspected(report, None), ctx())
+    assert s.phase == "idle" and keys(fx) == ["flow.file_unusable"]
+    assert any(isinstance(e, Cleanup) and "/m/x.csv" in e.paths for e in fx)
+
+
+def test_upload_failure_ends_the_run():
+    s, fx = core.step(at("uploading"), ServiceFailed("upload", "validation", "unsupported schema"), ctx())
+    assert s.phase == "idle" and s.pending is None and keys(fx) == ["error.validation"]
+
+
+def test_zero_rows_never_submitted():
+    s, fx = core.step(at("uploading", valid=0), Uploaded("file_1", 0), ctx())
+    assert s.phase == "idle" and keys(fx) == ["flow.nothing_to_submit"]
+    s, fx = core.step(at("awaiting_confirm", file_id="file_1", row_count=0), TextReceived("ok"), ctx())
+    assert not any(isinstance(e, Submit) for e in fx)
+
+
+def test_submit_failures_are_never_repeated():
+    s, fx = core.step(
+        at("submitting", file_id="f", row_count=1, intent_id="i"),
+        ServiceFailed("submit", "unavailable", "503"),
+        ctx(),
+    )
+    assert s.phase == "idle" and keys(fx) == ["error.unavailable", "flow.submit_not_repeated"]
+    assert not any(isinstance(e, Submit) for e in fx)
+    s, fx = core.step(
+        at("submitting", file_id="f", row_count=1, intent_id="i"),
+        ServiceFailed("submit", "balance", "", {"current": "1", "required": "2", "shortfall": "1"}),
+        ctx(),
+    )
+    assert keys(fx)[0] == "error.balance"
+
+
+def test_unknown_submit_is_reconciled_not_resubmitted():
+    s, fx = core.step(
+        at("submitting", file_id="f", row_count=1, intent_id="i"),
+        ServiceFailed("submit", "unknown", "timeout"),
+        ctx(),
+    )
+    assert s.phase == "reconciling" and fx[-1] == Reconcile("i", "f")
+    s2, fx2 = core.step(s, Reconciled("job_x"), ctx())
+    assert s2.phase == "idle" and s2.jobs[-1] == "job_x" and any(isinstance(e, Watch) for e in fx2)
+    s3, fx3 = core.step(s, Reconciled(None), ctx())
+    assert s3.phase == "idle" and keys(fx3) == ["flow.submit_unknown_not_found"]
+    assert not any(isinstance(e, Submit) for e in fx2 + fx3)
+
+
+def test_fallback_offers_url_and_file_id_and_path_only_when_configured():
+    s, fx = core.step(ChatState(), FileReceived("r", "big.xlsx", 10**9, too_large=True), ctx())
+    assert s.phase == "awaiting_input" and not any(isinstance(e, Download) for e in fx)
+    assert keys(fx) == [
+        "fallback.reason.too_large",
+        "fallback.ask",
+        "fallback.url",
+        "fallback.file_id",
+        "fallback.drop",
+    ]
+    _, fx = core.step(ChatState(), FileReceived("r", "big.xlsx", 10**9, too_large=True), ctx(paths=True))
+    assert "fallback.path" in keys(fx)
+    s, fx = core.step(s, TextReceived("https://example.com/p.xlsx"), ctx())
+    assert s.phase == "resolving" and fx == [FetchUrl("https://example.com/p.xlsx")]
+
+
+def test_download_failure_falls_back():
+    s, fx = core.step(at("resolving"), ResolveFailed("download_failed"), ctx())
+    assert s.phase == "awaiting_input" and keys(fx)[0] == "fallback.reason.download_failed"
+
+
+def test_file_id_path_uses_known_count_or_asks():
+    s, fx = core.step(ChatState(), TextReceived("file_abc12345"), ctx())
+    assert s.phase == "awaiting_count" and fx == [LookupRows("file_abc12345")]
+    s2, fx2 = core.step(s, RowsKnown("file_abc12345", 12), ctx())
+    assert s2.phase == "prechecking" and fx2 == [Precheck(12, DEFAULT_MODEL, DEFAULT_MODE)]
+    s3, fx3 = core.step(s, RowsKnown("file_abc12345", None), ctx())
+    assert s3.phase == "awaiting_count" and keys(fx3) == ["flow.ask_count"]
+    for bad in ("0", "-3", "many"):
+        s4, fx4 = core.step(s3, TextReceived(bad), ctx())
+        assert s4.phase == "awaiting_count" and keys(fx4) == ["flow.ask_count"]
+    s5, fx5 = core.step(s3, TextReceived("40"), ctx())
+    assert s5.phase == "prechecking" and fx5 == [Precheck(40, DEFAULT_MODEL, DEFAULT_MODE)]
+
+
+def test_local_paths_only_when_configured():
+    _, fx = core.step(ChatState(), TextReceived("MEDIA:/srv/in/p.csv"), ctx())
+    assert keys(fx) == ["fallback.path_disabled"]
+    s, fx = core.step(ChatState(), TextReceived("MEDIA:/srv/in/p.csv"), ctx(paths=True))
+    assert s.phase == "resolving" and fx == [OpenPath("/srv/in/p.csv")]
+
+
+def test_new_file_while_jobs_run_starts_a_new_flow():
+    s = ChatState(jobs=["job_1", "job_2"], recent=["job_2", "job_1"])
+    s, fx = core.step(s, FileReceived("r", "p.csv", 1), ctx())
+    assert s.phase == "resolving" and s.jobs == ["job_1", "job_2"]
+
+
+def test_new_file_replaces_a_pending_one_but_not_during_submit():
+    s, fx = core.step(at("awaiting_confirm", file_id="f"), FileReceived("r2", "q.csv", 1), ctx())
+    assert s.pending.filename == "q.csv" and keys(fx) == ["flow.replaced"]
+    s, fx = core.step(at("submitting", file_id="f"), FileReceived("r2", "q.csv", 1), ctx())
+    assert s.phase == "submitting" and keys(fx) == ["flow.busy_submitting"]
+
+
+def test_pending_input_expires():
+    s = at("awaiting_confirm", file_id="f")
+    s, fx = core.step(s, TextReceived("ok"), ctx(now=999_000 + 3_600_001))
+    assert s.phase == "idle" and keys(fx)[0] == "flow.expired"
+    assert not any(isinstance(e, Submit) for e in fx)
+
+
+def test_commands():
+    s = ChatState(recent=["job_1"], jobs=["job_1"])
+    assert kinds(core.step(s, CommandReceived("template"), ctx())[1]) == ["SendTemplates"]
+    s2, fx = core.step(s, CommandReceived("lang", ("zh",)), ctx())
+    assert s2.lang == "zh" and s2.lang_fixed
+    assert keys(core.step(s, CommandReceived("lang", ("fr",)), ctx())[1]) == ["cmd.lang_usage"]
+    assert core.step(s, CommandReceived("status"), ctx())[1] == [JobStatus(None)]
+    assert core.step(s, CommandReceived("status", ("job_1",)), ctx())[1] == [JobStatus("job_1")]
+    assert keys(core.step(s, CommandReceived("status", ("job_other",)), ctx())[1]) == ["flow.unknown_job"]
+    assert core.step(s, CommandReceived("status", ("job_other",), ADMIN), ctx())[1] == [
+        JobStatus("job_other")
+    ]
+    assert core.step(s, CommandReceived("jobs", ("2", "running"), ADMIN), ctx())[1] == [
+        ListJobs(admin=True, page=2, status="running")
+    ]
+    assert core.step(s, CommandReceived("jobs", ("running",), 5), ctx())[1] == [ListJobs(admin=False)]
+    assert core.step(s, CommandReceived("details", ("job_1",)), ctx())[1] == [Details("job_1")]
+    assert keys(core.step(s, CommandReceived("nope"), ctx())[1]) == ["cmd.unknown"]
+    assert keys(core.step(s, CommandReceived("help"), ctx())[1]) == ["cmd.help"]
+
+
+def test_cancel_is_for_admins_and_asks_first():
+    s = ChatState()
+    s1, fx = core.step(s, CommandReceived("cancel", ("job_1", "too", "slow"), user_id=5), ctx())
+    assert keys(fx) == ["cmd.cancel_refused"] and s1 == s
+    s2, fx = core.step(s, CommandReceived("cancel", ("job_1", "too", "slow"), user_id=ADMIN), ctx())
+    assert keys(fx) == ["cmd.cancel_confirm"] and not any(isinstance(e, CancelJob) for e in fx)
+    yes = fx[0].buttons[0][0].data
+    _, fx = core.step(s2, ButtonPressed(yes, user_id=5), ctx())
+    assert keys(fx) == ["cmd.cancel_refused"]
+    _, fx = core.step(s2, ButtonPressed(yes, user_id=ADMIN), ctx())
+    assert fx == [CancelJob("job_1", "too slow")]
+    _, fx = core.step(s2, ButtonPressed(fx and "k:n:job_1", user_id=ADMIN), ctx())
+    assert keys(fx) == ["cmd.cancel_aborted"]
+
+
+UNEXPECTED = [
+    FileReady("/m/x", "x"),
+    ResolveFailed("download_failed"),
+    Inspected(REPORT_OK, None),
+    Uploaded("f", 1),
+    Prechecked({}),
+    Submitted("job_z"),
+    Reconciled("job_z"),
+    RowsKnown("file_x", 3),
+    ServiceFailed("upload", "unavailable"),
+    ServiceFailed("precheck", "unavailable"),
+    ServiceFailed("submit", "unknown"),
+    Expired(),
+]
+PHASES = [
+    "idle",
+    "resolving",
+    "awaiting_input",
+    "inspecting",
+    "awaiting_fix",
+    "uploading",
+    "awaiting_count",
+    "prechecking",
+    "awaiting_confirm",
+    "awaiting_model",
+    "awaiting_mode",
+    "submitting",
+    "reconciling",
+]
+EXPECTED = {
+    ("resolving", "FileReady"),
+    ("awaiting_input", "FileReady"),
+    ("resolving", "ResolveFailed"),
+    ("awaiting_input", "ResolveFailed"),
+    ("inspecting", "Inspected"),
+    ("uploading", "Uploaded"),
+    ("prechecking", "Prechecked"),
+    ("submitting", "Submitted"),
+    ("reconciling", "Submitted"),
+    ("reconciling", "Reconciled"),
+    ("uploading", "ServiceFailed"),
+    ("prechecking", "ServiceFailed"),
+    ("submitting", "ServiceFailed"),
+    ("awaiting_count", "RowsKnown"),
+}
+
+
+@pytest.mark.parametrize("phase", PHASES)
+@pytest.mark.parametrize("event", UNEXPECTED, ids=lambda e: type(e).__name__ + ":" + getattr(e, "step", ""))
+def test_every_phase_against_every_result_event(phase, event):
+    """A result arriving in the wrong phase (late, duplicated, forged) changes nothing and sends no job."""
+    state = at(phase, file_id="file_x", row_count=1, intent_id="i")
+    if phase == "idle":
+        state = ChatState(recent=["job_1"])
+    new, fx = core.step(state, event, ctx())
+    expected = (phase, type(event).__name__) in EXPECTED
+    if isinstance(event, ServiceFailed):
+        expected = (
+            expected
+            and {"upload": "uploading", "precheck": "prechecking", "submit": "submitting"}[event.step]
+            == phase
+        )
+    if not expected:
+        assert new.phase == state.phase and new.pending == state.pending
+        assert not any(isinstance(e, Submit | Upload | Precheck) for e in fx)
+    assert sum(isinstance(e, Submit) for e in fx) <= 1
+
+
+@pytest.mark.parametrize("phase", PHASES)
+@pytest.mark.parametrize(
+    "event",
+    [TextReceived("hello"), ButtonPressed("c:go:tok12345"), CommandReceived("drop"), CommandReceived("help")],
+)
+def test_user_input_in_every_phase_never_crashes_or_double_submits(phase, event):
+    state = at(phase, file_id="file_x", row_count=1, intent_id="i")
+    new, fx = core.step(state, event, ctx())
+    assert sum(isinstance(e, Submit) for e in fx) <= 1
+    if phase in ("submitting", "reconciling"):
+        assert new.phase == phase  # an in-flight submit is never abandoned
+    assert all(isinstance(e, Reply | Submit | Cleanup | SendTemplates) for e in fx)
+
+
+def test_parse_choice():
+    assert core.parse_choice("google/gemini-2.5-flash-image fast") == (
+        "google/gemini-2.5-flash-image",
+        "fast",
+        False,
+        False,
+    )
+    assert core.parse_choice("FAST, vendor/m") == ("vendor/m", "fast", False, False)
+    assert core.parse_choice("仅预估") == (None, None, False, True)
+    assert core.parse_choice("hello there") == (None, None, False, False)
