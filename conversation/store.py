@@ -96,8 +96,8 @@ class Store:
         return ChatState.model_validate_json(raw)
 
     async def save(self, chat_id: int | str, state: ChatState) -> None:
-        # Idle chats keep their language and jobs; a pending input expires with the key's TTL
-        # only when nothing else is worth keeping (jobs are tracked under {jobs} too).
+        # No TTL: the chat keeps its language and jobs; a pending input expires by its own
+        # created_ms (checked in step), so an expired file is dropped with a message.
         await self.r.set(chat_key(chat_id, "state"), state.model_dump_json(exclude_defaults=False))
 
     @asynccontextmanager
@@ -172,6 +172,7 @@ class Store:
                     "chat": str(chat_id),
                     "owner": owner,
                     "intent": intent,
+                    "lang": lang,
                     "count": count if count is not None else "",
                 },
             )

@@ -287,7 +287,7 @@ def test_local_paths_only_when_configured():
 
 def test_new_file_while_jobs_run_starts_a_new_flow():
     s = ChatState(jobs=["job_1", "job_2"], recent=["job_2", "job_1"])
-    s, fx = core.step(s, FileReceived("r", "p.csv", 1), ctx())
+    s, _fx = core.step(s, FileReceived("r", "p.csv", 1), ctx())
     assert s.phase == "resolving" and s.jobs == ["job_1", "job_2"]
 
 
@@ -308,7 +308,7 @@ def test_pending_input_expires():
 def test_commands():
     s = ChatState(recent=["job_1"], jobs=["job_1"])
     assert kinds(core.step(s, CommandReceived("template"), ctx())[1]) == ["SendTemplates"]
-    s2, fx = core.step(s, CommandReceived("lang", ("zh",)), ctx())
+    s2, _fx = core.step(s, CommandReceived("lang", ("zh",)), ctx())
     assert s2.lang == "zh" and s2.lang_fixed
     assert keys(core.step(s, CommandReceived("lang", ("fr",)), ctx())[1]) == ["cmd.lang_usage"]
     assert core.step(s, CommandReceived("status"), ctx())[1] == [JobStatus(None)]
