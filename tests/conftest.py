@@ -1,6 +1,13 @@
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
+
+from batchjob.client import BatchJobClient, Timeouts
+from batchjob.sandbox import SandboxConfig, SandboxServer
+
+TOKEN = "test-token-Z9q"
 
 
 @pytest.fixture
@@ -13,3 +20,29 @@ def write(tmp_path):
         return path
 
     return _write
+
+
+@pytest.fixture(scope="session")
+def sandbox_server():
+    with SandboxServer(SandboxConfig(token=TOKEN)) as server:
+        yield server
+
+
+@pytest.fixture
+def sandbox(sandbox_server):
+    """The shared sandbox with default knobs, fast jobs and a fresh balance."""
+    state = sandbox_server.state
+    fresh = SandboxConfig(token=TOKEN, records_per_second=200.0, queue_seconds=0.05)
+    for f in dataclasses.fields(SandboxConfig):
+        setattr(state.config, f.name, getattr(fresh, f.name))
+    state.balance = fresh.balance
+    state.submits = 0
+    state.requests = 0
+    return sandbox_server
+
+
+@pytest.fixture
+async def client(sandbox):
+    c = BatchJobClient(sandbox.url, TOKEN, timeouts=Timeouts(read=5), backoff_base=0.01)
+    yield c
+    await c.aclose()

@@ -11,8 +11,12 @@ from conversation.store import DUE, Store, job_key, now_ms
 async def test_state_roundtrip_and_defaults(redis):
     store = Store(redis)
     assert await store.load(42) == ChatState()
-    s = ChatState(phase="awaiting_confirm", lang="zh", pending=Pending(token="t", created_ms=1, file_id="f"),
-                  jobs=["j1"])
+    s = ChatState(
+        phase="awaiting_confirm",
+        lang="zh",
+        pending=Pending(token="t", created_ms=1, file_id="f"),
+        jobs=["j1"],
+    )
     await store.save(42, s)
     assert await store.load(42) == s
     assert await redis.exists("bjb:{chat:42}:state")

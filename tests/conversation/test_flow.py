@@ -1,0 +1,227 @@
+"""Whole flows through the runner: real store, sandbox over HTTP, a recording channel."""
+
+from __future__ import annotations
+
+import asyncio
+import http.server
+import threading
+from pathlib import Path
+
+import pytest
+
+from batchjob.client import BatchJobClient, Timeouts
+from conversation.app import ConversationApp
+from conversation.events import ButtonPressed, CommandReceived, FileReceived, TextReceived
+from conversation.settings import ConversationSettings
+from tests.batchjob.conftest import TOKEN
+from tests.files import xlsx
+
+CHAT = 100
+ADMIN = 7
+
+
+@pytest.fixture
+async def app(redis, channel, sandbox, tmp_path):
+    settings = ConversationSettings(
+        media_dir=tmp_path / "media",
+        admin_ids=frozenset({ADMIN}),
+        poll_min_seconds=0.01,
+        poll_max_seconds=0.05,
+        progress_edit_seconds=0,
+        local_path_roots=[tmp_path / "inbox"],
+        unsafe_allow_loopback_urls=True,
+    )
+    (tmp_path / "inbox").mkdir()
+    client = BatchJobClient(sandbox.url, TOKEN, timeouts=Timeouts(read=1.0), backoff_base=0.01)
+    a = ConversationApp(redis, client, channel, settings)
+    yield a
+    await client.aclose()
+
+
+async def drain(app, timeout=15.0):
+    """Run the watcher until no job is scheduled."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while await app.store.scheduled():
+        assert loop.time() < deadline, "jobs still scheduled"
+        if not await app.watcher.run_once():
+            await asyncio.sleep(0.02)
+
+
+def press(channel, label_part):
+    for label, data in channel.last_buttons():
+        if label_part in label:
+            return ButtonPressed(data, ADMIN)
+    raise AssertionError(f"no button {label_part!r} in {channel.last_buttons()}")
+
+
+async def test_zh_user_csv_to_summary(app, channel, write, sandbox):
+    src = write("p.csv", "提示词,比例\n一只猫,16:9\n一只狗,1:1\n")
+    await app.runner.handle(CHAT, FileReceived(str(src), "p.csv", src.stat().st_size), client_lang="zh-hans")
+    texts = "\n".join(channel.texts())
+    assert "已检查文件" in texts and "预估费用" in texts and "模型：google/gemini-2.5-flash-image" in texts
+    await app.runner.handle(CHAT, TextReceived("google/gemini-2.5-flash-image fast"), client_lang="zh-hans")
+    await drain(app)
+    summaries = [t for t in channel.texts() if "已结束" in t]
+    assert len(summaries) == 1 and "completed" in summaries[0]
+    assert sandbox.state.submits == 1
+    state = await app.store.load(CHAT)
+    assert state.jobs == [] and len(state.recent) == 1 and state.pending is None
+    assert list((Path(app.runner.media)).iterdir()) == []  # downloaded and converted files removed
+
+
+async def test_invalid_rows_then_valid_only(app, channel, tmp_path, sandbox):
+    path = xlsx(
+        tmp_path / "p.xlsx", {"S": [["prompt", "ratio"], ["fox", "16:9"], ["", "1:1"], ["owl", "7:7"]]}
+    )
+    files_before = len(sandbox.state.files)
+    await app.runner.handle(CHAT, FileReceived(str(path), "p.xlsx", path.stat().st_size), client_lang="en")
+    assert len(sandbox.state.files) == files_before  # nothing uploaded before the user knows
+    text = channel.texts()[-1]
+    assert "2 rows are invalid" in text and "Row 3: the prompt is empty" in text and "Row 4" in text
+    await app.runner.handle(CHAT, press(channel, "valid rows"))
+    assert len(sandbox.state.files) == files_before + 1
+    assert "Uploaded: 1 records" in "\n".join(channel.texts())
+    await app.runner.handle(CHAT, press(channel, "Submit"))
+    await drain(app)
+    assert sum("finished" in t for t in channel.texts()) == 1
+
+
+class _FileServer:
+    def __init__(self, directory: Path):
+        handler = lambda *a, **k: http.server.SimpleHTTPRequestHandler(*a, directory=str(directory), **k)  # noqa: E731
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+
+
+async def test_too_large_then_url_then_estimate_only(app, channel, tmp_path, write, sandbox):
+    served = tmp_path / "www"
+    served.mkdir()
+    (served / "p.csv").write_text("prompt\nfox\nowl\n")
+    server = _FileServer(served)
+    try:
+        await app.runner.handle(CHAT, FileReceived("ref", "big.csv", 10**9, too_large=True), client_lang="en")
+        assert "too large" in channel.texts()[-1] and "public URL" in channel.texts()[-1]
+        assert "local path" in channel.texts()[-1]  # configured here
+        await app.runner.handle(CHAT, TextReceived(server.url + "/p.csv"))
+        assert "Estimate" in "\n".join(channel.texts())
+        await app.runner.handle(CHAT, press(channel, "Estimate only"))
+        assert "Estimate only" in channel.texts()[-1] and sandbox.state.submits == 0
+    finally:
+        server.close()
+
+
+async def test_url_fetch_refuses_private_addresses_by_default(app, channel):
+    app.runner.settings.unsafe_allow_loopback_urls = False
+    await app.runner.handle(CHAT, TextReceived("http://127.0.0.1:1/p.csv"), client_lang="en")
+    assert "not allowed" in channel.texts()[-1]
+
+
+async def test_file_id_path(app, channel, write, sandbox):
+    up = await app.client.upload(write("p.csv", "prompt\na\nb\nc\n"))  # uploaded elsewhere: count unknown
+    await app.runner.handle(CHAT, TextReceived(up.file_id), client_lang="en")
+    assert "How many records" in channel.texts()[-1]
+    await app.runner.handle(CHAT, TextReceived("3"))
+    assert "Estimate" in channel.texts()[-1]
+    await app.runner.handle(CHAT, TextReceived("ok"))
+    await drain(app)
+    assert sandbox.state.submits == 1
+    # a file this bot uploaded: its count is known, no question
+    await app.store.remember_file(up.file_id, 3)
+    n = len(channel.texts())
+    await app.runner.handle(CHAT, TextReceived(up.file_id))
+    assert "How many" not in "\n".join(channel.texts()[n:]) and "Estimate" in channel.texts()[-1]
+
+
+async def test_local_path_inside_roots_only(app, channel, tmp_path):
+    inbox = tmp_path / "inbox"
+    (inbox / "p.csv").write_text("prompt\nfox\n")
+    (tmp_path / "secret.csv").write_text("prompt\nsecret\n")
+    (inbox / "link.csv").symlink_to(tmp_path / "secret.csv")
+    for bad in (str(inbox / ".." / "secret.csv"), str(inbox / "link.csv"), "/etc/passwd", str(inbox)):
+        await app.runner.handle(CHAT, TextReceived(f"MEDIA:{bad}"), client_lang="en")
+        assert "not allowed" in channel.texts()[-1] or "readable file" in channel.texts()[-1], bad
+    await app.runner.handle(CHAT, TextReceived(f"MEDIA:{inbox / 'p.csv'}"))
+    assert "Estimate" in channel.texts()[-1]
+    assert (inbox / "p.csv").exists()  # the original is never removed
+
+
+async def test_lost_submit_reply_is_adopted_not_repeated(app, channel, write, sandbox):
+    sandbox.state.config.drop_submit_replies = 1
+    sandbox.state.config.drop_seconds = 2.0
+    src = write("p.csv", "prompt\nfox\n")
+    await app.runner.handle(CHAT, FileReceived(str(src), "p.csv", 10), client_lang="en")
+    await app.runner.handle(CHAT, TextReceived("fast"))
+    assert sandbox.state.submits == 1
+    texts = "\n".join(channel.texts())
+    assert "did not answer" in texts and "submitted" in texts
+    state = await app.store.load(CHAT)
+    assert len(state.jobs) == 1 and state.phase == "idle"
+    await drain(app)
+    assert sandbox.state.submits == 1 and sum("finished" in t for t in channel.texts()) == 1
+
+
+async def test_insufficient_balance_shows_the_numbers(app, channel, write, sandbox):
+    sandbox.state.balance = 0.01
+    src = write("p.csv", "prompt\na\nb\n")
+    await app.runner.handle(CHAT, FileReceived(str(src), "p.csv", 10), client_lang="en")
+    assert "not enough" in channel.texts()[-1]
+    await app.runner.handle(CHAT, TextReceived("ok"))
+    text = "\n".join(channel.texts()[-2:])
+    assert "current 0.01, required 0.04, shortfall 0.03" in text and "not repeated" in text
+
+
+async def test_admin_cancel_with_confirm_and_non_admin_refused(app, channel, write, sandbox):
+    sandbox.state.config.records_per_second = 0.2
+    src = write("p.csv", "prompt\na\nb\nc\n")
+    await app.runner.handle(CHAT, FileReceived(str(src), "p.csv", 10), client_lang="en")
+    await app.runner.handle(CHAT, TextReceived("ok"))
+    job_id = (await app.store.load(CHAT)).jobs[0]
+    await app.runner.handle(CHAT, CommandReceived("cancel", (job_id,), user_id=5))
+    assert "Only admins" in channel.texts()[-1]
+    await app.runner.handle(CHAT, CommandReceived("cancel", (job_id, "wrong", "file"), user_id=ADMIN))
+    assert f"Cancel job {job_id}? Reason: wrong file" in channel.texts()[-1]
+    await app.runner.handle(CHAT, ButtonPressed(f"k:y:{job_id}", user_id=5))
+    assert "Only admins" in channel.texts()[-1]
+    await app.runner.handle(CHAT, press(channel, "Yes"))
+    assert "cancelled" in channel.texts()[-1]
+    assert sandbox.state.jobs[job_id].reason == "wrong file"
+    await drain(app)
+    assert sum("finished: cancelled" in t for t in channel.texts()) == 1
+
+
+async def test_details_only_on_request(app, channel, write, sandbox):
+    src = write("p.csv", "prompt\na\nb [fail]\n")
+    await app.runner.handle(CHAT, FileReceived(str(src), "p.csv", 10), client_lang="en")
+    await app.runner.handle(CHAT, TextReceived("ok"))
+    await drain(app)
+    job_id = (await app.store.load(CHAT)).recent[0]
+    await app.runner.handle(CHAT, CommandReceived("details", (job_id,)))
+    assert "1 of 2 records failed" in channel.texts()[-1] and "record 1" in channel.texts()[-1]
+
+
+async def test_templates_and_language(app, channel):
+    await app.runner.handle(CHAT, CommandReceived("lang", ("zh",)), client_lang="en")
+    await app.runner.handle(CHAT, CommandReceived("template"), client_lang="en")
+    assert "模板" in channel.texts()[-1]
+    assert [d[1] for d in channel.documents] == [
+        "prompts.csv",
+        "prompts.xlsx",
+        "prompts.jsonl",
+        "guide-zh.md",
+    ]
+
+
+async def test_storage_outage_gives_a_localized_message(app, channel, monkeypatch):
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    async def down(*a, **k):
+        raise RedisConnectionError("down")
+
+    monkeypatch.setattr(app.store.r, "set", down)
+    await app.runner.handle(CHAT, TextReceived("hello"), client_lang="zh")
+    assert channel.texts()[-1] == "机器人暂时不可用，请一分钟后再试。"
