@@ -1,0 +1,42 @@
+"""The console demo driven through a pipe, as the README runs it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from batchjob.cli import example_path
+
+
+def run(script: str, *args: str, timeout: int = 90) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "BATCHJOB_BEARER_TOKEN")}
+    env["LANG"] = "C.UTF-8"
+    return subprocess.run([sys.executable, "-m", "bot.main", "--console", "--sandbox", *args], input=script,
+                          capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def test_demo_file_to_summary():
+    p = run(f"/file {example_path()}\ngoogle/gemini-2.5-flash-image fast\n")
+    out = p.stdout
+    assert p.returncode == 0, p.stderr
+    order = ["Checked your file", "Estimate:", "Model: google/gemini-2.5-flash-image", "Submitting",
+             "submitted", "finished: completed"]
+    positions = [out.index(s) for s in order]
+    assert positions == sorted(positions)
+    assert out.count("finished: completed") == 1
+    assert "in-process store" in out and "Traceback" not in p.stderr
+
+
+def test_numbered_buttons_and_chinese():
+    p = run(f"/file {example_path()}\n1\n", "--lang", "zh")
+    assert p.returncode == 0, p.stderr
+    assert "预估费用" in p.stdout and "已结束：completed" in p.stdout
+
+
+def test_help_and_bad_input():
+    p = subprocess.run([sys.executable, "-m", "bot.main", "--help"], capture_output=True, text=True)
+    assert p.returncode == 0 and "--console" in p.stdout and "/file PATH" in p.stdout
+    p = run("/file\n/file /nonexistent/x.csv\nhello\n/nope\n")
+    assert p.returncode == 0 and "Traceback" not in p.stderr
+    assert "Use /file PATH" in p.stdout and "could not download" in p.stdout and "Unknown command" in p.stdout

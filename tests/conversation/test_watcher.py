@@ -1,0 +1,124 @@
+"""The watcher against the sandbox over HTTP, several instances on one Redis."""
+
+from __future__ import annotations
+
+import asyncio
+
+from batchjob.client import BatchJobClient
+from conversation.settings import ConversationSettings
+from conversation.store import Store
+from conversation.watcher import Watcher
+from tests.conftest import TOKEN
+
+
+def settings(tmp_path, **kw):
+    base = {"media_dir": tmp_path, "poll_min_seconds": 0.02, "poll_max_seconds": 0.05, "progress_edit_seconds": 0}
+    return ConversationSettings(**{**base, **kw})
+
+
+async def submit_jobs(client, write, n, body="prompt\na\nb\n"):
+    up = await client.upload(write("p.csv", body))
+    return [(await client.submit(up.file_id)).job_id for _ in range(n)]
+
+
+async def run_until_empty(store, *watchers, timeout=30.0):
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while await store.scheduled():
+        assert loop.time() < deadline
+        counts = await asyncio.gather(*(w.run_once() for w in watchers))
+        if not any(counts):
+            await asyncio.sleep(0.01)
+
+
+async def test_100_jobs_two_watchers_one_summary_each(redis, channel, sandbox, write, tmp_path):
+    sandbox.state.config.records_per_second = 20
+    async with BatchJobClient(sandbox.url, TOKEN) as client:
+        jobs = await submit_jobs(client, write, 100)
+        store = Store(redis)
+        for i, job_id in enumerate(jobs):
+            await store.add_job(job_id, 1000 + i % 10, count=2)
+        w1 = Watcher(store, client, channel, settings(tmp_path), lease_ms=2000, batch=30)
+        w2 = Watcher(Store(redis), client, channel, settings(tmp_path), lease_ms=2000, batch=30)
+        await run_until_empty(store, w1, w2)
+    summaries = [m for m in channel.messages if "finished" in m[2]]
+    assert sorted(m[2].split()[1] for m in summaries) == sorted(jobs)  # each job exactly once
+    assert w1.polls > 0 and w2.polls > 0  # both took part
+    for job_id in jobs:
+        rec = await store.job(job_id)
+        assert rec["done"] == "1" and rec["summary"] == "sent"
+
+
+async def test_a_stopped_watcher_is_replaced_and_the_job_ends_once(redis, channel, sandbox, write, tmp_path):
+    sandbox.state.config.records_per_second = 4
+    async with BatchJobClient(sandbox.url, TOKEN) as client:
+        (job_id,) = await submit_jobs(client, write, 1, "prompt\na\nb\nc\nd\n")
+        store = Store(redis)
+        await store.add_job(job_id, 1, count=4)
+        first = Watcher(store, client, channel, settings(tmp_path), lease_ms=300)
+        assert await first.run_once() == 1  # polls once, then "crashes": never runs again
+        # The job was rescheduled; a new watcher (another replica, or after a restart) takes over.
+        second = Watcher(Store(redis), client, channel, settings(tmp_path), lease_ms=300)
+        await run_until_empty(store, second)
+    assert sum("finished" in t for t in channel.texts()) == 1
+    assert second.polls >= 1
+
+
+async def test_progress_edits_throttled_and_skipped_when_unchanged(redis, channel, sandbox, write, tmp_path):
+    sandbox.state.config.records_per_second = 0.0001  # stays at 0 done
+    async with BatchJobClient(sandbox.url, TOKEN) as client:
+        (job_id,) = await submit_jobs(client, write, 1)
+        store = Store(redis)
+        await store.add_job(job_id, 1, count=2)
+        w = Watcher(store, client, channel, settings(tmp_path, progress_edit_seconds=3600), lease_ms=10)
+        for _ in range(6):
+            await redis.zadd("bjb:{jobs}:due", {job_id: 0})
+            await w.run_once()
+    assert len([m for m in channel.messages if job_id in m[2]]) == 1  # one progress message
+    assert channel.edits == []  # text changed (queued → running) but within the throttle window
+
+
+async def test_bounded_watch_time(redis, channel, sandbox, write, tmp_path):
+    sandbox.state.config.records_per_second = 0.0001
+    async with BatchJobClient(sandbox.url, TOKEN) as client:
+        (job_id,) = await submit_jobs(client, write, 1)
+        store = Store(redis)
+        await store.add_job(job_id, 1)
+        await store.set_job(job_id, {"started_ms": 1})  # started long ago
+        w = Watcher(store, client, channel, settings(tmp_path, watch_max_seconds=60))
+        await w.run_once()
+    assert f"/status {job_id}" in channel.texts()[-1] and await store.scheduled() == 0
+
+
+async def test_summary_retried_when_the_send_fails(redis, channel, sandbox, write, tmp_path):
+    async with BatchJobClient(sandbox.url, TOKEN) as client:
+        (job_id,) = await submit_jobs(client, write, 1)
+        store = Store(redis)
+        await store.add_job(job_id, 1)
+        await asyncio.sleep(0.2)  # the job is complete
+        channel.fail_sends = 1
+        w = Watcher(store, client, channel, settings(tmp_path), lease_ms=10)
+        await run_until_empty(store, w)
+    assert sum("finished" in t for t in channel.texts()) == 1
+
+
+async def test_retry_after_and_unavailable_reschedule(redis, channel, sandbox, write, tmp_path):
+    async with BatchJobClient(sandbox.url, TOKEN, retries=0) as client:
+        (job_id,) = await submit_jobs(client, write, 1)
+        store = Store(redis)
+        await store.add_job(job_id, 1)
+        sandbox.state.config.rate_limit_every = 1
+        sandbox.state.config.retry_after = 40
+        w = Watcher(store, client, channel, settings(tmp_path))
+        await w.run_once()
+        score = await redis.zscore("bjb:{jobs}:due", job_id)
+        from conversation.store import now_ms
+
+        assert score - now_ms() > 35_000  # not before Retry-After
+        assert channel.messages == []
+
+
+def test_backoff_grows_to_the_max(tmp_path):
+    w = Watcher(None, None, None, settings(tmp_path, poll_min_seconds=5, poll_max_seconds=45))  # type: ignore[arg-type]
+    delays = [w.next_delay_ms(p) for p in range(1, 15)]
+    assert 4500 <= delays[0] <= 5500 and max(delays) <= 45 * 1100 and delays[-1] >= 40_000
