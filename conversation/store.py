@@ -37,11 +37,13 @@ return 0
 # Claim up to ARGV[3] due jobs: re-score them to now + lease (so a crashed watcher's jobs
 # become due again) and return each id with its record, in one round trip.
 CLAIM = """
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[3]))
 local out = {}
-for _, id in ipairs(ids) do
+for i = 1, #due, 2 do
+  local id = due[i]
   redis.call('ZADD', KEYS[1], tonumber(ARGV[1]) + tonumber(ARGV[2]), id)
   out[#out + 1] = id
+  out[#out + 1] = due[i + 1]
   out[#out + 1] = redis.call('HGETALL', KEYS[2] .. id)
 end
 return out
@@ -180,11 +182,14 @@ class Store:
             await p.execute()
 
     async def claim(self, now: int, lease_ms: int, limit: int) -> list[tuple[str, dict[str, str]]]:
+        """Due jobs with their records; each record also carries `due` (its schedule score)."""
         flat = await self._claim(keys=[DUE, "bjb:{jobs}:job:"], args=[now, lease_ms, limit])
         out = []
-        for i in range(0, len(flat), 2):
-            rec = flat[i + 1]
-            out.append((_s(flat[i]), {_s(rec[j]): _s(rec[j + 1]) for j in range(0, len(rec), 2)}))
+        for i in range(0, len(flat), 3):
+            rec = flat[i + 2]
+            fields = {_s(rec[j]): _s(rec[j + 1]) for j in range(0, len(rec), 2)}
+            fields["due"] = str(int(float(flat[i + 1])))
+            out.append((_s(flat[i]), fields))
         return out
 
     async def reschedule(self, job_id: str, at_ms: int, fields: dict[str, Any]) -> None:
@@ -192,6 +197,17 @@ class Store:
             if fields:
                 p.hset(job_key(job_id), mapping=fields)
             p.zadd(DUE, {job_id: at_ms}, xx=True)
+            await p.execute()
+
+    async def reschedule_many(self, items: list[tuple[str, int, dict[str, Any]]]) -> None:
+        """Record and reschedule a whole polled batch in one round trip."""
+        if not items:
+            return
+        async with self.r.pipeline(transaction=False) as p:
+            for job_id, _at, fields in items:
+                if fields:
+                    p.hset(job_key(job_id), mapping=fields)
+            p.zadd(DUE, {job_id: at_ms for job_id, at_ms, _ in items}, xx=True)
             await p.execute()
 
     async def finish_job(self, job_id: str, fields: dict[str, Any]) -> None:

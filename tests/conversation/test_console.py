@@ -12,16 +12,28 @@ from batchjob.cli import example_path
 def run(script: str, *args: str, timeout: int = 90) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "BATCHJOB_BEARER_TOKEN")}
     env["LANG"] = "C.UTF-8"
-    return subprocess.run([sys.executable, "-m", "bot.main", "--console", "--sandbox", *args], input=script,
-                          capture_output=True, text=True, env=env, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "bot.main", "--console", "--sandbox", *args],
+        input=script,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+    )
 
 
 def test_demo_file_to_summary():
     p = run(f"/file {example_path()}\ngoogle/gemini-2.5-flash-image fast\n")
     out = p.stdout
     assert p.returncode == 0, p.stderr
-    order = ["Checked your file", "Estimate:", "Model: google/gemini-2.5-flash-image", "Submitting",
-             "submitted", "finished: completed"]
+    order = [
+        "Checked your file",
+        "Estimate:",
+        "Model: google/gemini-2.5-flash-image",
+        "Submitting",
+        "submitted",
+        "finished: completed",
+    ]
     positions = [out.index(s) for s in order]
     assert positions == sorted(positions)
     assert out.count("finished: completed") == 1

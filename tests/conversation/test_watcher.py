@@ -12,7 +12,12 @@ from tests.conftest import TOKEN
 
 
 def settings(tmp_path, **kw):
-    base = {"media_dir": tmp_path, "poll_min_seconds": 0.02, "poll_max_seconds": 0.05, "progress_edit_seconds": 0}
+    base = {
+        "media_dir": tmp_path,
+        "poll_min_seconds": 0.02,
+        "poll_max_seconds": 0.05,
+        "progress_edit_seconds": 0,
+    }
     return ConversationSettings(**{**base, **kw})
 
 
