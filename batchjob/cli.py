@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,7 @@ class CliError(Exception):
 
 
 def example_path() -> Path:
-    return Path(str(resources.files("batchjob").joinpath("examples", "prompts.csv")))
+    return Path(__file__).resolve().parent / "examples" / "prompts.csv"
 
 
 def _default_lang() -> str:

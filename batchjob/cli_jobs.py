@@ -9,9 +9,7 @@ was sent and no answer came back; it is never repeated automatically).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +91,8 @@ def run(args: argparse.Namespace, lang: str) -> int:
 
     if args.command == "sandbox":
         return _sandbox(args, lang)
+    import asyncio  # not at module level: `batchjob convert` starts faster without it
+
     t = locales.t
     try:
         return asyncio.run(_COMMANDS[args.command](args, lang))
@@ -120,6 +120,9 @@ def run(args: argparse.Namespace, lang: str) -> int:
 
 
 async def _submit(args: argparse.Namespace, lang: str) -> int:
+    import asyncio
+    import tempfile
+
     from batchjob.cli import EXIT_INVALID, print_report
     from batchjob.input import convert_file
 
@@ -172,6 +175,8 @@ async def _submit(args: argparse.Namespace, lang: str) -> int:
 
 
 async def _follow(client: Any, job_id: str, interval: float, lang: str) -> int:
+    import asyncio
+
     tty = sys.stdout.isatty()
     last = ""
     try:

@@ -169,6 +169,8 @@ def main() -> None:
         print(json.dumps({k: (str(p), kind, enc) for k, (p, kind, enc) in files.items()}))
         return
     py = sys.executable
+    # The installed console script, as a user runs it.
+    batchjob = str(Path(py).with_name("batchjob"))
     # Bytecode compiled up front, as an installed package has it (this machine may set
     # PYTHONDONTWRITEBYTECODE, which would make every run recompile our modules).
     subprocess.run([py, "-m", "compileall", "-q", str(ROOT / "batchjob"), str(ROOT / "locales")], check=True)
@@ -197,7 +199,7 @@ def main() -> None:
         table = []
         for name, (path, kind, enc) in files.items():
             size = path.stat().st_size / 2**20
-            ours = best_of([py, "-m", "batchjob.cli", "convert", str(path), "-o", out], args.repeat)
+            ours = best_of([batchjob, "convert", str(path), "-o", out], args.repeat)
             if kind == "csv":
                 floor = best_of([py, "-c", FLOOR_CSV, str(path), enc, out], args.repeat)
             else:

@@ -9,11 +9,12 @@ from __future__ import annotations
 import json
 import string
 from functools import cache
-from importlib import resources
+from pathlib import Path
 from typing import Any
 
 LANGUAGES = ("en", "zh")
 DEFAULT_LANGUAGE = "en"
+_HERE = Path(__file__).resolve().parent  # package data sits beside this module
 
 
 def normalize_language(code: str | None) -> str:
@@ -26,7 +27,7 @@ def normalize_language(code: str | None) -> str:
 @cache
 def catalog(lang: str) -> dict[str, str]:
     lang = lang if lang in LANGUAGES else DEFAULT_LANGUAGE
-    text = resources.files(__name__).joinpath(lang, "messages.json").read_text("utf-8")
+    text = (_HERE / lang / "messages.json").read_text("utf-8")
     return json.loads(text)
 
 
@@ -52,7 +53,7 @@ def has(key: str) -> bool:
 def document(lang: str, name: str, /, **params: Any) -> str:
     """A Markdown document from the catalog folder, `$name` placeholders filled in."""
     lang = lang if lang in LANGUAGES else DEFAULT_LANGUAGE
-    text = resources.files(__name__).joinpath(lang, name).read_text("utf-8")
+    text = (_HERE / lang / name).read_text("utf-8")
     return string.Template(text).safe_substitute({k: str(v) for k, v in params.items()})
 
 

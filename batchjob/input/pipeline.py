@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import os
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from itertools import chain
@@ -407,10 +406,9 @@ class _AtomicLines:
 
     def __init__(self, target: Path) -> None:
         self.target = target
-        fd, name = tempfile.mkstemp(
-            prefix=f".{target.name}.", suffix=".tmp", dir=target.parent if str(target.parent) else "."
-        )
-        self.tmp = Path(name)
+        # A hidden sibling with a random suffix, created exclusively (0600).
+        self.tmp = target.with_name(f".{target.name}.{os.urandom(6).hex()}.tmp")
+        fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         self.f = os.fdopen(fd, "wb", buffering=1 << 20)
         self.batch: list[bytes] = []
 

@@ -112,11 +112,12 @@ def split_urls(text: str) -> list[str]:
     return _URL_ITEM.findall(t)
 
 
-def url_problem(url: str) -> str | None:
-    """None for a public http(s) URL; otherwise the row code that explains why not.
+def url_part(url: str) -> bytes | str:
+    """The URL's canonical image part (serialized), or the row code saying why it is refused.
 
-    A regex instead of urlsplit: this runs for every URL of every row, and the strict
-    shape (scheme, host, optional port, no user info, no spaces) is all that is needed.
+    One function for both so that each URL of each row is parsed once: a strict regex
+    (scheme, host, optional port, no user info, no spaces) instead of urlsplit, a cache of
+    host verdicts, and the image type read from the path's extension.
     """
     m = _URL.fullmatch(url)
     if m is None:
@@ -129,7 +130,16 @@ def url_problem(url: str) -> str | None:
         ok = is_public_host(host.lower().strip("[]"))
         if len(_host_cache) < 50_000:
             _host_cache[host] = ok
-    return None if ok else "image_url_not_public"
+    if not ok:
+        return "image_url_not_public"
+    tail = _TAIL_BY_EXT.get(url[url.rfind(".") + 1 :]) or _MIME_TAIL[mime_for(url)]
+    return _FILE_PART + orjson.dumps(url) + tail
+
+
+def url_problem(url: str) -> str | None:
+    """None for a public http(s) URL; otherwise the row code that explains why not."""
+    r = url_part(url)
+    return r if isinstance(r, str) else None
 
 
 def mime_for(url: str) -> str:
@@ -137,10 +147,6 @@ def mime_for(url: str) -> str:
     path = url.partition("?")[0].partition("#")[0]
     ext = path[path.rfind(".") + 1 :]
     return _MIME.get(ext) or _MIME.get(ext.lower(), "image/jpeg")
-
-
-def _file_part(url: str) -> bytes:
-    return b',{"fileData":{"fileUri":' + orjson.dumps(url) + _MIME_TAIL[mime_for(url)]
 
 
 def has_sd_weights(prompt: str) -> bool:
@@ -182,23 +188,28 @@ def simple_line(
                     {"value": ratio_text.strip()[:40], "allowed": ALLOWED_RATIOS},
                 )
             )
-    urls: list[str] = ()  # type: ignore[assignment]
+    parts = b""
     if urls_text:
         if isinstance(urls_text, list):
             urls = [str(u).strip() for u in urls_text if str(u).strip()]
         else:
             urls = split_urls(urls_text)
         for url in urls:
-            problem = url_problem(url)
-            if problem:
+            part = url_part(url)
+            if type(part) is bytes:
+                parts += part
+            else:
+                problem = part
                 col = (columns or {}).get("image_urls", "image_urls")
                 errors.append(Issue(problem, row, col, {"url": url[:200]}))
     if len(errors) > n:
         return None
-    return canonical_bytes(prompt, ratio, urls)
+    return _PREFIX + orjson.dumps(prompt) + b"}" + parts + _CONFIGS[ratio]
 
 
 _MIME_TAIL = {m: b',"mimeType":' + orjson.dumps(m) + b"}}" for m in {*_MIME.values(), "image/jpeg"}}
+_TAIL_BY_EXT = {ext: _MIME_TAIL[m] for ext, m in _MIME.items()}
+_FILE_PART = b',{"fileData":{"fileUri":'
 _PREFIX = b'{"contents":[{"role":"user","parts":[{"text":'
 _CONFIGS = {
     r: b']}],"generationConfig":'
@@ -210,16 +221,13 @@ _CONFIGS = {
 }
 
 
-def canonical_bytes(prompt: str, ratio: str | None, urls: list[str] | tuple[()] = ()) -> bytes:
-    """The canonical line, serialized and newline-terminated, without building dicts."""
-    head = _PREFIX + orjson.dumps(prompt) + b"}"
-    if not urls:
-        return head + _CONFIGS[ratio]
-    return head + b"".join(map(_file_part, urls)) + _CONFIGS[ratio]
-
-
 def canonical(prompt: str, ratio: str | None, urls: list[str]) -> dict[str, Any]:
-    return orjson.loads(canonical_bytes(prompt, ratio, urls))
+    """The canonical line as a dict (for callers that build lines outside a file)."""
+    errors: list[Issue] = []
+    line = simple_line(0, prompt, ratio or "", list(urls), errors)
+    if line is None:
+        raise ValueError(errors[0].code)
+    return orjson.loads(line)
 
 
 _VERTEX_KEEP = ("contents", "generationConfig", "systemInstruction", "safetySettings")
