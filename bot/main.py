@@ -1,5 +1,6 @@
 """`batchjob-bot`: run the bot.
 
+    batchjob-bot                         the Telegram bot (long polling, or webhook mode)
     batchjob-bot --console [--sandbox]   the conversation in this terminal (or a pipe)
 
 Configuration comes from the environment (and `.env`): BATCHJOB_BASE_URL,
@@ -29,7 +30,9 @@ log = logging.getLogger("bot")
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="batchjob-bot",
-        description="Chat front end for BatchJob batch image generation.",
+        description="Chat front end for BatchJob batch image generation. Without --console it runs "
+        "the Telegram bot: long polling, or webhook mode when BOT_WEBHOOK_URL and BOT_WEBHOOK_SECRET "
+        "are set (see README for every setting).",
         epilog="Console mode: type messages; '/file PATH [caption]' sends a file; buttons appear as "
         "numbered choices, answer with the number; /help lists the chat commands. With stdin from a "
         "pipe the script runs to its end and the bot waits for submitted jobs to finish. "
@@ -50,16 +53,70 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=os.environ.get("BOT_LOG_LEVEL", "WARNING"), format="%(levelname)s %(name)s: %(message)s"
     )
-    if not args.console:
-        print("batchjob-bot: only --console is available in this version.", file=sys.stderr)
-        return 2
     try:
-        return asyncio.run(run_console(args))
+        return asyncio.run(run_console(args) if args.console else run_telegram())
     except ConfigError as e:
         print(f"batchjob-bot: {e}", file=sys.stderr)
         return 3
     except KeyboardInterrupt:
         return 130
+
+
+def _settings(cls, prefix: str, **overrides):  # type: ignore[no-untyped-def]
+    try:
+        return cls(**overrides)
+    except ValidationError as e:
+        raise ConfigError(describe(e, prefix)) from None
+
+
+async def run_telegram() -> int:
+    """Long polling by default; webhook mode when BOT_WEBHOOK_URL and BOT_WEBHOOK_SECRET are set."""
+    import signal
+
+    from batchjob.client import BatchJobClient
+    from batchjob.settings import load_service_settings
+    from bot.telegram.app import TelegramBot
+    from bot.telegram.settings import TelegramSettings
+    from conversation.settings import ConversationSettings
+    from conversation.store import connect
+
+    tg = _settings(TelegramSettings, "")
+    conv = _settings(ConversationSettings, "BOT_")
+    svc = load_service_settings()
+    redis, persistent = await connect(os.environ.get("REDIS_URL"))
+    if not persistent:
+        log.warning("REDIS_URL is not set: state lives in this process and is lost on restart")
+    client = BatchJobClient(svc.base_url, svc.bearer_token.get_secret_value())
+    bot = TelegramBot(tg, conv, redis, client)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await bot.start()
+    try:
+        if tg.webhook:
+            import uvicorn
+
+            server = uvicorn.Server(
+                uvicorn.Config(
+                    bot.asgi(),
+                    host=tg.bot_listen_host,
+                    port=tg.bot_listen_port,
+                    log_level="warning",
+                    access_log=False,
+                )
+            )
+            serving = asyncio.create_task(server.serve())
+            await stop.wait()
+            server.should_exit = True
+            await serving
+        else:
+            await stop.wait()
+    finally:
+        await bot.stop()
+        await client.aclose()
+        await redis.aclose()
+    return 0
 
 
 async def run_console(args: argparse.Namespace) -> int:

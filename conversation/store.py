@@ -11,7 +11,8 @@ Layout (hash tags keep each group in one Redis Cluster slot):
                                   job_id, file_id, chat, created_ms
     bjb:{file:<file_id>}:rows    record count of a file this bot uploaded (TTL 30 days)
     bjb:{upd:<update_id>}        update dedupe marker (TTL)
-    bjb:{flood:<scope>}          flood-control windows (channel adapters)
+    bjb:{jobs}:finished          HASH status -> count of finished jobs (metrics)
+    bjb:{flood}:chat:<id>, :all  next free send slot per chat and overall (bot/telegram/flood.py)
 
 Redis is the source of truth for everything that must survive a restart.
 """
@@ -30,6 +31,7 @@ from redis.asyncio import Redis
 from conversation.state import ChatState
 
 DUE = "bjb:{jobs}:due"
+FINISHED = "bjb:{jobs}:finished"  # HASH status -> jobs finished with it (metrics)
 UNLOCK = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -215,7 +217,11 @@ class Store:
             p.hset(job_key(job_id), mapping={**fields, "done": "1"})
             p.zrem(DUE, job_id)
             p.expire(job_key(job_id), 30 * 86_400)
+            p.hincrby(FINISHED, str(fields.get("status") or "unknown"), 1)
             await p.execute()
+
+    async def finished_counts(self) -> dict[str, int]:
+        return {_s(k): int(v) for k, v in (await self.r.hgetall(FINISHED)).items()}
 
     async def claim_summary(self, job_id: str) -> bool:
         """Exactly one sender: the first to set the marker sends the terminal summary."""

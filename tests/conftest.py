@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import pytest
 
@@ -46,3 +47,22 @@ async def client(sandbox):
     c = BatchJobClient(sandbox.url, TOKEN, timeouts=Timeouts(read=5), backoff_base=0.01)
     yield c
     await c.aclose()
+
+
+@pytest.fixture
+async def redis():
+    """fakeredis by default; a real Redis (its db 15, flushed) when REDIS_URL is set."""
+    url = os.environ.get("REDIS_URL")
+    if url:
+        from redis.asyncio import Redis
+
+        r = Redis.from_url(url, db=15)
+        await r.flushdb()
+    else:
+        import fakeredis
+
+        r = fakeredis.FakeAsyncRedis()
+    yield r
+    if url:
+        await r.flushdb()
+    await r.aclose()

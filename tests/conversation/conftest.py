@@ -1,31 +1,11 @@
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
 import pytest
 
 from conversation.channel import DownloadError
-
-
-@pytest.fixture
-async def redis():
-    """fakeredis by default; a real Redis (its db 15, flushed) when REDIS_URL is set."""
-    url = os.environ.get("REDIS_URL")
-    if url:
-        from redis.asyncio import Redis
-
-        r = Redis.from_url(url, db=15)
-        await r.flushdb()
-    else:
-        import fakeredis
-
-        r = fakeredis.FakeAsyncRedis()
-    yield r
-    if url:
-        await r.flushdb()
-    await r.aclose()
 
 
 class RecordingChannel:

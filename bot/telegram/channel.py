@@ -1,0 +1,131 @@
+"""The Channel of the conversation, over the Telegram Bot API."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, InputFile
+from telegram.error import BadRequest, RetryAfter, TelegramError
+
+from bot.telegram.flood import FloodControl
+from conversation.channel import Buttons, DownloadError
+
+log = logging.getLogger("bot.telegram")
+
+MAX_TEXT = 4096
+MAX_CALLBACK_DATA = 64
+
+
+def split_text(text: str, limit: int = MAX_TEXT) -> list[str]:
+    """Pieces of at most `limit` characters, cut at line ends where possible."""
+    pieces: list[str] = []
+    while len(text) > limit:
+        cut = text.rfind("\n", 0, limit)
+        if cut <= 0:
+            cut = limit
+        pieces.append(text[:cut])
+        text = text[cut:].lstrip("\n")
+    pieces.append(text)
+    return pieces
+
+
+def markup(buttons: Buttons | None) -> InlineKeyboardMarkup | None:
+    if not buttons:
+        return None
+    rows = [
+        [
+            InlineKeyboardButton(label[:64], callback_data=data)
+            for label, data in row
+            if len(data.encode()) <= MAX_CALLBACK_DATA
+        ]
+        for row in buttons
+    ]
+    return InlineKeyboardMarkup([r for r in rows if r]) if any(rows) else None
+
+
+def _retry_after_seconds(e: RetryAfter) -> float:
+    ra = e.retry_after
+    return ra.total_seconds() if hasattr(ra, "total_seconds") else float(ra)
+
+
+class TelegramChannel:
+    def __init__(self, bot: Bot, flood: FloodControl | None = None, *, max_attempts: int = 4) -> None:
+        self.bot = bot
+        self.flood = flood
+        self.max_attempts = max_attempts
+
+    async def _call(self, chat_id: int, fn, /, **kwargs):  # type: ignore[no-untyped-def]
+        """Flood control before each call; a 429 is waited out (Telegram did not process it)."""
+        for attempt in range(self.max_attempts):
+            if self.flood is not None:
+                await self.flood.wait(chat_id)
+            try:
+                return await fn(**kwargs)
+            except RetryAfter as e:
+                if attempt == self.max_attempts - 1:
+                    raise
+                await asyncio.sleep(_retry_after_seconds(e))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def send_text(self, chat_id: int, text: str, buttons: Buttons | None = None) -> int:
+        pieces = split_text(text)
+        message_id = 0
+        for i, piece in enumerate(pieces):
+            last = i == len(pieces) - 1
+            msg = await self._call(
+                chat_id,
+                self.bot.send_message,
+                chat_id=chat_id,
+                text=piece,
+                reply_markup=markup(buttons) if last else None,
+            )
+            message_id = msg.message_id
+        return message_id
+
+    async def edit_text(
+        self, chat_id: int, message_id: int, text: str, buttons: Buttons | None = None
+    ) -> None:
+        try:
+            await self._call(
+                chat_id,
+                self.bot.edit_message_text,
+                chat_id=chat_id,
+                message_id=message_id,
+                text=split_text(text)[0],
+                reply_markup=markup(buttons),
+            )
+        except BadRequest as e:
+            if "not modified" in str(e).lower():
+                return  # the same text again: harmless
+            raise
+
+    async def send_document(
+        self, chat_id: int, filename: str, data: bytes, caption: str | None = None
+    ) -> None:
+        await self._call(
+            chat_id,
+            self.bot.send_document,
+            chat_id=chat_id,
+            document=InputFile(data, filename=filename),
+            caption=caption[:1024] if caption else None,
+        )
+
+    async def download(self, ref: str, dest: Path, max_bytes: int) -> Path:
+        try:
+            file = await self.bot.get_file(ref)
+            if file.file_size and file.file_size > max_bytes:
+                raise DownloadError("too_large")
+            await file.download_to_drive(custom_path=dest)
+        except BadRequest as e:
+            if "too big" in str(e).lower():
+                raise DownloadError("too_large") from None
+            raise DownloadError("download_refused") from None
+        except (TelegramError, OSError):
+            raise DownloadError("download_failed") from None
+        dest.chmod(0o600)
+        if dest.stat().st_size > max_bytes:
+            dest.unlink(missing_ok=True)
+            raise DownloadError("too_large")
+        return dest

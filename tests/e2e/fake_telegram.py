@@ -1,0 +1,321 @@
+"""A fake Telegram Bot API server for end-to-end tests (real HTTP on 127.0.0.1).
+
+Faithful where the bot depends on it: `{"ok": …, "result"|"description"}` envelopes,
+long-poll getUpdates honouring offset and timeout, getFile plus file download (400 "file is
+too big" past 20 MB), sendMessage / editMessageText ("message is not modified" on an
+unchanged edit) / sendDocument (multipart) / answerCallbackQuery / setMyCommands /
+setWebhook / deleteWebhook, and injected errors (429 with retry_after, 5xx, 400).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+TOKEN = "123456:TEST-token-aBcDeF"
+BOT = {
+    "id": 999,
+    "is_bot": True,
+    "first_name": "Batch",
+    "username": "batchjob_test_bot",
+    "can_join_groups": True,
+    "can_read_all_group_messages": False,
+    "supports_inline_queries": False,
+}
+DOWNLOAD_LIMIT = 20 * 1024 * 1024
+
+
+@dataclass
+class Sent:
+    chat_id: int
+    message_id: int
+    text: str
+    markup: Any = None
+    edits: list[str] = field(default_factory=list)
+
+
+class FakeTelegram:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.closing = False
+        self.updates: list[dict[str, Any]] = []
+        self.update_ids = itertools.count(1)
+        self.msg_ids = itertools.count(1000)
+        self.messages: list[Sent] = []
+        self.documents: list[tuple[int, str, bytes]] = []
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.files: dict[str, tuple[bytes, int]] = {}  # file_id -> (content, declared size)
+        self.failures: dict[str, list[tuple[int, str, int | None]]] = {}
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.api_base = self.url + "/bot"
+        self.file_base = self.url + "/file/bot"
+        import uvicorn
+
+        app = Starlette(
+            routes=[
+                Route("/bot{token}/{method}", self._method, methods=["GET", "POST"]),
+                Route("/file/bot{token}/{path:path}", self._file, methods=["GET"]),
+            ]
+        )
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=1)
+        )
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+
+    def start(self) -> FakeTelegram:
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        self.closing = True  # open long polls answer at once
+        self.server.should_exit = True
+        self.thread.join(timeout=5)
+
+    # --- what users do ---------------------------------------------------------------------
+
+    @staticmethod
+    def user(uid: int, lang: str = "en") -> dict[str, Any]:
+        return {"id": uid, "is_bot": False, "first_name": f"U{uid}", "language_code": lang}
+
+    @staticmethod
+    def chat(chat_id: int) -> dict[str, Any]:
+        return {"id": chat_id, "type": "private" if chat_id > 0 else "group", "title": "g"}
+
+    def _push(self, update: dict[str, Any]) -> int:
+        with self.lock:
+            update["update_id"] = next(self.update_ids)
+            self.updates.append(update)
+            return update["update_id"]
+
+    def _message(self, chat_id: int, user: dict[str, Any], **fields: Any) -> dict[str, Any]:
+        return {
+            "message_id": next(self.msg_ids),
+            "date": int(time.time()),
+            "chat": self.chat(chat_id),
+            "from": user,
+            **fields,
+        }
+
+    def send_text(self, chat_id: int, user: dict[str, Any], text: str, **extra: Any) -> dict[str, Any]:
+        update = {"message": self._message(chat_id, user, text=text, **extra)}
+        self._push(update)
+        return update
+
+    def send_document(
+        self,
+        chat_id: int,
+        user: dict[str, Any],
+        path: Path,
+        caption: str | None = None,
+        declared_size: int | None = None,
+    ) -> dict[str, Any]:
+        data = path.read_bytes()
+        file_id = f"doc{len(self.files) + 1}_{path.name}"
+        size = declared_size if declared_size is not None else len(data)
+        self.files[file_id] = (data, size)
+        doc = {"file_id": file_id, "file_unique_id": file_id + "u", "file_name": path.name, "file_size": size}
+        fields: dict[str, Any] = {"document": doc}
+        if caption:
+            fields["caption"] = caption
+        update = {"message": self._message(chat_id, user, **fields)}
+        self._push(update)
+        return update
+
+    def press(self, chat_id: int, user: dict[str, Any], data: str, message_id: int = 1) -> None:
+        message = {
+            "message_id": message_id,
+            "date": int(time.time()),
+            "chat": self.chat(chat_id),
+            "text": "x",
+        }
+        self._push(
+            {
+                "callback_query": {
+                    "id": f"cb{next(self.msg_ids)}",
+                    "from": user,
+                    "chat_instance": "ci",
+                    "data": data,
+                    "message": message,
+                }
+            }
+        )
+
+    def fail(
+        self, method: str, status: int, description: str, retry_after: int | None = None, times: int = 1
+    ) -> None:
+        with self.lock:
+            self.failures.setdefault(method, []).extend([(status, description, retry_after)] * times)
+
+    # --- what the bot did ------------------------------------------------------------------
+
+    def texts(self, chat_id: int | None = None) -> list[str]:
+        with self.lock:
+            return [m.text for m in self.messages if chat_id is None or m.chat_id == chat_id]
+
+    def buttons(self, chat_id: int) -> list[tuple[str, str]]:
+        with self.lock:
+            for m in reversed(self.messages):
+                if m.chat_id == chat_id and m.markup:
+                    return [
+                        (b["text"], b["callback_data"]) for row in m.markup["inline_keyboard"] for b in row
+                    ]
+        return []
+
+    def pending_updates(self) -> int:
+        with self.lock:
+            return len(self.updates)
+
+    # --- the API ---------------------------------------------------------------------------
+
+    async def _params(self, request: Request) -> dict[str, Any]:
+        ctype = request.headers.get("content-type", "")
+        if "application/json" in ctype:
+            body = await request.body()
+            return json.loads(body) if body else {}
+        form = await request.form()
+        out: dict[str, Any] = {}
+        for k, v in form.multi_items():
+            if hasattr(v, "read"):
+                out[k] = (v.filename, await v.read())
+            else:
+                try:
+                    out[k] = json.loads(v)
+                except ValueError:
+                    out[k] = v
+        return out
+
+    @staticmethod
+    def _ok(result: Any) -> Response:
+        return JSONResponse({"ok": True, "result": result})
+
+    @staticmethod
+    def _err(status: int, description: str, retry_after: int | None = None) -> Response:
+        body: dict[str, Any] = {"ok": False, "error_code": status, "description": description}
+        if retry_after is not None:
+            body["parameters"] = {"retry_after": retry_after}
+        return JSONResponse(body, status_code=status)
+
+    async def _method(self, request: Request) -> Response:
+        if request.path_params["token"] != TOKEN:
+            return self._err(401, "Unauthorized")
+        method = request.path_params["method"]
+        params = await self._params(request)
+        with self.lock:
+            self.calls.append((method, params))
+            queued = self.failures.get(method)
+            failure = queued.pop(0) if queued else None
+        if failure is not None:
+            return self._err(*failure)
+        handler = getattr(self, "_m_" + method, None)
+        if handler is None:
+            return self._ok(True)
+        return await handler(params)
+
+    async def _m_getMe(self, p: dict[str, Any]) -> Response:
+        return self._ok(BOT)
+
+    async def _m_getUpdates(self, p: dict[str, Any]) -> Response:
+        offset = int(p.get("offset") or 0)
+        timeout = float(p.get("timeout") or 0)
+        limit = int(p.get("limit") or 100)
+        deadline = time.monotonic() + timeout
+        while True:
+            with self.lock:
+                if offset:
+                    self.updates = [u for u in self.updates if u["update_id"] >= offset]  # confirmed
+                ready = self.updates[:limit]
+            if ready or time.monotonic() >= deadline or self.closing:
+                return self._ok(ready)
+            await asyncio.sleep(0.02)
+
+    def _sent(self, chat_id: int, text: str, markup: Any) -> Response:
+        with self.lock:
+            mid = next(self.msg_ids)
+            self.messages.append(Sent(chat_id, mid, text, markup))
+        return self._ok(
+            {
+                "message_id": mid,
+                "date": int(time.time()),
+                "chat": self.chat(chat_id),
+                "from": BOT,
+                "text": text,
+            }
+        )
+
+    async def _m_sendMessage(self, p: dict[str, Any]) -> Response:
+        return self._sent(int(p["chat_id"]), str(p["text"]), p.get("reply_markup"))
+
+    async def _m_editMessageText(self, p: dict[str, Any]) -> Response:
+        chat_id, mid, text = int(p["chat_id"]), int(p["message_id"]), str(p["text"])
+        with self.lock:
+            msg = next((m for m in self.messages if m.chat_id == chat_id and m.message_id == mid), None)
+            if msg is None:
+                return self._err(400, "Bad Request: message to edit not found")
+            current = msg.edits[-1] if msg.edits else msg.text
+            if current == text:
+                return self._err(
+                    400,
+                    "Bad Request: message is not modified: specified new message content and "
+                    "reply markup are exactly the same as a current content",
+                )
+            msg.edits.append(text)
+        return self._ok(
+            {"message_id": mid, "date": int(time.time()), "chat": self.chat(chat_id), "text": text}
+        )
+
+    async def _m_sendDocument(self, p: dict[str, Any]) -> Response:
+        name, data = p["document"] if isinstance(p["document"], tuple) else ("file", b"")
+        with self.lock:
+            self.documents.append((int(p["chat_id"]), name, data))
+            mid = next(self.msg_ids)
+        return self._ok(
+            {
+                "message_id": mid,
+                "date": int(time.time()),
+                "chat": self.chat(int(p["chat_id"])),
+                "document": {"file_id": "sent", "file_unique_id": "sentu", "file_name": name},
+            }
+        )
+
+    async def _m_getFile(self, p: dict[str, Any]) -> Response:
+        file_id = str(p["file_id"])
+        if file_id not in self.files:
+            return self._err(400, "Bad Request: invalid file_id")
+        size = self.files[file_id][1]
+        if size > DOWNLOAD_LIMIT:
+            return self._err(400, "Bad Request: file is too big")
+        return self._ok(
+            {
+                "file_id": file_id,
+                "file_unique_id": file_id + "u",
+                "file_size": size,
+                "file_path": f"documents/{file_id}",
+            }
+        )
+
+    async def _file(self, request: Request) -> Response:
+        if request.path_params["token"] != TOKEN:
+            return Response(status_code=401)
+        file_id = request.path_params["path"].rsplit("/", 1)[-1]
+        if file_id not in self.files:
+            return Response(status_code=404)
+        return Response(self.files[file_id][0], media_type="application/octet-stream")

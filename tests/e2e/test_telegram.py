@@ -1,0 +1,239 @@
+"""The real PTB Application against the fake Bot API server, with the sandbox as BatchJob."""
+
+from __future__ import annotations
+
+import http.server
+import re
+import threading
+
+import httpx
+
+from tests.e2e.conftest import ADMIN, make_bot, until
+from tests.e2e.fake_telegram import FakeTelegram
+from tests.files import xlsx
+
+ZH = FakeTelegram.user(501, "zh-hans")
+EN = FakeTelegram.user(502, "en")
+
+
+def has(telegram, chat, needle):
+    return lambda: any(needle in t for t in telegram.texts(chat))
+
+
+def count(telegram, chat, needle):
+    return sum(needle in t for t in telegram.texts(chat))
+
+
+async def test_zh_user_csv_reply_model_mode_progress_one_summary(bot, telegram, sandbox, write):
+    chat = 501
+    sandbox.state.config.records_per_second = 3  # slow enough to show progress before the end
+    telegram.send_document(
+        chat, ZH, write("提示词.csv", "提示词,比例\n一只猫,16:9\n一只狗,1:1\n一只鸟,9:16\n")
+    )
+    await until(has(telegram, chat, "预估费用"), what="estimate in Chinese")
+    assert any("已检查文件" in t for t in telegram.texts(chat))
+    telegram.send_text(chat, ZH, "google/gemini-2.5-flash-image fast")
+    await until(has(telegram, chat, "已结束"), what="summary")
+    await until(lambda: sandbox.state.submits == 1)
+    progress = [
+        m
+        for m in telegram.messages
+        if (m.chat_id == chat and m.text.startswith("任务") and "█" in m.text)
+        or (m.chat_id == chat and "░" in m.text)
+    ]
+    assert len(progress) == 1 and progress[0].edits  # one progress message, edited
+    assert count(telegram, chat, "已结束") == 1
+    methods = {c[0] for c in telegram.calls}
+    assert {"getUpdates", "setMyCommands", "deleteWebhook"} <= methods
+    zh_menu = [c for c in telegram.calls if c[0] == "setMyCommands" and c[1].get("language_code") == "zh"]
+    assert zh_menu and any("模板" in cmd["description"] for cmd in zh_menu[0][1]["commands"])
+
+
+async def test_en_xlsx_invalid_rows_then_valid_only(bot, telegram, sandbox, tmp_path):
+    chat = 502
+    path = xlsx(
+        tmp_path / "p.xlsx", {"S": [["prompt", "ratio"], ["fox", "16:9"], ["", "1:1"], ["owl", "7:7"]]}
+    )
+    files_before = len(sandbox.state.files)
+    telegram.send_document(chat, EN, path)
+    await until(has(telegram, chat, "2 rows are invalid"), what="row report")
+    assert len(sandbox.state.files) == files_before
+    data = next(d for label, d in telegram.buttons(chat) if "valid rows" in label)
+    telegram.press(chat, EN, data)
+    await until(has(telegram, chat, "Estimate"))
+    data = next(d for label, d in telegram.buttons(chat) if label.startswith("Submit"))
+    telegram.press(chat, EN, data)
+    await until(has(telegram, chat, "finished"))
+    assert count(telegram, chat, "finished") == 1 and sandbox.state.submits == 1
+
+
+class _Files:
+    def __init__(self, directory):
+        handler = lambda *a, **k: http.server.SimpleHTTPRequestHandler(*a, directory=str(directory), **k)  # noqa: E731
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+
+async def test_too_large_then_url_then_estimate_only_and_file_id(bot, telegram, sandbox, tmp_path, write):
+    chat = 503
+    user = FakeTelegram.user(503)
+    telegram.send_document(chat, user, write("big.csv", "prompt\nx\n"), declared_size=25 * 1024 * 1024)
+    await until(has(telegram, chat, "public URL"), what="fallback")
+    assert not any(c[0] == "getFile" for c in telegram.calls)  # size checked before getFile
+    www = tmp_path / "www"
+    www.mkdir()
+    (www / "p.csv").write_text("prompt\nfox\nowl\n")
+    files = _Files(www)
+    try:
+        telegram.send_text(chat, user, files.url + "/p.csv")
+        await until(has(telegram, chat, "Estimate"))
+    finally:
+        files.httpd.shutdown()
+    data = next(d for label, d in telegram.buttons(chat) if label == "Estimate only")
+    telegram.press(chat, user, data)
+    await until(has(telegram, chat, "Estimate only"))
+    assert sandbox.state.submits == 0
+    file_id = re.search(
+        r"file_[0-9a-f]+", next(t for t in telegram.texts(chat) if t.startswith("Uploaded"))
+    ).group()
+    telegram.send_text(chat, user, file_id)  # uploaded by this bot: its count is known
+    await until(lambda: count(telegram, chat, "Estimate:") == 2)
+    telegram.send_text(chat, user, "ok")
+    await until(has(telegram, chat, "finished"))
+    assert sandbox.state.submits == 1
+
+
+async def test_admin_cancel_with_confirm_and_non_admin_refused(bot, telegram, sandbox, write):
+    chat = 504
+    admin, other = FakeTelegram.user(ADMIN), FakeTelegram.user(8)
+    sandbox.state.config.records_per_second = 0.2
+    telegram.send_document(chat, admin, write("p.csv", "prompt\na\nb\nc\n"), caption="fast")
+    await until(has(telegram, chat, "submitted"))
+    job_id = next(
+        j for j in sandbox.state.jobs if sandbox.state.jobs[j].file_id in {f for f in sandbox.state.files}
+    )
+    job_id = max(sandbox.state.jobs, key=lambda j: sandbox.state.jobs[j].created)
+    telegram.send_text(chat, other, f"/cancel {job_id}")
+    await until(has(telegram, chat, "Only admins"))
+    telegram.send_text(chat, admin, f"/cancel@batchjob_test_bot {job_id} too slow")
+    await until(has(telegram, chat, f"Cancel job {job_id}?"))
+    yes = next(d for label, d in telegram.buttons(chat) if label.startswith("Yes"))
+    telegram.press(chat, other, yes)
+    await until(lambda: count(telegram, chat, "Only admins") == 2)
+    telegram.press(chat, admin, yes)
+    await until(has(telegram, chat, "is now cancelled"))
+    await until(has(telegram, chat, "finished: cancelled"))
+    assert sandbox.state.jobs[job_id].reason == "too slow"
+
+
+async def test_429_and_not_modified_are_absorbed(bot, telegram, write):
+    chat = 505
+    user = FakeTelegram.user(505)
+    telegram.fail("sendMessage", 429, "Too Many Requests: retry after 1", retry_after=1)
+    telegram.send_text(chat, user, "/help")
+    await until(has(telegram, chat, "/template"), what="help after a 429")
+    # A second identical edit is answered "not modified" by the server and ignored by the bot.
+    mid = await bot.channel.send_text(chat, "same")
+    await bot.channel.edit_text(chat, mid, "new")
+    await bot.channel.edit_text(chat, mid, "new")
+
+
+async def test_unexpected_updates_never_crash(bot, telegram):
+    chat = 506
+    user = FakeTelegram.user(506)
+    telegram._push(
+        {
+            "message": telegram._message(
+                chat, user, photo=[{"file_id": "p", "file_unique_id": "pu", "width": 1, "height": 1}]
+            )
+        }
+    )
+    telegram._push({"edited_message": telegram._message(chat, user, text="edited")})
+    telegram._push(
+        {
+            "channel_post": {
+                "message_id": 1,
+                "date": 1,
+                "chat": {"id": -100, "type": "channel"},
+                "text": "post",
+            }
+        }
+    )
+    telegram.press(chat, user, "forged:data:here")
+    telegram.send_text(chat, user, "/help")
+    await until(has(telegram, chat, "/template"))
+    await until(has(telegram, chat, "as a document"))
+    await until(has(telegram, chat, "no longer valid"))
+    assert not any("edited" in t or "post" in t for t in telegram.texts())
+
+
+async def test_group_commands_with_botname_and_privacy(bot, telegram):
+    chat = -42
+    user = FakeTelegram.user(601)
+    telegram.send_text(chat, user, "just chatting")
+    telegram.send_text(chat, user, "/help@other_bot")
+    telegram.send_text(chat, user, "/help@batchjob_test_bot")
+    await until(has(telegram, chat, "/template"))
+    assert len(telegram.texts(chat)) == 1
+
+
+async def test_webhook_dedupes_and_checks_the_secret(telegram, sandbox, redis, tmp_path):
+    wh = make_bot(
+        telegram,
+        sandbox,
+        redis,
+        tmp_path,
+        bot_webhook_url="https://bot.example.com/tg/hook",
+        bot_webhook_secret="s3cret-value",
+    )
+    await wh.start()
+    try:
+        assert any(
+            c[0] == "setWebhook" and c[1].get("secret_token") == "s3cret-value" for c in telegram.calls
+        )
+        app = wh.asgi()
+        update = {"update_id": 777, "message": telegram._message(700, FakeTelegram.user(700), text="/help")}
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://bot") as c:
+            r = await c.post("/tg/hook", json=update)
+            assert r.status_code == 403
+            r = await c.post("/tg/hook", json=update, headers={"X-Telegram-Bot-Api-Secret-Token": "wrong"})
+            assert r.status_code == 403
+            assert telegram.texts(700) == []  # nothing processed
+            for _ in range(2):
+                r = await c.post(
+                    "/tg/hook", json=update, headers={"X-Telegram-Bot-Api-Secret-Token": "s3cret-value"}
+                )
+                assert r.status_code == 200
+            assert len(telegram.texts(700)) == 1  # answered once: state committed before the 200
+            health = await c.get("/healthz")
+            assert health.status_code == 200 and health.json() == {"redis": True, "batchjob": True}
+            metrics = (await c.get("/metrics")).text
+            assert (
+                "batchjob_bot_updates_total 2" in metrics
+                and "batchjob_bot_updates_duplicate_total 1" in metrics
+            )
+    finally:
+        await wh.stop()
+        await wh.client.aclose()
+
+
+async def test_restart_mid_watch_one_summary(telegram, sandbox, redis, tmp_path, write):
+    chat = 510
+    user = FakeTelegram.user(510)
+    sandbox.state.config.records_per_second = 2
+    first = make_bot(telegram, sandbox, redis, tmp_path)
+    await first.start()
+    telegram.send_document(chat, user, write("p.csv", "prompt\na\nb\nc\nd\n"), caption="fast")
+    await until(has(telegram, chat, "submitted"))
+    await first.stop()  # the process goes away mid-watch
+    await first.client.aclose()
+    assert count(telegram, chat, "finished") == 0
+    second = make_bot(telegram, sandbox, redis, tmp_path)
+    await second.start()
+    try:
+        await until(has(telegram, chat, "finished"))
+        assert count(telegram, chat, "finished") == 1 and sandbox.state.submits == 1
+    finally:
+        await second.stop()
+        await second.client.aclose()
