@@ -33,6 +33,7 @@ class ConversationApp:
         self.runner = Runner(self.store, client, channel, settings, limits)
         self.watcher = Watcher(self.store, client, channel, settings, on_finished=self._job_finished)
         self._task: asyncio.Task[None] | None = None
+        self._sweeper: asyncio.Task[None] | None = None
 
     async def _job_finished(self, chat_id: int, job_id: str) -> None:
         """Take a finished job off the chat's active list (its record stays for /status)."""
@@ -44,9 +45,20 @@ class ConversationApp:
 
     def start_watcher(self) -> None:
         self._task = asyncio.create_task(self.watcher.run(), name="watcher")
+        self._sweeper = asyncio.create_task(self._sweep(), name="media-sweeper")
+
+    async def _sweep(self, every_s: float = 300.0) -> None:
+        while True:
+            try:
+                await asyncio.to_thread(self.runner.sweep_media)
+            except OSError:
+                log.warning("media sweep failed")
+            await asyncio.sleep(every_s)
 
     async def stop(self) -> None:
         self.watcher.stop()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         if self._task is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.wait_for(self._task, 5)

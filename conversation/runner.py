@@ -262,6 +262,21 @@ class Runner:
                     self._remove(p)
         return None
 
+    def sweep_media(self, now: float | None = None) -> int:
+        """Remove received files whose flow ended without cleaning up (crash, expiry)."""
+        import time
+
+        limit = (now or time.time()) - self.settings.pending_ttl_seconds - 600
+        removed = 0
+        for p in self.media.iterdir():
+            try:
+                if p.is_file() and p.stat().st_mtime < limit:
+                    p.unlink()
+                    removed += 1
+            except OSError:
+                continue
+        return removed
+
     def _remove(self, raw: str) -> None:
         p = Path(raw)
         try:

@@ -4,6 +4,7 @@ from pathlib import Path
 
 from batchjob.input.limits import Limits
 from batchjob.settings import ServiceSettings
+from bot.telegram.settings import TelegramSettings
 from conversation.settings import ConversationSettings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -15,6 +16,7 @@ def test_every_variable_is_documented():
     names = [f"BATCHJOB_{n.upper()}" for n in ServiceSettings.model_fields]
     names += [f"BOT_{n.upper()}" for n in ConversationSettings.model_fields]
     names += ["REDIS_URL"]
+    names += [n.upper() for n in TelegramSettings.model_fields]
     for name in names:
         assert name in example, name
         assert name in readme, name

@@ -225,3 +225,16 @@ async def test_storage_outage_gives_a_localized_message(app, channel, monkeypatc
     monkeypatch.setattr(app.store.r, "set", down)
     await app.runner.handle(CHAT, TextReceived("hello"), client_lang="zh")
     assert channel.texts()[-1] == "机器人暂时不可用，请一分钟后再试。"
+
+
+async def test_stale_media_files_are_swept(app):
+    import os
+    import time
+
+    old, fresh = app.runner.media / "old.csv", app.runner.media / "fresh.csv"
+    old.write_text("x")
+    fresh.write_text("y")
+    past = time.time() - app.runner.settings.pending_ttl_seconds - 3600
+    os.utime(old, (past, past))
+    assert app.runner.sweep_media() == 1
+    assert not old.exists() and fresh.exists()

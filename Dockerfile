@@ -1,0 +1,27 @@
+# batchjob-bot: multi-stage, slim, non-root; no secrets baked in (configure via environment).
+FROM python:3.11-slim AS build
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY batchjob ./batchjob
+COPY conversation ./conversation
+COPY bot ./bot
+COPY locales ./locales
+RUN pip install --no-cache-dir --upgrade pip \
+ && pip wheel --no-cache-dir --wheel-dir /wheels .
+
+FROM python:3.11-slim
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
+    BOT_MEDIA_DIR=/var/lib/batchjob-bot/media \
+    BOT_LISTEN_HOST=0.0.0.0 BOT_LISTEN_PORT=8080
+COPY --from=build /wheels /wheels
+RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels \
+ && useradd --system --uid 10001 --home /var/lib/batchjob-bot --create-home bot \
+ && mkdir -p /var/lib/batchjob-bot/media && chown -R bot /var/lib/batchjob-bot && chmod 700 /var/lib/batchjob-bot/media
+USER bot
+WORKDIR /var/lib/batchjob-bot
+EXPOSE 8080
+# In webhook mode the bot serves /healthz (Redis and BatchJob reachable); in polling mode
+# nothing listens, so the check only runs when BOT_WEBHOOK_URL is set.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
+  CMD python -c "import os,sys,urllib.request; sys.exit(0) if not os.environ.get('BOT_WEBHOOK_URL') else urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('BOT_LISTEN_PORT','8080'), timeout=4)"
+ENTRYPOINT ["batchjob-bot"]
