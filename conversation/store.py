@@ -26,7 +26,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 
 from conversation.state import ChatState
 
@@ -259,10 +259,24 @@ def _s(v: Any) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
 
 
+def redis_from_url(url: str, max_connections: int = 256, **kw: Any) -> Redis:
+    """A client whose pool waits for a free connection under load instead of failing."""
+    pool = BlockingConnectionPool.from_url(
+        url,
+        max_connections=max_connections,
+        timeout=10,
+        socket_timeout=5,
+        socket_connect_timeout=5,
+        health_check_interval=30,
+        **kw,
+    )
+    return Redis(connection_pool=pool)
+
+
 async def connect(url: str | None) -> tuple[Redis, bool]:
     """(client, persistent). Without a URL: an in-process store that a restart forgets."""
     if url:
-        r = Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5, health_check_interval=30)
+        r = redis_from_url(url)
         await r.ping()
         return r, True
     import fakeredis

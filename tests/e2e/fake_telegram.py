@@ -44,6 +44,7 @@ class Sent:
     text: str
     markup: Any = None
     edits: list[str] = field(default_factory=list)
+    at: float = field(default_factory=time.monotonic)
 
 
 class FakeTelegram:
@@ -51,6 +52,7 @@ class FakeTelegram:
         self.lock = threading.Lock()
         self.closing = False
         self.updates: list[dict[str, Any]] = []
+        self.pushed: list[float] = []
         self.update_ids = itertools.count(1)
         self.msg_ids = itertools.count(1000)
         self.messages: list[Sent] = []
@@ -58,6 +60,7 @@ class FakeTelegram:
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self.files: dict[str, tuple[bytes, int]] = {}  # file_id -> (content, declared size)
         self.failures: dict[str, list[tuple[int, str, int | None]]] = {}
+        self.sends: list[tuple[float, int]] = []  # (time, chat) of every send and edit, for flood checks
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
@@ -104,7 +107,31 @@ class FakeTelegram:
         with self.lock:
             update["update_id"] = next(self.update_ids)
             self.updates.append(update)
+            self.pushed.append(time.monotonic())
             return update["update_id"]
+
+    def flood_breaches(self, private_s: float = 1.0, group_per_min: int = 20, global_per_s: int = 30) -> int:
+        """Sends that broke a limit: per private chat, per group, or overall (small clock slack)."""
+        slack = 0.02
+        with self.lock:
+            sends = sorted(self.sends)
+        breaches = 0
+        last: dict[int, float] = {}
+        group: dict[int, list[float]] = {}
+        for i, (t, chat) in enumerate(sends):
+            if chat > 0:
+                if chat in last and t - last[chat] < private_s - slack:
+                    breaches += 1
+                last[chat] = t
+            else:
+                window = [x for x in group.get(chat, []) if t - x < 60 - slack]
+                if len(window) >= group_per_min:
+                    breaches += 1
+                group[chat] = [*window, t]
+            j = i - global_per_s
+            if j >= 0 and t - sends[j][0] < 1.0 - slack:
+                breaches += 1
+        return breaches
 
     def _message(self, chat_id: int, user: dict[str, Any], **fields: Any) -> dict[str, Any]:
         return {
@@ -251,6 +278,7 @@ class FakeTelegram:
         with self.lock:
             mid = next(self.msg_ids)
             self.messages.append(Sent(chat_id, mid, text, markup))
+            self.sends.append((time.monotonic(), chat_id))
         return self._ok(
             {
                 "message_id": mid,
@@ -278,6 +306,7 @@ class FakeTelegram:
                     "reply markup are exactly the same as a current content",
                 )
             msg.edits.append(text)
+            self.sends.append((time.monotonic(), chat_id))
         return self._ok(
             {"message_id": mid, "date": int(time.time()), "chat": self.chat(chat_id), "text": text}
         )
