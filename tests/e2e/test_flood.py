@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 from bot.telegram.flood import GLOBAL_INTERVAL_MS, PRIVATE_INTERVAL_MS, FloodControl
 
@@ -21,9 +22,9 @@ async def test_sends_are_spaced_per_chat_and_overall(redis):
     for chat in ("1", "2", "3"):
         times = sorted(t for c, t in granted if c == chat)
         assert all(
-            b - a >= int(PRIVATE_INTERVAL_MS * 0.05) - 1 for a, b in zip(times, times[1:], strict=False)
+            b - a >= int(PRIVATE_INTERVAL_MS * 0.05) - 1 for a, b in itertools.pairwise(times)
         )
     overall = sorted(t for _, t in granted)
     assert all(
-        b - a >= int(GLOBAL_INTERVAL_MS * 0.05) - 1 for a, b in zip(overall, overall[1:], strict=False)
+        b - a >= int(GLOBAL_INTERVAL_MS * 0.05) - 1 for a, b in itertools.pairwise(overall)
     )
