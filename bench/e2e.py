@@ -104,6 +104,7 @@ async def run(chats: int, rows: int, timeout: float) -> dict:
         "updates_s": updates / wall,
         "lost": chats - len(accepted),
         "breaches": tg.flood_breaches(),
+        "kinds": tg.flood_breaches_by_kind(),
         "wall": wall,
     }
 
@@ -123,6 +124,7 @@ def main() -> None:
         print(
             f"{r['chats']:>6}{r['first_p50']:>14.2f}{r['first_p99']:>8.2f}{r['accept_p50']:>18.2f}"
             f"{r['accept_p99']:>8.2f}{r['updates_s']:>8.1f}{r['lost']:>6}{r['breaches']:>10}{r['wall']:>8.1f}"
+            f"  {r['kinds']}"
         )
 
 

@@ -172,9 +172,14 @@ def _confirm_buttons(p: Pending) -> tuple[tuple[Button, ...], ...]:
     )
 
 
-def _ask_confirm(p: Pending) -> Reply:
+def _estimate_parts(p: Pending) -> list[tuple[str, dict[str, Any]]]:
+    """'Uploaded' (when this flow uploaded the file) and the estimate, as one message."""
     est = p.estimate or {}
-    parts: list[tuple[str, dict[str, Any]]] = [
+    parts: list[tuple[str, dict[str, Any]]] = []
+    if (p.converted or p.path) and not p.announced:
+        parts.append(("flow.uploaded", {"file_id": p.file_id, "count": p.row_count}))
+        p.announced = True
+    parts.append(
         (
             "flow.estimate",
             {
@@ -183,7 +188,16 @@ def _ask_confirm(p: Pending) -> Reply:
                 "currency": est.get("currency") or "",
                 "balance": _fmt(est.get("balance")),
             },
-        ),
+        )
+    )
+    if est.get("sufficient") is False:
+        parts.append(("flow.estimate_insufficient", {}))
+    return parts
+
+
+def _ask_confirm(p: Pending, parts: list[tuple[str, dict[str, Any]]]) -> Reply:
+    parts = list(parts)
+    parts.append(
         (
             "flow.confirm",
             {
@@ -192,10 +206,8 @@ def _ask_confirm(p: Pending) -> Reply:
                 "default_model": DEFAULT_MODEL,
                 "default_mode": DEFAULT_MODE,
             },
-        ),
-    ]
-    if est.get("sufficient") is False:
-        parts.insert(1, ("flow.estimate_insufficient", {}))
+        )
+    )
     return Reply(tuple(parts), _confirm_buttons(p))
 
 
@@ -378,10 +390,8 @@ def _on_uploaded(s: ChatState, e: Uploaded, ctx: Context) -> Result:
     if not p.row_count or p.row_count <= 0:
         return _drop(s, "flow.nothing_to_submit")
     s.phase = "prechecking"
-    return s, [
-        _reply("flow.uploaded", file_id=e.file_id, count=p.row_count),
-        Precheck(p.row_count, p.model, p.mode),
-    ]
+    # "Uploaded" goes out with the estimate: one message fewer per file (flood limits).
+    return s, [Precheck(p.row_count, p.model, p.mode)]
 
 
 def _on_prechecked(s: ChatState, e: Prechecked, ctx: Context) -> Result:
@@ -389,30 +399,18 @@ def _on_prechecked(s: ChatState, e: Prechecked, ctx: Context) -> Result:
         return s, []
     p = s.pending
     p.estimate = {k: v for k, v in e.estimate.items() if isinstance(v, int | float | str | bool | type(None))}
+    parts = _estimate_parts(p)
     if p.estimate_only:
-        est = p.estimate
         s, out = _drop(s)
-        return s, [
-            Reply(
-                (
-                    (
-                        "flow.estimate",
-                        {
-                            "count": p.row_count,
-                            "cost": _fmt(est.get("estimated_cost")),
-                            "currency": est.get("currency") or "",
-                            "balance": _fmt(est.get("balance")),
-                        },
-                    ),
-                    ("flow.estimate_only_done", {"file_id": p.file_id}),
-                )
-            ),
-            *out,
-        ]
+        return s, [Reply((*parts, ("flow.estimate_only_done", {"file_id": p.file_id}))), *out]
     if p.model_given and p.estimate.get("sufficient") is not False:
-        return _submit(s, ctx)
+        s, out = _submit(s, ctx)
+        first = out[0]
+        if isinstance(first, Reply):
+            out[0] = Reply((*parts, *first.parts), first.buttons)
+        return s, out
     s.phase = "awaiting_confirm"
-    return s, [_ask_confirm(p)]
+    return s, [_ask_confirm(p, parts)]
 
 
 def _on_submitted(s: ChatState, e: Submitted, ctx: Context) -> Result:
@@ -552,8 +550,9 @@ def _on_text(s: ChatState, e: TextReceived, ctx: Context) -> Result:
             p.mode = mode
         if model and mode:
             p.model, p.mode = model, mode
-        s.phase = "awaiting_confirm"
-        return s, [_ask_confirm(p)]
+        # The price depends on model and mode: estimate again before asking to confirm.
+        s.phase = "prechecking"
+        return s, [Precheck(p.row_count or 0, p.model, p.mode)]
     if phase == "awaiting_count":
         p = s.pending
         assert p is not None

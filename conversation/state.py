@@ -45,6 +45,7 @@ class Pending(BaseModel):
     estimate_only: bool = False
     estimate: dict[str, float | int | str | bool | None] | None = None
     intent_id: str | None = None
+    announced: bool = False  # "uploaded" already told to the user
 
 
 class ChatState(BaseModel):

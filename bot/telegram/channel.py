@@ -59,9 +59,9 @@ class TelegramChannel:
     async def _call(self, chat_id: int, fn, /, **kwargs):  # type: ignore[no-untyped-def]
         """Flood control before each call; a 429 is waited out (Telegram did not process it)."""
         for attempt in range(self.max_attempts):
-            if self.flood is not None:
-                await self.flood.wait(chat_id)
             try:
+                if self.flood is not None:
+                    return await self.flood.send(chat_id, lambda: fn(**kwargs))
                 return await fn(**kwargs)
             except RetryAfter as e:
                 if attempt == self.max_attempts - 1:

@@ -91,7 +91,7 @@ def test_happy_path():
     s, fx = core.step(s, Uploaded("file_1", 2), ctx())
     assert s.phase == "prechecking" and fx[-1] == Precheck(2, DEFAULT_MODEL, DEFAULT_MODE)
     s, fx = core.step(s, Prechecked({"estimated_cost": 0.04, "balance": 10.0, "sufficient": True}), ctx())
-    assert s.phase == "awaiting_confirm" and keys(fx) == ["flow.estimate", "flow.confirm"]
+    assert s.phase == "awaiting_confirm" and keys(fx) == ["flow.uploaded", "flow.estimate", "flow.confirm"]
     assert fx[0].buttons[0][0].data == f"c:go:{s.pending.token}"
     assert all(len(b.data.encode()) <= 64 for row in fx[0].buttons for b in row)
     s, fx = core.step(s, TextReceived("fast google/gemini-2.5-flash-image"), ctx(new_id="intent0001"))
@@ -142,12 +142,16 @@ def test_buttons_change_model_and_mode():
     s, fx = core.step(s, ButtonPressed("c:model:tok12345"), ctx())
     assert s.phase == "awaiting_model"
     s, fx = core.step(s, TextReceived("other/model-2"), ctx())
+    assert s.phase == "prechecking" and fx == [Precheck(2, "other/model-2", DEFAULT_MODE)]
+    s, fx = core.step(s, Prechecked({"estimated_cost": 0.1}), ctx())
     assert s.phase == "awaiting_confirm" and s.pending.model == "other/model-2"
     s, fx = core.step(s, ButtonPressed("c:mode:tok12345"), ctx())
     s, fx = core.step(s, TextReceived("nonsense"), ctx())
     assert s.phase == "awaiting_mode" and keys(fx) == ["flow.ask_mode"]
     s, fx = core.step(s, TextReceived("standard"), ctx())
-    assert s.phase == "awaiting_confirm" and s.pending.mode == "standard"
+    assert fx == [Precheck(2, "other/model-2", "standard")]
+    s, fx = core.step(s, Prechecked({"estimated_cost": 0.2}), ctx())
+    assert s.phase == "awaiting_confirm" and s.pending.mode == "standard" and "flow.uploaded" not in keys(fx)
     s, fx = core.step(s, ButtonPressed("c:go:tok12345"), ctx(new_id="i3"))
     assert fx[-1] == Submit("i3", "file_1", "other/model-2", "standard", 2)
 
@@ -420,7 +424,7 @@ def test_user_input_in_every_phase_never_crashes_or_double_submits(phase, event)
     assert sum(isinstance(e, Submit) for e in fx) <= 1
     if phase in ("submitting", "reconciling"):
         assert new.phase == phase  # an in-flight submit is never abandoned
-    assert all(isinstance(e, Reply | Submit | Cleanup | SendTemplates) for e in fx)
+    assert all(isinstance(e, Reply | Submit | Cleanup | SendTemplates | Precheck) for e in fx)
 
 
 def test_parse_choice():

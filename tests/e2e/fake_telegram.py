@@ -112,25 +112,30 @@ class FakeTelegram:
 
     def flood_breaches(self, private_s: float = 1.0, group_per_min: int = 20, global_per_s: int = 30) -> int:
         """Sends that broke a limit: per private chat, per group, or overall (small clock slack)."""
+        return sum(self.flood_breaches_by_kind(private_s, group_per_min, global_per_s).values())
+
+    def flood_breaches_by_kind(
+        self, private_s: float = 1.0, group_per_min: int = 20, global_per_s: int = 30
+    ) -> dict[str, int]:
         slack = 0.02
         with self.lock:
             sends = sorted(self.sends)
-        breaches = 0
+        breaches = {"chat": 0, "group": 0, "global": 0}
         last: dict[int, float] = {}
         group: dict[int, list[float]] = {}
         for i, (t, chat) in enumerate(sends):
             if chat > 0:
                 if chat in last and t - last[chat] < private_s - slack:
-                    breaches += 1
+                    breaches["chat"] += 1
                 last[chat] = t
             else:
                 window = [x for x in group.get(chat, []) if t - x < 60 - slack]
                 if len(window) >= group_per_min:
-                    breaches += 1
+                    breaches["group"] += 1
                 group[chat] = [*window, t]
             j = i - global_per_s
             if j >= 0 and t - sends[j][0] < 1.0 - slack:
-                breaches += 1
+                breaches["global"] += 1
         return breaches
 
     def _message(self, chat_id: int, user: dict[str, Any], **fields: Any) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Flood control: permission is granted at send time, spaced per chat and overall."""
+"""Flood control: sends are spaced per chat and overall, measured from completion."""
 
 from __future__ import annotations
 
@@ -9,22 +9,22 @@ from bot.telegram.flood import GLOBAL_INTERVAL_MS, PRIVATE_INTERVAL_MS, FloodCon
 
 
 async def test_sends_are_spaced_per_chat_and_overall(redis):
-    flood = FloodControl(redis, scale=0.05)  # 55 ms per chat, 2 ms overall
-    granted: list[tuple[str, int]] = []
+    flood = FloodControl(redis, scale=0.05)  # 52 ms per chat, ~2 ms overall
+    arrivals: list[tuple[int, float]] = []
+    loop = asyncio.get_running_loop()
+
+    async def request(chat: int) -> None:
+        await asyncio.sleep(0.003)  # the request travelling
+        arrivals.append((chat, loop.time()))
 
     async def sender(chat: int, n: int) -> None:
         for _ in range(n):
-            await flood.wait(chat)
-            t = await redis.time()
-            granted.append((f"{chat}", t[0] * 1000 + t[1] // 1000))
+            await flood.send(chat, lambda chat=chat: request(chat))
 
-    await asyncio.gather(sender(1, 5), sender(2, 5), sender(3, 5))
-    for chat in ("1", "2", "3"):
-        times = sorted(t for c, t in granted if c == chat)
-        assert all(
-            b - a >= int(PRIVATE_INTERVAL_MS * 0.05) - 1 for a, b in itertools.pairwise(times)
-        )
-    overall = sorted(t for _, t in granted)
-    assert all(
-        b - a >= int(GLOBAL_INTERVAL_MS * 0.05) - 1 for a, b in itertools.pairwise(overall)
-    )
+    await asyncio.gather(*(sender(c, 5) for c in (1, 2, 3)))
+    assert len(arrivals) == 15
+    for chat in (1, 2, 3):
+        times = [t for c, t in arrivals if c == chat]
+        assert all(b - a >= PRIVATE_INTERVAL_MS * 0.05 / 1000 for a, b in itertools.pairwise(times))
+    overall = sorted(t for _, t in arrivals)
+    assert all(b - a >= GLOBAL_INTERVAL_MS * 0.05 / 1000 for a, b in itertools.pairwise(overall))
