@@ -226,10 +226,9 @@ def _submit(s: ChatState, ctx: Context) -> Result:
         return _drop(s, "flow.nothing_to_submit")
     p.intent_id = ctx.new_id
     s.phase = "submitting"
-    return s, [
-        _reply("flow.submitting", model=p.model, mode=p.mode),
-        Submit(p.intent_id, p.file_id, p.model, p.mode, p.row_count),
-    ]
+    # No "submitting…" message: the answer comes in a moment, and every message counts
+    # against the chat's flood limit.
+    return s, [Submit(p.intent_id, p.file_id, p.model, p.mode, p.row_count)]
 
 
 def _start_input(s: ChatState, ctx: Context, effect: Effect, filename: str, caption: str | None) -> Result:
@@ -405,10 +404,7 @@ def _on_prechecked(s: ChatState, e: Prechecked, ctx: Context) -> Result:
         return s, [Reply((*parts, ("flow.estimate_only_done", {"file_id": p.file_id}))), *out]
     if p.model_given and p.estimate.get("sufficient") is not False:
         s, out = _submit(s, ctx)
-        first = out[0]
-        if isinstance(first, Reply):
-            out[0] = Reply((*parts, *first.parts), first.buttons)
-        return s, out
+        return s, [Reply(tuple(parts)), *out]
     s.phase = "awaiting_confirm"
     return s, [_ask_confirm(p, parts)]
 
@@ -420,9 +416,13 @@ def _on_submitted(s: ChatState, e: Submitted, ctx: Context) -> Result:
     if e.job_id not in s.jobs:
         s.jobs.append(e.job_id)
     s.recent = [e.job_id, *[j for j in s.recent if j != e.job_id]][:RECENT_JOBS]
-    intent, count = p.intent_id, p.row_count
+    intent, count, model, mode = p.intent_id, p.row_count, p.model, p.mode
     s, out = _drop(s)
-    return s, [_reply("flow.submitted", job_id=e.job_id), Watch(e.job_id, intent, count), *out]
+    return s, [
+        _reply("flow.submitted", job_id=e.job_id, model=model, mode=mode),
+        Watch(e.job_id, intent, count),
+        *out,
+    ]
 
 
 def _on_reconciled(s: ChatState, e: Reconciled, ctx: Context) -> Result:

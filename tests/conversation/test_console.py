@@ -30,8 +30,7 @@ def test_demo_file_to_summary():
         "Checked your file",
         "Estimate:",
         "Model: google/gemini-2.5-flash-image",
-        "Submitting",
-        "submitted",
+        "submitted (google/gemini-2.5-flash-image, fast)",
         "finished: completed",
     ]
     positions = [out.index(s) for s in order]
