@@ -50,6 +50,16 @@ for i = 1, #due, 2 do
 end
 return out
 """
+CLAIM_SUMMARY = """
+local v = redis.call('HGET', KEYS[1], 'summary')
+if v == 'sent' then return 0 end
+if v then
+  local ts = tonumber(string.sub(v, 9))
+  if ts and tonumber(ARGV[1]) - ts <= tonumber(ARGV[2]) then return -1 end
+end
+redis.call('HSET', KEYS[1], 'summary', 'claimed:' .. ARGV[1])
+return 1
+"""
 # Intent transition only from an expected state; returns 1 when applied.
 INTENT_MOVE = """
 local cur = redis.call('HGET', KEYS[1], 'state')
@@ -90,6 +100,7 @@ class Store:
         self._unlock = redis.register_script(UNLOCK)
         self._claim = redis.register_script(CLAIM)
         self._intent_move = redis.register_script(INTENT_MOVE)
+        self._claim_summary = redis.register_script(CLAIM_SUMMARY)
 
     # --- chats -------------------------------------------------------------------------------
 
@@ -223,9 +234,13 @@ class Store:
     async def finished_counts(self) -> dict[str, int]:
         return {_s(k): int(v) for k, v in (await self.r.hgetall(FINISHED)).items()}
 
-    async def claim_summary(self, job_id: str) -> bool:
-        """Exactly one sender: the first to set the marker sends the terminal summary."""
-        return bool(await self.r.hsetnx(job_key(job_id), "summary", "claimed"))
+    async def claim_summary(self, job_id: str, stale_ms: int = 150_000) -> int:
+        """Who sends the terminal summary: 1 = you; 0 = already sent; -1 = being sent now.
+
+        A claim older than `stale_ms` that never became "sent" belonged to a watcher that
+        died before sending; it is taken over, so a crash does not lose the summary.
+        """
+        return int(await self._claim_summary(keys=[job_key(job_id)], args=[now_ms(), stale_ms]))
 
     async def summary_sent(self, job_id: str) -> None:
         await self.r.hset(job_key(job_id), "summary", "sent")

@@ -180,7 +180,11 @@ class Watcher:
     async def _terminal(
         self, chat: int, lang: str, job: Job, elapsed: float, hint: int | None, rec: dict[str, str]
     ) -> Reschedule | None:
-        if await self.store.claim_summary(job.job_id):
+        claim = await self.store.claim_summary(job.job_id, stale_ms=5 * self.lease_ms)
+        if claim < 0:
+            # Another watcher is sending it right now (or died doing so): look again later.
+            return (job.job_id, now_ms() + self.lease_ms, {})
+        if claim > 0:
             final = texts.progress(lang, job, elapsed, hint)
             if rec.get("msg") and format(zlib.crc32(final.encode()), "x") != rec.get("text"):
                 try:

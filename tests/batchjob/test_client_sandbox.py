@@ -118,7 +118,9 @@ async def test_list_paging_and_status_filter(client, sandbox, write):
     ids = [(await client.submit(up.file_id)).job_id for _ in range(3)]
     page = await client.list_jobs(page=1, page_size=2)
     assert len(page.items) == 2 and page.page == 1 and page.page_size == 2 and page.total >= 3
-    await asyncio.sleep(0.1)
+    for job_id in ids:  # past the queue
+        while (await client.get_job(job_id)).status != "running":
+            await asyncio.sleep(0.02)
     running = await client.list_jobs(page=1, page_size=100, status="running")
     assert set(ids) <= {j.job_id for j in running.items}
     assert all(j.status == "running" for j in running.items)

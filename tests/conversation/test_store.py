@@ -39,7 +39,7 @@ async def test_concurrent_events_for_one_chat_lose_no_update(redis):
 async def test_lock_release_is_token_checked(redis):
     store = Store(redis, lock_ms=50)
     async with store.chat_lock(1):
-        await asyncio.sleep(0.1)  # our lock expired ...
+        await redis.delete("bjb:{chat:1}:lock")  # our lock expired ...
         assert await redis.set("bjb:{chat:1}:lock", "someone-else", nx=True, px=5000)  # ... and was taken
     assert await redis.get("bjb:{chat:1}:lock") == b"someone-else"  # we did not delete theirs
 
@@ -85,7 +85,18 @@ async def test_summary_claimed_once(redis):
     store = Store(redis)
     await store.add_job("a", 1)
     results = await asyncio.gather(*(store.claim_summary("a") for _ in range(10)))
-    assert results.count(True) == 1
+    assert results.count(1) == 1 and results.count(-1) == 9
+    await store.summary_sent("a")
+    assert await store.claim_summary("a") == 0
+
+
+async def test_a_dead_senders_claim_is_taken_over(redis):
+    store = Store(redis)
+    await store.add_job("a", 1)
+    assert await store.claim_summary("a", stale_ms=60_000) == 1  # ... and the sender dies
+    assert await store.claim_summary("a", stale_ms=60_000) == -1  # too recent to tell
+    await redis.hset(job_key("a"), "summary", f"claimed:{now_ms() - 61_000}")
+    assert await store.claim_summary("a", stale_ms=60_000) == 1
 
 
 async def test_resume_reschedules_orphaned_records(redis):

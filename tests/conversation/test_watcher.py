@@ -100,7 +100,8 @@ async def test_summary_retried_when_the_send_fails(redis, channel, sandbox, writ
         (job_id,) = await submit_jobs(client, write, 1)
         store = Store(redis)
         await store.add_job(job_id, 1)
-        await asyncio.sleep(0.2)  # the job is complete
+        while not (await client.get_job(job_id)).terminal:  # the job is complete
+            await asyncio.sleep(0.02)
         channel.fail_sends = 1
         w = Watcher(store, client, channel, settings(tmp_path), lease_ms=10)
         await run_until_empty(store, w)
@@ -127,3 +128,21 @@ def test_backoff_grows_to_the_max(tmp_path):
     w = Watcher(None, None, None, settings(tmp_path, poll_min_seconds=5, poll_max_seconds=45))  # type: ignore[arg-type]
     delays = [w.next_delay_ms(p) for p in range(1, 15)]
     assert 4500 <= delays[0] <= 5500 and max(delays) <= 45 * 1100 and delays[-1] >= 40_000
+
+
+async def test_summary_survives_a_watcher_that_died_while_sending(redis, channel, sandbox, write, tmp_path):
+    async with BatchJobClient(sandbox.url, TOKEN) as client:
+        (job_id,) = await submit_jobs(client, write, 1)
+        store = Store(redis)
+        await store.add_job(job_id, 1)
+        while not (await client.get_job(job_id)).terminal:  # let the job end first
+            await asyncio.sleep(0.02)
+        # A watcher claimed the summary, then was killed before sending it.
+        assert await store.claim_summary(job_id) == 1
+        w = Watcher(store, client, channel, settings(tmp_path), lease_ms=100)
+        await redis.zadd("bjb:{jobs}:due", {job_id: 0})
+        await w.run_once()
+        assert channel.texts() == [] and await store.scheduled() == 1  # not finished while fresh
+        await redis.hset(f"bjb:{{jobs}}:job:{job_id}", "summary", "claimed:1")  # now long dead
+        await run_until_empty(store, w)
+    assert sum("finished" in t for t in channel.texts()) == 1
