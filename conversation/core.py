@@ -42,6 +42,7 @@ from conversation.events import (
     Details,
     Download,
     Effect,
+    EffectFailed,
     Event,
     Expired,
     FetchUrl,
@@ -610,6 +611,15 @@ def _on_rows_known(s: ChatState, e: RowsKnown, ctx: Context) -> Result:
     return s, [Precheck(e.count, s.pending.model, s.pending.mode)]
 
 
+def _on_effect_failed(s: ChatState, e: EffectFailed, ctx: Context) -> Result:
+    if s.phase == "submitting" and s.pending is not None:
+        # The POST may have left: reconcile, never resubmit.
+        return _on_failed(s, ServiceFailed("submit", "unknown", e.effect), ctx)
+    if s.phase in ("idle", "reconciling") or s.pending is None:
+        return s, [_reply("error.internal")]
+    return _drop(s, "error.internal")
+
+
 def _on_command(s: ChatState, e: CommandReceived, ctx: Context) -> Result:
     name = e.name.lower()
     args = e.args
@@ -669,6 +679,7 @@ _HANDLERS: dict[type, Callable[[ChatState, Any, Context], Result]] = {
     Submitted: _on_submitted,
     Reconciled: _on_reconciled,
     RowsKnown: _on_rows_known,
+    EffectFailed: _on_effect_failed,
     ServiceFailed: _on_failed,
     ButtonPressed: _on_button,
     TextReceived: _on_text,

@@ -101,6 +101,13 @@ class RowsKnown:
 
 
 @dataclass(frozen=True)
+class EffectFailed:
+    """An effect raised something no rule foresaw (a bug, a disk error): never leave the chat stuck."""
+
+    effect: str
+
+
+@dataclass(frozen=True)
 class Expired:
     pass
 

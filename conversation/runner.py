@@ -32,6 +32,7 @@ from conversation.events import (
     Details,
     Download,
     Effect,
+    EffectFailed,
     Event,
     FetchUrl,
     FileReady,
@@ -131,7 +132,14 @@ class Runner:
                 await self._safe_send(chat_id, locales.t(lang, "error.storage"))
                 return
             for effect in effects:
-                follow = await self.perform(chat_id, new, effect)
+                try:
+                    follow = await self.perform(chat_id, new, effect)
+                except (RedisError, asyncio.CancelledError):
+                    raise
+                except Exception:
+                    log.exception("effect %s failed in chat %s", type(effect).__name__, chat_id)
+                    queue.append(EffectFailed(type(effect).__name__))
+                    break
                 if follow is not None:
                     queue.append(follow)
 

@@ -295,5 +295,8 @@ async def connect(url: str | None) -> tuple[Redis, bool]:
         await r.ping()
         return r, True
     import fakeredis
+    from redis.asyncio import BlockingConnectionPool
 
-    return fakeredis.FakeAsyncRedis(), False
+    return fakeredis.FakeAsyncRedis(
+        connection_pool_class=BlockingConnectionPool, max_connections=256, timeout=10
+    ), False

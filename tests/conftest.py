@@ -54,15 +54,23 @@ async def redis():
     """fakeredis by default; a real Redis (its db 15, flushed) when REDIS_URL is set."""
     url = os.environ.get("REDIS_URL")
     if url:
-        from redis.asyncio import Redis
+        from conversation.store import redis_from_url
 
-        r = Redis.from_url(url, db=15)
+        r = redis_from_url(url, db=15)
         await r.flushdb()
     else:
-        import fakeredis
-
-        r = fakeredis.FakeAsyncRedis()
+        r = in_process_redis()
     yield r
     if url:
         await r.flushdb()
     await r.aclose()
+
+
+def in_process_redis():
+    """fakeredis with a pool that waits for a free connection, like the real one."""
+    import fakeredis
+    from redis.asyncio import BlockingConnectionPool
+
+    return fakeredis.FakeAsyncRedis(
+        connection_pool_class=BlockingConnectionPool, max_connections=256, timeout=10
+    )

@@ -103,7 +103,8 @@ def _zip_format(path: str | os.PathLike[str], limits: Limits) -> str:
             if any(n.startswith("word/") for n in names):
                 raise InputError("unsupported_file_type", detected="docx")
             raise InputError("unsupported_file_type", detected="zip")
-    except zipfile.BadZipFile:
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError, ValueError, OSError):
+        # A damaged or exotic archive (zipfile raises all of these on crafted headers).
         raise InputError("unsupported_file_type", detected="zip") from None
 
 

@@ -17,4 +17,4 @@ def issue_message(issue: Issue, lang: str) -> str:
     reason = params.get("reason")
     if isinstance(reason, str) and locales.has(f"input.reason.{reason}"):
         params["reason"] = locales.t(lang, f"input.reason.{reason}")
-    return locales.t(lang, f"input.{issue.code}", row=issue.row, column=issue.column, **params)
+    return locales.t(lang, f"input.{issue.code}", **{"row": issue.row, "column": issue.column, **params})

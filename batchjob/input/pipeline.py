@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import logging
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -24,6 +25,8 @@ from batchjob.input.detect import ENCODINGS_TRIED, Sniffed, sniff
 from batchjob.input.limits import InputError, Limits
 from batchjob.input.report import Column, Issue, Report
 from batchjob.input.validate import cell_text, has_sd_weights, simple_line, vertex_line
+
+log = logging.getLogger("batchjob.input")
 
 HEADER_SCAN_ROWS = 30
 _CLOCK_EVERY = 2048
@@ -88,6 +91,10 @@ def _run(path: Path, limits: Limits, sink: _AtomicLines | None) -> Report:
         report.fatal = Issue(e.code, params=dict(e.params))
     except (FileNotFoundError, IsADirectoryError, PermissionError):
         report.fatal = Issue("file_missing")
+    except Exception as e:
+        # A reader failed in a way no rule foresaw: the file is refused, the caller goes on.
+        log.warning("unreadable input (%s)", type(e).__name__)
+        report.fatal = Issue("file_unreadable", params={"detail": type(e).__name__})
     return report
 
 

@@ -110,7 +110,7 @@ class TelegramBot:
 
     async def _on_error(self, update: object, context: Any) -> None:
         self.metrics["errors"] += 1
-        log.error("update failed: %s", type(context.error).__name__)
+        log.error("update failed: %s", type(context.error).__name__, exc_info=context.error)
 
     async def process(self, update: Update) -> bool:
         """Handle one update once. Returns False for a duplicate."""

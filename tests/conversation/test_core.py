@@ -437,3 +437,14 @@ def test_parse_choice():
     assert core.parse_choice("FAST, vendor/m") == ("vendor/m", "fast", False, False)
     assert core.parse_choice("仅预估") == (None, None, False, True)
     assert core.parse_choice("hello there") == (None, None, False, False)
+
+
+def test_an_unexpected_effect_failure_never_leaves_the_chat_stuck():
+    from conversation.events import EffectFailed
+
+    s, fx = core.step(at("inspecting", path="/m/x"), EffectFailed("Inspect"), ctx())
+    assert s.phase == "idle" and s.pending is None and keys(fx) == ["error.internal"]
+    s, fx = core.step(
+        at("submitting", file_id="f", row_count=1, intent_id="i"), EffectFailed("Submit"), ctx()
+    )
+    assert s.phase == "reconciling" and fx[-1] == Reconcile("i", "f")

@@ -116,3 +116,10 @@ def test_failed_limit_leaves_no_output(write, tmp_path):
     r = convert_file(write("p.csv", "prompt\n" + "a\n" * 50), out, limits=Limits(max_rows=10))
     assert r.fatal.code == "limit_rows"
     assert list(tmp_path.glob("*.jsonl")) == [] and list(tmp_path.glob(".*tmp")) == []
+
+
+def test_limit_messages_with_a_row_render(write):
+    """A file-level issue that names a row renders in both languages (params carry the row)."""
+    r = inspect_file(write("p.csv", "prompt\nok\n" + "x" * 5000 + "\n"), Limits(max_cell_chars=1000))
+    for lang in ("en", "zh"):
+        assert "3" in r.to_dict(lang)["fatal"]["message"]
