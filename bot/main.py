@@ -83,6 +83,9 @@ async def run_telegram() -> int:
     tg = _settings(TelegramSettings, "")
     conv = _settings(ConversationSettings, "BOT_")
     svc = load_service_settings()
+    from bot.redact import redact_secrets
+
+    redact_secrets(svc.bearer_token.get_secret_value(), tg.telegram_bot_token.get_secret_value())
     redis, persistent = await connect(os.environ.get("REDIS_URL"))
     if not persistent:
         log.warning("REDIS_URL is not set: state lives in this process and is lost on restart")
@@ -142,6 +145,9 @@ async def run_console(args: argparse.Namespace) -> int:
 
         svc = load_service_settings()
         base_url, token = svc.base_url, svc.bearer_token.get_secret_value()
+        from bot.redact import redact_secrets
+
+        redact_secrets(token)
     work = Path(tempfile.mkdtemp(prefix="batchjob-bot-"))
     try:
         settings = ConversationSettings(**{"media_dir": work / "media", **overrides})

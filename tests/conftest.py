@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 
 import pytest
@@ -9,6 +10,39 @@ from batchjob.client import BatchJobClient, Timeouts
 from batchjob.sandbox import SandboxConfig, SandboxServer
 
 TOKEN = "test-token-Z9q"
+# Secrets used across the run: none may appear in any log record (checked at the end).
+SECRETS = (TOKEN, "123456:TEST-token-aBcDeF", "s3cret-value", "s3cr3t-token-value")
+
+
+class _SecretWatch(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.leaks: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = record.getMessage()
+        except Exception:  # a malformed record is not a leak
+            return
+        if record.exc_info and record.exc_info[1] is not None:
+            text += " " + repr(record.exc_info[1])
+        for secret in SECRETS:
+            if secret in text:
+                self.leaks.append(f"{record.name}: {text[:200]}")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_secret_in_logs():
+    """Across the whole test run, the bot token and the bearer tokens never reach a log."""
+    watch = _SecretWatch()
+    root = logging.getLogger()
+    old_level = root.level
+    root.addHandler(watch)
+    root.setLevel(logging.DEBUG)
+    yield watch
+    root.removeHandler(watch)
+    root.setLevel(old_level)
+    assert not watch.leaks, watch.leaks
 
 
 @pytest.fixture

@@ -26,6 +26,7 @@ from telegram.ext import Application, ApplicationBuilder, TypeHandler
 
 import locales
 from batchjob.client import BatchJobClient
+from bot.redact import redact_secrets
 from bot.telegram.channel import TelegramChannel
 from bot.telegram.flood import FloodControl
 from bot.telegram.settings import TelegramSettings
@@ -51,6 +52,10 @@ class TelegramBot:
         self.redis = redis
         self.client = client
         self.metrics: Counter[str] = Counter()
+        redact_secrets(
+            tg.telegram_bot_token.get_secret_value(),
+            tg.bot_webhook_secret.get_secret_value() if tg.bot_webhook_secret else None,
+        )
         builder: ApplicationBuilder = (
             ApplicationBuilder()
             .token(tg.telegram_bot_token.get_secret_value())

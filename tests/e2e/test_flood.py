@@ -28,3 +28,14 @@ async def test_sends_are_spaced_per_chat_and_overall(redis):
         assert all(b - a >= PRIVATE_INTERVAL_MS * 0.05 / 1000 for a, b in itertools.pairwise(times))
     overall = sorted(t for _, t in arrivals)
     assert all(b - a >= GLOBAL_INTERVAL_MS * 0.05 / 1000 for a, b in itertools.pairwise(overall))
+
+
+def test_secrets_are_redacted_from_every_log_record(caplog):
+    import logging
+
+    from bot.redact import redact_secrets
+
+    redact_secrets("very-secret-token-123")
+    with caplog.at_level(logging.DEBUG):
+        logging.getLogger("httpx").info("HTTP Request: POST %s", "http://x/botvery-secret-token-123/getMe")
+    assert "very-secret-token-123" not in caplog.text and "bot***/getMe" in caplog.text

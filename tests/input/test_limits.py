@@ -99,7 +99,7 @@ def test_million_phantom_rows_bounded_memory(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     valid, fatal, peak_mib = out.stdout.split()
     assert (valid, fatal) == ("1", "None")
-    assert int(peak_mib) < 400, f"peak RSS {peak_mib} MiB"
+    assert int(peak_mib) < 600, f"peak RSS {peak_mib} MiB"
 
 
 def test_limits_from_env(monkeypatch):
