@@ -275,7 +275,14 @@ def _s(v: Any) -> str:
 
 
 def redis_from_url(url: str, max_connections: int = 256, **kw: Any) -> Redis:
-    """A client whose pool waits for a free connection under load instead of failing."""
+    """A client whose pool waits for a free connection under load instead of failing, and
+    whose connections retry a command twice on a dropped connection (a restarted server
+    leaves every pooled connection stale)."""
+    from redis.asyncio.retry import Retry
+    from redis.backoff import ExponentialBackoff
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
     pool = BlockingConnectionPool.from_url(
         url,
         max_connections=max_connections,
@@ -283,6 +290,7 @@ def redis_from_url(url: str, max_connections: int = 256, **kw: Any) -> Redis:
         socket_timeout=5,
         socket_connect_timeout=5,
         health_check_interval=30,
+        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), 2, (RedisConnectionError, RedisTimeoutError)),
         **kw,
     )
     return Redis(connection_pool=pool)
