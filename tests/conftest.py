@@ -36,12 +36,16 @@ def no_secret_in_logs():
     """Across the whole test run, the bot token and the bearer tokens never reach a log."""
     watch = _SecretWatch()
     root = logging.getLogger()
-    old_level = root.level
     root.addHandler(watch)
-    root.setLevel(logging.DEBUG)
+    # Every logger that could see a URL, a header or a setting, at its most talkative.
+    talkative = ["httpx", "telegram", "batchjob", "conversation", "bot", "uvicorn", "starlette", "redis"]
+    old = {name: logging.getLogger(name).level for name in talkative}
+    for name in talkative:
+        logging.getLogger(name).setLevel(logging.DEBUG)
     yield watch
     root.removeHandler(watch)
-    root.setLevel(old_level)
+    for name, level in old.items():
+        logging.getLogger(name).setLevel(level)
     assert not watch.leaks, watch.leaks
 
 
