@@ -227,6 +227,8 @@ def _event(text: str, channel, settings, admin: bool):
 async def _wait_for_jobs(app, timeout: float) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
+    # Work a crashed earlier run left in flight is resumed first (it may add jobs).
+    await asyncio.wait_for(app.recovered.wait(), timeout)
     while await app.store.scheduled() > 0 and loop.time() < deadline:
         await asyncio.sleep(0.2)
 

@@ -31,8 +31,16 @@ class ConversationApp:
         self.store = Store(redis, pending_ttl_s=settings.pending_ttl_seconds)
         self.client = client
         self.runner = Runner(self.store, client, channel, settings, limits)
-        self.watcher = Watcher(self.store, client, channel, settings, on_finished=self._job_finished)
+        self.watcher = Watcher(
+            self.store,
+            client,
+            channel,
+            settings,
+            on_finished=self._job_finished,
+            lease_ms=int(settings.watch_lease_seconds * 1000),
+        )
         self._task: asyncio.Task[None] | None = None
+        self.recovered = asyncio.Event()  # set once in-flight work of a crashed process is resumed
         self._sweeper: asyncio.Task[None] | None = None
 
     async def _job_finished(self, chat_id: int, job_id: str) -> None:
@@ -44,8 +52,16 @@ class ConversationApp:
                 await self.store.save(chat_id, state)
 
     def start_watcher(self) -> None:
-        self._task = asyncio.create_task(self.watcher.run(), name="watcher")
+        self._task = asyncio.create_task(self._run_watcher(), name="watcher")
         self._sweeper = asyncio.create_task(self._sweep(), name="media-sweeper")
+
+    async def _run_watcher(self) -> None:
+        try:
+            await self.runner.recover()  # in-flight work of a crashed process first
+        except Exception:
+            log.exception("recovery after restart failed")
+        self.recovered.set()
+        await self.watcher.run()
 
     async def _sweep(self, every_s: float = 300.0) -> None:
         while True:

@@ -24,7 +24,7 @@ from batchjob import errors as bj
 from batchjob import templates
 from batchjob.client import BatchJobClient, sanitize_filename
 from batchjob.input import Limits, convert_file
-from conversation import core, resolve
+from conversation import core, crash, resolve
 from conversation.channel import Buttons, Channel, DownloadError
 from conversation.events import (
     CancelJob,
@@ -122,16 +122,20 @@ class Runner:
             try:
                 async with self.store.chat_lock(chat_id):
                     state = await self.store.load(chat_id)
+                    crash.point(f"handle.after_load:{type(ev).__name__}")
                     if not state.lang_fixed and client_lang:
                         state.lang = locales.normalize_language(client_lang)
                     new, effects = core.step(state, ev, self.context())
+                    crash.point(f"handle.after_step:{type(ev).__name__}")
                     await self.store.save(chat_id, new)
+                    crash.point(f"handle.after_save:{type(ev).__name__}")
             except RedisError:
                 log.warning("storage unavailable for chat %s", chat_id)
                 lang = locales.normalize_language(client_lang)
                 await self._safe_send(chat_id, locales.t(lang, "error.storage"))
                 return
             for effect in effects:
+                crash.point(f"effect.before:{type(effect).__name__}")
                 try:
                     follow = await self.perform(chat_id, new, effect)
                 except (RedisError, asyncio.CancelledError):
@@ -241,6 +245,7 @@ class Runner:
                 return RowsKnown(file_id, await self.store.file_rows(file_id))
             case Watch(job_id=job_id, intent_id=intent_id, record_count=count):
                 await self.store.add_job(job_id, chat_id, intent=intent_id or "", count=count, lang=lang)
+                crash.point("watch.after_add")
             case CancelJob(job_id=job_id, reason=reason):
                 try:
                     job = await self.client.cancel(job_id, reason)
@@ -269,6 +274,44 @@ class Runner:
                 for p in paths:
                     self._remove(p)
         return None
+
+    async def recover(self) -> int:
+        """After a crash: finish what was in flight. Returns the number of chats touched.
+
+        A chat left inspecting, uploading or prechecking runs that step again (safe to
+        repeat); "submitting" re-runs its Submit with the same intent (a recorded intent is
+        never POSTed twice: a SUBMITTING one is reconciled instead); "reconciling" reconciles
+        again; an active job without a watch record gets one.
+        """
+        touched = 0
+        async for key in self.store.r.scan_iter(match="bjb:{chat:*}:state", count=500):
+            chat_id = int(key.decode().split("{chat:", 1)[1].split("}", 1)[0])
+            state = await self.store.load(chat_id)
+            p = state.pending
+            effects: list[Effect] = []
+            if state.phase == "inspecting" and p is not None and p.path:
+                effects.append(Inspect(p.path, p.filename))
+            elif state.phase == "uploading" and p is not None and (p.converted or p.path):
+                effects.append(Upload(p.converted or p.path or "", p.filename, p.mode))
+            elif state.phase == "prechecking" and p is not None and p.row_count:
+                effects.append(Precheck(p.row_count, p.model, p.mode))
+            elif state.phase == "submitting" and p is not None and p.intent_id and p.file_id and p.row_count:
+                effects.append(Submit(p.intent_id, p.file_id, p.model, p.mode, p.row_count))
+            elif state.phase == "reconciling" and p is not None and p.file_id:
+                effects.append(Reconcile(p.intent_id or "", p.file_id))
+            for job_id in state.jobs:
+                if not await self.store.job(job_id):
+                    effects.append(Watch(job_id, None, None))
+            if effects:
+                touched += 1
+                await self.handle_effects(chat_id, state, effects)
+        return touched
+
+    async def handle_effects(self, chat_id: int, state: ChatState, effects: list[Effect]) -> None:
+        for effect in effects:
+            follow = await self.perform(chat_id, state, effect)
+            if follow is not None:
+                await self.handle(chat_id, follow)
 
     def sweep_media(self, now: float | None = None) -> int:
         """Remove received files whose flow ended without cleaning up (crash, expiry)."""
@@ -310,6 +353,7 @@ class Runner:
 
     async def _submit(self, chat_id: int, effect: Submit) -> Event:
         """At most one POST per intent: the intent is recorded as SUBMITTING before it."""
+        crash.point("submit.before_intent")
         if not await self.store.intent_begin(effect.intent_id, chat_id, effect.file_id):
             intent = await self.store.intent(effect.intent_id)
             state = intent.get(b"state", b"").decode() if intent else ""
@@ -317,6 +361,7 @@ class Runner:
             if state == "SUBMITTED" and job_id:
                 return Submitted(job_id)
             return ServiceFailed("submit", "unknown", "interrupted")
+        crash.point("submit.after_intent")
         try:
             job = await self.client.submit(effect.file_id, effect.model, effect.mode)
         except bj.OutcomeUnknown as e:
@@ -325,7 +370,9 @@ class Runner:
         except bj.BatchJobError as e:
             await self.store.intent_move(effect.intent_id, "SUBMITTING", "REJECTED")
             return service_failure("submit", e)
+        crash.point("submit.after_post")  # the job exists; its id is not recorded anywhere yet
         await self.store.intent_move(effect.intent_id, "SUBMITTING", "SUBMITTED", job.job_id)
+        crash.point("submit.after_record")
         return Submitted(job.job_id, job.status)
 
     async def _reconcile(self, intent_id: str, file_id: str) -> Event:

@@ -22,6 +22,7 @@ class ConversationSettings(BaseSettings):
     poll_min_seconds: float = Field(5.0, gt=0)
     poll_max_seconds: float = Field(45.0, gt=0)
     progress_edit_seconds: float = Field(3.0, ge=0)
+    watch_lease_seconds: float = Field(30.0, gt=0)  # a crashed watcher's jobs are due again after this
     # Tests only: let URL fetching reach 127.0.0.1. Unsafe (SSRF) anywhere else.
     unsafe_allow_loopback_urls: bool = False
 

@@ -93,7 +93,7 @@ class LockTimeout(Exception):
 
 
 class Store:
-    def __init__(self, redis: Redis, *, pending_ttl_s: int = 3600, lock_ms: int = 60_000) -> None:
+    def __init__(self, redis: Redis, *, pending_ttl_s: int = 3600, lock_ms: int = 5_000) -> None:
         self.r = redis
         self.pending_ttl_s = pending_ttl_s
         self.lock_ms = lock_ms
@@ -117,7 +117,11 @@ class Store:
 
     @asynccontextmanager
     async def chat_lock(self, chat_id: int | str, wait_s: float = 30.0) -> AsyncIterator[None]:
-        """One event at a time per chat, across replicas. Token-checked release."""
+        """One event at a time per chat, across replicas. Token-checked release.
+
+        Held only for load → step → save (milliseconds; effects run outside it), so a short
+        TTL is safe and a crashed holder blocks its chat for at most `lock_ms`.
+        """
         key = chat_key(chat_id, "lock")
         token = secrets.token_hex(8)
         deadline = time.monotonic() + wait_s

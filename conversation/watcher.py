@@ -24,7 +24,7 @@ import locales
 from batchjob import errors as bj
 from batchjob.client import BatchJobClient
 from batchjob.models import Job
-from conversation import texts
+from conversation import crash, texts
 from conversation.channel import Channel
 from conversation.settings import ConversationSettings
 from conversation.store import Store, now_ms
@@ -93,8 +93,11 @@ class Watcher:
         """One round: claim due jobs (one call), poll them, reschedule them all (one call)."""
         claimed = await self.store.claim(now_ms(), self.lease_ms, self.batch)
         if claimed:
+            crash.point("watcher.after_claim")
             results = await asyncio.gather(*(self._guarded(job_id, rec) for job_id, rec in claimed))
+            crash.point("watcher.before_reschedule")
             await self.store.reschedule_many([r for r in results if r is not None])
+            crash.point("watcher.after_reschedule")
         return len(claimed)
 
     async def _guarded(self, job_id: str, rec: dict[str, str]) -> Reschedule | None:
@@ -123,6 +126,7 @@ class Watcher:
         now = now_ms()
         try:
             job = await self.client.get_job(job_id)
+            crash.point(f"watcher.after_get:{job.status}")
         except bj.NotFound:
             await self._finish(chat, job_id, {})
             return None
@@ -170,7 +174,9 @@ class Watcher:
             if msg:
                 await self.channel.edit_text(chat, int(msg), text, self._buttons(job_id, lang))
             else:
+                crash.point("progress.before_send")
                 fields["msg"] = await self.channel.send_text(chat, text, self._buttons(job_id, lang))
+                crash.point("progress.after_send")
         except Exception:
             log.warning("progress update for %s failed", job_id)
             return
@@ -185,6 +191,7 @@ class Watcher:
             # Another watcher is sending it right now (or died doing so): look again later.
             return (job.job_id, now_ms() + self.lease_ms, {})
         if claim > 0:
+            crash.point("summary.after_claim")
             final = texts.progress(lang, job, elapsed, hint)
             if rec.get("msg") and format(zlib.crc32(final.encode()), "x") != rec.get("text"):
                 try:
@@ -196,11 +203,14 @@ class Watcher:
             except Exception:
                 await self.store.release_summary(job.job_id)  # known not sent: try again later
                 return (job.job_id, now_ms() + self.next_delay_ms(1), {})
+            crash.point("summary.after_send")
             await self.store.summary_sent(job.job_id)
+            crash.point("summary.after_mark")
         await self._finish(chat, job.job_id, {"status": job.status})
         return None
 
     async def _finish(self, chat: int, job_id: str, fields: dict[str, Any]) -> None:
         await self.store.finish_job(job_id, fields)
+        crash.point("watcher.after_finish")
         if self.on_finished is not None:
             await self.on_finished(chat, job_id)
