@@ -237,3 +237,21 @@ async def test_restart_mid_watch_one_summary(telegram, sandbox, redis, tmp_path,
     finally:
         await second.stop()
         await second.client.aclose()
+
+
+async def test_telegram_5xx_on_getupdates_sendmessage_and_edits(bot, telegram, sandbox, write):
+    """Bot API failures lose no update and never duplicate a summary."""
+    chat = 520
+    user = FakeTelegram.user(520)
+    sandbox.state.config.records_per_second = 3
+    telegram.fail("getUpdates", 502, "Bad Gateway", times=2)
+    telegram.fail("editMessageText", 500, "Internal Server Error", times=2)
+    telegram.send_document(chat, user, write("p.csv", "prompt\na\nb\nc\n"), caption="fast")
+    telegram.send_text(chat, user, "/help")
+    await until(has(telegram, chat, "finished"), what="summary despite Bot API errors")
+    await until(has(telegram, chat, "/template"), what="the second update, not lost")
+    telegram.fail("sendMessage", 500, "Internal Server Error", times=1)
+    telegram.send_text(chat, user, "/status")  # its answer is lost to the 500 ...
+    telegram.send_text(chat, user, "/jobs")  # ... the next update is still served
+    await until(has(telegram, chat, "Page 1"), what="updates after a failed send")
+    assert count(telegram, chat, "finished") == 1 and sandbox.state.submits == 1
