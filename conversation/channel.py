@@ -8,6 +8,10 @@ from typing import Protocol
 Buttons = list[list[tuple[str, str]]]  # rows of (label, callback data)
 
 
+class DeliveryUnknown(Exception):
+    """The channel sent a message and got no answer: it may or may not have arrived."""
+
+
 class DownloadError(Exception):
     def __init__(self, reason: str) -> None:  # too_large | download_failed | download_refused
         super().__init__(reason)

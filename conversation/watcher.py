@@ -25,7 +25,7 @@ from batchjob import errors as bj
 from batchjob.client import BatchJobClient
 from batchjob.models import Job
 from conversation import crash, texts
-from conversation.channel import Channel
+from conversation.channel import Channel, DeliveryUnknown
 from conversation.settings import ConversationSettings
 from conversation.store import Store, now_ms
 
@@ -200,7 +200,11 @@ class Watcher:
                     log.warning("final progress edit for %s failed", job.job_id)
             try:
                 await self.channel.send_text(chat, texts.summary(lang, job, elapsed, hint))
-            except Exception:
+            except DeliveryUnknown:
+                # It may have arrived: sending again could duplicate it. Keep it as sent.
+                log.warning("summary of %s: delivery unknown, not repeated", job.job_id)
+            except Exception as e:
+                log.warning("summary of %s not sent (%s); will retry", job.job_id, type(e).__name__)
                 await self.store.release_summary(job.job_id)  # known not sent: try again later
                 return (job.job_id, now_ms() + self.next_delay_ms(1), {})
             crash.point("summary.after_send")

@@ -63,6 +63,9 @@ class TelegramBot:
             .base_file_url(tg.telegram_file_base_url)
             .concurrent_updates(True)
             .job_queue(None)
+            .read_timeout(tg.telegram_timeout_seconds)
+            .write_timeout(tg.telegram_timeout_seconds)
+            .get_updates_read_timeout(tg.telegram_timeout_seconds + 10)
         )
         if tg.webhook:
             builder = builder.updater(None)

@@ -7,10 +7,10 @@ import logging
 from pathlib import Path
 
 from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, InputFile
-from telegram.error import BadRequest, RetryAfter, TelegramError
+from telegram.error import BadRequest, RetryAfter, TelegramError, TimedOut
 
 from bot.telegram.flood import FloodControl
-from conversation.channel import Buttons, DownloadError
+from conversation.channel import Buttons, DeliveryUnknown, DownloadError
 
 log = logging.getLogger("bot.telegram")
 
@@ -74,13 +74,16 @@ class TelegramChannel:
         message_id = 0
         for i, piece in enumerate(pieces):
             last = i == len(pieces) - 1
-            msg = await self._call(
-                chat_id,
-                self.bot.send_message,
-                chat_id=chat_id,
-                text=piece,
-                reply_markup=markup(buttons) if last else None,
-            )
+            try:
+                msg = await self._call(
+                    chat_id,
+                    self.bot.send_message,
+                    chat_id=chat_id,
+                    text=piece,
+                    reply_markup=markup(buttons) if last else None,
+                )
+            except TimedOut:
+                raise DeliveryUnknown("sendMessage timed out") from None  # sent; maybe delivered
             message_id = msg.message_id
         return message_id
 

@@ -22,6 +22,7 @@ class TelegramSettings(BaseSettings):
     bot_listen_host: str = "0.0.0.0"
     bot_listen_port: int = Field(8080, gt=0, lt=65536)
     bot_flood_scale: float = Field(1.0, gt=0, le=1.0)  # < 1 only for tests and benchmarks
+    telegram_timeout_seconds: float = Field(10.0, gt=0)  # read/write timeout of Bot API calls
 
     @property
     def webhook(self) -> bool:

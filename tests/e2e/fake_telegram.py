@@ -60,6 +60,7 @@ class FakeTelegram:
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self.files: dict[str, tuple[bytes, int]] = {}  # file_id -> (content, declared size)
         self.failures: dict[str, list[tuple[int, str, int | None]]] = {}
+        self.delays: dict[str, list[float]] = {}  # method -> answer delays (the request is served first)
         self.sends: list[tuple[float, int]] = []  # (time, chat) of every send and edit, for flood checks
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -191,6 +192,11 @@ class FakeTelegram:
             }
         )
 
+    def delay(self, method: str, seconds: float, times: int = 1) -> None:
+        """Serve the next `times` calls of `method`, then answer only after `seconds` (a timeout)."""
+        with self.lock:
+            self.delays.setdefault(method, []).extend([seconds] * times)
+
     def fail(
         self, method: str, status: int, description: str, retry_after: int | None = None, times: int = 1
     ) -> None:
@@ -260,7 +266,13 @@ class FakeTelegram:
         handler = getattr(self, "_m_" + method, None)
         if handler is None:
             return self._ok(True)
-        return await handler(params)
+        response = await handler(params)
+        with self.lock:
+            queued_delay = self.delays.get(method)
+            pause = queued_delay.pop(0) if queued_delay else 0.0
+        if pause and not self.closing:
+            await asyncio.sleep(pause)
+        return response
 
     async def _m_getMe(self, p: dict[str, Any]) -> Response:
         return self._ok(BOT)

@@ -255,3 +255,28 @@ async def test_telegram_5xx_on_getupdates_sendmessage_and_edits(bot, telegram, s
     telegram.send_text(chat, user, "/jobs")  # ... the next update is still served
     await until(has(telegram, chat, "Page 1"), what="updates after a failed send")
     assert count(telegram, chat, "finished") == 1 and sandbox.state.submits == 1
+
+
+async def test_telegram_timeouts_lose_no_update_and_repeat_no_summary(
+    telegram, sandbox, redis, tmp_path, write
+):
+    """A Bot API call that times out may have arrived: updates are not lost (getUpdates keeps its
+    offset) and a summary whose send timed out is not sent again."""
+    chat = 530
+    user = FakeTelegram.user(530)
+    b = make_bot(telegram, sandbox, redis, tmp_path, telegram_timeout_seconds=0.5)
+    await b.start()
+    try:
+        sandbox.state.config.records_per_second = 3
+        telegram.send_document(chat, user, write("p.csv", "prompt\na\nb\nc\n"), caption="fast")
+        await until(has(telegram, chat, "░"), what="the progress message")
+        telegram.delay("getUpdates", 1.5, times=1)  # one long poll times out
+        telegram.delay("sendMessage", 1.5, times=1)  # the next message (the summary) times out
+        await until(has(telegram, chat, "finished"))
+        telegram.send_text(chat, user, "/help")
+        await until(has(telegram, chat, "/template"), what="an update after the timeouts")
+        await until(lambda: b.app.store is not None and not telegram.delays.get("sendMessage"))
+        assert count(telegram, chat, "finished") == 1 and sandbox.state.submits == 1
+    finally:
+        await b.stop()
+        await b.client.aclose()
