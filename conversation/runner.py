@@ -64,7 +64,24 @@ from conversation.texts import status_line
 
 log = logging.getLogger("conversation.runner")
 
-RECONCILE_WINDOW_MS = 10 * 60 * 1000
+RECONCILE_SKEW_MS = 60_000  # clocks of the bot and the service may differ this much
+
+
+def _created_ms(value: str | float | None) -> int | None:
+    """A job's creation time in ms from an ISO string or epoch seconds/ms; None if unknown."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, int | float):
+        return int(value if value > 1e12 else value * 1000)
+    try:
+        from datetime import UTC, datetime
+
+        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        return int(parsed.timestamp() * 1000)
+    except ValueError:
+        return None
 
 
 def service_failure(step: str, e: bj.BatchJobError) -> ServiceFailed:
@@ -376,21 +393,28 @@ class Runner:
         return Submitted(job.job_id, job.status)
 
     async def _reconcile(self, intent_id: str, file_id: str) -> Event:
+        """Find the job a lost submit answer would have named: same file, created since the intent.
+
+        The time window keeps an older job of the same file (a file_id can be submitted again
+        on purpose) from being adopted by mistake.
+        """
         intent = await self.store.intent(intent_id) if intent_id else {}
-        created = int(intent.get(b"created_ms", b"0") or 0) if intent else 0
+        since = int(intent.get(b"created_ms", b"0") or 0) - RECONCILE_SKEW_MS if intent else 0
         try:
             for page in range(1, 4):
                 listing = await self.client.list_jobs(page=page, page_size=50)
                 for job in listing.items:
-                    if job.file_id == file_id:
+                    created = _created_ms(job.created_at)
+                    if job.file_id == file_id and (created is None or created >= since):
                         if intent_id:
-                            await self.store.intent_move(intent_id, "UNKNOWN", "SUBMITTED", job.job_id)
+                            for state in ("UNKNOWN", "SUBMITTING"):
+                                if await self.store.intent_move(intent_id, state, "SUBMITTED", job.job_id):
+                                    break
                         return Reconciled(job.job_id)
                 if len(listing.items) < 50:
                     break
         except bj.BatchJobError:
             pass
-        del created  # the service's list has no creation filter we can trust across shapes
         return Reconciled(None)
 
     async def _status(self, chat_id: int, lang: str, state: ChatState, job_id: str | None) -> None:

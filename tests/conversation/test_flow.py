@@ -238,3 +238,15 @@ async def test_stale_media_files_are_swept(app):
     os.utime(old, (past, past))
     assert app.runner.sweep_media() == 1
     assert not old.exists() and fresh.exists()
+
+
+async def test_reconcile_adopts_only_a_job_created_since_the_intent(app, write, sandbox):
+    """An older job of the same file (submitted again on purpose) is not mistaken for the lost one."""
+    up = await app.client.upload(write("p.csv", "prompt\nfox\n"))
+    old = await app.client.submit(up.file_id)
+    sandbox.state.jobs[old.job_id].created_at = "2020-01-01T00:00:00+00:00"  # long before the intent
+    await app.store.intent_begin("i-new", CHAT, up.file_id)
+    assert (await app.runner._reconcile("i-new", up.file_id)).job_id is None
+    new = await app.client.submit(up.file_id)
+    assert (await app.runner._reconcile("i-new", up.file_id)).job_id == new.job_id
+    assert (await app.store.intent("i-new"))[b"job_id"].decode() == new.job_id
