@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import locales
-from batchjob import DEFAULT_MODE, DEFAULT_MODEL
+from batchjob import DEFAULT_MODE, DEFAULT_MODEL, format_amount
 
 EXIT_CONFIG, EXIT_AUTH, EXIT_BALANCE, EXIT_REJECTED, EXIT_UNAVAILABLE, EXIT_UNKNOWN = 3, 4, 5, 6, 7, 8
 
@@ -157,11 +157,11 @@ async def _submit(args: argparse.Namespace, lang: str) -> int:
             t(
                 lang,
                 "cli.job.estimate",
-                cost=_n(est.estimated_cost),
+                cost=format_amount(est.estimated_cost),
                 currency=est.currency or "",
                 count=count,
-                unit_price=_n(est.unit_price),
-                balance=_n(est.balance),
+                unit_price=format_amount(est.unit_price),
+                balance=format_amount(est.balance),
             )
         )
         if args.estimate_only:
@@ -219,12 +219,6 @@ def _status_line(job: Any, lang: str) -> str:
         failed=job.failed or 0,
         percent=pct,
     )
-
-
-def _n(v: float | None) -> str:
-    if v is None:
-        return "?"
-    return f"{v:.4f}".rstrip("0").rstrip(".")
 
 
 async def _status(args: argparse.Namespace, lang: str) -> int:

@@ -32,7 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from batchjob import DEFAULT_MODE, DEFAULT_MODEL
+from batchjob import DEFAULT_MODE, DEFAULT_MODEL, format_amount
 from conversation.events import (
     Button,
     ButtonPressed,
@@ -185,9 +185,9 @@ def _estimate_parts(p: Pending) -> list[tuple[str, dict[str, Any]]]:
             "flow.estimate",
             {
                 "count": p.row_count,
-                "cost": _fmt(est.get("estimated_cost")),
+                "cost": format_amount(est.get("estimated_cost")),
                 "currency": est.get("currency") or "",
-                "balance": _fmt(est.get("balance")),
+                "balance": format_amount(est.get("balance")),
             },
         )
     )
@@ -210,14 +210,6 @@ def _ask_confirm(p: Pending, parts: list[tuple[str, dict[str, Any]]]) -> Reply:
         )
     )
     return Reply(tuple(parts), _confirm_buttons(p))
-
-
-def _fmt(v: Any) -> str:
-    if v is None:
-        return "?"
-    if isinstance(v, float):
-        return f"{v:.4f}".rstrip("0").rstrip(".")
-    return str(v)
 
 
 def _submit(s: ChatState, ctx: Context) -> Result:
@@ -342,7 +334,8 @@ def _on_inspected(s: ChatState, e: Inspected, ctx: Context) -> Result:
     r = e.report
     fatal = r.get("fatal")
     if fatal:
-        return _drop(s_with(s, converted=e.converted), "flow.file_unusable", message=fatal.get("message", ""))
+        p.converted = e.converted  # so that _drop cleans it up
+        return _drop(s, "flow.file_unusable", message=fatal.get("message", ""))
     rows = r.get("rows") or {}
     p.valid, p.invalid = rows.get("valid", 0), rows.get("invalid", 0)
     p.converted = e.converted
@@ -372,13 +365,6 @@ def _on_inspected(s: ChatState, e: Inspected, ctx: Context) -> Result:
         return s, [Reply((*parts, ("flow.fix_or_valid", {"valid": p.valid})), buttons, document)]
     s.phase = "uploading"
     return s, [Reply(tuple(parts)), Upload(e.converted or p.path or "", p.filename, p.mode)]
-
-
-def s_with(s: ChatState, **kw: Any) -> ChatState:
-    if s.pending is not None:
-        for k, v in kw.items():
-            setattr(s.pending, k, v)
-    return s
 
 
 def _on_uploaded(s: ChatState, e: Uploaded, ctx: Context) -> Result:

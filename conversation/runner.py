@@ -21,7 +21,7 @@ from redis.exceptions import RedisError
 
 import locales
 from batchjob import errors as bj
-from batchjob import templates
+from batchjob import format_amount, templates
 from batchjob.client import BatchJobClient, sanitize_filename
 from batchjob.input import Limits, convert_file
 from conversation import core, crash, resolve
@@ -97,12 +97,12 @@ def service_failure(step: str, e: bj.BatchJobError) -> ServiceFailed:
     kind = next((k for cls, k in kinds if isinstance(e, cls)), "unavailable")
     params: dict[str, Any] = {}
     if isinstance(e, bj.InsufficientBalance):
-        params = {"current": _n(e.current), "required": _n(e.required), "shortfall": _n(e.shortfall)}
+        params = {
+            "current": format_amount(e.current),
+            "required": format_amount(e.required),
+            "shortfall": format_amount(e.shortfall),
+        }
     return ServiceFailed(step, kind, (e.message or e.code or e.kind)[:300], params)
-
-
-def _n(v: float | None) -> str:
-    return "?" if v is None else f"{v:.4f}".rstrip("0").rstrip(".")
 
 
 class Runner:

@@ -209,13 +209,6 @@ class Store:
             out.append((_s(flat[i]), fields))
         return out
 
-    async def reschedule(self, job_id: str, at_ms: int, fields: dict[str, Any]) -> None:
-        async with self.r.pipeline(transaction=True) as p:
-            if fields:
-                p.hset(job_key(job_id), mapping=fields)
-            p.zadd(DUE, {job_id: at_ms}, xx=True)
-            await p.execute()
-
     async def reschedule_many(self, items: list[tuple[str, int, dict[str, Any]]]) -> None:
         """Record and reschedule a whole polled batch in one round trip."""
         if not items:
@@ -255,9 +248,6 @@ class Store:
 
     async def job(self, job_id: str) -> dict[str, str]:
         return {_s(k): _s(v) for k, v in (await self.r.hgetall(job_key(job_id))).items()}
-
-    async def set_job(self, job_id: str, fields: dict[str, Any]) -> None:
-        await self.r.hset(job_key(job_id), mapping=fields)
 
     async def scheduled(self) -> int:
         return int(await self.r.zcard(DUE))

@@ -221,15 +221,6 @@ _CONFIGS = {
 }
 
 
-def canonical(prompt: str, ratio: str | None, urls: list[str]) -> dict[str, Any]:
-    """The canonical line as a dict (for callers that build lines outside a file)."""
-    errors: list[Issue] = []
-    line = simple_line(0, prompt, ratio or "", list(urls), errors)
-    if line is None:
-        raise ValueError(errors[0].code)
-    return orjson.loads(line)
-
-
 _VERTEX_KEEP = ("contents", "generationConfig", "systemInstruction", "safetySettings")
 
 

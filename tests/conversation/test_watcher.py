@@ -89,7 +89,7 @@ async def test_bounded_watch_time(redis, channel, sandbox, write, tmp_path):
         (job_id,) = await submit_jobs(client, write, 1)
         store = Store(redis)
         await store.add_job(job_id, 1)
-        await store.set_job(job_id, {"started_ms": 1})  # started long ago
+        await redis.hset(f"bjb:{{jobs}}:job:{job_id}", "started_ms", 1)  # started long ago
         w = Watcher(store, client, channel, settings(tmp_path, watch_max_seconds=60))
         await w.run_once()
     assert f"/status {job_id}" in channel.texts()[-1] and await store.scheduled() == 0
