@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Protocol
 
 Buttons = list[list[tuple[str, str]]]  # rows of (label, callback data)
+
+# How long a send can wait, for a channel with a shared send budget: first the first answer
+# to what someone just did, then further answers, then the watcher's progress and summaries
+# (nobody is waiting on a progress edit). Set by the runner and the watcher for their tasks.
+FIRST_ANSWER, ANSWER, BACKGROUND = 0, 1, 2
+SEND_PRIORITY: ContextVar[int] = ContextVar("send_priority", default=ANSWER)
 
 
 class DeliveryUnknown(Exception):

@@ -25,7 +25,7 @@ from batchjob import format_amount, templates
 from batchjob.client import BatchJobClient, sanitize_filename
 from batchjob.input import Limits, convert_file
 from conversation import core, crash, resolve
-from conversation.channel import Buttons, Channel, DownloadError
+from conversation.channel import ANSWER, FIRST_ANSWER, SEND_PRIORITY, Buttons, Channel, DownloadError
 from conversation.events import (
     CancelJob,
     Cleanup,
@@ -133,6 +133,7 @@ class Runner:
 
     async def handle(self, chat_id: int, event: Event, client_lang: str | None = None) -> None:
         """Process one event and everything it leads to."""
+        SEND_PRIORITY.set(FIRST_ANSWER)  # this update's task: its first reply goes out first
         queue: list[Event] = [event]
         while queue:
             ev = queue.pop(0)
@@ -166,7 +167,10 @@ class Runner:
 
     async def _safe_send(self, chat_id: int, text: str, buttons: Buttons | None = None) -> int | None:
         try:
-            return await self.channel.send_text(chat_id, text, buttons)
+            sent = await self.channel.send_text(chat_id, text, buttons)
+            if SEND_PRIORITY.get() == FIRST_ANSWER:
+                SEND_PRIORITY.set(ANSWER)  # answered: the rest can wait behind others' first answers
+            return sent
         except Exception:  # a failing channel must not take the flow down
             log.exception("send failed for chat %s", chat_id)
             return None

@@ -12,7 +12,8 @@ Layout (hash tags keep each group in one Redis Cluster slot):
     bjb:{file:<file_id>}:rows    record count of a file this bot uploaded (TTL 30 days)
     bjb:{upd:<update_id>}        update dedupe marker (TTL)
     bjb:{jobs}:finished          HASH status -> count of finished jobs (metrics)
-    bjb:{flood}:chat:<id>, :all  next free send slot per chat and overall (bot/telegram/flood.py)
+    bjb:{flood}:chat:<id>[:busy], :all  per chat: next allowed send, request in flight;
+                                 overall: next start slot (bot/telegram/flood.py)
 
 Redis is the source of truth for everything that must survive a restart.
 """

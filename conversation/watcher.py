@@ -25,7 +25,7 @@ from batchjob import errors as bj
 from batchjob.client import BatchJobClient
 from batchjob.models import Job
 from conversation import crash, texts
-from conversation.channel import Channel, DeliveryUnknown
+from conversation.channel import BACKGROUND, SEND_PRIORITY, Channel, DeliveryUnknown
 from conversation.settings import ConversationSettings
 from conversation.store import Store, now_ms
 
@@ -91,6 +91,13 @@ class Watcher:
 
     async def run_once(self) -> int:
         """One round: claim due jobs (one call), poll them, reschedule them all (one call)."""
+        priority = SEND_PRIORITY.set(BACKGROUND)  # the polls' tasks inherit it
+        try:
+            return await self._round()
+        finally:
+            SEND_PRIORITY.reset(priority)
+
+    async def _round(self) -> int:
         claimed = await self.store.claim(now_ms(), self.lease_ms, self.batch)
         if claimed:
             crash.point("watcher.after_claim")

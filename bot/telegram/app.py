@@ -62,6 +62,10 @@ class TelegramBot:
             .base_url(tg.telegram_api_base_url)
             .base_file_url(tg.telegram_file_base_url)
             .concurrent_updates(True)
+            # Few connections suffice: sends are paced and downloads bounded, and the HTTP
+            # pool's bookkeeping costs grow with the square of its connections.
+            .connection_pool_size(32)
+            .pool_timeout(10)
             .job_queue(None)
             .read_timeout(tg.telegram_timeout_seconds)
             .write_timeout(tg.telegram_timeout_seconds)

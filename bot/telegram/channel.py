@@ -6,6 +6,7 @@ import asyncio
 import logging
 from pathlib import Path
 
+import httpx
 from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, InputFile
 from telegram.error import BadRequest, RetryAfter, TelegramError, TimedOut
 
@@ -45,16 +46,26 @@ def markup(buttons: Buttons | None) -> InlineKeyboardMarkup | None:
     return InlineKeyboardMarkup([r for r in rows if r]) if any(rows) else None
 
 
+def never_sent(e: TimedOut) -> bool:
+    """A timeout before the request left (no connection from the pool, or none made)."""
+    return isinstance(e.__cause__, httpx.PoolTimeout | httpx.ConnectTimeout)
+
+
 def _retry_after_seconds(e: RetryAfter) -> float:
     ra = e.retry_after
     return ra.total_seconds() if hasattr(ra, "total_seconds") else float(ra)
 
 
 class TelegramChannel:
-    def __init__(self, bot: Bot, flood: FloodControl | None = None, *, max_attempts: int = 4) -> None:
+    def __init__(
+        self, bot: Bot, flood: FloodControl | None = None, *, max_attempts: int = 4, max_downloads: int = 8
+    ) -> None:
         self.bot = bot
         self.flood = flood
         self.max_attempts = max_attempts
+        # Downloads at once: more would only queue inside the HTTP pool, whose bookkeeping
+        # grows with every queued request, and hold up the messages.
+        self._downloads = asyncio.Semaphore(max_downloads)
 
     async def _call(self, chat_id: int, fn, /, **kwargs):  # type: ignore[no-untyped-def]
         """Flood control before each call; a 429 is waited out (Telegram did not process it)."""
@@ -82,7 +93,9 @@ class TelegramChannel:
                     text=piece,
                     reply_markup=markup(buttons) if last else None,
                 )
-            except TimedOut:
+            except TimedOut as e:
+                if never_sent(e):
+                    raise
                 raise DeliveryUnknown("sendMessage timed out") from None  # sent; maybe delivered
             message_id = msg.message_id
         return message_id
@@ -117,10 +130,11 @@ class TelegramChannel:
 
     async def download(self, ref: str, dest: Path, max_bytes: int) -> Path:
         try:
-            file = await self.bot.get_file(ref)
-            if file.file_size and file.file_size > max_bytes:
-                raise DownloadError("too_large")
-            await file.download_to_drive(custom_path=dest)
+            async with self._downloads:
+                file = await self.bot.get_file(ref)
+                if file.file_size and file.file_size > max_bytes:
+                    raise DownloadError("too_large")
+                await file.download_to_drive(custom_path=dest)
         except BadRequest as e:
             if "too big" in str(e).lower():
                 raise DownloadError("too_large") from None

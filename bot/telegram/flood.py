@@ -1,76 +1,144 @@
 """Flood control shared by every replica, kept in Redis.
 
-Telegram allows about 1 message/s per chat, 20/min per group and 30/s overall, and it
-counts messages when they *arrive*. So spacing is measured from the moment the previous
-request completed, not from when it was allowed:
+Telegram allows about 1 message/s per chat, 20/min per group and 30/s overall.
 
-- a sender first waits until its chat's next allowed time has passed;
-- then, holding this process's send lock (one request in flight per process, so late
-  wake-ups cannot pile up into a burst), it asks Redis once for the bot-wide slot;
-- after the request completes, the chat's and the bot's next allowed times are set from
-  Redis's clock. Replicas share the keys and the clock.
+- Per chat, spacing runs from the moment the previous request *completed* (Telegram counts a
+  message when it arrives, and a chat's messages are few): a chat is marked busy while its
+  request is in flight and gets its next allowed time when it returns.
+- Overall, starts are at least 40 ms apart (25/s) on Redis's clock, taken atomically at the
+  moment of starting, so several requests can be in flight at once (the round trip to
+  Telegram does not cap throughput) and replicas share the budget. Starting 25/s leaves
+  0.2 s of latency jitter before arrivals could bunch up to 30 within a second.
+- Within a process, one sender at a time waits for the next start, in the order of
+  `conversation.channel.SEND_PRIORITY` (first answers to what someone just did, further
+  answers, background sends: the watcher's progress and summaries), first come first served
+  within each: when many chats write at once, everyone hears back first, and progress
+  catches up in the gaps.
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import random
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from redis.asyncio import Redis
 
+from conversation.channel import SEND_PRIORITY
+
 T = TypeVar("T")
 
-# Wait (ms) until both the chat's and the bot's next allowed times have passed; 0 when both have.
-READY = """
+# Wait (ms) until the chat's next allowed time; 0 when it has passed. While a request to the
+# chat is in flight (KEYS[2]) the wait is short: its end sets the next allowed time.
+CHAT_READY = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return tonumber(ARGV[1]) end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local ready = 0
-for i = 1, #KEYS do ready = math.max(ready, tonumber(redis.call('GET', KEYS[i]) or '0')) end
+local ready = tonumber(redis.call('GET', KEYS[1]) or '0')
 if ready > now then return ready - now end
 return 0
 """
-# A send completed: next allowed times from now.
+# Take the start slot now: -1 when the chat is not ready; the wait (ms) when the bot-wide
+# slot is not due yet; 0 when taken (the chat is then busy until SENT, or ARGV[2] ms if the
+# sender dies). Set at the actual start, so late wake-ups cannot bunch starts together.
+TAKE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if redis.call('EXISTS', KEYS[2]) == 1 then return -1 end
+if tonumber(redis.call('GET', KEYS[1]) or '0') > now then return -1 end
+local due = tonumber(redis.call('GET', KEYS[3]) or '0')
+if due > now then return due - now end
+redis.call('SET', KEYS[3], now + tonumber(ARGV[1]), 'PX', 120000)
+redis.call('SET', KEYS[2], '1', 'PX', tonumber(ARGV[2]))
+return 0
+"""
+# The chat's request returned: no longer busy, next allowed time from now.
 SENT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('SET', KEYS[1], now + tonumber(ARGV[1]), 'PX', 120000)
-redis.call('SET', KEYS[2], now + tonumber(ARGV[2]), 'PX', 120000)
+redis.call('DEL', KEYS[2])
 return now
 """
 
 PRIVATE_INTERVAL_MS = 1050  # 1 message/s per chat
 GROUP_INTERVAL_MS = 3050  # 20 messages/min per group
-GLOBAL_INTERVAL_MS = 35  # under 30 messages/s overall
+GLOBAL_INTERVAL_MS = 40  # 25 starts/s: under 30 arrivals/s overall
+IN_FLIGHT_MS = 60_000  # a chat stays busy at most this long if its sender dies mid-request
+BUSY_POLL_MS = 20  # how often a sender looks again while another request to its chat is in flight
+
+
+class Turns:
+    """A lock handed out by priority (lower first), then in order of asking."""
+
+    def __init__(self) -> None:
+        self._busy = False
+        self._waiting: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._order = itertools.count()
+
+    async def acquire(self, priority: int) -> None:
+        if not self._busy and not self._waiting:
+            self._busy = True
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiting, (priority, next(self._order), fut))
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                self.release()  # handed the turn just as it was cancelled: pass it on
+            raise
+
+    def release(self) -> None:
+        while self._waiting:
+            _, _, fut = heapq.heappop(self._waiting)
+            if not fut.done():
+                fut.set_result(None)  # the turn passes straight to the next waiter
+                return
+        self._busy = False
 
 
 class FloodControl:
     def __init__(self, redis: Redis, *, scale: float = 1.0) -> None:
-        self._ready = redis.register_script(READY)
+        self._chat_ready = redis.register_script(CHAT_READY)
+        self._take = redis.register_script(TAKE)
         self._sent = redis.register_script(SENT)
         self.scale = scale  # tests and benchmarks may shrink the intervals
-        self._lock = asyncio.Lock()
+        self._turns = Turns()
 
     def _keys(self, chat_id: int) -> list[str]:
-        return [f"bjb:{{flood}}:chat:{chat_id}", "bjb:{flood}:all"]
+        chat = f"bjb:{{flood}}:chat:{chat_id}"
+        return [chat, f"{chat}:busy", "bjb:{flood}:all"]
 
-    async def _wait_until(self, keys: list[str]) -> None:
-        while (wait_ms := int(await self._ready(keys=keys))) > 0:
-            # A little jitter so that many waiting senders do not ask again all at once.
-            await asyncio.sleep(wait_ms / 1000 + random.uniform(0, 0.005))
+    @staticmethod
+    async def _sleep_ms(ms: int) -> None:
+        # A little jitter so that many waiting senders do not ask again all at once.
+        await asyncio.sleep(ms / 1000 + random.uniform(0, 0.005))
 
     async def send(self, chat_id: int, request: Callable[[], Awaitable[T]]) -> T:
         """Perform `request` (one message to `chat_id`) within the limits."""
         keys = self._keys(chat_id)
-        interval = GROUP_INTERVAL_MS if chat_id < 0 else PRIVATE_INTERVAL_MS
-        await self._wait_until(keys[:1])  # the chat's own pace, without holding up others
-        async with self._lock:
-            await self._wait_until(keys)
+        interval = max(1, int((GROUP_INTERVAL_MS if chat_id < 0 else PRIVATE_INTERVAL_MS) * self.scale))
+        global_ms = max(1, int(GLOBAL_INTERVAL_MS * self.scale))
+        priority = SEND_PRIORITY.get()
+        while True:
+            # The chat's own pace first, without holding up other chats.
+            while (wait_ms := int(await self._chat_ready(keys=keys[:2], args=[BUSY_POLL_MS]))) > 0:
+                await self._sleep_ms(wait_ms)
+            await self._turns.acquire(priority)
             try:
-                return await request()
+                # Holding the turn: starts go out in priority order.
+                while (wait_ms := int(await self._take(keys=keys, args=[global_ms, IN_FLIGHT_MS]))) > 0:
+                    await asyncio.sleep(wait_ms / 1000)
             finally:
-                await self._sent(
-                    keys=keys,
-                    args=[max(1, int(interval * self.scale)), max(1, int(GLOBAL_INTERVAL_MS * self.scale))],
-                )
+                self._turns.release()
+            if wait_ms == 0:
+                break
+            # Another sender to this chat got there first: wait for the chat again.
+        try:
+            return await request()
+        finally:
+            await self._sent(keys=keys[:2], args=[interval])

@@ -250,3 +250,30 @@ async def test_reconcile_adopts_only_a_job_created_since_the_intent(app, write, 
     new = await app.client.submit(up.file_id)
     assert (await app.runner._reconcile("i-new", up.file_id)).job_id == new.job_id
     assert (await app.store.intent("i-new"))[b"job_id"].decode() == new.job_id
+
+
+async def test_send_priorities_first_answer_answer_background(app, channel, write, sandbox):
+    """A shared send budget serves the first answer to each user action first, then further
+    answers, then the watcher's progress and summary (bot/telegram/flood.py orders by this)."""
+    from conversation.channel import ANSWER, BACKGROUND, FIRST_ANSWER, SEND_PRIORITY
+
+    seen: list[tuple[str, int]] = []
+    send, edit = channel.send_text, channel.edit_text
+
+    async def send_text(chat_id, text, buttons=None):
+        seen.append((text.split()[0], SEND_PRIORITY.get()))
+        return await send(chat_id, text, buttons)
+
+    async def edit_text(chat_id, message_id, text, buttons=None):
+        seen.append(("edit", SEND_PRIORITY.get()))
+        return await edit(chat_id, message_id, text, buttons)
+
+    channel.send_text, channel.edit_text = send_text, edit_text
+    src = write("p.csv", "prompt\nfox\n")
+    # Each update is handled in its own task, as the Telegram application does.
+    await asyncio.create_task(app.runner.handle(CHAT, FileReceived(str(src), "p.csv", src.stat().st_size)))
+    await asyncio.create_task(app.runner.handle(CHAT, TextReceived("fast")))
+    await drain(app)
+    assert seen[:3] == [("Checked", FIRST_ANSWER), ("Uploaded:", ANSWER), ("Job", FIRST_ANSWER)]
+    background = seen[3:]  # the progress message (and its edits) and the summary
+    assert len(background) >= 2 and all(p == BACKGROUND for _, p in background)

@@ -5,29 +5,92 @@ from __future__ import annotations
 import asyncio
 import itertools
 
-from bot.telegram.flood import GLOBAL_INTERVAL_MS, PRIVATE_INTERVAL_MS, FloodControl
+from bot.telegram.flood import GLOBAL_INTERVAL_MS, PRIVATE_INTERVAL_MS, FloodControl, Turns
+from conversation.channel import ANSWER, BACKGROUND, FIRST_ANSWER, SEND_PRIORITY
 
 
 async def test_sends_are_spaced_per_chat_and_overall(redis):
-    flood = FloodControl(redis, scale=0.05)  # 52 ms per chat, ~2 ms overall
-    arrivals: list[tuple[int, float]] = []
+    """Per chat: from one request's return to the next one's start. Overall: between starts,
+    with several requests in flight at once (the round trip does not cap throughput)."""
+    scale = 0.25  # 262 ms per chat, 10 ms overall
+    flood = FloodControl(redis, scale=scale)
+    calls: list[tuple[int, float, float]] = []  # chat, start, end
     loop = asyncio.get_running_loop()
 
     async def request(chat: int) -> None:
-        await asyncio.sleep(0.003)  # the request travelling
-        arrivals.append((chat, loop.time()))
+        start = loop.time()
+        await asyncio.sleep(0.03)  # the request travelling: longer than the overall interval
+        calls.append((chat, start, loop.time()))
 
     async def sender(chat: int, n: int) -> None:
         for _ in range(n):
             await flood.send(chat, lambda chat=chat: request(chat))
 
-    await asyncio.gather(*(sender(c, 5) for c in (1, 2, 3)))
-    assert len(arrivals) == 15
-    for chat in (1, 2, 3):
-        times = [t for c, t in arrivals if c == chat]
-        assert all(b - a >= PRIVATE_INTERVAL_MS * 0.05 / 1000 for a, b in itertools.pairwise(times))
-    overall = sorted(t for _, t in arrivals)
-    assert all(b - a >= GLOBAL_INTERVAL_MS * 0.05 / 1000 for a, b in itertools.pairwise(overall))
+    async def two_at_once(chat: int) -> None:  # two tasks sending to one chat
+        await asyncio.gather(sender(chat, 2), sender(chat, 2))
+
+    await asyncio.gather(*(sender(c, 4) for c in (1, 2, 3, 4, 5)), two_at_once(6))
+    assert len(calls) == 24
+    tolerance = 0.002  # timer granularity
+    for chat in range(1, 7):
+        mine = sorted((s, e) for c, s, e in calls if c == chat)
+        for (_, end), (start, _) in itertools.pairwise(mine):
+            assert start - end >= PRIVATE_INTERVAL_MS * scale / 1000 - tolerance
+    starts = sorted(s for _, s, _ in calls)
+    assert all(b - a >= GLOBAL_INTERVAL_MS * scale / 1000 - tolerance for a, b in itertools.pairwise(starts))
+    overlapping = max(sum(1 for _, s, e in calls if s <= t < e) for t in starts)
+    assert overlapping > 1
+
+
+async def test_first_answers_then_answers_then_background_sends(redis):
+    """Starts go out one at a time in each process: queued first answers overtake further
+    answers, which overtake progress edits."""
+    flood = FloodControl(redis, scale=0.01)
+    order: list[str] = []
+
+    async def queued(name: str, chat: int, priority: int) -> None:
+        SEND_PRIORITY.set(priority)  # this task's own context
+
+        async def req() -> None:
+            order.append(name)
+
+        await flood.send(chat, req)
+
+    # The next overall start is a second away: the first sender holds its turn until then.
+    secs, micros = await redis.time()
+    await redis.set("bjb:{flood}:all", secs * 1000 + micros // 1000 + 1000)
+    head = asyncio.create_task(queued("head", 1, ANSWER))
+    for _ in range(100_000):
+        if flood._turns._busy:
+            break
+        await asyncio.sleep(0)
+    waiting = [asyncio.create_task(queued(f"progress{i}", 10 + i, BACKGROUND)) for i in range(2)]
+    waiting += [asyncio.create_task(queued(f"answer{i}", 20 + i, ANSWER)) for i in range(2)]
+    waiting += [asyncio.create_task(queued(f"first{i}", 30 + i, FIRST_ANSWER)) for i in range(2)]
+    for _ in range(100_000):  # let every sender reach its place in the queue
+        if len(flood._turns._waiting) == 6:
+            break
+        await asyncio.sleep(0)
+    assert len(flood._turns._waiting) == 6
+    await asyncio.gather(head, *waiting)
+    assert order[0] == "head"
+    assert sorted(order[1:3]) == ["first0", "first1"]  # within a class, in the order they asked
+    assert sorted(order[3:5]) == ["answer0", "answer1"]
+    assert sorted(order[5:]) == ["progress0", "progress1"]
+
+
+async def test_a_cancelled_waiter_passes_its_turn_on():
+    turns = Turns()
+    await turns.acquire(0)
+    cancelled = asyncio.create_task(turns.acquire(0))
+    later = asyncio.create_task(turns.acquire(1))
+    await asyncio.sleep(0)
+    turns.release()  # hands the turn to `cancelled` ...
+    cancelled.cancel()  # ... which is cancelled before it runs
+    await asyncio.wait_for(later, 1)  # the turn reached the next waiter
+    assert cancelled.cancelled()
+    turns.release()
+    assert not turns._busy
 
 
 def test_secrets_are_redacted_from_every_log_record(caplog):
