@@ -7,7 +7,11 @@ import re
 import threading
 
 import httpx
+import pytest
+from telegram.error import TimedOut
 
+from bot.telegram.channel import TelegramChannel
+from conversation.channel import DeliveryUnknown
 from tests.e2e.conftest import ADMIN, make_bot, until
 from tests.e2e.fake_telegram import FakeTelegram
 from tests.files import xlsx
@@ -280,3 +284,22 @@ async def test_telegram_timeouts_lose_no_update_and_repeat_no_summary(
     finally:
         await b.stop()
         await b.client.aclose()
+
+
+async def test_a_timeout_before_the_request_left_is_not_delivery_unknown():
+    """No connection from the pool (or none made): the message surely did not leave, so it
+    may be sent again; a read timeout means it may have arrived (DeliveryUnknown)."""
+
+    class Bot:
+        def __init__(self, cause: Exception) -> None:
+            self.cause = cause
+
+        async def send_message(self, **kwargs):
+            raise TimedOut() from self.cause
+
+    with pytest.raises(TimedOut):
+        await TelegramChannel(Bot(httpx.PoolTimeout("pool")), max_attempts=1).send_text(1, "hi")
+    with pytest.raises(TimedOut):
+        await TelegramChannel(Bot(httpx.ConnectTimeout("connect")), max_attempts=1).send_text(1, "hi")
+    with pytest.raises(DeliveryUnknown):
+        await TelegramChannel(Bot(httpx.ReadTimeout("read")), max_attempts=1).send_text(1, "hi")
