@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import multiprocessing as mp
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -138,6 +139,7 @@ async def run(chats: int, rows: int, timeout: float, spread: float) -> dict:
         child.join(5)
         await redis.flushdb()
         await redis.aclose()
+        shutil.rmtree(tmp, ignore_errors=True)
     first = [first_reply[c] - doc_at[c] for c in first_reply]
     conf = [accepted[c] - confirm_at[c] for c in accepted if c in confirm_at]
     return {
