@@ -67,7 +67,7 @@ return now
 PRIVATE_INTERVAL_MS = 1050  # 1 message/s per chat
 GROUP_INTERVAL_MS = 3050  # 20 messages/min per group
 GLOBAL_INTERVAL_MS = 40  # 25 starts/s: under 30 arrivals/s overall
-IN_FLIGHT_MS = 60_000  # a chat stays busy at most this long if its sender dies mid-request
+IN_FLIGHT_MS = 15_000  # a chat stays busy at most this long if its sender dies mid-request
 BUSY_POLL_MS = 20  # how often a sender looks again while another request to its chat is in flight
 
 
