@@ -9,9 +9,11 @@ charged to the bot's process.
 
 Reports p50/p99 of document -> first reply and of confirmation -> job accepted ("submitted"
 message), updates/s, lost updates (chats that never got their job accepted) and flood-limit
-breaches counted by the fake server. Note: with 30 messages/s overall, N first replies take
-at least N/30 s, so when N documents arrive at once p99 document -> first reply cannot be
-under 2 s beyond ~60 chats. `--spread S` lets the documents arrive evenly over S seconds.
+breaches counted by the fake server, and how many chats were in flight at once (between
+their document and their job accepted) at the peak. `--spread S` lets the documents arrive
+evenly over S seconds. Note: with 30 messages/s overall, N first replies take at least
+N/30 s, so when N documents arrive in the same instant p99 document -> first reply cannot be
+under 2 s beyond ~60 chats.
 """
 
 from __future__ import annotations
@@ -142,6 +144,12 @@ async def run(chats: int, rows: int, timeout: float, spread: float) -> dict:
         shutil.rmtree(tmp, ignore_errors=True)
     first = [first_reply[c] - doc_at[c] for c in first_reply]
     conf = [accepted[c] - confirm_at[c] for c in accepted if c in confirm_at]
+    # Chats in flight at once: from the document until the job was accepted (or the end).
+    events = sorted([(t, 1) for t in doc_at.values()] + [(accepted.get(c, t0 + wall), -1) for c in doc_at])
+    in_flight = peak = 0
+    for _, step in events:
+        in_flight += step
+        peak = max(peak, in_flight)
     return {
         "chats": chats,
         "first_p50": pct(first, 0.5),
@@ -153,6 +161,7 @@ async def run(chats: int, rows: int, timeout: float, spread: float) -> dict:
         "breaches": sum(kinds.values()),
         "kinds": kinds,
         "wall": wall,
+        "peak": peak,
     }
 
 
@@ -167,14 +176,14 @@ def main() -> None:
     args = ap.parse_args()
     print(
         f"{'chats':>6}{'doc->1st p50':>14}{'p99':>8}{'confirm->job p50':>18}{'p99':>8}{'upd/s':>8}"
-        f"{'lost':>6}{'breaches':>10}{'wall s':>8}"
+        f"{'lost':>6}{'breaches':>10}{'wall s':>8}{'at once':>9}"
     )
     for n in (int(x) for x in args.chats.split(",")):
         r = asyncio.run(run(n, args.rows, args.timeout, args.spread))
         print(
             f"{r['chats']:>6}{r['first_p50']:>14.2f}{r['first_p99']:>8.2f}{r['accept_p50']:>18.2f}"
             f"{r['accept_p99']:>8.2f}{r['updates_s']:>8.1f}{r['lost']:>6}{r['breaches']:>10}{r['wall']:>8.1f}"
-            f"  {r['kinds']}"
+            f"{r['peak']:>9}  {r['kinds']}"
         )
 
 
