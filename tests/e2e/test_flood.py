@@ -42,6 +42,34 @@ async def test_sends_are_spaced_per_chat_and_overall(redis):
     assert overlapping > 1
 
 
+async def test_replicas_share_the_budget(redis):
+    """Two bot processes (two FloodControl objects on one Redis) sending to the same chats:
+    starts stay spaced overall and per chat, as if one process sent everything."""
+    scale = 0.25
+    replicas = [FloodControl(redis, scale=scale), FloodControl(redis, scale=scale)]
+    calls: list[tuple[int, float, float]] = []
+    loop = asyncio.get_running_loop()
+
+    async def request(chat: int) -> None:
+        start = loop.time()
+        await asyncio.sleep(0.02)
+        calls.append((chat, start, loop.time()))
+
+    async def sender(flood: FloodControl, chat: int, n: int) -> None:
+        for _ in range(n):
+            await flood.send(chat, lambda chat=chat: request(chat))
+
+    await asyncio.gather(*(sender(f, chat, 3) for f in replicas for chat in (1, 2, 3)))
+    assert len(calls) == 18
+    tolerance = 0.002
+    for chat in (1, 2, 3):
+        mine = sorted((s, e) for c, s, e in calls if c == chat)
+        for (_, end), (start, _) in itertools.pairwise(mine):
+            assert start - end >= PRIVATE_INTERVAL_MS * scale / 1000 - tolerance
+    starts = sorted(s for _, s, _ in calls)
+    assert all(b - a >= GLOBAL_INTERVAL_MS * scale / 1000 - tolerance for a, b in itertools.pairwise(starts))
+
+
 async def test_first_answers_then_answers_then_background_sends(redis):
     """Starts go out one at a time in each process: queued first answers overtake further
     answers, which overtake progress edits."""
