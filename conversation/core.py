@@ -406,8 +406,7 @@ def _on_submitted(s: ChatState, e: Submitted, ctx: Context) -> Result:
     intent, count, model, mode = p.intent_id, p.row_count, p.model, p.mode
     s, out = _drop(s)
     return s, [
-        _reply("flow.submitted", job_id=e.job_id, model=model, mode=mode),
-        Watch(e.job_id, intent, count),
+        Watch(e.job_id, intent, count, _reply("flow.submitted", job_id=e.job_id, model=model, mode=mode)),
         *out,
     ]
 

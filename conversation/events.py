@@ -209,9 +209,13 @@ class LookupRows:
 
 @dataclass(frozen=True)
 class Watch:
+    """Watch a job. `announce` (when set) is sent first, with the job's buttons, and becomes
+    the job's progress message: one message per job, edited until it ends."""
+
     job_id: str
     intent_id: str | None
     record_count: int | None
+    announce: Reply | None = None
 
 
 @dataclass(frozen=True)

@@ -60,7 +60,7 @@ from conversation.events import (
 from conversation.settings import ConversationSettings
 from conversation.state import ChatState
 from conversation.store import Store, now_ms
-from conversation.texts import status_line
+from conversation.texts import job_buttons, status_line
 
 log = logging.getLogger("conversation.runner")
 
@@ -264,8 +264,16 @@ class Runner:
                 return await self._reconcile(intent_id, file_id)
             case LookupRows(file_id=file_id):
                 return RowsKnown(file_id, await self.store.file_rows(file_id))
-            case Watch(job_id=job_id, intent_id=intent_id, record_count=count):
-                await self.store.add_job(job_id, chat_id, intent=intent_id or "", count=count, lang=lang)
+            case Watch(job_id=job_id, intent_id=intent_id, record_count=count, announce=announce):
+                msg = None
+                if announce is not None:
+                    # Sent here, as an answer to the confirmation; the watcher then edits it.
+                    text, _ = self.render(lang, announce)
+                    msg = await self._safe_send(chat_id, text, job_buttons(lang, job_id))
+                    crash.point("watch.after_announce")
+                await self.store.add_job(
+                    job_id, chat_id, intent=intent_id or "", count=count, lang=lang, msg=msg
+                )
                 crash.point("watch.after_add")
             case CancelJob(job_id=job_id, reason=reason):
                 try:

@@ -181,8 +181,10 @@ class Store:
         intent: str = "",
         count: int | None = None,
         lang: str = "en",
+        msg: int | None = None,
     ) -> None:
-        """A job to watch. Record and schedule in one transaction: never one without the other."""
+        """A job to watch. Record and schedule in one transaction: never one without the other.
+        `msg` is the job's progress message, when it was already sent."""
         t = now_ms()
         async with self.r.pipeline(transaction=True) as p:
             p.hsetnx(job_key(job_id), "started_ms", t)
@@ -194,6 +196,7 @@ class Store:
                     "intent": intent,
                     "lang": lang,
                     "count": count if count is not None else "",
+                    **({"msg": msg} if msg else {}),
                 },
             )
             p.zadd(DUE, {job_id: t}, nx=True)

@@ -21,6 +21,17 @@ def bar(fraction: float | None) -> str:
     return "█" * full + "░" * (BAR_WIDTH - full)
 
 
+def job_buttons(lang: str, job_id: str) -> list[list[tuple[str, str]]]:
+    """The buttons under a job's progress message (refresh, details, cancel)."""
+    return [
+        [
+            (locales.t(lang, "btn.refresh"), f"j:r:{job_id}"),
+            (locales.t(lang, "btn.details"), f"j:d:{job_id}"),
+            (locales.t(lang, "btn.cancel"), f"j:x:{job_id}"),
+        ]
+    ]
+
+
 def progress(lang: str, job: Job, elapsed_s: float, total_hint: int | None = None) -> str:
     total = job.total if job.total is not None else total_hint
     done = job.processed

@@ -157,15 +157,6 @@ class Watcher:
         await self._progress(chat, job_id, text, rec, fields, now)
         return (job_id, now + self.next_delay_ms(polls), fields)
 
-    def _buttons(self, job_id: str, lang: str) -> list[list[tuple[str, str]]]:
-        return [
-            [
-                (locales.t(lang, "btn.refresh"), f"j:r:{job_id}"),
-                (locales.t(lang, "btn.details"), f"j:d:{job_id}"),
-                (locales.t(lang, "btn.cancel"), f"j:x:{job_id}"),
-            ]
-        ]
-
     async def _progress(
         self, chat: int, job_id: str, text: str, rec: dict[str, str], fields: dict[str, Any], now: int
     ) -> None:
@@ -179,10 +170,12 @@ class Watcher:
         msg = rec.get("msg")
         try:
             if msg:
-                await self.channel.edit_text(chat, int(msg), text, self._buttons(job_id, lang))
+                await self.channel.edit_text(chat, int(msg), text, texts.job_buttons(lang, job_id))
+                crash.point("progress.after_edit")
             else:
                 crash.point("progress.before_send")
-                fields["msg"] = await self.channel.send_text(chat, text, self._buttons(job_id, lang))
+                # Only when the announcement did not go out (or was not recorded): a new one.
+                fields["msg"] = await self.channel.send_text(chat, text, texts.job_buttons(lang, job_id))
                 crash.point("progress.after_send")
         except Exception:
             log.warning("progress update for %s failed", job_id)

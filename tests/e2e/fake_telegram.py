@@ -206,8 +206,19 @@ class FakeTelegram:
     # --- what the bot did ------------------------------------------------------------------
 
     def texts(self, chat_id: int | None = None) -> list[str]:
+        """The messages sent, as first sent."""
         with self.lock:
             return [m.text for m in self.messages if chat_id is None or m.chat_id == chat_id]
+
+    def shown(self, chat_id: int | None = None) -> list[str]:
+        """Every text the chat has shown: each message as sent and after each edit."""
+        with self.lock:
+            return [
+                t
+                for m in self.messages
+                if chat_id is None or m.chat_id == chat_id
+                for t in (m.text, *m.edits)
+            ]
 
     def buttons(self, chat_id: int) -> list[tuple[str, str]]:
         with self.lock:

@@ -21,7 +21,7 @@ EN = FakeTelegram.user(502, "en")
 
 
 def has(telegram, chat, needle):
-    return lambda: any(needle in t for t in telegram.texts(chat))
+    return lambda: any(needle in t for t in telegram.shown(chat))
 
 
 def count(telegram, chat, needle):
@@ -40,12 +40,10 @@ async def test_zh_user_csv_reply_model_mode_progress_one_summary(bot, telegram, 
     await until(has(telegram, chat, "已结束"), what="summary")
     await until(lambda: sandbox.state.submits == 1)
     progress = [
-        m
-        for m in telegram.messages
-        if (m.chat_id == chat and m.text.startswith("任务") and "█" in m.text)
-        or (m.chat_id == chat and "░" in m.text)
+        m for m in telegram.messages if m.chat_id == chat and any("░" in t or "█" in t for t in m.edits)
     ]
-    assert len(progress) == 1 and progress[0].edits  # one progress message, edited
+    # One message per job: it announces the job, then is edited to show its progress.
+    assert len(progress) == 1 and "已提交" in progress[0].text and len(progress[0].edits) >= 2
     assert count(telegram, chat, "已结束") == 1
     methods = {c[0] for c in telegram.calls}
     assert {"getUpdates", "setMyCommands", "deleteWebhook"} <= methods
