@@ -71,10 +71,13 @@ class ConversationApp:
                 log.warning("media sweep failed")
             await asyncio.sleep(every_s)
 
-    async def stop(self) -> None:
+    async def stop(self, grace_s: float = 5.0) -> None:
         self.watcher.stop()
         if self._sweeper is not None:
             self._sweeper.cancel()
         if self._task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait_for(self._task, 5)
+            # The round in progress may finish; past the grace time it is cancelled, which is
+            # safe: its leases lapse and a watcher (another replica, or this bot restarted)
+            # takes the jobs over, a half-sent summary included.
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(self._task, grace_s)

@@ -146,3 +146,29 @@ async def test_summary_survives_a_watcher_that_died_while_sending(redis, channel
         await redis.hset(f"bjb:{{jobs}}:job:{job_id}", "summary", "claimed:1")  # now long dead
         await run_until_empty(store, w)
     assert sum("finished" in t for t in channel.texts()) == 1
+
+
+async def test_stop_returns_while_a_send_hangs(redis, channel, sandbox, write, tmp_path):
+    """Shutting down while the watcher waits on a send (a long flood-control queue, a hung
+    connection) ends within the grace time instead of failing; the summary's claim lapses
+    and a later watcher sends it (test_summary_survives_a_watcher_that_died_while_sending)."""
+    from conversation.app import ConversationApp
+
+    entered, never = asyncio.Event(), asyncio.Event()
+
+    async def hanging_send(chat_id, text, buttons=None):
+        entered.set()
+        await never.wait()
+
+    channel.send_text = hanging_send
+    async with BatchJobClient(sandbox.url, TOKEN) as client:
+        (job_id,) = await submit_jobs(client, write, 1)
+        while not (await client.get_job(job_id)).terminal:
+            await asyncio.sleep(0.02)
+        app = ConversationApp(redis, client, channel, settings(tmp_path))
+        await app.store.add_job(job_id, 1)
+        app.start_watcher()
+        await asyncio.wait_for(entered.wait(), 10)  # the summary's send has begun, and hangs
+        await app.stop(grace_s=0.2)
+        assert app._task is not None and app._task.done()
+        assert (await app.store.job(job_id))["summary"].startswith("claimed")
