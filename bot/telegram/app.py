@@ -61,7 +61,10 @@ class TelegramBot:
             .token(tg.telegram_bot_token.get_secret_value())
             .base_url(tg.telegram_api_base_url)
             .base_file_url(tg.telegram_file_base_url)
-            .concurrent_updates(True)
+            # Each update's handler lives until its answers are sent, and answers queue for
+            # the flood budget: with too few slots, later documents wait unread behind
+            # handlers that only wait to send. Handlers are cheap; downloads are bounded.
+            .concurrent_updates(1024)
             # Few connections suffice: sends are paced and downloads bounded, and the HTTP
             # pool's bookkeeping costs grow with the square of its connections.
             .connection_pool_size(32)
