@@ -19,6 +19,10 @@ class DeliveryUnknown(Exception):
     """The channel sent a message and got no answer: it may or may not have arrived."""
 
 
+class MessageGone(Exception):
+    """The message to edit no longer exists (the user deleted it) or can no longer be edited."""
+
+
 class DownloadError(Exception):
     def __init__(self, reason: str) -> None:  # too_large | download_failed | download_refused
         super().__init__(reason)

@@ -25,7 +25,7 @@ from batchjob import errors as bj
 from batchjob.client import BatchJobClient
 from batchjob.models import Job
 from conversation import crash, texts
-from conversation.channel import BACKGROUND, SEND_PRIORITY, Channel, DeliveryUnknown
+from conversation.channel import BACKGROUND, SEND_PRIORITY, Channel, DeliveryUnknown, MessageGone
 from conversation.settings import ConversationSettings
 from conversation.store import Store, now_ms
 
@@ -177,6 +177,9 @@ class Watcher:
                 # Only when the announcement did not go out (or was not recorded): a new one.
                 fields["msg"] = await self.channel.send_text(chat, text, texts.job_buttons(lang, job_id))
                 crash.point("progress.after_send")
+        except MessageGone:
+            fields["msg"] = ""  # deleted by the user: the next update starts a new one
+            return
         except Exception:
             log.warning("progress update for %s failed", job_id)
             return

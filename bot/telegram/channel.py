@@ -11,7 +11,7 @@ from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, InputFile
 from telegram.error import BadRequest, RetryAfter, TelegramError, TimedOut
 
 from bot.telegram.flood import FloodControl
-from conversation.channel import Buttons, DeliveryUnknown, DownloadError
+from conversation.channel import Buttons, DeliveryUnknown, DownloadError, MessageGone
 
 log = logging.getLogger("bot.telegram")
 
@@ -113,8 +113,11 @@ class TelegramChannel:
                 reply_markup=markup(buttons),
             )
         except BadRequest as e:
-            if "not modified" in str(e).lower():
+            reason = str(e).lower()
+            if "not modified" in reason:
                 return  # the same text again: harmless
+            if "message to edit not found" in reason or "can't be edited" in reason:
+                raise MessageGone(reason) from None
             raise
 
     async def send_document(

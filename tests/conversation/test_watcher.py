@@ -172,3 +172,26 @@ async def test_stop_returns_while_a_send_hangs(redis, channel, sandbox, write, t
         await app.stop(grace_s=0.2)
         assert app._task is not None and app._task.done()
         assert (await app.store.job(job_id))["summary"].startswith("claimed")
+
+
+async def test_a_deleted_progress_message_is_started_again(redis, channel, sandbox, write, tmp_path):
+    from conversation.channel import MessageGone
+
+    edit = channel.edit_text
+
+    async def edit_text(chat_id, message_id, text, buttons=None):
+        if message_id == 99:
+            raise MessageGone("message to edit not found")
+        return await edit(chat_id, message_id, text, buttons)
+
+    channel.edit_text = edit_text
+    sandbox.state.config.records_per_second = 10
+    async with BatchJobClient(sandbox.url, TOKEN) as client:
+        (job_id,) = await submit_jobs(client, write, 1, body="prompt\n" + "x\n" * 20)
+        store = Store(redis)
+        await store.add_job(job_id, 1, msg=99)  # its announcement, since deleted by the user
+        await run_until_empty(store, Watcher(store, client, channel, settings(tmp_path), lease_ms=100))
+    progress = [(mid, t) for _, mid, t, _ in channel.messages if t.startswith(f"Job {job_id}:")]
+    assert len(progress) == 1  # started again, once
+    assert all(mid == progress[0][0] for _, mid, _ in channel.edits)  # then edited, not 99
+    assert sum("finished" in t for t in channel.texts()) == 1

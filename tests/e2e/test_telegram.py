@@ -301,3 +301,16 @@ async def test_a_timeout_before_the_request_left_is_not_delivery_unknown():
         await TelegramChannel(Bot(httpx.ConnectTimeout("connect")), max_attempts=1).send_text(1, "hi")
     with pytest.raises(DeliveryUnknown):
         await TelegramChannel(Bot(httpx.ReadTimeout("read")), max_attempts=1).send_text(1, "hi")
+
+
+async def test_editing_a_deleted_message_says_it_is_gone():
+    from telegram.error import BadRequest
+
+    from conversation.channel import MessageGone
+
+    class Bot:
+        async def edit_message_text(self, **kwargs):
+            raise BadRequest("Message to edit not found")
+
+    with pytest.raises(MessageGone):
+        await TelegramChannel(Bot(), max_attempts=1).edit_text(1, 5, "hi")
