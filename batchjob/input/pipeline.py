@@ -12,8 +12,10 @@ import contextlib
 import csv
 import logging
 import os
+import shutil
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
 from typing import Any
@@ -55,15 +57,18 @@ def convert_file(
     *,
     skip_invalid: bool = False,
     limits: Limits | None = None,
+    halves: bool = False,
 ) -> Report:
     """Write canonical JSONL to `out` atomically when the file converts.
 
     Nothing is written when the file has a fatal problem, no valid row, or invalid rows
-    while `skip_invalid` is off.
+    while `skip_invalid` is off. `halves`: a large CSV may be converted in two processes
+    (batchjob/input/halves.py; it forks, so only for a single-threaded program such as the
+    command line); the result is the same.
     """
     writer = _AtomicLines(Path(out))
     try:
-        report = _run(Path(path), limits or Limits(), writer)
+        report = _run(Path(path), limits or Limits(), writer, halves=halves)
     except BaseException:
         writer.abort()
         raise
@@ -74,14 +79,14 @@ def convert_file(
     return report
 
 
-def _run(path: Path, limits: Limits, sink: _AtomicLines | None) -> Report:
+def _run(path: Path, limits: Limits, sink: _AtomicLines | None, *, halves: bool = False) -> Report:
     report = Report(path=str(path))
     clock = _Clock(limits)
     try:
         sniffed = sniff(path, limits)
         report.format, report.encoding = sniffed.format, sniffed.encoding
         if sniffed.format in ("jsonl", "csv", "tsv"):
-            _text(path, sniffed, report, limits, clock, sink)
+            _text(path, sniffed, report, limits, clock, sink, halves=halves)
         else:
             start, rows = _sheet_rows(path, report, limits)
             _table(start, rows, report, limits, clock, sink.write if sink else None, typed=True)
@@ -99,12 +104,26 @@ def _run(path: Path, limits: Limits, sink: _AtomicLines | None) -> Report:
 
 
 def _text(
-    path: Path, sniffed: Sniffed, report: Report, limits: Limits, clock: _Clock, sink: _AtomicLines | None
+    path: Path,
+    sniffed: Sniffed,
+    report: Report,
+    limits: Limits,
+    clock: _Clock,
+    sink: _AtomicLines | None,
+    *,
+    halves: bool = False,
 ) -> None:
     """Parse with the likely encoding; when a later byte proves it wrong, start over with the next."""
     for encoding in (sniffed.encoding, *sniffed.fallbacks):
         vars(report).update(vars(Report(path=str(path), format=sniffed.format, encoding=encoding)))
         emit = sink.write if sink else None
+        if halves and sink is not None and sniffed.format != "jsonl" and _halves_fit(path, encoding):
+            from batchjob.input import halves as two
+
+            if two.convert_halves(path, sniffed, encoding or "utf-8", report, limits, clock, sink):
+                return
+            sink.reset()  # nothing usable from the two halves: one process, from the start
+            vars(report).update(vars(Report(path=str(path), format=sniffed.format, encoding=encoding)))
         try:
             if sniffed.format == "jsonl":
                 _jsonl(path, encoding or "utf-8", report, limits, clock, emit)
@@ -119,6 +138,14 @@ def _text(
                 sink.reset()
     vars(report).update(vars(Report(path=str(path), format=sniffed.format)))
     raise InputError("encoding_unknown", tried=list(ENCODINGS_TRIED))
+
+
+def _halves_fit(path: Path, encoding: str | None) -> bool:
+    from batchjob.input.halves import ENCODINGS, MIN_BYTES
+
+    return (
+        (encoding or "utf-8") in ENCODINGS and path.stat().st_size >= MIN_BYTES and (os.cpu_count() or 1) > 1
+    )
 
 
 # --- tables (csv, tsv, xlsx, xls, ods) ---------------------------------------------------
@@ -222,6 +249,17 @@ def _map_columns(header: list[Any], report: Report) -> dict[str, int]:
     return indices
 
 
+@dataclass(frozen=True)
+class _Columns:
+    """Where the fields are in a table's rows, once its header has been read."""
+
+    prompt: int
+    ratio: int
+    urls: int
+    names: dict[str, str]  # field -> the column's name in the file, for row errors
+    fields: list[str | None]  # by position: the field a column holds, if any
+
+
 def _table(
     start: int,
     rows: Iterator[list[Any]],
@@ -231,43 +269,54 @@ def _table(
     emit: Emit | None,
     *,
     typed: bool,
+    columns: _Columns | None = None,
+    on_header: Callable[[_Columns], None] | None = None,
 ) -> None:
     """Find the header, map the columns, then check and emit every data row.
 
-    `start` is the file row number of the first row; numbers run on from there.
+    `start` is the file row number of the first row; numbers run on from there. With
+    `columns` the rows are data rows of a table whose header was read elsewhere.
+    `on_header` is told the mapping as soon as the header is read.
     """
     rownum = start - 1
     head: list[list[Any]] = []
     header: list[Any] | None = None
+    total = skipped = valid = invalid = 0
     try:
-        for row in rows:
-            rownum += 1
-            if _is_header(row):
-                header = row
-                break
-            head.append(row)
-            if len(head) >= HEADER_SCAN_ROWS:
-                break
-        if header is None:
-            seen = next((_texts(r) for r in head if _nonblank(r)), [])
-            raise InputError(
-                "no_prompt_column",
-                columns=[c[:40] for c in seen if c][:20] or ["-"],
-                expected=list(EXPECTED.values()),
+        if columns is None:
+            for row in rows:
+                rownum += 1
+                if _is_header(row):
+                    header = row
+                    break
+                head.append(row)
+                if len(head) >= HEADER_SCAN_ROWS:
+                    break
+            if header is None:
+                seen = next((_texts(r) for r in head if _nonblank(r)), [])
+                raise InputError(
+                    "no_prompt_column",
+                    columns=[c[:40] for c in seen if c][:20] or ["-"],
+                    expected=list(EXPECTED.values()),
+                )
+            report.header_row = rownum
+            idx = _map_columns(header, report)
+            fields: list[str | None] = [None] * (max(idx.values()) + 1)
+            for f, i in idx.items():
+                fields[i] = f
+            columns = _Columns(
+                idx["prompt"],
+                idx.get("aspect_ratio", -1),
+                idx.get("image_urls", -1),
+                {c.field: c.name for c in report.columns if c.field},
+                fields,
             )
-        report.header_row = rownum
+            if on_header is not None:
+                on_header(columns)
         report.kind = "simple"
-        idx = _map_columns(header, report)
-        pi = idx["prompt"]
-        ri = idx.get("aspect_ratio", -1)
-        ui = idx.get("image_urls", -1)
-        names = {c.field: c.name for c in report.columns if c.field}
-        fields: list[str | None] = [None] * (max(idx.values()) + 1)
-        for f, i in idx.items():
-            fields[i] = f
+        pi, ri, ui, names, fields = columns.prompt, columns.ratio, columns.urls, columns.names, columns.fields
         max_cell, max_rows = limits.max_cell_chars, limits.max_rows
         errors = report.errors
-        total = skipped = valid = invalid = 0
         for row in rows:
             rownum += 1
             total += 1
@@ -308,7 +357,7 @@ def _table(
             raise InputError("limit_cell_length", row=rownum + 1, limit=limits.max_cell_chars) from None
         raise InputError("csv_malformed", row=rownum + 1) from None
     finally:
-        if header is not None:
+        if columns is not None:
             report.total, report.skipped = total, skipped
             report.valid, report.invalid = valid, invalid
 
@@ -426,6 +475,13 @@ class _AtomicLines:
         if len(self.batch) >= 4096:
             self.f.writelines(self.batch)
             self.batch.clear()
+
+    def append_file(self, path: Path) -> None:
+        """Lines written elsewhere (another process), after those written here."""
+        self.f.writelines(self.batch)
+        self.batch.clear()
+        with open(path, "rb") as src:
+            shutil.copyfileobj(src, self.f, 1 << 20)
 
     def reset(self) -> None:
         self.batch.clear()
