@@ -141,11 +141,13 @@ def _text(
 
 
 def _halves_fit(path: Path, encoding: str | None) -> bool:
+    import multiprocessing
+
     from batchjob.input.halves import ENCODINGS, MIN_BYTES
 
-    return (
-        (encoding or "utf-8") in ENCODINGS and path.stat().st_size >= MIN_BYTES and (os.cpu_count() or 1) > 1
-    )
+    can_fork = "fork" in multiprocessing.get_all_start_methods()
+    big = path.stat().st_size >= MIN_BYTES
+    return (encoding or "utf-8") in ENCODINGS and big and can_fork and (os.cpu_count() or 1) > 1
 
 
 # --- tables (csv, tsv, xlsx, xls, ods) ---------------------------------------------------
