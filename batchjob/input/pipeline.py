@@ -141,13 +141,13 @@ def _text(
 
 
 def _halves_fit(path: Path, encoding: str | None) -> bool:
-    import multiprocessing
-
     from batchjob.input.halves import ENCODINGS, MIN_BYTES
 
-    can_fork = "fork" in multiprocessing.get_all_start_methods()
-    big = path.stat().st_size >= MIN_BYTES
-    return (encoding or "utf-8") in ENCODINGS and big and can_fork and (os.cpu_count() or 1) > 1
+    if (encoding or "utf-8") not in ENCODINGS or path.stat().st_size < MIN_BYTES or (os.cpu_count() or 1) < 2:
+        return False
+    import multiprocessing  # only for files that may use it: it is not free to import
+
+    return "fork" in multiprocessing.get_all_start_methods()
 
 
 # --- tables (csv, tsv, xlsx, xls, ods) ---------------------------------------------------
