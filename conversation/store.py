@@ -247,7 +247,7 @@ class Store:
         await self.r.hset(job_key(job_id), "summary", "sent")
 
     async def release_summary(self, job_id: str) -> None:
-        """The send failed for sure: let the next poll try again."""
+        """The send failed, or its sender is stopping: let the next poll try again."""
         await self.r.hdel(job_key(job_id), "summary")
 
     async def job(self, job_id: str) -> dict[str, str]:

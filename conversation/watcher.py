@@ -206,6 +206,12 @@ class Watcher:
             except DeliveryUnknown:
                 # It may have arrived: sending again could duplicate it. Keep it as sent.
                 log.warning("summary of %s: delivery unknown, not repeated", job.job_id)
+            except asyncio.CancelledError:
+                # Stopped mid-send (shutdown): hand the summary on now, as a takeover of the
+                # stale claim would later, instead of leaving it claimed for five leases.
+                with contextlib.suppress(RedisError):
+                    await self.store.release_summary(job.job_id)
+                raise
             except Exception as e:
                 log.warning("summary of %s not sent (%s); will retry", job.job_id, type(e).__name__)
                 await self.store.release_summary(job.job_id)  # known not sent: try again later
