@@ -22,11 +22,17 @@ import os
 from collections.abc import Iterator
 from itertools import chain
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from batchjob.input.detect import Sniffed
 from batchjob.input.limits import InputError, Limits
 from batchjob.input.report import WARNINGS_KEPT_PER_CODE, Issue, Report
+
+if TYPE_CHECKING:  # the pipeline imports this module lazily; no cycle at run time
+    from multiprocessing.connection import Connection
+    from multiprocessing.process import BaseProcess
+
+    from batchjob.input.pipeline import _AtomicLines, _Clock, _Columns
 
 MIN_BYTES = 4 << 20  # below this, forking costs more than it saves
 ENCODINGS = ("utf-8", "utf-8-sig", "gb18030")  # quote and newline bytes occur only as themselves
@@ -101,11 +107,11 @@ def _second_half(
     size: int,
     encoding: str,
     delimiter: str,
-    columns: Any,
+    columns: _Columns,
     limits: Limits,
-    clock: Any,
+    clock: _Clock,
     part: Path,
-    conn: Any,
+    conn: Connection,
 ) -> None:
     from batchjob.input.pipeline import _table
 
@@ -140,7 +146,13 @@ def _second_half(
 
 
 def convert_halves(
-    path: Path, sniffed: Sniffed, encoding: str, report: Report, limits: Limits, clock: Any, sink: Any
+    path: Path,
+    sniffed: Sniffed,
+    encoding: str,
+    report: Report,
+    limits: Limits,
+    clock: _Clock,
+    sink: _AtomicLines,
 ) -> bool:
     """Convert `path` in two processes into `sink`. False: nothing usable, start over."""
     from batchjob.input.pipeline import _table
@@ -152,10 +164,10 @@ def convert_halves(
     ctx = multiprocessing.get_context("fork")  # the command line is one thread
     receive, send = ctx.Pipe(duplex=False)
     part = sink.tmp.with_name(sink.tmp.name + ".part")
-    children: list[Any] = []
+    children: list[BaseProcess] = []
     delimiter = sniffed.delimiter or ","
 
-    def start_second_half(columns: Any) -> None:
+    def start_second_half(columns: _Columns) -> None:
         child = ctx.Process(
             target=_second_half,
             args=(path, cut, size, encoding, delimiter, columns, limits, clock, part, send),
