@@ -125,7 +125,7 @@ def cmd_convert(args: argparse.Namespace, lang: str) -> int:
     if not out.parent.is_dir():
         raise CliError(locales.t(lang, "cli.error.write", out=out, reason="no such directory"), EXIT_USAGE)
     try:
-        report = convert_file(args.file, out, skip_invalid=args.skip_invalid, limits=_limits(), halves=True)
+        report = convert_file(args.file, out, skip_invalid=args.skip_invalid, limits=_limits())
     except OSError as e:
         raise CliError(locales.t(lang, "cli.error.write", out=out, reason=e.strerror), 1) from None
     written = report.usable and (report.ok or args.skip_invalid)

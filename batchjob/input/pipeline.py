@@ -12,7 +12,6 @@ import contextlib
 import csv
 import logging
 import os
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from batchjob.input import rowscan
 from batchjob.input.columns import EXPECTED, field_for
 from batchjob.input.detect import ENCODINGS_TRIED, Sniffed, sniff
 from batchjob.input.limits import InputError, Limits
@@ -57,18 +57,15 @@ def convert_file(
     *,
     skip_invalid: bool = False,
     limits: Limits | None = None,
-    halves: bool = False,
 ) -> Report:
     """Write canonical JSONL to `out` atomically when the file converts.
 
     Nothing is written when the file has a fatal problem, no valid row, or invalid rows
-    while `skip_invalid` is off. `halves`: a large CSV may be converted in two processes
-    (batchjob/input/halves.py; it forks, so only for a single-threaded program such as the
-    command line); the result is the same.
+    while `skip_invalid` is off.
     """
     writer = _AtomicLines(Path(out))
     try:
-        report = _run(Path(path), limits or Limits(), writer, halves=halves)
+        report = _run(Path(path), limits or Limits(), writer)
     except BaseException:
         writer.abort()
         raise
@@ -79,17 +76,22 @@ def convert_file(
     return report
 
 
-def _run(path: Path, limits: Limits, sink: _AtomicLines | None, *, halves: bool = False) -> Report:
+def _run(path: Path, limits: Limits, sink: _AtomicLines | None) -> Report:
     report = Report(path=str(path))
     clock = _Clock(limits)
     try:
         sniffed = sniff(path, limits)
         report.format, report.encoding = sniffed.format, sniffed.encoding
         if sniffed.format in ("jsonl", "csv", "tsv"):
-            _text(path, sniffed, report, limits, clock, sink, halves=halves)
+            _text(path, sniffed, report, limits, clock, sink)
         else:
             start, rows = _sheet_rows(path, report, limits)
-            _table(start, rows, report, limits, clock, sink.write if sink else None, typed=True)
+            emit = sink.write if sink else None
+            if rowscan.enabled():
+                scan = rowscan.SheetRows(rows, limits.max_cell_chars)
+                _table(start, iter(scan), report, limits, clock, emit, typed=True, on_header=scan.use)
+            else:
+                _table(start, rows, report, limits, clock, emit, typed=True)
         if report.fatal is None and report.total - report.skipped == 0:
             report.fatal = Issue("no_data_rows")
     except InputError as e:
@@ -110,44 +112,31 @@ def _text(
     limits: Limits,
     clock: _Clock,
     sink: _AtomicLines | None,
-    *,
-    halves: bool = False,
 ) -> None:
     """Parse with the likely encoding; when a later byte proves it wrong, start over with the next."""
     for encoding in (sniffed.encoding, *sniffed.fallbacks):
         vars(report).update(vars(Report(path=str(path), format=sniffed.format, encoding=encoding)))
         emit = sink.write if sink else None
-        if halves and sink is not None and sniffed.format != "jsonl" and _halves_fit(path, encoding):
-            from batchjob.input import halves as two
-
-            if two.convert_halves(path, sniffed, encoding or "utf-8", report, limits, clock, sink):
-                return
-            sink.reset()  # nothing usable from the two halves: one process, from the start
-            vars(report).update(vars(Report(path=str(path), format=sniffed.format, encoding=encoding)))
         try:
             if sniffed.format == "jsonl":
                 _jsonl(path, encoding or "utf-8", report, limits, clock, emit)
             else:
-                with open(path, encoding=encoding, newline="") as f:
-                    csv.field_size_limit(limits.max_cell_chars)
-                    rows = csv.reader(f, delimiter=sniffed.delimiter or ",")
-                    _table(1, rows, report, limits, clock, emit, typed=False)
+                csv.field_size_limit(limits.max_cell_chars)
+                delimiter = sniffed.delimiter or ","
+                if rowscan.enabled():
+                    with open(path, "rb") as fb:
+                        scan = rowscan.CsvRows(fb, encoding or "utf-8", delimiter, limits.max_cell_chars)
+                        _table(1, iter(scan), report, limits, clock, emit, typed=False, on_header=scan.use)
+                else:
+                    with open(path, encoding=encoding, newline="") as f:
+                        rows = csv.reader(f, delimiter=delimiter)
+                        _table(1, rows, report, limits, clock, emit, typed=False)
             return
         except UnicodeDecodeError:
             if sink:
                 sink.reset()
     vars(report).update(vars(Report(path=str(path), format=sniffed.format)))
     raise InputError("encoding_unknown", tried=list(ENCODINGS_TRIED))
-
-
-def _halves_fit(path: Path, encoding: str | None) -> bool:
-    from batchjob.input.halves import ENCODINGS, MIN_BYTES
-
-    if (encoding or "utf-8") not in ENCODINGS or path.stat().st_size < MIN_BYTES or (os.cpu_count() or 1) < 2:
-        return False
-    import multiprocessing  # only for files that may use it: it is not free to import
-
-    return "fork" in multiprocessing.get_all_start_methods()
 
 
 # --- tables (csv, tsv, xlsx, xls, ods) ---------------------------------------------------
@@ -264,62 +253,72 @@ class _Columns:
 
 def _table(
     start: int,
-    rows: Iterator[list[Any]],
+    rows: Iterator[Any],
     report: Report,
     limits: Limits,
     clock: _Clock,
     emit: Emit | None,
     *,
     typed: bool,
-    columns: _Columns | None = None,
     on_header: Callable[[_Columns], None] | None = None,
 ) -> None:
     """Find the header, map the columns, then check and emit every data row.
 
-    `start` is the file row number of the first row; numbers run on from there. With
-    `columns` the rows are data rows of a table whose header was read elsewhere.
-    `on_header` is told the mapping as soon as the header is read.
+    `start` is the file row number of the first row; numbers run on from there.
+    `on_header` is told the mapping as soon as the header is read (a native row reader
+    starts then). Rows are lists of cells, or `rowscan.Run`s: stretches of rows read
+    natively, which come with their lines and counts.
     """
     rownum = start - 1
     head: list[list[Any]] = []
     header: list[Any] | None = None
+    columns: _Columns | None = None
     total = skipped = valid = invalid = 0
     try:
-        if columns is None:
-            for row in rows:
-                rownum += 1
-                if _is_header(row):
-                    header = row
-                    break
-                head.append(row)
-                if len(head) >= HEADER_SCAN_ROWS:
-                    break
-            if header is None:
-                seen = next((_texts(r) for r in head if _nonblank(r)), [])
-                raise InputError(
-                    "no_prompt_column",
-                    columns=[c[:40] for c in seen if c][:20] or ["-"],
-                    expected=list(EXPECTED.values()),
-                )
-            report.header_row = rownum
-            idx = _map_columns(header, report)
-            fields: list[str | None] = [None] * (max(idx.values()) + 1)
-            for f, i in idx.items():
-                fields[i] = f
-            columns = _Columns(
-                idx["prompt"],
-                idx.get("aspect_ratio", -1),
-                idx.get("image_urls", -1),
-                {c.field: c.name for c in report.columns if c.field},
-                fields,
+        for row in rows:
+            rownum += 1
+            if _is_header(row):
+                header = row
+                break
+            head.append(row)
+            if len(head) >= HEADER_SCAN_ROWS:
+                break
+        if header is None:
+            seen = next((_texts(r) for r in head if _nonblank(r)), [])
+            raise InputError(
+                "no_prompt_column",
+                columns=[c[:40] for c in seen if c][:20] or ["-"],
+                expected=list(EXPECTED.values()),
             )
-            if on_header is not None:
-                on_header(columns)
+        report.header_row = rownum
+        idx = _map_columns(header, report)
+        fields: list[str | None] = [None] * (max(idx.values()) + 1)
+        for f, i in idx.items():
+            fields[i] = f
+        columns = _Columns(
+            idx["prompt"],
+            idx.get("aspect_ratio", -1),
+            idx.get("image_urls", -1),
+            {c.field: c.name for c in report.columns if c.field},
+            fields,
+        )
+        if on_header is not None:
+            on_header(columns)
         report.kind = "simple"
         pi, ri, ui, names, fields = columns.prompt, columns.ratio, columns.urls, columns.names, columns.fields
         max_cell, max_rows = limits.max_cell_chars, limits.max_rows
         errors = report.errors
         for row in rows:
+            if isinstance(row, rowscan.Run):  # a stretch of rows read natively, whole
+                lines, n, blank = row.take(max_rows - (total - skipped), emit is not None)
+                rownum += n
+                total += n
+                skipped += blank
+                valid += n - blank
+                if lines and emit is not None:
+                    emit(lines)
+                clock.check()
+                continue
             rownum += 1
             total += 1
             if total % _CLOCK_EVERY == 0:
@@ -471,19 +470,13 @@ class _AtomicLines:
         self.batch: list[bytes] = []
 
     def write(self, line: bytes) -> None:
+        """One line, or many lines at once (rows read natively)."""
         # Lines are gathered and written in batches: one write call per line costs more
         # than the JSON encoding of the line.
         self.batch.append(line)
-        if len(self.batch) >= 4096:
+        if len(self.batch) >= 4096 or len(line) > 65536:
             self.f.writelines(self.batch)
             self.batch.clear()
-
-    def append_file(self, path: Path) -> None:
-        """Lines written elsewhere (another process), after those written here."""
-        self.f.writelines(self.batch)
-        self.batch.clear()
-        with open(path, "rb") as src:
-            shutil.copyfileobj(src, self.f, 1 << 20)
 
     def reset(self) -> None:
         self.batch.clear()

@@ -1,7 +1,5 @@
 """Atomic output: never a partial file; valid-only when asked."""
 
-import contextlib
-
 import orjson
 
 from batchjob.input import convert_file
@@ -35,19 +33,17 @@ def test_no_valid_rows_writes_nothing_even_with_skip_invalid(write, tmp_path):
 def test_exception_midway_removes_the_temp_file(write, tmp_path, monkeypatch):
     from batchjob.input import pipeline
 
-    calls = {"n": 0}
-    real = pipeline.simple_line
+    real = pipeline._AtomicLines.write
 
-    def boom(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise RuntimeError("disk on fire")
-        return real(*a, **k)
+    def write_then_fail(self, line):
+        real(self, line)
+        self.f.writelines(self.batch)  # lines are on disk when the failure comes
+        raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(pipeline, "simple_line", boom)
+    monkeypatch.setattr(pipeline._AtomicLines, "write", write_then_fail)
     out = tmp_path / "o.jsonl"
-    with contextlib.suppress(RuntimeError):
-        convert_file(write("p.csv", "prompt\na\nb\nc\nd\n"), out)
+    r = convert_file(write("p.csv", "prompt\na\nb\nc\nd\n"), out)
+    assert r.fatal is not None and r.fatal.code == "file_unreadable"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.csv"]
 
 

@@ -1,0 +1,716 @@
+/*
+ * Native scanning of table rows: the common rows of a CSV buffer or of a sheet's row
+ * iterator are tokenized, checked and written as canonical lines here, without a
+ * Python object per cell or per row.
+ *
+ * The Python pipeline stays the authority. This module takes a row only when it can
+ * prove the Python path would accept it and produce these exact bytes; any other row
+ * (an error to report, a warning to give, an unusual spelling, an unknown host, a
+ * quoting form outside plain RFC 4180) stops the scan and the row goes through the
+ * Python code. tests/input/test_rowscan.py compares both paths on generated files.
+ *
+ * Rules mirrored from batchjob/input/validate.py and pipeline.py:
+ *   - whitespace is Python's str.isspace (Py_UNICODE_ISSPACE), as str.strip and re's \s;
+ *   - a blank row (every cell whitespace) is skipped and counted;
+ *   - prompt: stripped, non-empty, no weight syntax "(word:1.2)" (a warning: Python's);
+ *   - ratio: empty, exactly an allowed spelling, or a spelling in Python's ratio cache;
+ *   - URLs: split at whitespace , ， ; ； 、; each http(s)://host[:port][/?#rest] with an
+ *     ASCII host whose verdict is True in the Python host cache;
+ *   - strings are escaped as orjson escapes them.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <string.h>
+
+/* ---- configuration, set once from Python (validate.py's constants) ---------------- */
+
+#define N_RATIOS 10
+#define N_EXTS 16
+
+static PyObject *g_prefix;      /* bytes: line up to the prompt's string */
+static PyObject *g_file_part;   /* bytes: before an image URL's string */
+static PyObject *g_host_cache;  /* dict: host -> bool */
+static PyObject *g_no_ratio;    /* bytes: line end without an aspect ratio */
+static PyObject *g_jpeg_tail;   /* bytes: after a URL with no known extension */
+static PyObject *g_ratio_cache; /* dict: ratio text as written -> its spelling or None */
+static char g_ratio[N_RATIOS][8];
+static Py_ssize_t g_ratio_len[N_RATIOS];
+static PyObject *g_ratio_tail[N_RATIOS];
+static int g_n_ratios;
+static char g_ext[N_EXTS][8];
+static Py_ssize_t g_ext_len[N_EXTS];
+static PyObject *g_ext_tail[N_EXTS];
+static int g_n_exts;
+static int g_ready;
+
+/* ---- output buffer ------------------------------------------------------------------ */
+
+typedef struct {
+    char *d;
+    Py_ssize_t n, cap;
+} Out;
+
+static int out_reserve(Out *o, Py_ssize_t more) {
+    if (o->n + more <= o->cap) return 0;
+    Py_ssize_t cap = o->cap ? o->cap : 1 << 16;
+    while (cap < o->n + more) {
+        if (cap > PY_SSIZE_T_MAX / 2) { PyErr_NoMemory(); return -1; }
+        cap *= 2;
+    }
+    char *d = PyMem_Realloc(o->d, (size_t)cap);
+    if (d == NULL) { PyErr_NoMemory(); return -1; }
+    o->d = d;
+    o->cap = cap;
+    return 0;
+}
+
+static int out_put(Out *o, const char *s, Py_ssize_t n) {
+    if (out_reserve(o, n) < 0) return -1;
+    memcpy(o->d + o->n, s, (size_t)n);
+    o->n += n;
+    return 0;
+}
+
+static int out_bytes(Out *o, PyObject *b) {
+    return out_put(o, PyBytes_AS_STRING(b), PyBytes_GET_SIZE(b));
+}
+
+static const char HEX[] = "0123456789abcdef";
+
+/* A JSON string, escaped exactly as orjson escapes it. */
+static int out_json(Out *o, const unsigned char *s, Py_ssize_t n) {
+    if (out_reserve(o, n * 6 + 2) < 0) return -1;
+    char *w = o->d + o->n;
+    *w++ = '"';
+    for (Py_ssize_t i = 0; i < n; i++) {
+        unsigned char c = s[i];
+        if (c >= 0x20 && c != '"' && c != '\\') {
+            *w++ = (char)c;
+            continue;
+        }
+        *w++ = '\\';
+        switch (c) {
+        case '"': *w++ = '"'; break;
+        case '\\': *w++ = '\\'; break;
+        case '\b': *w++ = 'b'; break;
+        case '\t': *w++ = 't'; break;
+        case '\n': *w++ = 'n'; break;
+        case '\f': *w++ = 'f'; break;
+        case '\r': *w++ = 'r'; break;
+        default:
+            *w++ = 'u'; *w++ = '0'; *w++ = '0';
+            *w++ = HEX[c >> 4]; *w++ = HEX[c & 15];
+        }
+    }
+    *w++ = '"';
+    o->n = w - o->d;
+    return 0;
+}
+
+/* ---- UTF-8 and whitespace -------------------------------------------------------------- */
+
+/* The code point at s[*i] (advancing *i), or -1 for a byte sequence that is not UTF-8. */
+static long u8_next(const unsigned char *s, Py_ssize_t n, Py_ssize_t *i) {
+    unsigned char c = s[*i];
+    if (c < 0x80) { (*i)++; return c; }
+    int len;
+    long cp;
+    if (c >= 0xC2 && c <= 0xDF) { len = 2; cp = c & 0x1F; }
+    else if (c >= 0xE0 && c <= 0xEF) { len = 3; cp = c & 0x0F; }
+    else if (c >= 0xF0 && c <= 0xF4) { len = 4; cp = c & 0x07; }
+    else return -1;
+    if (*i + len > n) return -1;
+    for (int k = 1; k < len; k++) {
+        unsigned char d = s[*i + k];
+        if ((d & 0xC0) != 0x80) return -1;
+        cp = (cp << 6) | (d & 0x3F);
+    }
+    if ((len == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) || (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)))
+        return -1;
+    *i += len;
+    return cp;
+}
+
+static inline int is_space(long cp) { return cp >= 0 && Py_UNICODE_ISSPACE((Py_UCS4)cp); }
+
+/* 1 when every character is whitespace (or there is none), 0 when not, -1 when not UTF-8. */
+static int all_space(const unsigned char *s, Py_ssize_t n) {
+    Py_ssize_t i = 0;
+    while (i < n) {
+        long cp = u8_next(s, n, &i);
+        if (cp < 0) return -1;
+        if (!is_space(cp)) return 0;
+    }
+    return 1;
+}
+
+/* str.strip(): the span without leading and trailing whitespace. -1 when not UTF-8. */
+static int strip(const unsigned char **s, Py_ssize_t *n) {
+    const unsigned char *p = *s;
+    Py_ssize_t a = 0, b = *n;
+    while (a < b) {
+        Py_ssize_t j = a;
+        long cp = u8_next(p, b, &j);
+        if (cp < 0) return -1;
+        if (!is_space(cp)) break;
+        a = j;
+    }
+    while (b > a) {
+        Py_ssize_t start = b - 1;
+        while (start > a && (p[start] & 0xC0) == 0x80) start--;
+        Py_ssize_t j = start;
+        long cp = u8_next(p, b, &j);
+        if (cp < 0 || j != b) return -1;
+        if (!is_space(cp)) break;
+        b = start;
+    }
+    *s = p + a;
+    *n = b - a;
+    return 0;
+}
+
+/* ---- one row ------------------------------------------------------------------------ */
+
+enum { ROW_TAKEN = 1, ROW_PYTHON = 0, ROW_ERROR = -1 };
+
+static int ext_index(const unsigned char *e, Py_ssize_t n, int fold) {
+    if (n <= 0 || n > 7) return -1;
+    char low[8];
+    for (Py_ssize_t k = 0; k < n; k++) {
+        unsigned char c = e[k];
+        low[k] = (char)(fold && c >= 'A' && c <= 'Z' ? c + 32 : c);
+    }
+    for (int x = 0; x < g_n_exts; x++)
+        if (g_ext_len[x] == n && memcmp(g_ext[x], low, (size_t)n) == 0) return x;
+    return -1;
+}
+
+/* The last host found public: most files name one or two hosts for all their images. */
+static char g_last_host[256];
+static Py_ssize_t g_last_host_len = -1;
+
+static int host_public(const unsigned char *h, Py_ssize_t n) {
+    if (n == g_last_host_len && memcmp(g_last_host, h, (size_t)n) == 0) return 1;
+    PyObject *key = PyUnicode_DecodeASCII((const char *)h, n, "strict");
+    if (key == NULL) return -1;
+    PyObject *v = PyDict_GetItemWithError(g_host_cache, key); /* borrowed */
+    Py_DECREF(key);
+    if (v == NULL) return PyErr_Occurred() ? -1 : 0;
+    if (v != Py_True) return 0;
+    if (n < (Py_ssize_t)sizeof g_last_host) {
+        memcpy(g_last_host, h, (size_t)n);
+        g_last_host_len = n;
+    }
+    return 1;
+}
+
+/* One image URL: its canonical part appended, or ROW_PYTHON when Python must judge it. */
+static int url_part(Out *o, const unsigned char *u, Py_ssize_t n) {
+    Py_ssize_t i;
+    if (n >= 7 && PyOS_strnicmp((const char *)u, "http://", 7) == 0) i = 7;
+    else if (n >= 8 && PyOS_strnicmp((const char *)u, "https://", 8) == 0) i = 8;
+    else return ROW_PYTHON;
+    Py_ssize_t h0 = i;
+    while (i < n) {
+        unsigned char c = u[i];
+        if (c >= 0x80) return ROW_PYTHON;
+        if (c <= 0x20 || c == 0x7f || strchr("/?#@:[]\\", c) != NULL) break;
+        i++;
+    }
+    Py_ssize_t h1 = i;
+    if (h1 == h0) return ROW_PYTHON;
+    if (i < n && u[i] == ':') {
+        Py_ssize_t d0 = ++i;
+        long port = 0;
+        while (i < n && u[i] >= '0' && u[i] <= '9' && i - d0 < 6) port = port * 10 + (u[i++] - '0');
+        if (i == d0 || i - d0 > 5 || port < 1 || port > 65535) return ROW_PYTHON;
+    }
+    if (i < n && u[i] != '/' && u[i] != '?' && u[i] != '#') return ROW_PYTHON;
+    /* \S* after the host: the item has no whitespace, it was split at it; but ASCII
+       control bytes that are whitespace to Python never reach here, the others are \S. */
+    int ok = host_public(u + h0, h1 - h0);
+    if (ok <= 0) return ok < 0 ? ROW_ERROR : ROW_PYTHON;
+
+    /* The image type: first the whole text after the last dot, then the path's extension. */
+    Py_ssize_t dot = n - 1;
+    while (dot >= 0 && u[dot] != '.') dot--;
+    int x = ext_index(u + dot + 1, n - dot - 1, 0);
+    PyObject *tail;
+    if (x >= 0) tail = g_ext_tail[x];
+    else {
+        Py_ssize_t end = 0;
+        while (end < n && u[end] != '?') end++;
+        Py_ssize_t hash = 0;
+        while (hash < end && u[hash] != '#') hash++;
+        end = hash;
+        Py_ssize_t d = end - 1;
+        while (d >= 0 && u[d] != '.') d--;
+        for (Py_ssize_t k = d + 1; k < end; k++)
+            if (u[k] >= 0x80) return ROW_PYTHON; /* str.lower beyond ASCII: Python's call */
+        x = ext_index(u + d + 1, end - d - 1, 1);
+        tail = x >= 0 ? g_ext_tail[x] : g_jpeg_tail;
+    }
+    if (out_bytes(o, g_file_part) < 0 || out_json(o, u, n) < 0 || out_bytes(o, tail) < 0) return ROW_ERROR;
+    return ROW_TAKEN;
+}
+
+/* A URL separator at s[*i] (advancing *i past it): whitespace , ， ; ； 、. -1: not UTF-8. */
+static int url_sep(const unsigned char *s, Py_ssize_t n, Py_ssize_t *i) {
+    Py_ssize_t j = *i;
+    long cp = u8_next(s, n, &j);
+    if (cp < 0) return -1;
+    if (cp == ',' || cp == ';' || cp == 0xFF0C || cp == 0xFF1B || cp == 0x3001 || is_space(cp)) {
+        *i = j;
+        return 1;
+    }
+    return 0;
+}
+
+static int urls_part(Out *o, const unsigned char *s, Py_ssize_t n) {
+    if (strip(&s, &n) < 0) return ROW_PYTHON;
+    if (n > 0 && s[0] == '[') return ROW_PYTHON; /* a JSON array: Python reads it */
+    Py_ssize_t i = 0;
+    while (i < n) {
+        int r = url_sep(s, n, &i);
+        if (r < 0) return ROW_PYTHON;
+        if (r) continue;
+        Py_ssize_t a = i;
+        while (i < n) {
+            Py_ssize_t j = i;
+            r = url_sep(s, n, &j);
+            if (r < 0) return ROW_PYTHON;
+            if (r) break;
+            i++;
+            while (i < n && (s[i] & 0xC0) == 0x80) i++;
+        }
+        r = url_part(o, s + a, i - a);
+        if (r != ROW_TAKEN) return r;
+    }
+    return ROW_TAKEN;
+}
+
+static PyObject *exact_ratio_tail(const char *s, Py_ssize_t n) {
+    for (int k = 0; k < g_n_ratios; k++)
+        if (g_ratio_len[k] == n && memcmp(g_ratio[k], s, (size_t)n) == 0) return g_ratio_tail[k];
+    return NULL;
+}
+
+/* The line end for a ratio cell; NULL when Python must judge it (an error is not set). */
+static PyObject *ratio_tail(const unsigned char *s, Py_ssize_t n) {
+    if (n == 0) return g_no_ratio;
+    PyObject *tail = exact_ratio_tail((const char *)s, n);
+    if (tail != NULL) return tail;
+    /* Another spelling (16：9, 16x9) Python has already read: its verdict is cached. */
+    PyObject *key = PyUnicode_DecodeUTF8((const char *)s, n, "strict");
+    if (key == NULL) { PyErr_Clear(); return NULL; }
+    PyObject *v = PyDict_GetItemWithError(g_ratio_cache, key); /* borrowed */
+    Py_DECREF(key);
+    if (v == NULL) { PyErr_Clear(); return NULL; }
+    if (!PyUnicode_CheckExact(v)) return NULL; /* None: refused, or blank; Python says which */
+    Py_ssize_t len;
+    const char *spelled = PyUnicode_AsUTF8AndSize(v, &len);
+    if (spelled == NULL) { PyErr_Clear(); return NULL; }
+    return exact_ratio_tail(spelled, len);
+}
+
+/* Whether validate.has_sd_weights would be true: "(" text ":" number ")" with no other
+   parenthesis inside, \s and \d as Python's re reads them. -1 when not UTF-8. */
+static int sd_weights(const unsigned char *p, Py_ssize_t n) {
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (p[i] != '(') continue;
+        Py_ssize_t k = i + 1;
+        while (k < n && p[k] != '(' && p[k] != ')') k++;
+        if (k == n || p[k] != ')') continue;
+        Py_ssize_t c = k - 1;
+        while (c > i && p[c] != ':') c--;
+        if (c == i) continue;
+        /* After the last colon: \s* \d+ (\. \d+)? \s* up to the ")" */
+        Py_ssize_t j = c + 1;
+        long cp = 0;
+        int state = 0; /* 0 spaces, 1 digits, 2 dot seen, 3 fraction digits, 4 trailing spaces */
+        while (j < k) {
+            cp = u8_next(p, k, &j);
+            if (cp < 0) return -1;
+            int digit = Py_UNICODE_ISDECIMAL((Py_UCS4)cp), space = is_space(cp);
+            if (state == 0 && space) continue;
+            if ((state == 0 || state == 1) && digit) { state = 1; continue; }
+            if (state == 1 && cp == '.') { state = 2; continue; }
+            if ((state == 2 || state == 3) && digit) { state = 3; continue; }
+            if ((state == 1 || state == 3 || state == 4) && space) { state = 4; continue; }
+            state = -1;
+            break;
+        }
+        if (state == 1 || state == 3 || state == 4) return 1;
+    }
+    return 0;
+}
+
+typedef struct {
+    const unsigned char *p;
+    Py_ssize_t n;
+} Span;
+
+/* A non-blank row's canonical line appended to `o` (when o is not NULL). */
+static int row_line(Out *o, Span prompt, Span ratio, Span urls) {
+    const unsigned char *p = prompt.p;
+    Py_ssize_t pn = prompt.n;
+    if (strip(&p, &pn) < 0 || pn == 0) return ROW_PYTHON;
+    if (memchr(p, '(', (size_t)pn) != NULL && sd_weights(p, pn) != 0) return ROW_PYTHON; /* a warning */
+    PyObject *tail = ratio_tail(ratio.p, ratio.n);
+    if (tail == NULL) return ROW_PYTHON;
+    Out scratch = {0};
+    Out *w = o ? o : &scratch;
+    Py_ssize_t mark = w->n;
+    int r = ROW_TAKEN;
+    if (out_bytes(w, g_prefix) < 0 || out_json(w, p, pn) < 0 || out_put(w, "}", 1) < 0) r = ROW_ERROR;
+    if (r == ROW_TAKEN && urls.n > 0) r = urls_part(w, urls.p, urls.n);
+    if (r == ROW_TAKEN && out_bytes(w, tail) < 0) r = ROW_ERROR;
+    if (r != ROW_TAKEN) w->n = mark; /* nothing of a row that Python takes */
+    PyMem_Free(scratch.d);
+    return r;
+}
+
+static int check_ready(void) {
+    if (!g_ready) {
+        PyErr_SetString(PyExc_RuntimeError, "rowscan: configure() first");
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- CSV ---------------------------------------------------------------------------- */
+
+/* Where a kept field's text is: the buffer, or `unq` when a quoted field held doubled quotes. */
+typedef struct {
+    Py_ssize_t a, n;
+    int in_unq;
+} Field;
+
+enum { STOP_END = 0, STOP_PYTHON = 1, STOP_CAP = 2, STOP_MORE = 3, STOP_BATCH = 4 };
+
+#define MAX_FIELDS 4096 /* wider records go to Python's csv */
+
+static PyObject *csv_run(PyObject *self, PyObject *args) {
+    Py_buffer view;
+    Py_ssize_t pos, pi, ri, ui, max_cell, cap, max_rows_out;
+    int final, delim, build;
+    if (!PyArg_ParseTuple(args, "y*npinnnnnnp", &view, &pos, &final, &delim, &pi, &ri, &ui, &max_cell, &cap,
+                          &max_rows_out, &build))
+        return NULL;
+    if (check_ready() < 0) { PyBuffer_Release(&view); return NULL; }
+    const unsigned char *b = view.buf;
+    Py_ssize_t n = view.len;
+    if (pos < 0 || pos > n || delim <= 0 || delim > 127 || delim == '"' || delim == '\r' || delim == '\n') {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "rowscan: bad arguments");
+        return NULL;
+    }
+    unsigned char special[256] = {0};
+    special[(unsigned char)delim] = special['"'] = special['\r'] = special['\n'] = 1;
+    Py_ssize_t want[3] = {pi, ri, ui};
+
+    Out out = {0};
+    Out unq = {0};
+    Py_ssize_t rows = 0, blank = 0, taken = 0;
+    int stop = STOP_END, failed = 0;
+
+    while (pos < n || !final) {
+        if (pos >= n) { stop = STOP_MORE; break; }
+        if (rows >= max_rows_out) { stop = STOP_BATCH; break; } /* a bounded batch per call */
+        Py_ssize_t i = pos, nf = 0;
+        Field kept[3] = {{0, 0, 0}, {0, 0, 0}, {0, 0, 0}};
+        int is_blank = 1;
+        int verdict = 1; /* 1: a record read here; 0: Python's csv reads it; 2: needs more bytes */
+        unq.n = 0;
+        for (;;) {
+            Field f = {0, 0, 0};
+            if (++nf > MAX_FIELDS) { verdict = 0; break; }
+            if (i < n && b[i] == '"') {
+                /* Quoted: up to a quote not doubled, which must end the field. */
+                Py_ssize_t j = i + 1, u0 = unq.n;
+                int doubled = 0;
+                f.a = j;
+                for (;;) {
+                    const unsigned char *q = memchr(b + j, '"', (size_t)(n - j));
+                    if (q == NULL) { verdict = final ? 0 : 2; break; }
+                    Py_ssize_t k = q - b;
+                    if (k + 1 < n && b[k + 1] == '"') {
+                        if (out_put(&unq, (const char *)b + j, k + 1 - j) < 0) { failed = 1; break; }
+                        doubled = 1;
+                        j = k + 2;
+                        continue;
+                    }
+                    if (k + 1 == n && !final) { verdict = 2; break; }
+                    if (doubled) {
+                        if (out_put(&unq, (const char *)b + j, k - j) < 0) { failed = 1; break; }
+                        f.a = u0;
+                        f.n = unq.n - u0;
+                        f.in_unq = 1;
+                    } else {
+                        f.n = k - f.a;
+                    }
+                    i = k + 1;
+                    break;
+                }
+                if (failed || verdict != 1) break;
+                if (i < n && b[i] != delim && b[i] != '\r' && b[i] != '\n') { verdict = 0; break; }
+            } else {
+                f.a = i;
+                while (i < n && !special[b[i]]) i++;
+                if (i < n && b[i] == '"') { verdict = 0; break; } /* a quote inside: Python's rules */
+                f.n = i - f.a;
+            }
+            if (f.n > max_cell) { verdict = 0; break; } /* bytes >= characters: Python counts */
+            if (is_blank) {
+                const unsigned char *s = f.in_unq ? (const unsigned char *)unq.d + f.a : b + f.a;
+                int r = all_space(s, f.n);
+                if (r < 0) { verdict = 0; break; }
+                is_blank = r;
+            }
+            for (int k = 0; k < 3; k++)
+                if (want[k] == nf - 1) kept[k] = f;
+            if (i == n) {
+                if (!final) verdict = 2;
+                break;
+            }
+            if (b[i] == delim) { i++; continue; }
+            if (b[i] == '\r') {
+                if (i + 1 == n && !final) { verdict = 2; break; }
+                i += (i + 1 < n && b[i + 1] == '\n') ? 2 : 1;
+            } else {
+                i++;
+            }
+            break;
+        }
+        if (failed) break;
+        if (verdict == 2) { stop = STOP_MORE; break; }
+        if (verdict == 0) { stop = STOP_PYTHON; break; }
+        if (is_blank) {
+            blank++;
+            rows++;
+            pos = i;
+            continue;
+        }
+        if (taken >= cap) { stop = STOP_CAP; break; }
+        Span sp[3];
+        for (int k = 0; k < 3; k++) {
+            /* A missing column reads as empty text (want < 0, or beyond this record). */
+            int present = want[k] >= 0 && want[k] < nf;
+            sp[k].p = !present ? (const unsigned char *)"" : kept[k].in_unq ? (const unsigned char *)unq.d + kept[k].a : b + kept[k].a;
+            sp[k].n = present ? kept[k].n : 0;
+        }
+        int r = row_line(build ? &out : NULL, sp[0], sp[1], sp[2]);
+        if (r == ROW_ERROR) { failed = 1; break; }
+        if (r == ROW_PYTHON) { stop = STOP_PYTHON; break; }
+        rows++;
+        taken++;
+        pos = i;
+    }
+    PyBuffer_Release(&view);
+    PyMem_Free(unq.d);
+    if (failed) {
+        PyMem_Free(out.d);
+        return NULL;
+    }
+    PyObject *lines = PyBytes_FromStringAndSize(out.d ? out.d : "", out.n);
+    PyMem_Free(out.d);
+    if (lines == NULL) return NULL;
+    return Py_BuildValue("(Nnnni)", lines, pos, rows, blank, stop);
+}
+
+/* ---- sheets --------------------------------------------------------------------------- */
+
+/* A cell as a UTF-8 span, or 0 when the cell is not a str (Python converts those). */
+static int cell_span(PyObject *row, Py_ssize_t k, Span *sp) {
+    if (k < 0 || k >= PyList_GET_SIZE(row)) {
+        sp->p = (const unsigned char *)"";
+        sp->n = 0;
+        return 1;
+    }
+    PyObject *v = PyList_GET_ITEM(row, k);
+    if (!PyUnicode_CheckExact(v)) return 0;
+    const char *s = PyUnicode_AsUTF8AndSize(v, &sp->n);
+    if (s == NULL) {
+        /* Not encodable (a lone surrogate): Python's path says what that means. */
+        PyErr_Clear();
+        return 0;
+    }
+    sp->p = (const unsigned char *)s;
+    return 1;
+}
+
+static PyObject *sheet_run(PyObject *self, PyObject *args) {
+    PyObject *it;
+    Py_ssize_t pi, ri, ui, max_cell, cap, max_rows_out;
+    int build;
+    if (!PyArg_ParseTuple(args, "Onnnnnnp", &it, &pi, &ri, &ui, &max_cell, &cap, &max_rows_out, &build)) return NULL;
+    if (check_ready() < 0) return NULL;
+    if (!PyIter_Check(it)) {
+        PyErr_SetString(PyExc_TypeError, "rowscan: an iterator of rows expected");
+        return NULL;
+    }
+    Out out = {0};
+    Py_ssize_t rows = 0, blank = 0, taken = 0;
+    PyObject *pending = NULL;
+    int done = 0, failed = 0;
+    while (rows < max_rows_out) {
+        PyObject *row = PyIter_Next(it);
+        if (row == NULL) {
+            if (PyErr_Occurred()) failed = 1;
+            else done = 1;
+            break;
+        }
+        if (!PyList_CheckExact(row)) { pending = row; break; }
+        /* Every cell a str within the cell limit, else Python converts and checks it. */
+        Py_ssize_t w = PyList_GET_SIZE(row);
+        int simple = 1, is_blank = 1;
+        for (Py_ssize_t k = 0; k < w; k++) {
+            PyObject *v = PyList_GET_ITEM(row, k);
+            if (!PyUnicode_CheckExact(v) || PyUnicode_GET_LENGTH(v) > max_cell) { simple = 0; break; }
+            if (is_blank) {
+                Py_ssize_t len = PyUnicode_GET_LENGTH(v);
+                int kind = PyUnicode_KIND(v);
+                const void *data = PyUnicode_DATA(v);
+                for (Py_ssize_t c = 0; c < len; c++)
+                    if (!Py_UNICODE_ISSPACE(PyUnicode_READ(kind, data, c))) { is_blank = 0; break; }
+            }
+        }
+        if (!simple) { pending = row; break; }
+        if (is_blank) {
+            Py_DECREF(row);
+            rows++;
+            blank++;
+            continue;
+        }
+        if (taken >= cap) { pending = row; break; }
+        Span sp[3];
+        Py_ssize_t idx[3] = {pi, ri, ui};
+        int r = ROW_TAKEN;
+        for (int k = 0; k < 3 && r == ROW_TAKEN; k++) {
+            int c = cell_span(row, idx[k], &sp[k]);
+            if (c < 0) r = ROW_ERROR;
+            else if (c == 0) r = ROW_PYTHON;
+        }
+        if (r == ROW_TAKEN) r = row_line(build ? &out : NULL, sp[0], sp[1], sp[2]);
+        if (r == ROW_ERROR) { Py_DECREF(row); failed = 1; break; }
+        if (r == ROW_PYTHON) { pending = row; break; }
+        Py_DECREF(row);
+        rows++;
+        taken++;
+    }
+    if (failed) {
+        PyMem_Free(out.d);
+        return NULL;
+    }
+    PyObject *lines = PyBytes_FromStringAndSize(out.d ? out.d : "", out.n);
+    PyMem_Free(out.d);
+    if (lines == NULL) {
+        Py_XDECREF(pending);
+        return NULL;
+    }
+    if (pending == NULL) {
+        pending = Py_None;
+        Py_INCREF(pending);
+    }
+    return Py_BuildValue("(NnnNi)", lines, rows, blank, pending, done);
+}
+
+/* ---- configuration ---------------------------------------------------------------------- */
+
+static int keep_bytes(PyObject **slot, PyObject *v) {
+    if (!PyBytes_CheckExact(v)) {
+        PyErr_SetString(PyExc_TypeError, "rowscan: bytes expected");
+        return -1;
+    }
+    Py_INCREF(v);
+    Py_XSETREF(*slot, v);
+    return 0;
+}
+
+static PyObject *configure(PyObject *self, PyObject *args) {
+    PyObject *prefix, *file_part, *jpeg_tail, *exts, *configs, *host_cache, *ratio_cache;
+    if (!PyArg_ParseTuple(args, "SSSO!O!O!O!", &prefix, &file_part, &jpeg_tail, &PyDict_Type, &exts, &PyDict_Type,
+                          &configs, &PyDict_Type, &host_cache, &PyDict_Type, &ratio_cache))
+        return NULL;
+    g_ready = 0;
+    if (keep_bytes(&g_prefix, prefix) < 0 || keep_bytes(&g_file_part, file_part) < 0 ||
+        keep_bytes(&g_jpeg_tail, jpeg_tail) < 0)
+        return NULL;
+    PyObject *k, *v;
+    Py_ssize_t p = 0;
+    g_n_exts = 0;
+    while (PyDict_Next(exts, &p, &k, &v)) {
+        Py_ssize_t len;
+        const char *s = PyUnicode_Check(k) ? PyUnicode_AsUTF8AndSize(k, &len) : NULL;
+        if (s == NULL || len > 7 || g_n_exts == N_EXTS) {
+            PyErr_SetString(PyExc_ValueError, "rowscan: extensions are short str keys");
+            return NULL;
+        }
+        memcpy(g_ext[g_n_exts], s, (size_t)len);
+        g_ext_len[g_n_exts] = len;
+        if (keep_bytes(&g_ext_tail[g_n_exts], v) < 0) return NULL;
+        g_n_exts++;
+    }
+    p = 0;
+    g_n_ratios = 0;
+    while (PyDict_Next(configs, &p, &k, &v)) {
+        if (k == Py_None) {
+            if (keep_bytes(&g_no_ratio, v) < 0) return NULL;
+            continue;
+        }
+        Py_ssize_t len;
+        const char *s = PyUnicode_Check(k) ? PyUnicode_AsUTF8AndSize(k, &len) : NULL;
+        if (s == NULL || len > 7 || g_n_ratios == N_RATIOS) {
+            PyErr_SetString(PyExc_ValueError, "rowscan: ratios are short str keys");
+            return NULL;
+        }
+        memcpy(g_ratio[g_n_ratios], s, (size_t)len);
+        g_ratio_len[g_n_ratios] = len;
+        if (keep_bytes(&g_ratio_tail[g_n_ratios], v) < 0) return NULL;
+        g_n_ratios++;
+    }
+    if (g_no_ratio == NULL) {
+        PyErr_SetString(PyExc_ValueError, "rowscan: the line end without a ratio is missing");
+        return NULL;
+    }
+    Py_INCREF(host_cache);
+    Py_XSETREF(g_host_cache, host_cache);
+    Py_INCREF(ratio_cache);
+    Py_XSETREF(g_ratio_cache, ratio_cache);
+    g_last_host_len = -1;
+    g_ready = 1;
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_row_line(PyObject *self, PyObject *args) {
+    /* One row, for tests: the canonical line, or None when Python must take the row. */
+    const char *p, *r, *u;
+    Py_ssize_t pn, rn, un;
+    if (!PyArg_ParseTuple(args, "s#s#s#", &p, &pn, &r, &rn, &u, &un)) return NULL;
+    if (check_ready() < 0) return NULL;
+    Out o = {0};
+    Span a = {(const unsigned char *)p, pn}, b = {(const unsigned char *)r, rn}, c = {(const unsigned char *)u, un};
+    int res = row_line(&o, a, b, c);
+    PyObject *ret;
+    if (res == ROW_ERROR) ret = NULL;
+    else if (res == ROW_PYTHON) { ret = Py_None; Py_INCREF(ret); }
+    else ret = PyBytes_FromStringAndSize(o.d ? o.d : "", o.n);
+    PyMem_Free(o.d);
+    return ret;
+}
+
+static PyMethodDef methods[] = {
+    {"configure", configure, METH_VARARGS,
+     "configure(prefix, file_part, jpeg_tail, ext_tails, ratio_tails, host_cache, ratio_cache)"},
+    {"csv_run", csv_run, METH_VARARGS,
+     "csv_run(buf, pos, final, delim, pi, ri, ui, max_cell, cap, max_rows, build)"
+     " -> (lines, pos, rows, blank, stop)"},
+    {"sheet_run", sheet_run, METH_VARARGS,
+     "sheet_run(rows, pi, ri, ui, max_cell, cap, max_rows, build) -> (lines, rows, blank, pending, done)"},
+    {"row_line", py_row_line, METH_VARARGS, "row_line(prompt, ratio, urls) -> bytes | None"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_rowscan", NULL, -1, methods, NULL, NULL, NULL, NULL};
+
+PyMODINIT_FUNC PyInit__rowscan(void) { return PyModule_Create(&module); }

@@ -1,0 +1,197 @@
+"""Table rows read by the native scanner where it can, by Python where it cannot.
+
+`batchjob/input/_rowscan.c` takes the common rows (a prompt, a ratio, public image URLs)
+whole: tokenized, checked and written as canonical lines without a Python object per
+cell. Every other row (one with a problem to report, an unusual quoting form, a host not
+yet judged) comes out as a plain row for the pipeline's own checks, so the results are
+the same as reading every row in Python, only faster. Without the compiled module (no C
+compiler at install time) or with BATCHJOB_NATIVE=0, the pipeline reads every row itself.
+
+The pipeline iterates these readers like any row iterator. Besides rows (lists) they
+yield the reader itself, a `Run`: the pipeline calls `take()` with its row budget and
+gets the lines, row count and blank count of the rows read natively.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import logging
+import os
+import re
+from collections.abc import Iterator
+from typing import IO, Any
+
+from batchjob.input import validate
+
+try:
+    from batchjob.input import _rowscan as _native
+except ImportError:  # built without a C compiler
+    _native = None
+
+log = logging.getLogger("batchjob.input")
+
+CHUNK = 1 << 20  # bytes read at a time: memory stays flat however large the file
+BATCH = 8192  # rows per native call; the parse clock is checked between calls
+_LONG_RECORD = 4 << 20  # a record still open after this many bytes goes to Python's csv
+_EOL = re.compile(rb"\r\n?|\n")  # line ends as open(newline="") sees them
+
+# How a native CSV scan stopped (batchjob/input/_rowscan.c).
+_END, _PYTHON, _CAP, _MORE, _BATCH = range(5)
+
+
+def enabled() -> bool:
+    return _native is not None and os.environ.get("BATCHJOB_NATIVE", "1") != "0"
+
+
+def _configure() -> None:
+    global _native
+    if _native is None:
+        return
+    v = validate
+    try:
+        _native.configure(
+            v._PREFIX,
+            v._FILE_PART,
+            v._MIME_TAIL["image/jpeg"],
+            dict(v._TAIL_BY_EXT),
+            dict(v._CONFIGS),
+            v._host_cache,
+            v._ratio_cache,
+        )
+    except (TypeError, ValueError) as e:  # a module built from other sources: not used
+        log.warning("native row scanner not used (%s)", e)
+        _native = None
+
+
+_configure()
+
+Row = list[Any]
+
+
+class Run:
+    """Rows read natively: `take` reads the next stretch of them."""
+
+    columns: tuple[int, int, int] | None = None  # prompt, ratio, urls; -1 when absent
+
+    def use(self, columns: Any) -> None:
+        """The table's header was read: where its prompt, ratio and URLs are."""
+        self.columns = (columns.prompt, columns.ratio, columns.urls)
+
+    def take(self, cap: int, build: bool) -> tuple[bytes, int, int]:
+        """(lines, rows, blank rows) of the next stretch; at most `cap` non-blank rows."""
+        raise NotImplementedError
+
+
+class CsvRows(Run):
+    """Records of a delimited text file, as csv.reader(open(path, newline="")) gives them."""
+
+    def __init__(self, f: IO[bytes], encoding: str, delimiter: str, max_cell: int) -> None:
+        self.f = f
+        self.decoder = codecs.getincrementaldecoder(encoding)("strict")
+        # UTF-8 goes to the scanner as it is (decoded only to check it); any other
+        # encoding is decoded and handed over as UTF-8.
+        self.raw = encoding in ("utf-8", "utf-8-sig")
+        self.bom = encoding == "utf-8-sig"
+        self.delimiter = delimiter
+        self.max_cell = max_cell
+        self.buf = b""
+        self.pos = 0
+        self.eof = False
+        self.stop = _PYTHON
+
+    def _fill(self) -> None:
+        chunk = self.f.read(CHUNK)
+        if chunk:
+            text = self.decoder.decode(chunk)  # UnicodeDecodeError: the caller tries the next encoding
+            data = chunk if self.raw else text.encode("utf-8")
+        else:
+            self.eof = True
+            data = self.decoder.decode(b"", True).encode("utf-8")
+        self.buf = self.buf[self.pos :] + data
+        self.pos = 0
+        if self.bom and (len(self.buf) >= 3 or self.eof):  # nothing is read before: no line end yet
+            self.bom = False
+            self.buf = self.buf.removeprefix(codecs.BOM_UTF8)
+
+    def _lines(self) -> Iterator[str]:
+        while True:
+            m = _EOL.search(self.buf, self.pos)
+            if m is not None and (self.eof or m.end() < len(self.buf) or m.group() != b"\r"):
+                line = self.buf[self.pos : m.end()]
+                self.pos = m.end()
+                yield line.decode("utf-8")
+            elif not self.eof:
+                self._fill()  # a "\r" at the end may yet be followed by "\n"
+            else:
+                if self.pos < len(self.buf):
+                    line = self.buf[self.pos :]
+                    self.pos = len(self.buf)
+                    yield line.decode("utf-8")
+                return
+
+    def _python_row(self) -> Row | None:
+        # csv.reader takes lines until its record is whole and no further, so the next
+        # record starts where it stopped.
+        return next(csv.reader(self._lines(), delimiter=self.delimiter), None)
+
+    def __iter__(self) -> Iterator[Row | Run]:
+        while True:
+            if self.columns is not None:
+                yield self
+                if self.stop == _END:
+                    return
+                if self.stop in (_MORE, _BATCH):
+                    continue
+            row = self._python_row()
+            if row is None:
+                return
+            yield row
+
+    def take(self, cap: int, build: bool) -> tuple[bytes, int, int]:
+        assert self.columns is not None and _native is not None
+        if self.pos >= len(self.buf) and not self.eof:
+            self._fill()
+        pi, ri, ui = self.columns
+        lines, self.pos, rows, blank, self.stop = _native.csv_run(
+            self.buf, self.pos, self.eof, ord(self.delimiter), pi, ri, ui, self.max_cell, cap, BATCH, build
+        )
+        if self.stop == _MORE:
+            if len(self.buf) - self.pos > _LONG_RECORD:
+                self.stop = _PYTHON  # one huge record: Python's csv applies the cell limit
+            else:
+                self._fill()
+        return lines, rows, blank
+
+
+class SheetRows(Run):
+    """A spreadsheet's rows (lists of cell values), the common ones read natively."""
+
+    def __init__(self, rows: Iterator[Row], max_cell: int) -> None:
+        self.rows = rows
+        self.max_cell = max_cell
+        self.pending: Row | None = None
+        self.done = False
+
+    def __iter__(self) -> Iterator[Row | Run]:
+        for row in self.rows:
+            yield row
+            if self.columns is not None:
+                break
+        else:
+            return
+        while True:
+            yield self
+            if self.pending is not None:
+                row, self.pending = self.pending, None
+                yield row
+            elif self.done:
+                return
+
+    def take(self, cap: int, build: bool) -> tuple[bytes, int, int]:
+        assert self.columns is not None and _native is not None
+        pi, ri, ui = self.columns
+        lines, rows, blank, self.pending, self.done = _native.sheet_run(
+            self.rows, pi, ri, ui, self.max_cell, cap, BATCH, build
+        )
+        return lines, rows, blank

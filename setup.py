@@ -1,0 +1,18 @@
+"""Only the optional native row scanner lives here; everything else is in pyproject.toml.
+
+`optional=True`: without a C compiler the package installs without it and the pipeline
+reads every row in Python (same results, slower).
+"""
+
+from setuptools import Extension, setup
+
+setup(
+    ext_modules=[
+        Extension(
+            "batchjob.input._rowscan",
+            ["batchjob/input/_rowscan.c"],
+            optional=True,
+            extra_compile_args=["-O2"],
+        )
+    ]
+)

@@ -1,0 +1,423 @@
+"""The native row scanner gives exactly what reading every row in Python gives.
+
+Each file is converted twice, natively and with BATCHJOB_NATIVE=0, and the reports and
+outputs compared byte for byte: generated files full of the awkward cases (quotes, line
+ends of every kind, Unicode whitespace, weight syntax, ratio spellings, URL forms, blank
+rows, invalid rows), read in chunks as small as one byte so that every record boundary
+falls across a chunk's end somewhere.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import datetime as dt
+import io
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from batchjob.input import convert_file, inspect_file, rowscan
+from batchjob.input.limits import InputError, Limits
+from batchjob.input.pipeline import _Clock, _table
+from batchjob.input.report import Report
+from batchjob.input.validate import has_sd_weights, simple_line, url_part
+
+pytestmark = pytest.mark.skipif(not rowscan.enabled(), reason="native row scanner not built here")
+SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def test_the_scanner_is_built_where_a_compiler_is() -> None:
+    # CI machines have a C compiler: an install that silently fell back would pass every
+    # other test here and only be slow.
+    if not os.environ.get("CI"):
+        pytest.skip("checked on CI")
+    assert rowscan._native is not None
+
+
+@contextlib.contextmanager
+def python_only() -> Iterator[None]:
+    old = os.environ.get("BATCHJOB_NATIVE")
+    os.environ["BATCHJOB_NATIVE"] = "0"
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ["BATCHJOB_NATIVE"]
+        else:
+            os.environ["BATCHJOB_NATIVE"] = old
+
+
+@contextlib.contextmanager
+def small_reads(chunk: int, batch: int) -> Iterator[None]:
+    saved = rowscan.CHUNK, rowscan.BATCH
+    rowscan.CHUNK, rowscan.BATCH = chunk, batch
+    try:
+        yield
+    finally:
+        rowscan.CHUNK, rowscan.BATCH = saved
+
+
+def outcome(path: Path, limits: Limits | None = None) -> tuple[Any, ...]:
+    out = path.with_suffix(".out")
+    report = convert_file(path, out, skip_invalid=True, limits=limits)
+    data = out.read_bytes() if out.exists() else None
+    out.unlink(missing_ok=True)
+    looked = inspect_file(path, limits=limits).to_dict()
+    return report.to_dict(), data, looked
+
+
+def assert_same(path: Path, chunk: int = 1 << 20, batch: int = 8192, limits: Limits | None = None) -> Any:
+    with small_reads(chunk, batch):
+        native = outcome(path, limits)
+    with python_only():
+        python = outcome(path, limits)
+    assert native[0] == python[0]
+    assert native[1] == python[1]
+    assert native[2] == python[2]
+    return native
+
+
+# --- generated files ----------------------------------------------------------------------
+
+PROMPTS = st.sampled_from(
+    [
+        "a watercolor fox",
+        "一只可爱的橘猫, 水墨山水画",
+        "  padded  ",
+        "\u3000全角空格\u3000",
+        "\xa0nbsp\u2028",
+        "",
+        " ",
+        "\u3000",
+        "cat (cute)",
+        "(masterpiece:1.2), cat",
+        "(x:１２)",
+        "(x: 1.)",
+        "(a(b:1))",
+        "a:1)",
+        'say "hi"',
+        "tab\there",
+        "line\nbreak",
+        "cr\rlf\r\n",
+        "ctl\x01\x1f\x7f",
+        "nul\x00",
+        "\x1c\x1d\x1e\x1f",
+        "back\\slash /",
+        "emoji 😀",
+        "\ufeffbom",
+        "a,b;c",
+    ]
+)
+RATIOS = st.sampled_from(
+    ["", "16:9", "1:1", "9:16", "21:9", "16：9", "16x9", " 4:3 ", "16:09", "7:5", " ", "x", "abc", "16:9\n"]
+)
+URL_SAMPLES = [
+    "https://cdn.example.com/ref/1.png",
+    "http://cdn.example.com/a.JPG?x=1#y",
+    "HTTPS://Cdn.Example.com:8443/p/q.webp",
+    "https://cdn.example.com",
+    "https://img.example.org/x.heic?size=2.png",
+    "https://img.example.org/noext",
+    "https://img.example.org/a.b/c",
+    "https://例子.com/a.png",
+    "https://cdn.example.com/é.png",
+    "https://cdn.example.com/x.pnG",
+    "http://localhost/a.png",
+    "http://10.0.0.1/a.png",
+    "http://[::1]/a.png",
+    "https://user@cdn.example.com/a.png",
+    "https://cdn.example.com:0/a.png",
+    "https://cdn.example.com:99999/a.png",
+    "https://cdn.example.com:/a.png",
+    "ftp://cdn.example.com/a.png",
+    "httpſ://cdn.example.com/a.png",
+    "https://cdn.example.com/ctl\x01.png",
+    "not a url",
+    '["https://cdn.example.com/j.png"]',
+]
+URLS = st.sampled_from(URL_SAMPLES)
+SEPS = st.sampled_from([", ", ",", "，", ";", "；", "、", " ", "\n", "\u3000", "\t"])
+
+
+@st.composite
+def url_cells(draw: st.DrawFn) -> str:
+    urls = draw(st.lists(URLS, max_size=3))
+    out = ""
+    for u in urls:
+        out += u + draw(SEPS)
+    return out if draw(st.booleans()) else out.rstrip(", ，;；、\n\u3000\t")
+
+
+HEADERS = [
+    ["prompt", "aspect_ratio", "image_urls"],
+    ["提示词", "比例"],
+    ["id", "Prompt", "参考图", "ratio", "note"],
+    ["image_urls", "prompt"],
+]
+
+
+@st.composite
+def table(draw: st.DrawFn) -> tuple[list[str], list[list[str]]]:
+    header = draw(st.sampled_from(HEADERS))
+    rows = []
+    for _ in range(draw(st.integers(0, 12))):
+        kind = draw(st.sampled_from(["common", "common", "common", "blank", "short", "wide", "free"]))
+        if kind == "blank":
+            rows.append(draw(st.sampled_from([[], [""], ["", " "], ["\u3000", "\t"]])))
+            continue
+        if kind == "free":
+            rows.append(draw(st.lists(st.text(max_size=8), max_size=5)))
+            continue
+        cells = {"prompt": draw(PROMPTS), "ratio": draw(RATIOS), "urls": draw(url_cells())}
+        row = []
+        for name in header:
+            low = name.lower()
+            row.append(
+                cells["prompt"]
+                if low in ("prompt", "提示词")
+                else cells["ratio"]
+                if low in ("aspect_ratio", "比例", "ratio")
+                else cells["urls"]
+                if low in ("image_urls", "参考图")
+                else draw(st.sampled_from(["", "x", "7"]))
+            )
+        if kind == "short":
+            row = row[: draw(st.integers(0, len(row)))]
+        if kind == "wide":
+            row += ["extra"] * draw(st.integers(1, 3))
+        rows.append(row)
+    return header, rows
+
+
+def render(header: list[str], rows: list[list[str]], delimiter: str, line_end: str, quoting: int) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, delimiter=delimiter, lineterminator=line_end, quoting=quoting)
+    w.writerow(header)
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+@SETTINGS
+@given(
+    t=table(),
+    delimiter=st.sampled_from([",", "\t", ";"]),
+    line_end=st.sampled_from(["\n", "\r\n", "\r"]),
+    quoting=st.sampled_from([csv.QUOTE_MINIMAL, csv.QUOTE_ALL]),
+    encoding=st.sampled_from(["utf-8", "utf-8-sig", "gb18030"]),
+    trailing=st.sampled_from(["", "\n", "\n\n", "\r\n \r\n"]),
+    chunk=st.sampled_from([1, 2, 3, 7, 64, 1 << 20]),
+    batch=st.sampled_from([1, 2, 8192]),
+)
+def test_written_tables_give_the_same_result(
+    t, delimiter, line_end, quoting, encoding, trailing, chunk, batch
+):
+    header, rows = t
+    text = render(header, rows, delimiter, line_end, quoting)
+    if not text.endswith(("\n", "\r")):
+        trailing = ""
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "t.csv"
+        path.write_bytes((text + trailing).encode(encoding))
+        assert_same(path, chunk, batch)
+
+
+FRAGMENTS = st.sampled_from(
+    [
+        '"',
+        '""',
+        ",",
+        "\n",
+        "\r",
+        "\r\n",
+        " ",
+        "a",
+        "猫",
+        "prompt",
+        "https://cdn.example.com/x.png",
+        "16:9",
+        "\x00",
+    ]
+)
+
+
+@SETTINGS
+@given(
+    body=st.lists(FRAGMENTS, max_size=40).map("".join),
+    header=st.sampled_from(["prompt,aspect_ratio,image_urls\n", "prompt\r\n", '"prompt","image_urls"\r']),
+    chunk=st.sampled_from([1, 2, 5, 1 << 20]),
+)
+def test_hand_made_csv_gives_the_same_result(body, header, chunk):
+    # Quotes in odd places, unterminated quotes, text after a closing quote, NUL bytes.
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "t.csv"
+        path.write_bytes((header + body).encode())
+        assert_same(path, chunk, 2)
+
+
+def test_common_rows_are_read_natively(tmp_path, monkeypatch):
+    # Nothing of the fast path may quietly stop working: a file of ordinary rows is read
+    # without a single row going through the Python row check.
+    from batchjob.input import pipeline
+
+    calls = []
+    monkeypatch.setattr(pipeline, "simple_line", lambda *a, **k: calls.append(a))
+    url_part("https://cdn.example.com/ref/0.png")  # hosts are judged by Python once, then cached
+    lines = ["prompt,aspect_ratio,image_urls"]
+    for i in range(3000):
+        urls = ", ".join(f"https://cdn.example.com/ref/{i}-{j}.png" for j in range(i % 3))
+        lines.append(f'"一只可爱的橘猫, cat (cute) {i}",{["", "16:9", "1:1"][i % 3]},"{urls}"')
+    path = tmp_path / "common.csv"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    r = convert_file(path, tmp_path / "o.jsonl")
+    assert (r.valid, r.invalid, calls) == (3000, 0, [])
+
+
+def test_a_record_longer_than_the_cell_limit_is_refused_alike(tmp_path, monkeypatch):
+    monkeypatch.setattr(rowscan, "_LONG_RECORD", 1000)
+    limits = Limits(max_cell_chars=5000)
+    path = tmp_path / "long.csv"
+    path.write_text('prompt\nok\n"' + "x" * 20_000 + '"\nafter\n')
+    native = assert_same(path, 512, 8192, limits)
+    assert native[0]["fatal"]["code"] == "limit_cell_length"
+    # An unterminated quote swallows the rest of the file, however long.
+    path.write_text('prompt\nok\n"' + "y\n" * 3000)
+    assert_same(path, 512, 8192)
+
+
+def test_row_limit_counts_the_same(tmp_path):
+    path = tmp_path / "rows.csv"
+    path.write_text("prompt\n" + "a\n\n" * 50 + "b\n")
+    native = assert_same(path, 16, 3, Limits(max_rows=50))
+    assert native[0]["fatal"]["code"] == "limit_rows"
+
+
+def test_a_decoding_error_late_in_the_file_restarts_with_the_next_encoding(tmp_path):
+    path = tmp_path / "late.csv"
+    body = "prompt\n" + "一只猫\n" * 5000
+    path.write_bytes(body.encode("utf-8") + "中文".encode("gb18030") + b"\n")  # not UTF-8
+    native = assert_same(path, 4096)
+    assert native[0]["encoding"] != "utf-8"
+
+
+# --- one row --------------------------------------------------------------------------
+
+
+def native_row(prompt: str, ratio: str, urls: str) -> bytes | None:
+    assert rowscan._native is not None
+    return rowscan._native.row_line(prompt, ratio, urls)
+
+
+def python_row(prompt: str, ratio: str, urls: str) -> bytes | None:
+    errors: list = []
+    line = simple_line(1, prompt, ratio, urls, errors)
+    return None if has_sd_weights(prompt) else line
+
+
+@settings(max_examples=500, deadline=None)
+@given(prompt=st.text(max_size=30), ratio=RATIOS, urls=url_cells())
+def test_a_row_taken_natively_is_the_row_python_writes(prompt, ratio, urls):
+    for u in URL_SAMPLES:  # hosts judged, as they are after the first rows of a file
+        url_part(u)
+    python = python_row(prompt, ratio, urls)
+    native = native_row(prompt, ratio, urls)
+    assert native is None or native == python
+
+
+def test_strings_are_escaped_as_orjson_escapes_them():
+    every = "".join(chr(c) for c in range(1, 0x80)) + "\u2028\u2029é猫😀\ufeff"
+    for text in (every, "x\x00y", '"', "\\", "\x7f"):
+        assert native_row(text, "", "") == python_row(text, "", "")
+
+
+def test_whitespace_is_what_python_strips():
+    spaces = [chr(c) for c in range(sys.maxunicode + 1) if chr(c).isspace()]
+    assert len(spaces) > 20
+    for s in spaces:
+        assert native_row(f"{s}cat{s}", "", "") == python_row(f"{s}cat{s}", "", "")
+        assert native_row(s, "", "") is None  # blank prompt: Python reports it
+    # What Python does not strip stays: a zero-width space is not whitespace.
+    assert native_row("\u200bcat", "", "") == python_row("\u200bcat", "", "")
+
+
+@settings(max_examples=500, deadline=None)
+@given(prompt=st.text(alphabet="(:)1.２ ab\u3000", min_size=1, max_size=14))
+@example(prompt="(a:1 )")
+@example(prompt="(a: 1.5\u3000)")
+@example(prompt="(a:1.)")
+@example(prompt="(a:.5)")
+@example(prompt="(a:b:2)")
+def test_weight_syntax_is_left_to_python_exactly_when_it_warns(prompt):
+    expected_python = not prompt.strip() or has_sd_weights(prompt)
+    assert (native_row(prompt, "", "") is None) == expected_python
+
+
+def test_urls_are_taken_once_their_host_is_judged():
+    url = "https://fresh-host.example.net/a.png"
+    assert native_row("p", "", url) is None  # not judged yet: Python judges it
+    url_part(url)
+    assert native_row("p", "", url) == python_row("p", "", url)
+    assert native_row("p", "", "http://localhost/a.png") is None
+
+
+def test_ratio_spellings_are_taken_once_python_has_read_them():
+    assert native_row("p", "16 x 9", "") is None
+    python = python_row("p", "16 x 9", "")
+    assert python is not None and native_row("p", "16 x 9", "") == python
+    assert native_row("p", "7:5", "") is None  # refused: Python reports it, every time
+    python_row("p", "7:5", "")
+    assert native_row("p", "7:5", "") is None
+
+
+# --- spreadsheet rows -------------------------------------------------------------------
+
+CELLS = st.one_of(
+    PROMPTS,
+    RATIOS,
+    url_cells(),
+    st.none(),
+    st.floats(allow_nan=False, allow_infinity=False, width=32),
+    st.integers(-5, 5),
+    st.booleans(),
+    st.just(dt.time(16, 9)),
+    st.just(dt.datetime(2024, 5, 1, 8, 30)),
+    st.text(max_size=6),
+)
+
+
+def run_table(rows: list[list[Any]], native: bool, limits: Limits) -> tuple[Any, ...]:
+    report = Report(path="sheet.xlsx")
+    out: list[bytes] = []
+    it = iter([list(r) for r in rows])
+    try:
+        if native:
+            scan = rowscan.SheetRows(it, limits.max_cell_chars)
+            _table(1, iter(scan), report, limits, _Clock(limits), out.append, typed=True, on_header=scan.use)
+        else:
+            _table(1, it, report, limits, _Clock(limits), out.append, typed=True)
+        fatal = None
+    except InputError as e:
+        fatal = (e.code, e.params)
+    return fatal, report.to_dict(), b"".join(out)
+
+
+@SETTINGS
+@given(
+    header=st.sampled_from(HEADERS),
+    rows=st.lists(st.lists(CELLS, max_size=6), max_size=12),
+    batch=st.sampled_from([1, 2, 8192]),
+    max_rows=st.sampled_from([3, 1000]),
+)
+def test_sheet_rows_give_the_same_result(header, rows, batch, max_rows):
+    limits = Limits(max_rows=max_rows, max_cell_chars=12)
+    with small_reads(1 << 20, batch):
+        native = run_table([header, *rows], True, limits)
+    python = run_table([header, *rows], False, limits)
+    assert native == python
