@@ -5,6 +5,8 @@ image URLs) as UTF-8-BOM CSV, GB18030 CSV and XLSX, plus a 65k-row XLS, then mea
 in the same run, wall time and peak RSS of:
 
   convert  `batchjob convert FILE -o OUT` (detect, validate every row, canonical JSONL)
+  py       for context: the same with BATCHJOB_NATIVE=0 (every row read in Python, as on a
+           machine where the native row scanner could not be built)
   floor    a bare loop: stdlib csv (or calamine iter_rows) + orjson, no validation
   pandas   read_csv / read_excel + to_json(lines=True), what a user would otherwise do
            (flat simple lines: its fastest path, without any checks)
@@ -158,10 +160,10 @@ def make_data(d: Path, n: int, n_xls: int) -> dict[str, tuple[Path, str, str]]:
     return files
 
 
-def measure(cmd: list[str]) -> tuple[float, float]:
+def measure(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float]:
     """Wall seconds and peak RSS (MiB) of one whole process."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t0
     if os.waitstatus_to_exitcode(status) != 0:
@@ -170,8 +172,8 @@ def measure(cmd: list[str]) -> tuple[float, float]:
     return wall, usage.ru_maxrss / 1024
 
 
-def best_of(cmd: list[str], repeat: int) -> tuple[float, float]:
-    runs = [measure(cmd) for _ in range(repeat)]
+def best_of(cmd: list[str], repeat: int, env: dict[str, str] | None = None) -> tuple[float, float]:
+    runs = [measure(cmd, env) for _ in range(repeat)]
     # The fastest run: the one least disturbed by other load on a shared machine.
     return min(w for w, _ in runs), max(m for _, m in runs)
 
@@ -218,24 +220,27 @@ def main() -> None:
         table = []
         for name, (path, kind, enc) in files.items():
             size = path.stat().st_size / 2**20
-            ours = best_of([batchjob, "convert", str(path), "-o", out], args.repeat)
+            convert = [batchjob, "convert", str(path), "-o", out]
+            ours = best_of(convert, args.repeat)
+            py_only = best_of(convert, args.repeat, {**os.environ, "BATCHJOB_NATIVE": "0"})
             if kind == "csv":
                 floor = best_of([py, "-c", FLOOR_CSV, str(path), enc, out], args.repeat)
             else:
                 floor = best_of([py, "-c", FLOOR_SHEET, str(path), out], args.repeat)
             pandas = best_of([py, "-c", PANDAS, str(path), kind, enc or "utf-8", out], args.repeat)
             vertex = best_of([py, "-c", PANDAS_VERTEX, str(path), kind, enc or "utf-8", out], args.repeat)
-            table.append((name, size, ours, floor, pandas, vertex))
+            table.append((name, size, ours, py_only, floor, pandas, vertex))
     print(
-        f"{'file':<14}{'MiB':>6}  {'convert s':>9} {'floor s':>8} {'pandas s':>8} {'pd→vtx s':>8}  "
-        f"{'conv/floor':>10} {'pandas/conv':>11} {'pd→vtx/conv':>11}  "
-        f"{'RSS conv':>8} {'floor':>6} {'pandas':>7} {'pd→vtx':>7}"
+        f"{'file':<14}{'MiB':>6}  {'convert s':>9} {'py s':>6} {'floor s':>8} "
+        f"{'pandas s':>8} {'pd→vtx s':>8}  "
+        f"{'conv/floor':>10} {'pandas/conv':>11} {'py/conv':>8} {'pd→vtx/conv':>11}  "
+        f"{'RSS conv':>8} {'py':>5} {'floor':>6} {'pandas':>7} {'pd→vtx':>7}"
     )
-    for name, size, (cw, cm), (fw, fm), (pw, pm), (vw, vm) in table:
+    for name, size, (cw, cm), (yw, ym), (fw, fm), (pw, pm), (vw, vm) in table:
         print(
-            f"{name:<14}{size:>6.1f}  {cw:>9.2f} {fw:>8.2f} {pw:>8.2f} {vw:>8.2f}  "
-            f"{cw / fw:>9.2f}x {pw / cw:>10.2f}x {vw / cw:>10.2f}x"
-            f"  {cm:>7.0f}M {fm:>5.0f}M {pm:>6.0f}M {vm:>6.0f}M"
+            f"{name:<14}{size:>6.1f}  {cw:>9.2f} {yw:>6.2f} {fw:>8.2f} {pw:>8.2f} {vw:>8.2f}  "
+            f"{cw / fw:>9.2f}x {pw / cw:>10.2f}x {yw / cw:>7.2f}x {vw / cw:>10.2f}x"
+            f"  {cm:>7.0f}M {ym:>4.0f}M {fm:>5.0f}M {pm:>6.0f}M {vm:>6.0f}M"
         )
 
 
