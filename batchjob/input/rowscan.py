@@ -19,10 +19,14 @@ import csv
 import logging
 import os
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from batchjob.input import validate
+
+if TYPE_CHECKING:  # the pipeline imports this module; no cycle at run time
+    from batchjob.input.pipeline import _Columns
 
 try:
     from batchjob.input import _rowscan as _native
@@ -69,18 +73,20 @@ _configure()
 Row = list[Any]
 
 
-class Run:
+class Run(ABC):
     """Rows read natively: `take` reads the next stretch of them."""
 
     columns: tuple[int, int, int] | None = None  # prompt, ratio, urls; -1 when absent
 
-    def use(self, columns: Any) -> None:
+    def use(self, columns: _Columns) -> None:
         """The table's header was read: where its prompt, ratio and URLs are."""
         self.columns = (columns.prompt, columns.ratio, columns.urls)
 
+    @abstractmethod
     def take(self, cap: int, build: bool) -> tuple[bytes, int, int]:
-        """(lines, rows, blank rows) of the next stretch; at most `cap` non-blank rows."""
-        raise NotImplementedError
+        """(lines, rows, blank rows) of the next stretch; at most `cap` non-blank rows.
+
+        `build`: write the lines (False when only inspecting: counts only)."""
 
 
 class CsvRows(Run):
