@@ -14,12 +14,16 @@
  *   - a blank row (every cell whitespace) is skipped and counted;
  *   - prompt: stripped, non-empty, no weight syntax "(word:1.2)" (a warning: Python's);
  *   - ratio: empty, exactly an allowed spelling, or a spelling in Python's ratio cache;
+ *     in a sheet also a time (16:09 for 16:9);
+ *   - other cells of a sheet: text, empty, or a number, date or time (never blank);
  *   - URLs: split at whitespace , ， ; ； 、; each http(s)://host[:port][/?#rest] with an
  *     ASCII host whose verdict is True in the Python host cache;
  *   - strings are escaped as orjson escapes them.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <datetime.h>
+#include <stdio.h>
 #include <string.h>
 
 /* ---- configuration, set once from Python (validate.py's constants) ---------------- */
@@ -520,14 +524,21 @@ static PyObject *csv_run(PyObject *self, PyObject *args) {
 
 /* ---- sheets --------------------------------------------------------------------------- */
 
-/* A cell as a UTF-8 span, or 0 when the cell is not a str (Python converts those). */
-static int cell_span(PyObject *row, Py_ssize_t k, Span *sp) {
+/* A field's cell as a UTF-8 span; 0 when Python must convert the cell. A ratio typed as a
+   time (Excel turns 16:9 into 16:09) reads "16:9", as cell_text reads it, into `scratch`. */
+static int cell_span(PyObject *row, Py_ssize_t k, Span *sp, char *scratch) {
     if (k < 0 || k >= PyList_GET_SIZE(row)) {
         sp->p = (const unsigned char *)"";
         sp->n = 0;
         return 1;
     }
     PyObject *v = PyList_GET_ITEM(row, k);
+    if (scratch != NULL && PyTime_CheckExact(v)) {
+        int len = snprintf(scratch, 16, "%d:%d", PyDateTime_TIME_GET_HOUR(v), PyDateTime_TIME_GET_MINUTE(v));
+        sp->p = (const unsigned char *)scratch;
+        sp->n = len;
+        return 1;
+    }
     if (!PyUnicode_CheckExact(v)) return 0;
     const char *s = PyUnicode_AsUTF8AndSize(v, &sp->n);
     if (s == NULL) {
@@ -537,6 +548,41 @@ static int cell_span(PyObject *row, Py_ssize_t k, Span *sp) {
     }
     sp->p = (const unsigned char *)s;
     return 1;
+}
+
+static int str_blank(PyObject *v) {
+    Py_ssize_t len = PyUnicode_GET_LENGTH(v);
+    int kind = PyUnicode_KIND(v);
+    const void *data = PyUnicode_DATA(v);
+    for (Py_ssize_t c = 0; c < len; c++)
+        if (!Py_UNICODE_ISSPACE(PyUnicode_READ(kind, data, c))) return 0;
+    return 1;
+}
+
+/* Texts of numbers, dates and times (cell_text) are never blank and never this long. */
+#define SHORT_TEXT 64
+
+/* A cell as cell_text would read it, for the blank and length checks: 1 blank, 0 not
+   blank, -1 Python converts it. `ratio`: the cell is read as an aspect ratio. */
+static int cell_kind(PyObject *v, Py_ssize_t max_cell, int field, int ratio) {
+    if (PyUnicode_CheckExact(v)) return PyUnicode_GET_LENGTH(v) > max_cell ? -1 : str_blank(v);
+    if (ratio) return PyTime_CheckExact(v) && max_cell >= SHORT_TEXT ? 0 : -1;
+    if (field) return -1; /* a number as a prompt or URL: Python's cell_text */
+    if (v == Py_None) return 1;
+    if (max_cell < SHORT_TEXT) return -1;
+    if (PyFloat_CheckExact(v) || PyBool_Check(v) || PyDate_CheckExact(v) || PyDateTime_CheckExact(v) ||
+        PyTime_CheckExact(v) || PyDelta_CheckExact(v))
+        return 0;
+    if (PyLong_CheckExact(v)) {
+        int overflow = 0;
+        long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
+        if (x == -1 && PyErr_Occurred()) {
+            PyErr_Clear();
+            return -1;
+        }
+        return overflow ? -1 : 0;
+    }
+    return -1;
 }
 
 static PyObject *sheet_run(PyObject *self, PyObject *args) {
@@ -561,19 +607,13 @@ static PyObject *sheet_run(PyObject *self, PyObject *args) {
             break;
         }
         if (!PyList_CheckExact(row)) { pending = row; break; }
-        /* Every cell a str within the cell limit, else Python converts and checks it. */
+        /* Every cell one whose text is known here, else Python converts and checks it. */
         Py_ssize_t w = PyList_GET_SIZE(row);
         int simple = 1, is_blank = 1;
         for (Py_ssize_t k = 0; k < w; k++) {
-            PyObject *v = PyList_GET_ITEM(row, k);
-            if (!PyUnicode_CheckExact(v) || PyUnicode_GET_LENGTH(v) > max_cell) { simple = 0; break; }
-            if (is_blank) {
-                Py_ssize_t len = PyUnicode_GET_LENGTH(v);
-                int kind = PyUnicode_KIND(v);
-                const void *data = PyUnicode_DATA(v);
-                for (Py_ssize_t c = 0; c < len; c++)
-                    if (!Py_UNICODE_ISSPACE(PyUnicode_READ(kind, data, c))) { is_blank = 0; break; }
-            }
+            int c = cell_kind(PyList_GET_ITEM(row, k), max_cell, k == pi || k == ui, k == ri);
+            if (c < 0) { simple = 0; break; }
+            is_blank &= c;
         }
         if (!simple) { pending = row; break; }
         if (is_blank) {
@@ -586,8 +626,9 @@ static PyObject *sheet_run(PyObject *self, PyObject *args) {
         Span sp[3];
         Py_ssize_t idx[3] = {pi, ri, ui};
         int r = ROW_TAKEN;
+        char scratch[16];
         for (int k = 0; k < 3 && r == ROW_TAKEN; k++) {
-            int c = cell_span(row, idx[k], &sp[k]);
+            int c = cell_span(row, idx[k], &sp[k], k == 1 ? scratch : NULL);
             if (c < 0) r = ROW_ERROR;
             else if (c == 0) r = ROW_PYTHON;
         }
@@ -713,4 +754,8 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_rowscan", NULL, -1, methods, NULL, NULL, NULL, NULL};
 
-PyMODINIT_FUNC PyInit__rowscan(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__rowscan(void) {
+    PyDateTime_IMPORT;
+    if (PyDateTimeAPI == NULL) return NULL;
+    return PyModule_Create(&module);
+}

@@ -17,6 +17,7 @@ import os
 import sys
 import tempfile
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -164,8 +165,24 @@ HEADERS = [
 ]
 
 
+FIELD_OF = {
+    "prompt": "prompt",
+    "提示词": "prompt",
+    "aspect_ratio": "ratio",
+    "比例": "ratio",
+    "ratio": "ratio",
+    "image_urls": "urls",
+    "参考图": "urls",
+}
+
+
 @st.composite
-def table(draw: st.DrawFn) -> tuple[list[str], list[list[str]]]:
+def tables(
+    draw: st.DrawFn,
+    cells: dict[str, st.SearchStrategy[Any]],
+    other: st.SearchStrategy[Any],
+) -> tuple[list[str], list[list[Any]]]:
+    """A header and rows: mostly rows made of field values, and blank, short, wide and free ones."""
     header = draw(st.sampled_from(HEADERS))
     rows = []
     for _ in range(draw(st.integers(0, 12))):
@@ -174,27 +191,19 @@ def table(draw: st.DrawFn) -> tuple[list[str], list[list[str]]]:
             rows.append(draw(st.sampled_from([[], [""], ["", " "], ["\u3000", "\t"]])))
             continue
         if kind == "free":
-            rows.append(draw(st.lists(st.text(max_size=8), max_size=5)))
+            rows.append(draw(st.lists(other, max_size=5)))
             continue
-        cells = {"prompt": draw(PROMPTS), "ratio": draw(RATIOS), "urls": draw(url_cells())}
-        row = []
-        for name in header:
-            low = name.lower()
-            row.append(
-                cells["prompt"]
-                if low in ("prompt", "提示词")
-                else cells["ratio"]
-                if low in ("aspect_ratio", "比例", "ratio")
-                else cells["urls"]
-                if low in ("image_urls", "参考图")
-                else draw(st.sampled_from(["", "x", "7"]))
-            )
+        row = [draw(cells[FIELD_OF[n.lower()]]) if n.lower() in FIELD_OF else draw(other) for n in header]
         if kind == "short":
             row = row[: draw(st.integers(0, len(row)))]
         if kind == "wide":
-            row += ["extra"] * draw(st.integers(1, 3))
+            row += draw(st.lists(other, min_size=1, max_size=3))
         rows.append(row)
     return header, rows
+
+
+def table() -> st.SearchStrategy[tuple[list[str], list[list[Any]]]]:
+    return tables({"prompt": PROMPTS, "ratio": RATIOS, "urls": url_cells()}, st.sampled_from(["", "x", "7"]))
 
 
 def render(header: list[str], rows: list[list[str]], delimiter: str, line_end: str, quoting: int) -> str:
@@ -378,6 +387,7 @@ def test_ratio_spellings_are_taken_once_python_has_read_them():
 
 # --- spreadsheet rows -------------------------------------------------------------------
 
+TIMES = st.sampled_from([dt.time(16, 9), dt.time(1, 1), dt.time(21, 9, 30), dt.time(7, 5), dt.time(0, 0)])
 CELLS = st.one_of(
     PROMPTS,
     RATIOS,
@@ -385,9 +395,15 @@ CELLS = st.one_of(
     st.none(),
     st.floats(allow_nan=False, allow_infinity=False, width=32),
     st.integers(-5, 5),
+    st.integers(),
+    st.sampled_from([0.30000000000000004, 1e300, 10**30, 123456789012345]),  # long as text
     st.booleans(),
-    st.just(dt.time(16, 9)),
+    TIMES,
     st.just(dt.datetime(2024, 5, 1, 8, 30)),
+    st.just(dt.datetime(1899, 12, 30, 16, 9)),
+    st.just(dt.date(2024, 5, 1)),
+    st.just(dt.timedelta(hours=16, minutes=9)),
+    st.just(Decimal("1.5")),
     st.text(max_size=6),
 )
 
@@ -408,16 +424,52 @@ def run_table(rows: list[list[Any]], native: bool, limits: Limits) -> tuple[Any,
     return fatal, report.to_dict(), b"".join(out)
 
 
+SHEET = tables(
+    {
+        "prompt": st.one_of(PROMPTS, st.sampled_from(["cat", "猫 (cute)"]), CELLS),
+        "ratio": st.one_of(RATIOS, TIMES, CELLS),
+        "urls": st.one_of(url_cells(), CELLS),
+    },
+    CELLS,
+)
+
+
 @SETTINGS
 @given(
-    header=st.sampled_from(HEADERS),
-    rows=st.lists(st.lists(CELLS, max_size=6), max_size=12),
+    t=SHEET,
     batch=st.sampled_from([1, 2, 8192]),
     max_rows=st.sampled_from([3, 1000]),
+    max_cell=st.sampled_from([12, 32_767]),
 )
-def test_sheet_rows_give_the_same_result(header, rows, batch, max_rows):
-    limits = Limits(max_rows=max_rows, max_cell_chars=12)
+def test_sheet_rows_give_the_same_result(t, batch, max_rows, max_cell):
+    header, rows = t
+    limits = Limits(max_rows=max_rows, max_cell_chars=max_cell)
     with small_reads(1 << 20, batch):
         native = run_table([header, *rows], True, limits)
     python = run_table([header, *rows], False, limits)
     assert native == python
+
+
+def test_typical_sheet_rows_are_read_natively(monkeypatch):
+    # A numbered sheet whose ratio column Excel typed as times: still read natively.
+    from batchjob.input import pipeline
+
+    calls = []
+    monkeypatch.setattr(pipeline, "simple_line", lambda *a, **k: calls.append(a))
+    url_part("https://cdn.example.com/ref/0.png")
+    rows: list[list[Any]] = [["序号", "提示词", "比例", "参考图", "备注"]]
+    for i in range(500):
+        ratio = [dt.time(16, 9), "1:1", ""][i % 3]
+        urls = "https://cdn.example.com/ref/0.png" if i % 2 else ""
+        rows.append([float(i), f"一只猫 {i}", ratio, urls, None if i % 4 else True])
+    fatal, report, out = run_table(rows, True, Limits())
+    assert (fatal, report["rows"]["valid"], calls) == (None, 500, [])
+    assert out.count(b'"aspectRatio":"16:9"') == 167
+
+
+def test_a_number_longer_than_the_cell_limit_is_refused_alike():
+    limits = Limits(max_cell_chars=12)
+    rows: list[list[Any]] = [["prompt", "n"], ["cat", 1.5], ["dog", 0.30000000000000004]]
+    native = run_table(rows, True, limits)
+    assert native == run_table(rows, False, limits)
+    assert native[0] == ("limit_cell_length", {"row": 3, "limit": 12})
