@@ -394,6 +394,70 @@ enum { STOP_END = 0, STOP_PYTHON = 1, STOP_CAP = 2, STOP_MORE = 3, STOP_BATCH = 
 
 #define MAX_FIELDS 4096 /* wider records go to Python's csv */
 
+/* The cells of a record the scanner tokenized (b[a..end), well formed), as csv.reader
+   gives them: the row then goes to Python's checks without being parsed again. */
+static PyObject *record_cells(const unsigned char *b, Py_ssize_t a, Py_ssize_t end, int delim) {
+    PyObject *cells = PyList_New(0);
+    if (cells == NULL) return NULL;
+    Out tmp = {0};
+    Py_ssize_t i = a;
+    for (;;) {
+        PyObject *cell;
+        if (i < end && b[i] == '"') {
+            tmp.n = 0;
+            i++;
+            for (;;) {
+                const unsigned char *q = memchr(b + i, '"', (size_t)(end - i));
+                if (q == NULL) { /* cannot happen for a record the scanner read */
+                    PyErr_SetString(PyExc_ValueError, "rowscan: record is not well formed");
+                    goto fail;
+                }
+                Py_ssize_t k = q - b;
+                if (out_put(&tmp, (const char *)b + i, k - i) < 0) goto fail;
+                if (k + 1 < end && b[k + 1] == '"') {
+                    if (out_put(&tmp, "\"", 1) < 0) goto fail;
+                    i = k + 2;
+                    continue;
+                }
+                i = k + 1;
+                break;
+            }
+            cell = PyUnicode_DecodeUTF8(tmp.d ? tmp.d : "", tmp.n, "strict");
+        } else {
+            Py_ssize_t s = i;
+            while (i < end && b[i] != delim && b[i] != '\r' && b[i] != '\n') i++;
+            cell = PyUnicode_DecodeUTF8((const char *)b + s, i - s, "strict");
+        }
+        if (cell == NULL) goto fail;
+        int r = PyList_Append(cells, cell);
+        Py_DECREF(cell);
+        if (r < 0) goto fail;
+        if (i < end && b[i] == delim) {
+            i++;
+            continue;
+        }
+        break;
+    }
+    PyMem_Free(tmp.d);
+    return cells;
+fail:
+    PyMem_Free(tmp.d);
+    Py_DECREF(cells);
+    return NULL;
+}
+
+/* The rows read since the last part, as one (lines, rows, blank) part; none when empty. */
+static int flush_stretch(PyObject *parts, Out *out, Py_ssize_t *rows, Py_ssize_t *blank) {
+    if (*rows == 0) return 0;
+    PyObject *part = Py_BuildValue("(y#nn)", out->d ? out->d : "", out->n, *rows, *blank);
+    if (part == NULL) return -1;
+    int r = PyList_Append(parts, part);
+    Py_DECREF(part);
+    out->n = 0;
+    *rows = *blank = 0;
+    return r;
+}
+
 static PyObject *csv_run(PyObject *self, PyObject *args) {
     Py_buffer view;
     Py_ssize_t pos, pi, ri, ui, max_cell, cap, max_rows_out;
@@ -415,7 +479,14 @@ static PyObject *csv_run(PyObject *self, PyObject *args) {
 
     Out out = {0};
     Out unq = {0};
-    Py_ssize_t rows = 0, blank = 0, taken = 0;
+    /* parts: stretches of rows read here, (lines, rows, blank), and between them the cells
+       of each row left to Python's checks, in file order. */
+    PyObject *parts = PyList_New(0);
+    if (parts == NULL) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    Py_ssize_t rows = 0, taken = 0, s_rows = 0, s_blank = 0;
     int stop = STOP_END, failed = 0;
 
     while (pos < n || !final) {
@@ -490,7 +561,8 @@ static PyObject *csv_run(PyObject *self, PyObject *args) {
         if (verdict == 2) { stop = STOP_MORE; break; }
         if (verdict == 0) { stop = STOP_PYTHON; break; }
         if (is_blank) {
-            blank++;
+            s_blank++;
+            s_rows++;
             rows++;
             pos = i;
             continue;
@@ -505,21 +577,33 @@ static PyObject *csv_run(PyObject *self, PyObject *args) {
         }
         int r = row_line(build ? &out : NULL, sp[0], sp[1], sp[2]);
         if (r == ROW_ERROR) { failed = 1; break; }
-        if (r == ROW_PYTHON) { stop = STOP_PYTHON; break; }
+        if (r == ROW_PYTHON) {
+            /* Python checks this row: it gets the cells, and the scan goes on after it. */
+            PyObject *cells = record_cells(b, pos, i, delim);
+            if (cells == NULL) { /* Python's csv reads it from `pos` */
+                PyErr_Clear();
+                stop = STOP_PYTHON;
+                break;
+            }
+            int bad = flush_stretch(parts, &out, &s_rows, &s_blank) < 0 || PyList_Append(parts, cells) < 0;
+            Py_DECREF(cells);
+            if (bad) { failed = 1; break; }
+        } else {
+            s_rows++;
+        }
         rows++;
         taken++;
         pos = i;
     }
     PyBuffer_Release(&view);
     PyMem_Free(unq.d);
+    if (!failed && flush_stretch(parts, &out, &s_rows, &s_blank) < 0) failed = 1;
+    PyMem_Free(out.d);
     if (failed) {
-        PyMem_Free(out.d);
+        Py_DECREF(parts);
         return NULL;
     }
-    PyObject *lines = PyBytes_FromStringAndSize(out.d ? out.d : "", out.n);
-    PyMem_Free(out.d);
-    if (lines == NULL) return NULL;
-    return Py_BuildValue("(Nnnni)", lines, pos, rows, blank, stop);
+    return Py_BuildValue("(Nni)", parts, pos, stop);
 }
 
 /* ---- sheets --------------------------------------------------------------------------- */
@@ -595,9 +679,11 @@ static PyObject *sheet_run(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_TypeError, "rowscan: an iterator of rows expected");
         return NULL;
     }
+    /* parts as csv_run's; a row left to Python is the row itself, as the iterator gave it. */
+    PyObject *parts = PyList_New(0);
+    if (parts == NULL) return NULL;
     Out out = {0};
-    Py_ssize_t rows = 0, blank = 0, taken = 0;
-    PyObject *pending = NULL;
+    Py_ssize_t rows = 0, taken = 0, s_rows = 0, s_blank = 0;
     int done = 0, failed = 0;
     while (rows < max_rows_out) {
         PyObject *row = PyIter_Next(it);
@@ -606,54 +692,59 @@ static PyObject *sheet_run(PyObject *self, PyObject *args) {
             else done = 1;
             break;
         }
-        if (!PyList_CheckExact(row)) { pending = row; break; }
-        /* Every cell one whose text is known here, else Python converts and checks it. */
-        Py_ssize_t w = PyList_GET_SIZE(row);
-        int simple = 1, is_blank = 1;
-        for (Py_ssize_t k = 0; k < w; k++) {
-            int c = cell_kind(PyList_GET_ITEM(row, k), max_cell, k == pi || k == ui, k == ri);
-            if (c < 0) { simple = 0; break; }
-            is_blank &= c;
+        int r = ROW_PYTHON, is_blank = 0;
+        if (PyList_CheckExact(row)) {
+            /* Every cell one whose text is known here, else Python converts and checks it. */
+            Py_ssize_t w = PyList_GET_SIZE(row);
+            r = ROW_TAKEN;
+            is_blank = 1;
+            for (Py_ssize_t k = 0; k < w; k++) {
+                int c = cell_kind(PyList_GET_ITEM(row, k), max_cell, k == pi || k == ui, k == ri);
+                if (c < 0) { r = ROW_PYTHON; break; }
+                is_blank &= c;
+            }
         }
-        if (!simple) { pending = row; break; }
-        if (is_blank) {
+        if (r == ROW_TAKEN && is_blank) {
             Py_DECREF(row);
             rows++;
-            blank++;
+            s_rows++;
+            s_blank++;
             continue;
         }
-        if (taken >= cap) { pending = row; break; }
-        Span sp[3];
-        Py_ssize_t idx[3] = {pi, ri, ui};
-        int r = ROW_TAKEN;
-        char scratch[16];
-        for (int k = 0; k < 3 && r == ROW_TAKEN; k++) {
-            int c = cell_span(row, idx[k], &sp[k], k == 1 ? scratch : NULL);
-            if (c < 0) r = ROW_ERROR;
-            else if (c == 0) r = ROW_PYTHON;
+        int at_cap = taken >= cap;
+        if (r == ROW_TAKEN && !at_cap) {
+            Span sp[3];
+            Py_ssize_t idx[3] = {pi, ri, ui};
+            char scratch[16];
+            for (int k = 0; k < 3 && r == ROW_TAKEN; k++) {
+                int c = cell_span(row, idx[k], &sp[k], k == 1 ? scratch : NULL);
+                if (c < 0) r = ROW_ERROR;
+                else if (c == 0) r = ROW_PYTHON;
+            }
+            if (r == ROW_TAKEN) r = row_line(build ? &out : NULL, sp[0], sp[1], sp[2]);
+        } else {
+            r = ROW_PYTHON;
         }
-        if (r == ROW_TAKEN) r = row_line(build ? &out : NULL, sp[0], sp[1], sp[2]);
         if (r == ROW_ERROR) { Py_DECREF(row); failed = 1; break; }
-        if (r == ROW_PYTHON) { pending = row; break; }
-        Py_DECREF(row);
+        if (r == ROW_PYTHON) {
+            int bad = flush_stretch(parts, &out, &s_rows, &s_blank) < 0 || PyList_Append(parts, row) < 0;
+            Py_DECREF(row);
+            if (bad) { failed = 1; break; }
+            if (at_cap) break; /* the budget is spent: Python says what this row means */
+        } else {
+            Py_DECREF(row);
+            s_rows++;
+        }
         rows++;
         taken++;
     }
-    if (failed) {
-        PyMem_Free(out.d);
-        return NULL;
-    }
-    PyObject *lines = PyBytes_FromStringAndSize(out.d ? out.d : "", out.n);
+    if (!failed && flush_stretch(parts, &out, &s_rows, &s_blank) < 0) failed = 1;
     PyMem_Free(out.d);
-    if (lines == NULL) {
-        Py_XDECREF(pending);
+    if (failed) {
+        Py_DECREF(parts);
         return NULL;
     }
-    if (pending == NULL) {
-        pending = Py_None;
-        Py_INCREF(pending);
-    }
-    return Py_BuildValue("(NnnNi)", lines, rows, blank, pending, done);
+    return Py_BuildValue("(Ni)", parts, done);
 }
 
 /* ---- configuration ---------------------------------------------------------------------- */
@@ -745,9 +836,9 @@ static PyMethodDef methods[] = {
      "configure(prefix, file_part, jpeg_tail, ext_tails, ratio_tails, host_cache, ratio_cache)"},
     {"csv_run", csv_run, METH_VARARGS,
      "csv_run(buf, pos, final, delim, pi, ri, ui, max_cell, cap, max_rows, build)"
-     " -> (lines, pos, rows, blank, stop)"},
+     " -> ([(lines, rows, blank) | cells of a row for Python, ...], pos, stop)"},
     {"sheet_run", sheet_run, METH_VARARGS,
-     "sheet_run(rows, pi, ri, ui, max_cell, cap, max_rows, build) -> (lines, rows, blank, pending, done)"},
+     "sheet_run(rows, pi, ri, ui, max_cell, cap, max_rows, build) -> (parts, done)"},
     {"row_line", py_row_line, METH_VARARGS, "row_line(prompt, ratio, urls) -> bytes | None"},
     {NULL, NULL, 0, NULL},
 };

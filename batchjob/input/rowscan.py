@@ -20,6 +20,7 @@ import logging
 import os
 import re
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import Iterator
 from typing import IO, TYPE_CHECKING, Any
 
@@ -71,28 +72,51 @@ def _configure() -> None:
 _configure()
 
 Row = list[Any]
+Stretch = tuple[bytes, int, int]  # lines, rows, blank rows: read natively, in a row
 
 
 class Run(ABC):
-    """Rows read natively: `take` reads the next stretch of them."""
+    """Rows read natively: `take` reads the next stretch of them.
+
+    A native scan gives parts in file order: stretches of rows it read, and between them
+    the rows it left to the pipeline's checks. Iterating a reader yields the reader itself
+    for each stretch (the pipeline calls `take`) and each row left to Python as a list.
+    """
 
     columns: tuple[int, int, int] | None = None  # prompt, ratio, urls; -1 when absent
+
+    def __init__(self) -> None:
+        self.queue: deque[Stretch | Row] = deque()
 
     def use(self, columns: _Columns) -> None:
         """The table's header was read: where its prompt, ratio and URLs are."""
         self.columns = (columns.prompt, columns.ratio, columns.urls)
 
-    @abstractmethod
-    def take(self, cap: int, build: bool) -> tuple[bytes, int, int]:
+    def take(self, cap: int, build: bool) -> Stretch:
         """(lines, rows, blank rows) of the next stretch; at most `cap` non-blank rows.
 
         `build`: write the lines (False when only inspecting: counts only)."""
+        if not self.queue:
+            self._scan(cap, build)
+        if self.queue and isinstance(self.queue[0], tuple):
+            return self.queue.popleft()  # type: ignore[return-value]
+        return b"", 0, 0
+
+    def _queued(self) -> Iterator[Row | Run]:
+        while self.queue:
+            yield self.queue.popleft() if isinstance(self.queue[0], list) else self  # type: ignore[misc]
+
+    @abstractmethod
+    def _scan(self, cap: int, build: bool) -> None:
+        """Scan natively; the parts go to `queue`. The row budget `cap` counts every
+        non-blank row of them, those left to Python too."""
 
 
 class CsvRows(Run):
     """Records of a delimited text file, as csv.reader(open(path, newline="")) gives them."""
 
     def __init__(self, f: IO[bytes], encoding: str, delimiter: str, max_cell: int) -> None:
+        super().__init__()
         self.f = f
         self.decoder = codecs.getincrementaldecoder(encoding)("strict")
         # UTF-8 goes to the scanner as it is (decoded only to check it); any other
@@ -145,6 +169,7 @@ class CsvRows(Run):
         while True:
             if self.columns is not None:
                 yield self
+                yield from self._queued()
                 if self.stop == _END:
                     return
                 if self.stop in (_MORE, _BATCH):
@@ -154,29 +179,29 @@ class CsvRows(Run):
                 return
             yield row
 
-    def take(self, cap: int, build: bool) -> tuple[bytes, int, int]:
+    def _scan(self, cap: int, build: bool) -> None:
         assert self.columns is not None and _native is not None
         if self.pos >= len(self.buf) and not self.eof:
             self._fill()
         pi, ri, ui = self.columns
-        lines, self.pos, rows, blank, self.stop = _native.csv_run(
+        parts, self.pos, self.stop = _native.csv_run(
             self.buf, self.pos, self.eof, ord(self.delimiter), pi, ri, ui, self.max_cell, cap, BATCH, build
         )
+        self.queue.extend(parts)
         if self.stop == _MORE:
             if len(self.buf) - self.pos > _LONG_RECORD:
                 self.stop = _PYTHON  # one huge record: Python's csv applies the cell limit
             else:
                 self._fill()
-        return lines, rows, blank
 
 
 class SheetRows(Run):
     """A spreadsheet's rows (lists of cell values), the common ones read natively."""
 
     def __init__(self, rows: Iterator[Row], max_cell: int) -> None:
+        super().__init__()
         self.rows = rows
         self.max_cell = max_cell
-        self.pending: Row | None = None
         self.done = False
 
     def __iter__(self) -> Iterator[Row | Run]:
@@ -186,18 +211,12 @@ class SheetRows(Run):
                 break
         else:
             return
-        while True:
+        while not self.done:
             yield self
-            if self.pending is not None:
-                row, self.pending = self.pending, None
-                yield row
-            elif self.done:
-                return
+            yield from self._queued()
 
-    def take(self, cap: int, build: bool) -> tuple[bytes, int, int]:
+    def _scan(self, cap: int, build: bool) -> None:
         assert self.columns is not None and _native is not None
         pi, ri, ui = self.columns
-        lines, rows, blank, self.pending, self.done = _native.sheet_run(
-            self.rows, pi, ri, ui, self.max_cell, cap, BATCH, build
-        )
-        return lines, rows, blank
+        parts, self.done = _native.sheet_run(self.rows, pi, ri, ui, self.max_cell, cap, BATCH, build)
+        self.queue.extend(parts)
