@@ -260,6 +260,14 @@ static int url_part(Out *o, const unsigned char *u, Py_ssize_t n) {
 
 /* A URL separator at s[*i] (advancing *i past it): whitespace , ， ; ； 、. -1: not UTF-8. */
 static int url_sep(const unsigned char *s, Py_ssize_t n, Py_ssize_t *i) {
+    unsigned char c = s[*i];
+    if (c < 0x80) { /* the common case, without decoding */
+        if (c == ',' || c == ';' || Py_UNICODE_ISSPACE(c)) {
+            (*i)++;
+            return 1;
+        }
+        return 0;
+    }
     Py_ssize_t j = *i;
     long cp = u8_next(s, n, &j);
     if (cp < 0) return -1;
