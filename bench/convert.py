@@ -7,6 +7,10 @@ in the same run, wall time and peak RSS of:
   convert  `batchjob convert FILE -o OUT` (detect, validate every row, canonical JSONL)
   py       for context: the same with BATCHJOB_NATIVE=0 (every row read in Python, as on a
            machine where the native row scanner could not be built)
+
+Two more CSV files show the native scanner's worst case, rows it leaves to Python:
+csv-weights (every prompt has weight syntax) and csv-invalid (every other ratio invalid;
+converted with --skip-invalid). There `py/conv` should stay near 1.
   floor    a bare loop: stdlib csv (or calamine iter_rows) + orjson, no validation
   pandas   read_csv / read_excel + to_json(lines=True), what a user would otherwise do
            (flat simple lines: its fastest path, without any checks)
@@ -135,6 +139,19 @@ def make_data(d: Path, n: int, n_xls: int) -> dict[str, tuple[Path, str, str]]:
             w.writerow(header)
             w.writerows(data)
         files[name] = (p, "csv", enc)
+    # The native scanner's worst case: rows it leaves to Python's checks, every one (weight
+    # syntax, which is warned about) or every other one (an invalid ratio).
+    hard = {
+        "csv-weights": [[f"(masterpiece:1.2), {r[0]}", r[1], r[2]] for r in data],
+        "csv-invalid": [[r[0], "7:5" if i % 2 else r[1], r[2]] for i, r in enumerate(data)],
+    }
+    for name, table in hard.items():
+        p = d / f"{name}.csv"
+        with open(p, "w", encoding="utf-8", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(header)
+            w.writerows(table)
+        files[name] = (p, "csv", "utf-8")
     from openpyxl import Workbook
 
     wb = Workbook(write_only=True)
@@ -220,7 +237,7 @@ def main() -> None:
         table = []
         for name, (path, kind, enc) in files.items():
             size = path.stat().st_size / 2**20
-            convert = [batchjob, "convert", str(path), "-o", out]
+            convert = [batchjob, "convert", str(path), "-o", out, "--skip-invalid"]
             ours = best_of(convert, args.repeat)
             py_only = best_of(convert, args.repeat, {**os.environ, "BATCHJOB_NATIVE": "0"})
             if kind == "csv":
