@@ -853,8 +853,17 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_rowscan", NULL, -1, methods, NULL, NULL, NULL, NULL};
 
+/* Raised whenever what the functions take or give changes: rowscan.py does not use a
+   module built from other sources (a stale build in a working copy). */
+#define PROTOCOL 3
+
 PyMODINIT_FUNC PyInit__rowscan(void) {
     PyDateTime_IMPORT;
     if (PyDateTimeAPI == NULL) return NULL;
-    return PyModule_Create(&module);
+    PyObject *m = PyModule_Create(&module);
+    if (m != NULL && PyModule_AddIntConstant(m, "PROTOCOL", PROTOCOL) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
 }

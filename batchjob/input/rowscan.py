@@ -49,9 +49,21 @@ def enabled() -> bool:
     return _native is not None and os.environ.get("BATCHJOB_NATIVE", "1") != "0"
 
 
+PROTOCOL = 3  # the version of _rowscan.c's functions this module speaks
+
+
+def usable(module: Any) -> bool:
+    """Whether a built scanner matches this code (a working copy may hold a stale build)."""
+    return getattr(module, "PROTOCOL", None) == PROTOCOL
+
+
 def _configure() -> None:
     global _native
     if _native is None:
+        return
+    if not usable(_native):
+        log.warning("native row scanner not used: built from other sources (reinstall to rebuild)")
+        _native = None
         return
     v = validate
     try:

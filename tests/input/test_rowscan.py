@@ -43,6 +43,14 @@ def test_the_scanner_is_built_where_a_compiler_is() -> None:
     assert rowscan._native is not None
 
 
+def test_a_scanner_built_from_other_sources_is_not_used() -> None:
+    import types
+
+    assert rowscan.usable(rowscan._native)
+    stale = types.SimpleNamespace(PROTOCOL=rowscan.PROTOCOL - 1)
+    assert not rowscan.usable(stale) and not rowscan.usable(types.SimpleNamespace())
+
+
 @contextlib.contextmanager
 def python_only() -> Iterator[None]:
     old = os.environ.get("BATCHJOB_NATIVE")
