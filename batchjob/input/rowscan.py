@@ -76,7 +76,7 @@ def _configure() -> None:
             v._host_cache,
             v._ratio_cache,
         )
-    except (TypeError, ValueError) as e:  # a module built from other sources: not used
+    except (TypeError, ValueError) as e:  # constants it cannot hold: read every row in Python
         log.warning("native row scanner not used (%s)", e)
         _native = None
 
