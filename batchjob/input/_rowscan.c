@@ -28,8 +28,14 @@
 
 /* ---- configuration, set once from Python (validate.py's constants) ---------------- */
 
-#define N_RATIOS 10
-#define N_EXTS 16
+/* Short texts and the bytes each stands for: image extensions and ratio spellings. */
+#define N_KEYS 16
+typedef struct {
+    char key[N_KEYS][8];
+    Py_ssize_t len[N_KEYS];
+    PyObject *tail[N_KEYS];
+    int n;
+} Keys;
 
 static PyObject *g_prefix;      /* bytes: line up to the prompt's string */
 static PyObject *g_file_part;   /* bytes: before an image URL's string */
@@ -37,14 +43,8 @@ static PyObject *g_host_cache;  /* dict: host -> bool */
 static PyObject *g_no_ratio;    /* bytes: line end without an aspect ratio */
 static PyObject *g_jpeg_tail;   /* bytes: after a URL with no known extension */
 static PyObject *g_ratio_cache; /* dict: ratio text as written -> its spelling or None */
-static char g_ratio[N_RATIOS][8];
-static Py_ssize_t g_ratio_len[N_RATIOS];
-static PyObject *g_ratio_tail[N_RATIOS];
-static int g_n_ratios;
-static char g_ext[N_EXTS][8];
-static Py_ssize_t g_ext_len[N_EXTS];
-static PyObject *g_ext_tail[N_EXTS];
-static int g_n_exts;
+static Keys g_ratios;            /* allowed spelling -> line end with that ratio */
+static Keys g_exts;              /* extension -> what follows an image URL */
 static int g_ready;
 
 /* ---- output buffer ------------------------------------------------------------------ */
@@ -177,16 +177,22 @@ static int strip(const unsigned char **s, Py_ssize_t *n) {
 
 enum { ROW_TAKEN = 1, ROW_PYTHON = 0, ROW_ERROR = -1 };
 
-static int ext_index(const unsigned char *e, Py_ssize_t n, int fold) {
-    if (n <= 0 || n > 7) return -1;
+/* The tail for a key, or NULL. */
+static PyObject *key_tail(const Keys *t, const char *s, Py_ssize_t n) {
+    for (int x = 0; x < t->n; x++)
+        if (t->len[x] == n && memcmp(t->key[x], s, (size_t)n) == 0) return t->tail[x];
+    return NULL;
+}
+
+/* What follows an image URL with this extension (ASCII-lowercased with `fold`), or NULL. */
+static PyObject *ext_tail(const unsigned char *e, Py_ssize_t n, int fold) {
+    if (n <= 0 || n > 7) return NULL;
     char low[8];
     for (Py_ssize_t k = 0; k < n; k++) {
         unsigned char c = e[k];
         low[k] = (char)(fold && c >= 'A' && c <= 'Z' ? c + 32 : c);
     }
-    for (int x = 0; x < g_n_exts; x++)
-        if (g_ext_len[x] == n && memcmp(g_ext[x], low, (size_t)n) == 0) return x;
-    return -1;
+    return key_tail(&g_exts, low, n);
 }
 
 /* The last host found public: most files name one or two hosts for all their images. */
@@ -238,10 +244,8 @@ static int url_part(Out *o, const unsigned char *u, Py_ssize_t n) {
     /* The image type: first the whole text after the last dot, then the path's extension. */
     Py_ssize_t dot = n - 1;
     while (dot >= 0 && u[dot] != '.') dot--;
-    int x = ext_index(u + dot + 1, n - dot - 1, 0);
-    PyObject *tail;
-    if (x >= 0) tail = g_ext_tail[x];
-    else {
+    PyObject *tail = ext_tail(u + dot + 1, n - dot - 1, 0);
+    if (tail == NULL) {
         Py_ssize_t end = 0;
         while (end < n && u[end] != '?') end++;
         Py_ssize_t hash = 0;
@@ -251,8 +255,8 @@ static int url_part(Out *o, const unsigned char *u, Py_ssize_t n) {
         while (d >= 0 && u[d] != '.') d--;
         for (Py_ssize_t k = d + 1; k < end; k++)
             if (u[k] >= 0x80) return ROW_PYTHON; /* str.lower beyond ASCII: Python's call */
-        x = ext_index(u + d + 1, end - d - 1, 1);
-        tail = x >= 0 ? g_ext_tail[x] : g_jpeg_tail;
+        tail = ext_tail(u + d + 1, end - d - 1, 1);
+        if (tail == NULL) tail = g_jpeg_tail;
     }
     if (out_bytes(o, g_file_part) < 0 || out_json(o, u, n) < 0 || out_bytes(o, tail) < 0) return ROW_ERROR;
     return ROW_TAKEN;
@@ -301,16 +305,10 @@ static int urls_part(Out *o, const unsigned char *s, Py_ssize_t n) {
     return ROW_TAKEN;
 }
 
-static PyObject *exact_ratio_tail(const char *s, Py_ssize_t n) {
-    for (int k = 0; k < g_n_ratios; k++)
-        if (g_ratio_len[k] == n && memcmp(g_ratio[k], s, (size_t)n) == 0) return g_ratio_tail[k];
-    return NULL;
-}
-
 /* The line end for a ratio cell; NULL when Python must judge it (an error is not set). */
 static PyObject *ratio_tail(const unsigned char *s, Py_ssize_t n) {
     if (n == 0) return g_no_ratio;
-    PyObject *tail = exact_ratio_tail((const char *)s, n);
+    PyObject *tail = key_tail(&g_ratios, (const char *)s, n);
     if (tail != NULL) return tail;
     /* Another spelling (16：9, 16x9) Python has already read: its verdict is cached. */
     PyObject *key = PyUnicode_DecodeUTF8((const char *)s, n, "strict");
@@ -322,7 +320,7 @@ static PyObject *ratio_tail(const unsigned char *s, Py_ssize_t n) {
     Py_ssize_t len;
     const char *spelled = PyUnicode_AsUTF8AndSize(v, &len);
     if (spelled == NULL) { PyErr_Clear(); return NULL; }
-    return exact_ratio_tail(spelled, len);
+    return key_tail(&g_ratios, spelled, len);
 }
 
 /* Whether validate.has_sd_weights would be true: "(" text ":" number ")" with no other
@@ -767,6 +765,27 @@ static int keep_bytes(PyObject **slot, PyObject *v) {
     return 0;
 }
 
+/* A dict's short str keys and their bytes; a None key is not one of them. */
+static int load_keys(Keys *t, PyObject *dict) {
+    PyObject *k, *v;
+    Py_ssize_t p = 0;
+    t->n = 0;
+    while (PyDict_Next(dict, &p, &k, &v)) {
+        if (k == Py_None) continue;
+        Py_ssize_t len;
+        const char *s = PyUnicode_Check(k) ? PyUnicode_AsUTF8AndSize(k, &len) : NULL;
+        if (s == NULL || len > 7 || t->n == N_KEYS) {
+            PyErr_SetString(PyExc_ValueError, "rowscan: at most 16 keys, each a str of up to 7 bytes");
+            return -1;
+        }
+        memcpy(t->key[t->n], s, (size_t)len);
+        t->len[t->n] = len;
+        if (keep_bytes(&t->tail[t->n], v) < 0) return -1;
+        t->n++;
+    }
+    return 0;
+}
+
 static PyObject *configure(PyObject *self, PyObject *args) {
     PyObject *prefix, *file_part, *jpeg_tail, *exts, *configs, *host_cache, *ratio_cache;
     if (!PyArg_ParseTuple(args, "SSSO!O!O!O!", &prefix, &file_part, &jpeg_tail, &PyDict_Type, &exts, &PyDict_Type,
@@ -776,43 +795,14 @@ static PyObject *configure(PyObject *self, PyObject *args) {
     if (keep_bytes(&g_prefix, prefix) < 0 || keep_bytes(&g_file_part, file_part) < 0 ||
         keep_bytes(&g_jpeg_tail, jpeg_tail) < 0)
         return NULL;
-    PyObject *k, *v;
-    Py_ssize_t p = 0;
-    g_n_exts = 0;
-    while (PyDict_Next(exts, &p, &k, &v)) {
-        Py_ssize_t len;
-        const char *s = PyUnicode_Check(k) ? PyUnicode_AsUTF8AndSize(k, &len) : NULL;
-        if (s == NULL || len > 7 || g_n_exts == N_EXTS) {
-            PyErr_SetString(PyExc_ValueError, "rowscan: extensions are short str keys");
-            return NULL;
-        }
-        memcpy(g_ext[g_n_exts], s, (size_t)len);
-        g_ext_len[g_n_exts] = len;
-        if (keep_bytes(&g_ext_tail[g_n_exts], v) < 0) return NULL;
-        g_n_exts++;
-    }
-    p = 0;
-    g_n_ratios = 0;
-    while (PyDict_Next(configs, &p, &k, &v)) {
-        if (k == Py_None) {
-            if (keep_bytes(&g_no_ratio, v) < 0) return NULL;
-            continue;
-        }
-        Py_ssize_t len;
-        const char *s = PyUnicode_Check(k) ? PyUnicode_AsUTF8AndSize(k, &len) : NULL;
-        if (s == NULL || len > 7 || g_n_ratios == N_RATIOS) {
-            PyErr_SetString(PyExc_ValueError, "rowscan: ratios are short str keys");
-            return NULL;
-        }
-        memcpy(g_ratio[g_n_ratios], s, (size_t)len);
-        g_ratio_len[g_n_ratios] = len;
-        if (keep_bytes(&g_ratio_tail[g_n_ratios], v) < 0) return NULL;
-        g_n_ratios++;
-    }
-    if (g_no_ratio == NULL) {
-        PyErr_SetString(PyExc_ValueError, "rowscan: the line end without a ratio is missing");
+    PyObject *none_tail = PyDict_GetItemWithError(configs, Py_None); /* borrowed */
+    if (none_tail == NULL) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_ValueError, "rowscan: the line end without a ratio is missing");
         return NULL;
     }
+    if (load_keys(&g_exts, exts) < 0 || load_keys(&g_ratios, configs) < 0 || keep_bytes(&g_no_ratio, none_tail) < 0)
+        return NULL;
     Py_INCREF(host_cache);
     Py_XSETREF(g_host_cache, host_cache);
     Py_INCREF(ratio_cache);

@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 
@@ -56,6 +57,20 @@ def redis_server(tmp_path_factory):
     r.kill()
 
 
+def bot_env(redis_server: OwnRedis, sandbox: Any, **extra: str) -> dict[str, str]:
+    """This machine's environment without the bot's own settings, then the test's."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BOT_", "BATCHJOB_", "BJB_"))}
+    env.update(
+        REDIS_URL=redis_server.url,
+        BATCHJOB_BASE_URL=sandbox.url,
+        BATCHJOB_BEARER_TOKEN=TOKEN,
+        BOT_WATCH_LEASE_SECONDS="1",
+        LANG="C.UTF-8",
+        **extra,
+    )
+    return env
+
+
 def bot(env: dict[str, str], script: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "bot.main", "--console", "--wait", "60"],
@@ -75,18 +90,12 @@ def test_crash_then_restart(point, redis_server, sandbox, tmp_path):
     jobs_before = set(sandbox.state.jobs)
     src = tmp_path / "p.csv"
     src.write_text("prompt\nfox\nowl\ncat\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("BOT_", "BATCHJOB_", "BJB_"))}
-    env.update(
-        {
-            "REDIS_URL": redis_server.url,
-            "BATCHJOB_BASE_URL": sandbox.url,
-            "BATCHJOB_BEARER_TOKEN": TOKEN,
-            "BOT_POLL_MIN_SECONDS": "0.2",
-            "BOT_POLL_MAX_SECONDS": "0.4",
-            "BOT_PROGRESS_EDIT_SECONDS": "0",
-            "BOT_WATCH_LEASE_SECONDS": "1",
-            "LANG": "C.UTF-8",
-        }
+    env = bot_env(
+        redis_server,
+        sandbox,
+        BOT_POLL_MIN_SECONDS="0.2",
+        BOT_POLL_MAX_SECONDS="0.4",
+        BOT_PROGRESS_EDIT_SECONDS="0",
     )
     first = bot({**env, "BJB_CRASH_AT": point}, f"/file {src} fast\n")
     assert first.returncode == -signal.SIGKILL, f"{point} was not reached:\n{first.stdout[-2000:]}"
@@ -116,16 +125,7 @@ def test_crash_between_recording_the_intent_and_the_post(redis_server, sandbox, 
     sandbox.state.submits = 0
     src = tmp_path / "p.csv"
     src.write_text("prompt\nfox\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("BOT_", "BATCHJOB_", "BJB_"))}
-    env.update(
-        {
-            "REDIS_URL": redis_server.url,
-            "BATCHJOB_BASE_URL": sandbox.url,
-            "BATCHJOB_BEARER_TOKEN": TOKEN,
-            "BOT_WATCH_LEASE_SECONDS": "1",
-            "LANG": "C.UTF-8",
-        }
-    )
+    env = bot_env(redis_server, sandbox)
     first = bot({**env, "BJB_CRASH_AT": "submit.after_intent"}, f"/file {src} fast\n")
     assert first.returncode == -signal.SIGKILL
     second = bot(env, "")
