@@ -110,7 +110,7 @@ def _limits() -> Limits:
 
 
 def cmd_inspect(args: argparse.Namespace, lang: str) -> int:
-    from batchjob.input import inspect_file
+    from batchjob.input.isolation import inspect_file
 
     path = example_path() if args.example else Path(args.file)
     report = inspect_file(path, _limits())
@@ -119,7 +119,7 @@ def cmd_inspect(args: argparse.Namespace, lang: str) -> int:
 
 
 def cmd_convert(args: argparse.Namespace, lang: str) -> int:
-    from batchjob.input import convert_file
+    from batchjob.input.isolation import convert_file
 
     out = Path(args.output)
     if not out.parent.is_dir():

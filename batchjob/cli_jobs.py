@@ -120,11 +120,10 @@ def run(args: argparse.Namespace, lang: str) -> int:
 
 
 async def _submit(args: argparse.Namespace, lang: str) -> int:
-    import asyncio
     import tempfile
 
     from batchjob.cli import EXIT_INVALID, print_report
-    from batchjob.input import convert_file
+    from batchjob.input.isolation import convert_file_async
 
     t = locales.t
     model, mode = args.model or DEFAULT_MODEL, args.mode or DEFAULT_MODE
@@ -132,7 +131,7 @@ async def _submit(args: argparse.Namespace, lang: str) -> int:
     async with client:
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / (Path(args.file).stem[:80] + ".jsonl")
-            report = await asyncio.to_thread(convert_file, args.file, out, skip_invalid=args.skip_invalid)
+            report = await convert_file_async(args.file, out, skip_invalid=args.skip_invalid)
             if not out.exists():
                 print_report(report, lang, False)
                 return EXIT_INVALID

@@ -35,7 +35,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from batchjob.errors import CONTENTS_REQUIRED, NO_VALID_DATA_ROWS, UNSUPPORTED_FILE_TYPE, UNSUPPORTED_SCHEMA
-from batchjob.input import Limits, convert_file
+from batchjob.input import Limits
+from batchjob.input.isolation import convert_file
 from batchjob.input.validate import prompt_of
 
 ACCEPTED_EXTENSIONS = (".jsonl", ".csv", ".tsv", ".txt", ".xlsx", ".xls", ".ods")

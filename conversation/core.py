@@ -50,6 +50,7 @@ from conversation.events import (
     FileReceived,
     Inspect,
     Inspected,
+    InspectResumed,
     JobStatus,
     ListJobs,
     LookupRows,
@@ -291,7 +292,23 @@ def _on_ready(s: ChatState, e: FileReady, ctx: Context) -> Result:
     s.pending.path = e.path
     s.pending.filename = e.filename or s.pending.filename
     s.phase = "inspecting"
+    s.pending.inspections = 1
     return s, [Inspect(e.path, s.pending.filename)]
+
+
+MAX_INSPECTIONS = 2
+
+
+def _on_inspect_resumed(s: ChatState, e: InspectResumed, ctx: Context) -> Result:
+    """A reading cut short (the bot was killed) is tried again, once: a file that takes the
+    bot down every time must not do so at every start."""
+    p = s.pending
+    if s.phase != "inspecting" or p is None or not p.path:
+        return s, []
+    if p.inspections >= MAX_INSPECTIONS:
+        return _drop(s, "flow.inspect_abandoned", filename=p.filename[:80] or "?")
+    p.inspections += 1
+    return s, [Inspect(p.path, p.filename)]
 
 
 def _on_resolve_failed(s: ChatState, e: ResolveFailed, ctx: Context) -> Result:
@@ -657,6 +674,7 @@ def _on_command(s: ChatState, e: CommandReceived, ctx: Context) -> Result:
 _HANDLERS: dict[type, Callable[[ChatState, Any, Context], Result]] = {
     FileReceived: _on_file,
     FileReady: _on_ready,
+    InspectResumed: _on_inspect_resumed,
     ResolveFailed: _on_resolve_failed,
     Inspected: _on_inspected,
     Uploaded: _on_uploaded,

@@ -112,9 +112,15 @@ class Expired:
     pass
 
 
+@dataclass(frozen=True)
+class InspectResumed:
+    """A restart found the chat inspecting: the last reading of its file never finished."""
+
+
 Event = (
     FileReceived
     | TextReceived
+    | InspectResumed
     | ButtonPressed
     | CommandReceived
     | FileReady

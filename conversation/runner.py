@@ -23,7 +23,7 @@ import locales
 from batchjob import errors as bj
 from batchjob import format_amount, templates
 from batchjob.client import BatchJobClient, sanitize_filename
-from batchjob.input import Limits, convert_file
+from batchjob.input import Limits, isolation
 from conversation import core, crash, resolve
 from conversation.channel import ANSWER, FIRST_ANSWER, SEND_PRIORITY, Buttons, Channel, DownloadError
 from conversation.events import (
@@ -38,6 +38,7 @@ from conversation.events import (
     FileReady,
     Inspect,
     Inspected,
+    InspectResumed,
     JobStatus,
     ListJobs,
     LookupRows,
@@ -228,9 +229,11 @@ class Runner:
                 return FileReady(str(path), name)
             case Inspect(path=path, filename=filename):
                 out = self._tmp(".jsonl")
-                report = await asyncio.to_thread(
-                    convert_file, path, out, skip_invalid=True, limits=self.limits
-                )
+                # Read in the parse worker: a hostile file can end the worker's child, not us.
+                worker = isolation.worker()
+                reading = worker.submit("convert", path, out, skip_invalid=True, limits=self.limits)
+                crash.point("inspect.reading")
+                report = await isolation.wait_async(reading, path, self.limits)
                 return Inspected(report.to_dict(lang), str(out) if out.exists() else None)
             case Upload(path=path, filename=filename, mode=mode):
                 name = Path(sanitize_filename(filename)).stem + ".jsonl"
@@ -307,10 +310,12 @@ class Runner:
     async def recover(self) -> int:
         """After a crash: finish what was in flight. Returns the number of chats touched.
 
-        A chat left inspecting, uploading or prechecking runs that step again (safe to
-        repeat); "submitting" re-runs its Submit with the same intent (a recorded intent is
-        never POSTed twice: a SUBMITTING one is reconciled instead); "reconciling" reconciles
-        again; an active job without a watch record gets one.
+        A chat left inspecting reads its file again, once: a file whose reading was cut
+        short twice is dropped with a message (it may be what killed us). A chat left
+        uploading or prechecking runs that step again (safe to repeat); "submitting" re-runs
+        its Submit with the same intent (a recorded intent is never POSTed twice: a
+        SUBMITTING one is reconciled instead); "reconciling" reconciles again; an active job
+        without a watch record gets one.
         """
         touched = 0
         async for key in self.store.r.scan_iter(match="bjb:{chat:*}:state", count=500):
@@ -318,8 +323,8 @@ class Runner:
             state = await self.store.load(chat_id)
             p = state.pending
             effects: list[Effect] = []
-            if state.phase == "inspecting" and p is not None and p.path:
-                effects.append(Inspect(p.path, p.filename))
+            if state.phase == "inspecting":
+                await self.handle(chat_id, InspectResumed())  # counted: a poisoned file is dropped
             elif state.phase == "uploading" and p is not None and (p.converted or p.path):
                 effects.append(Upload(p.converted or p.path or "", p.filename, p.mode))
             elif state.phase == "prechecking" and p is not None and p.row_count:
@@ -331,8 +336,9 @@ class Runner:
             for job_id in state.jobs:
                 if not await self.store.job(job_id):
                     effects.append(Watch(job_id, None, None))
-            if effects:
+            if effects or state.phase == "inspecting":
                 touched += 1
+            if effects:
                 await self.handle_effects(chat_id, state, effects)
         return touched
 

@@ -46,6 +46,7 @@ class Pending(BaseModel):
     estimate: dict[str, float | int | str | bool | None] | None = None
     intent_id: str | None = None
     announced: bool = False  # "uploaded" already told to the user
+    inspections: int = 0  # readings of the file started; one that never ends is not retried for ever
 
 
 class ChatState(BaseModel):

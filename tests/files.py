@@ -102,3 +102,62 @@ def phantom_rows_sheet(n: int) -> bytes:
         buf.write(f'<row r="{r}"><c r="A{r}" s="0"/><c r="B{r}" s="0"/></row>')
     buf.write("</sheetData></worksheet>")
     return buf.getvalue().encode()
+
+
+# --- hostile spreadsheets: small files whose grid or merges are absurd -------------------
+
+
+def corner_cell_xlsx(path: Path, cell: str = "XFD1048576") -> Path:
+    """A prompt at A1 and one more cell far away: a reader would build the whole range."""
+    from openpyxl import Workbook
+
+    wb = Workbook()
+    ws = wb.active
+    ws.title = "Prompts"
+    ws["A1"] = "prompt"
+    ws["A2"] = "a fox"
+    ws[cell] = "x"
+    wb.save(path)
+    return path
+
+
+def corner_cell_xls(path: Path) -> Path:
+    """The same at the corner of an .xls grid (row 65536, column IV)."""
+    import xlwt
+
+    wb = xlwt.Workbook()
+    ws = wb.add_sheet("Prompts")
+    ws.write(0, 0, "prompt")
+    ws.write(1, 0, "a fox")
+    ws.write(65535, 255, "x")
+    wb.save(str(path))
+    return path
+
+
+def overlapping_merges_xlsx(path: Path, merges: int, last_col: str = "XFD") -> Path:
+    """`merges` overlapping merged ranges A3:<last_col><3+i> and a cell at <last_col>1."""
+    src = xlsx(path.with_suffix(".base.xlsx"), {"Sheet1": [["prompt"], ["a fox"]]})
+    refs = "".join(f'<mergeCell ref="A3:{last_col}{3 + i}"/>' for i in range(merges))
+    sheet = (
+        '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>'
+        '<worksheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main"><sheetData>'
+        f'<row r="1"><c r="A1" t="inlineStr"><is><t>prompt</t></is></c>'
+        f'<c r="{last_col}1" t="inlineStr"><is><t>x</t></is></c></row>'
+        '<row r="2"><c r="A2" t="inlineStr"><is><t>a fox</t></is></c></row>'
+        f'</sheetData><mergeCells count="{merges}">{refs}</mergeCells></worksheet>'
+    )
+    return rewrite_xlsx_member(src, path, "xl/worksheets/sheet1.xml", sheet.encode())
+
+
+def mutated_xls(path: Path, seed: int) -> Path:
+    """A small .xls with a few bytes changed (tests.hostile's mutation, seeded).
+
+    With python-calamine 0.9, seed 20 makes its reader panic (a BaseException)."""
+    import random
+
+    from tests.hostile import _mutate
+
+    good = xls(path.with_suffix(".base.xls"), [["prompt", "ratio"], ["fox", "16:9"], ["owl", "1:1"]])
+    rng = random.Random(seed)
+    path.write_bytes(_mutate(good.read_bytes(), rng, rng.randrange(1, 6)))
+    return path

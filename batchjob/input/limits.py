@@ -18,6 +18,13 @@ class Limits:
     max_cell_chars: int = 32_767  # Excel's own cell limit
     max_line_bytes: int = 8 * MiB  # one JSONL line (inline images can be large)
     max_parse_seconds: float = 60.0
+    # Spreadsheets, checked before any grid is built (a reader allocates the whole used
+    # range densely: a cell at XFD1048576 alone would ask for 512 GiB).
+    max_sheet_columns: int = 1_000
+    max_sheet_cells: int = 10_000_000  # rows x columns of the used range
+    max_merged_cells: int = 1_000_000  # cells covered by merged ranges, added up
+    # The parse worker's address space (0: no limit); a reader that needs more is stopped.
+    max_memory_bytes: int = 1024 * MiB
 
     @classmethod
     def from_env(cls, prefix: str = "BATCHJOB_LIMIT_") -> Limits:

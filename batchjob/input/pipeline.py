@@ -8,6 +8,7 @@ place only when the whole file passed (or `skip_invalid` and at least one row di
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import csv
 import logging
@@ -21,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from batchjob.input import rowscan
+from batchjob.input import bounds, rowscan
 from batchjob.input.columns import EXPECTED, field_for
 from batchjob.input.detect import ENCODINGS_TRIED, Sniffed, sniff
 from batchjob.input.limits import InputError, Limits
@@ -98,10 +99,12 @@ def _run(path: Path, limits: Limits, sink: _AtomicLines | None) -> Report:
         report.fatal = Issue(e.code, params=dict(e.params))
     except (FileNotFoundError, IsADirectoryError, PermissionError):
         report.fatal = Issue("file_missing")
-    except Exception as e:
-        # A reader failed in a way no rule foresaw: the file is refused, the caller goes on.
+    except BaseException as e:
+        # A reader failed in a way no rule foresaw (a panic while iterating rows, too):
+        # the file is refused, the caller goes on.
+        _reraise_interrupts(e)
         log.warning("unreadable input (%s)", type(e).__name__)
-        report.fatal = Issue("file_unreadable", params={"detail": type(e).__name__})
+        report.fatal = Issue("file_unreadable", params={"detail": type(e).__name__[:60]})
     return report
 
 
@@ -146,13 +149,16 @@ def _sheet_rows(path: Path, report: Report, limits: Limits) -> tuple[int, Iterat
     """The first sheet with a prompt header: (row number of its first row, its rows)."""
     from python_calamine import CalamineError, CalamineWorkbook
 
+    guard = bounds.Guard(path, report.format, limits)
     try:
+        guard.before_open()
         wb = CalamineWorkbook.from_path(str(path))
         names = [m.name for m in wb.sheets_metadata if str(m.typ).endswith("WorkSheet")] or list(
             wb.sheet_names
         )
         first_seen: list[str] | None = None
         for name in names:
+            guard.before_sheet(name)
             sheet = wb.get_sheet_by_name(name)
             start, rows = _rows_of_sheet(sheet)
             head: list[list[Any]] = []
@@ -168,8 +174,21 @@ def _sheet_rows(path: Path, report: Report, limits: Limits) -> tuple[int, Iterat
         # No sheet has a prompt header: let _table report it against the first sheet.
         report.sheet = names[0] if names else None
         return 1, iter([first_seen] if first_seen else [])
+    except InputError:
+        raise
     except (CalamineError, OSError, ValueError, RuntimeError) as e:
         raise InputError("spreadsheet_unreadable", detail=type(e).__name__) from None
+    except BaseException as e:
+        _reraise_interrupts(e)
+        raise InputError("spreadsheet_unreadable", detail=type(e).__name__[:60]) from None
+
+
+def _reraise_interrupts(e: BaseException) -> None:
+    """A native reader's panic is a BaseException (pyo3's PanicException): the file is
+    unreadable. Interrupts and exits are not the file's doing, and running out of memory
+    is reported as such by the parse worker: those go on."""
+    if isinstance(e, KeyboardInterrupt | SystemExit | GeneratorExit | asyncio.CancelledError | MemoryError):
+        raise e
 
 
 def _rows_of_sheet(sheet: Any) -> tuple[int, Iterator[list[Any]]]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 # Stable machine codes. Row level: a row is invalid and is listed with its number.
@@ -37,6 +37,12 @@ FILE_CODES = (
     "limit_cell_length",
     "limit_line_length",
     "limit_parse_time",
+    "limit_memory",
+    "limit_sheet_columns",
+    "limit_sheet_cells",
+    "limit_merged_cells",
+    "file_unreadable",
+    "worker_unavailable",
 )
 # Warnings: the row is valid, but the user should know.
 WARNING_CODES = ("sd_weight_syntax", "column_ignored", "field_ignored")
@@ -99,6 +105,21 @@ class Report:
         self.warning_counts[code] = n + 1
         if n < WARNINGS_KEPT_PER_CODE:
             self.warnings.append(Issue(code, row, column, params))
+
+    def to_wire(self) -> dict[str, Any]:
+        """Every field, as JSON types: how the parse worker hands a report over."""
+        return asdict(self)
+
+    @classmethod
+    def from_wire(cls, d: dict[str, Any]) -> Report:
+        """The inverse of `to_wire`; unknown keys are ignored."""
+        known = {f.name for f in fields(cls)}
+        r = cls(**{k: v for k, v in d.items() if k in known})
+        r.columns = [Column(**c) for c in r.columns]  # type: ignore[arg-type]
+        r.errors = [Issue(**i) for i in r.errors]  # type: ignore[arg-type]
+        r.warnings = [Issue(**i) for i in r.warnings]  # type: ignore[arg-type]
+        r.fatal = Issue(**r.fatal) if r.fatal else None  # type: ignore[arg-type]
+        return r
 
     def to_dict(self, lang: str = "en") -> dict[str, Any]:
         from batchjob.input.messages import issue_message

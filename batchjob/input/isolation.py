@@ -1,0 +1,240 @@
+"""Untrusted files are read in the parse worker, never in this process.
+
+`inspect_file` and `convert_file` (and their async twins) hand the file to the worker
+(`batchjob.input.worker`) and wait for its report; the bot, the CLI and the sandbox call
+these, never the pipeline directly. A native reader can abort, panic, hang or exhaust
+memory on a crafted file, and nothing in Python can catch an abort: in the worker's child
+it costs that child only, and comes back as a file-level problem (`limit_memory`,
+`limit_parse_time`, `file_unreadable`).
+
+One worker per process, started on first use with a scrubbed environment: no tokens or
+other settings of ours reach it, only what Python and the readers need. If the worker
+itself dies (it never opens a file, so something killed it), the requests in flight get
+`worker_unavailable` and the next request starts a new one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import logging
+import os
+import subprocess
+import sys
+import threading
+from concurrent.futures import Future, InvalidStateError
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import asdict
+from pathlib import Path
+from typing import IO
+
+import orjson
+
+from batchjob.input.limits import Limits
+from batchjob.input.report import Issue, Report
+
+log = logging.getLogger("batchjob.input")
+
+# What the worker may see of our environment: nothing secret, only what Python, the
+# native scanner and a sanitizer build need.
+_ENV_KEPT = (
+    "PATH",
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TMPDIR",
+    "PYTHONPATH",
+    "BATCHJOB_NATIVE",
+    "BATCHJOB_WORKER_PROCESSES",
+    "LD_PRELOAD",
+    "ASAN_OPTIONS",
+    "UBSAN_OPTIONS",
+    "LSAN_OPTIONS",
+)
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
+BACKSTOP_S = 30.0  # past the worker's own kill time: the worker itself is stuck
+
+
+def worker_env(environ: dict[str, str] | None = None) -> dict[str, str]:
+    src = os.environ if environ is None else environ
+    env = {k: src[k] for k in _ENV_KEPT if k in src}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    return env
+
+
+def _report(path: str, code: str, **params: object) -> Report:
+    return Report(path=path, fatal=Issue(code, params=dict(params)))
+
+
+def _settle(fut: Future[Report], report: Report) -> None:
+    with contextlib.suppress(InvalidStateError):  # cancelled by a caller that gave up
+        fut.set_result(report)
+
+
+class ParseWorker:
+    """The parent's handle on one worker process: thread-safe, restarts it when it died."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._pending: dict[int, tuple[Future[Report], str]] = {}
+        self._next = 0
+
+    def submit(
+        self,
+        op: str,
+        path: str | os.PathLike[str],
+        out: str | os.PathLike[str] | None,
+        *,
+        skip_invalid: bool = False,
+        limits: Limits,
+    ) -> Future[Report]:
+        fut: Future[Report] = Future()
+        spath = os.path.abspath(path)
+        request = {
+            "op": op,
+            "path": spath,
+            "out": os.path.abspath(out) if out is not None else None,
+            "skip_invalid": skip_invalid,
+            "limits": asdict(limits),
+        }
+        with self._lock:
+            self._next += 1
+            request["id"] = self._next
+            try:
+                proc = self._ensure()
+                self._pending[self._next] = (fut, spath)
+                assert proc.stdin is not None
+                proc.stdin.write(orjson.dumps(request) + b"\n")
+                proc.stdin.flush()
+            except OSError:
+                self._pending.pop(self._next, None)
+                log.warning("parse worker unavailable")
+                fut.set_result(_report(spath, "worker_unavailable"))
+        return fut
+
+    def _ensure(self) -> subprocess.Popen[bytes]:
+        if self._proc is not None and self._proc.poll() is None:
+            return self._proc
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "batchjob.input.worker"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env=worker_env(),
+            cwd="/",
+            start_new_session=True,  # a Ctrl-C meant for us does not end a parse half-way
+        )
+        self._proc = proc
+        assert proc.stdout is not None
+        threading.Thread(
+            target=self._read, args=(proc, proc.stdout), name="parse-worker", daemon=True
+        ).start()
+        return proc
+
+    def _read(self, proc: subprocess.Popen[bytes], stdout: IO[bytes]) -> None:
+        for line in stdout:
+            try:
+                answer = orjson.loads(line)
+                report = Report.from_wire(answer["report"])
+                rid = int(answer["id"])
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+                log.warning("parse worker answered something unreadable")
+                continue
+            with self._lock:
+                entry = self._pending.pop(rid, None)
+            if entry is not None:
+                _settle(entry[0], report)
+        # The worker is gone: what it had not answered will never be answered.
+        with self._lock:
+            if self._proc is proc:
+                self._proc = None
+            lost = list(self._pending.items())
+            self._pending.clear()
+        proc.wait()
+        for _, (fut, path) in lost:
+            _settle(fut, _report(path, "worker_unavailable"))
+
+    def kill(self) -> None:
+        """Stop the worker (stuck, or at exit); requests in flight get `worker_unavailable`."""
+        with self._lock:
+            proc = self._proc
+        if proc is not None:
+            with contextlib.suppress(OSError):
+                proc.kill()
+
+    def close(self) -> None:
+        with self._lock:
+            proc, self._proc = self._proc, None
+        if proc is not None and proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                proc.stdin.close()  # the worker finishes its children and exits
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+
+_worker: ParseWorker | None = None
+_worker_lock = threading.Lock()
+
+
+def worker() -> ParseWorker:
+    global _worker
+    with _worker_lock:
+        if _worker is None:
+            _worker = ParseWorker()
+            atexit.register(_worker.close)
+        return _worker
+
+
+def _wait(fut: Future[Report], path: str | os.PathLike[str], limits: Limits) -> Report:
+    try:
+        return fut.result(timeout=limits.max_parse_seconds + BACKSTOP_S)
+    except FutureTimeout:
+        worker().kill()
+        return _report(os.path.abspath(path), "limit_parse_time", limit=limits.max_parse_seconds)
+
+
+def inspect_file(path: str | os.PathLike[str], limits: Limits | None = None) -> Report:
+    """`pipeline.inspect_file`, run in the parse worker."""
+    limits = limits or Limits()
+    return _wait(worker().submit("inspect", path, None, limits=limits), path, limits)
+
+
+def convert_file(
+    path: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    skip_invalid: bool = False,
+    limits: Limits | None = None,
+) -> Report:
+    """`pipeline.convert_file`, run in the parse worker (the output is written there)."""
+    limits = limits or Limits()
+    return _wait(
+        worker().submit("convert", path, out, skip_invalid=skip_invalid, limits=limits), path, limits
+    )
+
+
+async def convert_file_async(
+    path: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    skip_invalid: bool = False,
+    limits: Limits | None = None,
+) -> Report:
+    """`convert_file` without holding a thread while the worker reads."""
+    limits = limits or Limits()
+    fut = worker().submit("convert", path, out, skip_invalid=skip_invalid, limits=limits)
+    return await wait_async(fut, path, limits)
+
+
+async def wait_async(fut: Future[Report], path: str | os.PathLike[str], limits: Limits) -> Report:
+    """The report of a request sent with `worker().submit`."""
+    try:
+        return await asyncio.wait_for(asyncio.wrap_future(fut), limits.max_parse_seconds + BACKSTOP_S)
+    except TimeoutError:
+        worker().kill()
+        return _report(os.path.abspath(path), "limit_parse_time", limit=limits.max_parse_seconds)

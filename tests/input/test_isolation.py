@@ -1,0 +1,211 @@
+"""Hostile files are read in the parse worker: bounds first, then a child with OS limits.
+
+Each file here took the whole process down before (an abort nothing in Python can catch,
+a panic that `except Exception` misses, a fill loop quadratic in merges). Now each is a
+file-level problem with a stable code, and the worker goes on answering.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import orjson
+import pytest
+
+from batchjob.input import Limits, isolation, pipeline
+from batchjob.input.isolation import ParseWorker, worker_env
+from tests.files import corner_cell_xls, corner_cell_xlsx, mutated_xls, overlapping_merges_xlsx, xlsx
+
+
+def _messages(report) -> dict[str, str]:
+    return {lang: report.to_dict(lang)["fatal"]["message"] for lang in ("en", "zh")}
+
+
+def test_a_cell_at_the_grid_corner_is_refused_before_any_grid(tmp_path):
+    path = corner_cell_xlsx(tmp_path / "corner.xlsx")
+    assert path.stat().st_size < 8000
+    r = isolation.inspect_file(path)
+    assert r.fatal.code == "limit_sheet_columns"
+    assert r.fatal.params["cell"] == "XFD1048576" and r.fatal.params["columns"] == 16384
+    for text in _messages(r).values():
+        assert "Prompts" in text and "XFD1048576" in text
+
+
+def test_a_far_cell_within_the_columns_is_refused_by_its_area(tmp_path):
+    r = isolation.inspect_file(corner_cell_xlsx(tmp_path / "far.xlsx", "ALL20000"))
+    assert r.fatal.code == "limit_sheet_cells"
+    assert (r.fatal.params["rows"], r.fatal.params["columns"]) == (20000, 1000)
+
+
+def test_xls_cell_at_the_grid_corner_is_refused(tmp_path):
+    r = isolation.inspect_file(corner_cell_xls(tmp_path / "corner.xls"))
+    assert r.fatal.code == "limit_sheet_cells"
+    assert r.fatal.params["cell"] == "IV65536"
+
+
+def test_overlapping_merges_are_refused_by_their_area(tmp_path):
+    path = overlapping_merges_xlsx(tmp_path / "merges.xlsx", 10_000, "Z")
+    r = pipeline.inspect_file(path)  # in process: refused before calamine fills anything
+    assert r.fatal.code == "limit_merged_cells"
+    assert r.fatal.params["cells"] > Limits().max_merged_cells
+    assert "Sheet1" in _messages(r)["zh"]
+
+
+def test_merges_within_bounds_are_still_filled(tmp_path):
+    path = xlsx(
+        tmp_path / "m.xlsx",
+        {"S": [["prompt", "ratio"], ["fox", "16:9"], [None, None], ["owl", "1:1"]]},
+        merges={"S": ["B2:B3"]},
+    )
+    r = isolation.inspect_file(path)
+    # Row 3 has no prompt (its ratio is filled from the merge); the merge itself is fine.
+    assert r.fatal is None and r.valid == 2
+
+
+def test_the_limits_are_settings(tmp_path):
+    path = corner_cell_xlsx(tmp_path / "wide.xlsx", "BZ3")
+    assert isolation.inspect_file(path).fatal is None
+    r = isolation.inspect_file(path, replace(Limits(), max_sheet_columns=50))
+    assert r.fatal.code == "limit_sheet_columns" and r.fatal.params["limit"] == 50
+
+
+def test_a_reader_panic_is_a_file_error_not_a_crash(tmp_path):
+    path = mutated_xls(tmp_path / "panic.xls", seed=20)
+    probe = (
+        "import sys, python_calamine as pc\n"
+        "try:\n wb = pc.CalamineWorkbook.from_path(sys.argv[1]); list(wb.get_sheet_by_index(0).iter_rows())\n"
+        "except Exception: sys.exit(0)\n"
+        "except BaseException: sys.exit(9)\n"
+    )
+    if subprocess.run([sys.executable, "-c", probe, str(path)], capture_output=True).returncode != 9:
+        pytest.skip("this python-calamine does not panic on the mutated file")
+    r = pipeline.inspect_file(path)  # in process: the panic is caught at the reader boundary
+    assert r.fatal.code == "spreadsheet_unreadable" and r.fatal.params["detail"] == "PanicException"
+    assert isolation.inspect_file(path).fatal.code == "spreadsheet_unreadable"
+
+
+def test_an_abort_in_the_reader_ends_the_child_only(tmp_path):
+    """With the bounds lifted, calamine asks for 512 GiB and aborts: the worker's child dies,
+    the answer is `limit_memory`, and the same worker reads the next file."""
+    w = ParseWorker()
+    try:
+        loose = replace(
+            Limits(), max_sheet_columns=20_000, max_sheet_cells=10**13, max_memory_bytes=512 << 20
+        )
+        path = corner_cell_xlsx(tmp_path / "corner.xlsx")
+        r = w.submit("inspect", path, None, limits=loose).result(timeout=120)
+        assert r.fatal.code == "limit_memory" and r.fatal.params["limit"] == 512
+        assert "512" in _messages(r)["en"]
+        pid = w.pid
+        ok = xlsx(tmp_path / "ok.xlsx", {"S": [["prompt"], ["fox"]]})
+        assert w.submit("inspect", ok, None, limits=Limits()).result(timeout=60).valid == 1
+        assert w.pid == pid
+    finally:
+        w.close()
+
+
+# --- the worker's own guarantees, with a workload that misbehaves on purpose ------------
+
+BEHAVIOURS = {
+    "hang": "import time; time.sleep(600)",
+    "abort": "os.abort()",
+    "oom_abort": "os.write(2, b'memory allocation of 549755813888 bytes failed\\n'); os.abort()",
+    "memory_error": "raise MemoryError",
+    "panic": "raise BaseException('panicked')",
+    "exit": "os._exit(3)",
+    "spin": "while True: pass",
+}
+
+
+def _zygote(behaviour: str) -> subprocess.Popen[bytes]:
+    """A real worker whose pipeline misbehaves: first writes its temp output, then `behaviour`."""
+    code = (
+        "import os\n"
+        "from batchjob.input import pipeline, worker\n"
+        "warm = pipeline.inspect_file\n"
+        "def bad(path, out=None, **kw):\n"
+        "    if 'examples' in str(path): return warm(path)  # the worker's own warm-up\n"
+        "    if isinstance(out, str):\n"
+        "        d, name = os.path.split(out); open(os.path.join(d, '.' + name + '.x.tmp'), 'w')\n"
+        f"    {BEHAVIOURS[behaviour]}\n"
+        "pipeline.inspect_file = pipeline.convert_file = bad\n"
+        "worker.main()\n"
+    )
+    return subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=worker_env()
+    )
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "code"),
+    [
+        ("hang", "limit_parse_time"),
+        ("spin", "limit_parse_time"),
+        ("abort", "file_unreadable"),
+        ("oom_abort", "limit_memory"),
+        ("memory_error", "limit_memory"),
+        ("panic", "file_unreadable"),
+        ("exit", "file_unreadable"),
+    ],
+)
+def test_every_way_a_child_can_end_is_a_stable_code(behaviour, code, tmp_path):
+    z = _zygote(behaviour)
+    out = tmp_path / "out.jsonl"
+    limits = {**Limits().__dict__, "max_parse_seconds": 0.5}
+    requests = [
+        {"id": 1, "op": "convert", "path": str(tmp_path / "f.csv"), "out": str(out), "limits": limits},
+        {"id": 2, "op": "inspect", "path": str(tmp_path / "g.csv"), "out": None, "limits": limits},
+    ]
+    stdout, _ = z.communicate(b"".join(orjson.dumps(r) + b"\n" for r in requests), timeout=60)
+    answers = {a["id"]: a["report"]["fatal"] for a in map(orjson.loads, stdout.splitlines())}
+    assert answers[1]["code"] == answers[2]["code"] == code, answers
+    assert z.returncode == 0  # the worker itself went on, then ended when its input closed
+    if code == "limit_parse_time":
+        assert answers[1]["params"]["limit"] == 0.5
+    assert list(tmp_path.glob(".*tmp")) == []  # a killed convert leaves no temp output
+
+
+def test_a_killed_worker_fails_its_requests_and_is_started_again(tmp_path):
+    os.environ.setdefault("BATCHJOB_NATIVE", "1")
+    w = ParseWorker()
+    try:
+        slow = tmp_path / "slow.csv"
+        slow.write_text("prompt\n" + "a fox\n" * 10)
+        first = w.submit("inspect", slow, None, limits=Limits())
+        first.result(timeout=60)
+        pid = w.pid
+        os.kill(pid, signal.SIGKILL)
+        r = w.submit("inspect", slow, None, limits=Limits()).result(timeout=60)
+        # Either the request reached the dying worker (answered as unavailable) or a new one.
+        assert r.valid == 10 or r.fatal.code == "worker_unavailable"
+        again = w.submit("inspect", slow, None, limits=Limits()).result(timeout=60)
+        assert again.valid == 10 and w.pid != pid
+    finally:
+        w.close()
+
+
+def test_the_worker_sees_no_secret(monkeypatch, tmp_path):
+    monkeypatch.setenv("TELEGRAM_BOT_TOKEN", "123456:worker-must-not-see")
+    monkeypatch.setenv("BATCHJOB_BEARER_TOKEN", "bearer-worker-must-not-see")
+    monkeypatch.setenv("REDIS_URL", "redis://:password-worker-must-not-see@127.0.0.1:1/0")
+    w = ParseWorker()
+    try:
+        ok = xlsx(tmp_path / "ok.xlsx", {"S": [["prompt"], ["fox"]]})
+        assert w.submit("inspect", ok, None, limits=Limits()).result(timeout=60).valid == 1
+        environ = Path(f"/proc/{w.pid}/environ").read_bytes()
+        assert b"must-not-see" not in environ
+        assert b"PATH=" in environ
+    finally:
+        w.close()
+
+
+def test_report_wire_form_round_trips(tmp_path):
+    src = tmp_path / "p.csv"
+    src.write_text("prompt,aspect_ratio,notes\nfox,16:9,x\n,1:1,y\n(owl:1.2),7:3,z\n")
+    direct = pipeline.inspect_file(src)
+    assert isolation.inspect_file(src).to_dict("zh") == direct.to_dict("zh")
