@@ -69,6 +69,7 @@ static int out_reserve(Out *o, Py_ssize_t more) {
 }
 
 static int out_put(Out *o, const char *s, Py_ssize_t n) {
+    if (n == 0) return 0; /* o->d may still be NULL: memcpy(NULL, s, 0) is undefined */
     if (out_reserve(o, n) < 0) return -1;
     memcpy(o->d + o->n, s, (size_t)n);
     o->n += n;

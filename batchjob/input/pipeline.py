@@ -131,8 +131,9 @@ def _text(
                         scan = rowscan.CsvRows(fb, encoding or "utf-8", delimiter, limits.max_cell_chars)
                         _table(1, iter(scan), report, limits, clock, emit, typed=False, on_header=scan.use)
                 else:
-                    with open(path, encoding=encoding, newline="") as f:
-                        rows = csv.reader(f, delimiter=delimiter)
+                    with open(path, "rb") as fb:
+                        text = rowscan.CsvRows(fb, encoding or "utf-8", delimiter, limits.max_cell_chars)
+                        rows = csv.reader(text.lines(), delimiter=delimiter)
                         _table(1, rows, report, limits, clock, emit, typed=False)
             return
         except UnicodeDecodeError:

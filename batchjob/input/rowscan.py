@@ -125,46 +125,72 @@ class Run(ABC):
 
 
 class CsvRows(Run):
-    """Records of a delimited text file, as csv.reader(open(path, newline="")) gives them."""
+    """Records of a delimited text file, as csv.reader(open(path, newline="")) gives them.
+
+    The text comes from `lines()`, which the pipeline's Python-only reading uses as well:
+    both read the same text in the same order, so a file fails the same way on both (an
+    undecodable byte is raised only when the text before it has been read, wherever the
+    byte falls in a block).
+    """
 
     def __init__(self, f: IO[bytes], encoding: str, delimiter: str, max_cell: int) -> None:
         super().__init__()
         self.f = f
+        self.encoding = encoding
         self.decoder = codecs.getincrementaldecoder(encoding)("strict")
+        self.failed: UnicodeDecodeError | None = None
         # UTF-8 goes to the scanner as it is (decoded only to check it); any other
         # encoding is decoded and handed over as UTF-8.
         self.raw = encoding in ("utf-8", "utf-8-sig")
         self.bom = encoding == "utf-8-sig"
         self.delimiter = delimiter
         self.max_cell = max_cell
-        self.buf = b""
+        self.buf = bytearray()
         self.pos = 0
+        self.searched = 0  # no line end in buf[pos:searched]: a long line is searched once
         self.eof = False
         self.stop = _PYTHON
 
     def _fill(self) -> None:
+        if self.failed is not None:
+            raise self.failed  # the caller tries the next encoding
         chunk = self.f.read(CHUNK)
         if chunk:
-            text = self.decoder.decode(chunk)  # UnicodeDecodeError: the caller tries the next encoding
+            pending = self.decoder.getstate()[0]
+            try:
+                text = self.decoder.decode(chunk)
+            except UnicodeDecodeError as e:
+                # Keep the text before the bad byte (e.start counts from the decoder's
+                # pending bytes); the error comes when the reader needs more than that.
+                self.failed = e
+                text = (pending + chunk)[: e.start].decode(self.encoding)
+                chunk = chunk[: max(0, e.start - len(pending))]
             data = chunk if self.raw else text.encode("utf-8")
         else:
             self.eof = True
             data = self.decoder.decode(b"", True).encode("utf-8")
-        self.buf = self.buf[self.pos :] + data
-        self.pos = 0
+        if self.pos:
+            del self.buf[: self.pos]
+            self.searched = max(0, self.searched - self.pos)
+            self.pos = 0
+        self.buf += data
         if self.bom and (len(self.buf) >= 3 or self.eof):  # nothing is read before: no line end yet
             self.bom = False
-            self.buf = self.buf.removeprefix(codecs.BOM_UTF8)
+            if self.buf.startswith(codecs.BOM_UTF8):
+                del self.buf[:3]
 
-    def _lines(self) -> Iterator[str]:
+    def lines(self) -> Iterator[str]:
+        """The text, line by line, with its line ends (as open(newline="") gives them)."""
         while True:
-            m = _EOL.search(self.buf, self.pos)
+            m = _EOL.search(self.buf, max(self.pos, self.searched))
             if m is not None and (self.eof or m.end() < len(self.buf) or m.group() != b"\r"):
                 line = self.buf[self.pos : m.end()]
                 self.pos = m.end()
                 yield line.decode("utf-8")
             elif not self.eof:
-                self._fill()  # a "\r" at the end may yet be followed by "\n"
+                # A "\r" at the end may yet be followed by "\n": search again from it.
+                self.searched = m.start() if m is not None else len(self.buf)
+                self._fill()
             else:
                 if self.pos < len(self.buf):
                     line = self.buf[self.pos :]
@@ -175,7 +201,7 @@ class CsvRows(Run):
     def _python_row(self) -> Row | None:
         # csv.reader takes lines until its record is whole and no further, so the next
         # record starts where it stopped.
-        return next(csv.reader(self._lines(), delimiter=self.delimiter), None)
+        return next(csv.reader(self.lines(), delimiter=self.delimiter), None)
 
     def __iter__(self) -> Iterator[Row | Run]:
         while True:

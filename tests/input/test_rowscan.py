@@ -324,6 +324,58 @@ def test_a_decoding_error_late_in_the_file_restarts_with_the_next_encoding(tmp_p
     assert native[0]["encoding"] != "utf-8"
 
 
+def test_a_cell_over_the_limit_before_a_bad_byte_is_refused_alike(tmp_path):
+    """The first problem in file order is the one reported, on both paths, wherever the
+    bad byte falls in a read block (it once gave encoding_unknown natively)."""
+    path = tmp_path / "cell-then-byte.csv"
+    head = b"prompt\n" + b"a watercolor fox, misty dawn\n" * 45_000  # past the 1 MiB sniffed head
+    for gap in (0, 100, 5000, 70_000):
+        path.write_bytes(head + b"x" * 40_000 + b"\n" + b"y" * gap + b"\xff\xfe\xfa\n")
+        for chunk in (1 << 20, 8192, 4096):
+            native = assert_same(path, chunk)
+            assert native[0]["fatal"]["code"] == "limit_cell_length", (gap, chunk, native[0]["fatal"])
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    cut=st.integers(0, 60_000),
+    bad=st.sampled_from([b"\xff", b"\x80", b"\xe4\xb8", b"\x00\x00"]),
+    chunk=st.sampled_from([4096, 8192, 1 << 20]),
+)
+def test_a_bad_byte_anywhere_fails_alike(cut, bad, chunk):
+    from batchjob.input import detect
+
+    lines = "".join(f"prompt {i} 一只猫 (cute)\n" for i in range(2500)).encode()
+    data = b"prompt,aspect_ratio\n" + lines[:cut] + bad + lines[cut:]
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "bad.csv"
+        path.write_bytes(data)
+        saved, detect._CHUNK = detect._CHUNK, 256  # sniff a short head: the parse meets the byte
+        try:
+            assert_same(path, chunk, 512, Limits(max_cell_chars=20_000))
+        finally:
+            detect._CHUNK = saved
+
+
+def test_a_long_line_is_searched_for_its_end_once(tmp_path, monkeypatch):
+    """A 6 MB line without an end (a 50 MB one took 14.6 s, searching from its start again
+    after every 1 MiB read): the bytes searched stay within twice the file."""
+    searched = [0]
+    real = rowscan._EOL
+
+    class Counting:
+        def search(self, buf, pos=0):
+            searched[0] += len(buf) - pos
+            return real.search(buf, pos)
+
+    monkeypatch.setattr(rowscan, "_EOL", Counting())
+    path = tmp_path / "one-line.csv"
+    path.write_bytes(b"prompt," + b"x" * (6 << 20))
+    r = convert_file(path, tmp_path / "o.jsonl")
+    assert r.fatal is not None and r.fatal.code in ("limit_cell_length", "no_prompt_column")
+    assert searched[0] <= 2 * path.stat().st_size, searched[0]
+
+
 # --- one row --------------------------------------------------------------------------
 
 
