@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 import httpx
 import orjson
 
-from batchjob import DEFAULT_MODE, DEFAULT_MODEL
+from batchjob import DEFAULT_MODE, DEFAULT_MODEL, redaction
 from batchjob.errors import BatchJobError, OutcomeUnknown, Unavailable, error_for
 from batchjob.models import Estimate, Job, JobPage, UploadResult
 
@@ -105,6 +105,7 @@ class BatchJobClient:
         max_connections: int = 20,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        redaction.register(token)  # a service that echoes our Authorization header
         self.retries = retries
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from batchjob import redaction
+
 # Messages the service uses for rejected files (contract, DESIGN §6).
 UNSUPPORTED_FILE_TYPE = "unsupported file type"
 UNSUPPORTED_SCHEMA = "unsupported schema"
@@ -109,9 +111,16 @@ def _first_number(d: dict[str, Any], *keys: str) -> float | None:
     return None
 
 
+MESSAGE_LIMIT = 500
+
+
 def error_for(status: int, body: Any, retry_after: float | None) -> BatchJobError:
-    """The typed error for an HTTP error answer, with the server's code and message."""
+    """The typed error for an HTTP error answer, with the server's code and message.
+
+    The message is the service's text: redacted (it may echo our token) and bounded."""
     code, message, details = _parse_body(body)
+    message = redaction.redact(message, MESSAGE_LIMIT)
+    code = redaction.redact(code, 100) if code is not None else None
     kw: dict[str, Any] = {"status": status, "code": code, "details": details}
     if status in (401, 403):
         return AuthError(message, **kw)

@@ -22,6 +22,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 import locales
+from batchjob import redaction
 from batchjob.settings import ConfigError, describe
 
 log = logging.getLogger("bot")
@@ -56,10 +57,55 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return asyncio.run(run_console(args) if args.console else run_telegram())
     except ConfigError as e:
-        print(f"batchjob-bot: {e}", file=sys.stderr)
+        print(f"batchjob-bot: {redaction.redact(str(e))}", file=sys.stderr)
         return 3
     except KeyboardInterrupt:
         return 130
+    except Exception as e:
+        # Never a traceback with a token in it: one line here, the details (redacted) in
+        # the log at DEBUG.
+        log.debug("stopped by an unexpected error", exc_info=True)
+        lang = locales.normalize_language(os.environ.get("LANG"))
+        detail = redaction.redact(f"{type(e).__name__}: {e}", 300)
+        print(f"batchjob-bot: {locales.t(lang, 'start.unexpected', detail=detail)}", file=sys.stderr)
+        return 70
+
+
+async def _connect_redis(lang: str):  # type: ignore[no-untyped-def]
+    from redis.exceptions import RedisError
+
+    from conversation.store import connect
+
+    url = os.environ.get("REDIS_URL")
+    try:
+        return await connect(url)
+    except (RedisError, OSError, ValueError) as e:
+        where = redaction.url_without_credentials(url or "")
+        detail = redaction.redact(str(e), 200)
+        raise ConfigError(locales.t(lang, "start.redis_unreachable", url=where, detail=detail)) from None
+
+
+async def _start_bot(bot, tg, lang: str) -> None:  # type: ignore[no-untyped-def]
+    """Start the Telegram side; a refusal or an unreachable Bot API is one line that says what to fix."""
+    from telegram.error import InvalidToken, NetworkError, TelegramError, TimedOut
+
+    base = redaction.url_without_credentials(tg.telegram_api_base_url)
+    # The library logs its own traceback of a refusal; the line below says it all.
+    ptb_log = logging.getLogger("telegram")
+    level = ptb_log.level
+    ptb_log.setLevel(logging.CRITICAL)
+    try:
+        await bot.start()
+    except InvalidToken:
+        raise ConfigError(locales.t(lang, "start.token_refused", base=base)) from None
+    except (NetworkError, TimedOut) as e:
+        detail = redaction.redact(str(e), 200)
+        raise ConfigError(locales.t(lang, "start.api_unreachable", base=base, detail=detail)) from None
+    except TelegramError as e:
+        detail = redaction.redact(str(e), 200)
+        raise ConfigError(locales.t(lang, "start.api_refused", base=base, detail=detail)) from None
+    finally:
+        ptb_log.setLevel(level)
 
 
 def _settings(cls, prefix: str, **overrides):  # type: ignore[no-untyped-def]
@@ -78,15 +124,15 @@ async def run_telegram() -> int:
     from bot.telegram.app import TelegramBot
     from bot.telegram.settings import TelegramSettings
     from conversation.settings import ConversationSettings
-    from conversation.store import connect
 
+    lang = locales.normalize_language(os.environ.get("LANG"))
     tg = _settings(TelegramSettings, "")
     conv = _settings(ConversationSettings, "BOT_")
     svc = load_service_settings()
     from bot.redact import redact_secrets
 
     redact_secrets(svc.bearer_token.get_secret_value(), tg.telegram_bot_token.get_secret_value())
-    redis, persistent = await connect(os.environ.get("REDIS_URL"))
+    redis, persistent = await _connect_redis(lang)
     if not persistent:
         log.warning("REDIS_URL is not set: state lives in this process and is lost on restart")
     client = BatchJobClient(svc.base_url, svc.bearer_token.get_secret_value())
@@ -95,7 +141,12 @@ async def run_telegram() -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await bot.start()
+    try:
+        await _start_bot(bot, tg, lang)
+    except ConfigError:
+        await client.aclose()
+        await redis.aclose()
+        raise
     try:
         if tg.webhook:
             import uvicorn
@@ -127,7 +178,6 @@ async def run_console(args: argparse.Namespace) -> int:
     from bot.console import CHAT_ID, USER_ID, ConsoleChannel
     from conversation.app import ConversationApp
     from conversation.settings import ConversationSettings
-    from conversation.store import connect
 
     lang = args.lang or locales.normalize_language(os.environ.get("LANG"))
     sandbox = None
@@ -153,7 +203,7 @@ async def run_console(args: argparse.Namespace) -> int:
         settings = ConversationSettings(**{"media_dir": work / "media", **overrides})
     except ValidationError as e:
         raise ConfigError(describe(e, "BOT_")) from None
-    redis, persistent = await connect(os.environ.get("REDIS_URL"))
+    redis, persistent = await _connect_redis(lang)
     channel = ConsoleChannel(work / "files")
     print(locales.t(lang, "console.intro"))
     if not persistent:

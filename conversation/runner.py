@@ -21,7 +21,7 @@ from redis.exceptions import RedisError
 
 import locales
 from batchjob import errors as bj
-from batchjob import format_amount, templates
+from batchjob import format_amount, redaction, templates
 from batchjob.client import BatchJobClient, sanitize_filename
 from batchjob.input import Limits, isolation
 from conversation import core, crash, resolve
@@ -103,7 +103,8 @@ def service_failure(step: str, e: bj.BatchJobError) -> ServiceFailed:
             "required": format_amount(e.required),
             "shortfall": format_amount(e.shortfall),
         }
-    return ServiceFailed(step, kind, (e.message or e.code or e.kind)[:300], params)
+    # The service's own words, shown to the user: without any secret, and short.
+    return ServiceFailed(step, kind, redaction.redact(e.message or e.code or e.kind, 300), params)
 
 
 class Runner:
@@ -497,6 +498,11 @@ class Runner:
         lines = [locales.t(lang, "job.details", job_id=job_id, failed=len(failed), total=len(records))]
         for r in failed[:10]:
             lines.append(
-                locales.t(lang, "job.details_line", index=r.get("index"), error=str(r.get("error"))[:200])
+                locales.t(
+                    lang,
+                    "job.details_line",
+                    index=r.get("index"),
+                    error=redaction.redact(str(r.get("error")), 200),
+                )
             )
         await self._safe_send(chat_id, "\n".join(lines))
