@@ -29,7 +29,7 @@ MAX_REDIRECTS = 5
 class ResolveError(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
-        self.reason = reason  # url_refused | url_failed | url_too_large | path_refused | path_missing
+        self.reason = reason  # url_refused | url_failed | url_too_large | path_refused
 
 
 async def _addresses(host: str, port: int) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
@@ -134,32 +134,38 @@ async def _fetch(
 
 
 def open_path(raw: str, roots: list[Path], dest: Path, max_bytes: int) -> tuple[Path, str]:
-    """Copy an allowed local file into `dest`; returns (dest, its name)."""
+    """Copy an allowed local file into `dest`; returns (dest, its name).
+
+    A path outside the roots, a path that does not exist and one that is not a readable
+    regular file all get the same answer, `path_refused`: the bot is no oracle for what
+    exists on its host."""
     if not roots or "\x00" in raw or not raw.strip():
         raise ResolveError("path_refused")
     try:
         real = Path(raw).resolve(strict=True)
+        allowed = any(_inside(real, root) for root in roots)
+        if not allowed:
+            raise ResolveError("path_refused")
+        # Opened without following a link that appeared since `resolve`, then judged by
+        # what was opened, not by a second look at the path.
+        fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NONBLOCK", 0))
     except (OSError, RuntimeError):
-        raise ResolveError("path_missing") from None
-    allowed = False
-    for root in roots:
-        try:
-            if real.is_relative_to(root.resolve(strict=True)):
-                allowed = True
-                break
-        except OSError:
-            continue
-    if not allowed:
-        raise ResolveError("path_refused")
-    try:
-        st = os.stat(real)
-    except OSError:
-        raise ResolveError("path_missing") from None
+        raise ResolveError("path_refused") from None
+    st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode):
-        raise ResolveError("path_missing")
-    if st.st_size > max_bytes:
-        raise ResolveError("url_too_large")
-    fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as out, open(real, "rb") as src:
-        shutil.copyfileobj(src, out, 1 << 20)
+        os.close(fd)
+        raise ResolveError("path_refused")
+    with os.fdopen(fd, "rb") as src:
+        if st.st_size > max_bytes:
+            raise ResolveError("url_too_large")
+        out_fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(out_fd, "wb") as out:
+            shutil.copyfileobj(src, out, 1 << 20)
     return dest, real.name
+
+
+def _inside(real: Path, root: Path) -> bool:
+    try:
+        return real.is_relative_to(root.resolve(strict=True))
+    except (OSError, RuntimeError):
+        return False

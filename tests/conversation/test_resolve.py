@@ -101,12 +101,31 @@ def test_paths(tmp_path):
         (str(root / "escape.csv"), "path_refused"),
         ("/etc/passwd", "path_refused"),
         ("/proc/self/environ", "path_refused"),
-        (str(root), "path_missing"),
+        (str(root), "path_refused"),
         (str(root / "ok.csv") + "\x00", "path_refused"),
-        (str(root / "nope.csv"), "path_missing"),
+        (str(root / "nope.csv"), "path_refused"),
     ]:
         with pytest.raises(ResolveError) as e:
             open_path(bad, [root], tmp_path / "c2", 1000)
         assert e.value.reason == reason, bad
     with pytest.raises(ResolveError):
         open_path(str(root / "ok.csv"), [], tmp_path / "c3", 1000)  # no roots: paths disabled
+
+
+def test_a_path_is_no_oracle_for_what_exists(tmp_path):
+    """Outside the roots, an existing file and a missing one get the same answer, and so
+    does a missing file inside them: nobody learns what exists on the bot's host."""
+    root = tmp_path / "root"
+    root.mkdir()
+    (tmp_path / "exists.csv").write_text("prompt\na\n")
+    answers = set()
+    for probe in (
+        "/etc/hostname",
+        "/etc/no-such-file",
+        str(tmp_path / "exists.csv"),
+        str(root / "missing.csv"),
+    ):
+        with pytest.raises(ResolveError) as e:
+            open_path(probe, [root], tmp_path / "c", 1000)
+        answers.add(e.value.reason)
+    assert answers == {"path_refused"}
