@@ -14,7 +14,16 @@ import random
 import zipfile
 from pathlib import Path
 
-from tests.files import phantom_rows_sheet, rewrite_xlsx_member, xls, xlsx
+from tests.files import (
+    corner_cell_xls,
+    corner_cell_xlsx,
+    mutated_xls,
+    overlapping_merges_xlsx,
+    phantom_rows_sheet,
+    rewrite_xlsx_member,
+    xls,
+    xlsx,
+)
 
 GOOD_CSV = "prompt,aspect_ratio,image_urls\nfox,16:9,https://a.com/x.png\n一只猫,1:1,\nowl,9:16,\n"
 GOOD_JSONL = '{"prompt": "fox", "aspect_ratio": "16:9"}\n{"contents": [{"parts": [{"text": "owl"}]}]}\n'
@@ -105,6 +114,19 @@ def generate(out: Path, count: int = 220, seed: int = 20261121) -> list[Path]:
             tmp / "good.xlsx", tmp / "ph.xlsx", "xl/worksheets/sheet1.xml", phantom_rows_sheet(1_000_000)
         ).read_bytes(),
     )
+    # Sheets whose grid or merges a reader would build at absurd cost, and .xls files that
+    # make the reader panic or abort (seeded mutations).
+    hostile_sheets = [
+        ("corner-cell.xlsx", lambda p: corner_cell_xlsx(p)),
+        ("far-cell.xlsx", lambda p: corner_cell_xlsx(p, "XFD1000")),
+        ("corner-cell.xls", corner_cell_xls),
+        ("overlapping-merges.xlsx", lambda p: overlapping_merges_xlsx(p, 10_000)),
+        ("overlapping-merges-narrow.xlsx", lambda p: overlapping_merges_xlsx(p, 10_000, "Z")),
+        ("panic.xls", lambda p: mutated_xls(p, 20)),
+        ("abort-at-open.xls", lambda p: mutated_xls(p, 207)),
+    ]
+    for name, build in hostile_sheets:
+        put(name, build(tmp / name).read_bytes())
     # Fuzzed ones, until `count`.
     bases = [
         ("csv", GOOD_CSV.encode()),

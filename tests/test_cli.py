@@ -107,3 +107,22 @@ def test_guide_in_both_languages(tmp_path):
         main(["template", "--kind", "guide", "--lang", lang, "-o", str(out)])
         text = out.read_text("utf-8")
         assert needle in text and "200000" in text and "$" not in text
+
+
+@pytest.mark.parametrize("kind", ["corner.xlsx", "corner.xls", "panic.xls", "merges.xlsx"])
+def test_hostile_spreadsheets_are_a_sentence_not_a_crash(kind, tmp_path):
+    """Each of these aborted or hung the command (or took its whole process down)."""
+    from tests.files import corner_cell_xls, corner_cell_xlsx, mutated_xls, overlapping_merges_xlsx
+
+    build = {
+        "corner.xlsx": corner_cell_xlsx,
+        "corner.xls": corner_cell_xls,
+        "panic.xls": lambda p: mutated_xls(p, 20),
+        "merges.xlsx": lambda p: overlapping_merges_xlsx(p, 10_000, "Z"),
+    }[kind]
+    path = build(tmp_path / kind)
+    for args in (["inspect", str(path)], ["convert", str(path), "-o", str(tmp_path / "o.jsonl")]):
+        p = run("--lang", "zh", *args)
+        assert p.returncode == 1, p.stderr
+        assert "Traceback" not in p.stdout + p.stderr and "panicked" not in p.stderr
+        assert not (tmp_path / "o.jsonl").exists()

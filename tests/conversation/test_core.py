@@ -19,6 +19,7 @@ from conversation.events import (
     FileReceived,
     Inspect,
     Inspected,
+    InspectResumed,
     JobStatus,
     ListJobs,
     LookupRows,
@@ -451,3 +452,16 @@ def test_an_unexpected_effect_failure_never_leaves_the_chat_stuck():
         at("submitting", file_id="f", row_count=1, intent_id="i"), EffectFailed("Submit"), ctx()
     )
     assert s.phase == "reconciling" and fx[-1] == Reconcile("i", "f")
+
+
+def test_a_reading_cut_short_is_tried_once_more_then_dropped():
+    s, out = core.step(at("resolving"), FileReady("/m/p.csv", "p.csv"), ctx())
+    assert s.pending.inspections == 1 and kinds(out) == ["Inspect"]
+    s, out = core.step(s, InspectResumed(), ctx())  # restarted while reading: once more
+    assert s.phase == "inspecting" and s.pending.inspections == 2 and kinds(out) == ["Inspect"]
+    s, out = core.step(s, InspectResumed(), ctx())  # cut short again: dropped, with a message
+    assert s.phase == "idle" and s.pending is None
+    assert keys(out) == ["flow.inspect_abandoned"] and Cleanup(("/m/p.csv",)) in out
+    for phase in ("idle", "uploading", "awaiting_confirm"):
+        state = at(phase, path="/m/p.csv")
+        assert core.step(state, InspectResumed(), ctx()) == (state, [])

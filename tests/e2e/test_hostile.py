@@ -10,7 +10,7 @@ import logging
 import resource
 from pathlib import Path
 
-from batchjob.input import inspect_file
+from batchjob.input.isolation import inspect_file
 from tests.e2e.conftest import until
 from tests.e2e.fake_telegram import FakeTelegram
 from tests.hostile import generate
@@ -47,6 +47,9 @@ async def test_hostile_files_through_the_bot(bot, telegram, sandbox, tmp_path, c
             else ("Checked your file" in first or "cannot be used" in first)
         ), (name, first)
     assert bot.metrics["errors"] == 0
+    # The bot is still here (the files were read in the parse worker) and answers.
+    telegram.send_text(9_999, FakeTelegram.user(9_999, "en"), "/help")
+    await until(lambda: telegram.texts(9_999), timeout=30, what="an answer after the hostile files")
     assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
     record_property("peak_rss_mib", peak_mib)
