@@ -165,12 +165,21 @@ class ParseWorker:
             with contextlib.suppress(OSError):
                 proc.kill()
 
-    def close(self) -> None:
+    def close(self, wait: float = 5.0) -> None:
+        """Let the worker finish what it has and exit; waited for (so that its resource
+        use counts as ours), killed if it does not end within `wait` seconds."""
         with self._lock:
             proc, self._proc = self._proc, None
-        if proc is not None and proc.stdin is not None:
+        if proc is None:
+            return
+        if proc.stdin is not None:
             with contextlib.suppress(OSError):
-                proc.stdin.close()  # the worker finishes its children and exits
+                proc.stdin.close()
+        try:
+            proc.wait(wait)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
     @property
     def pid(self) -> int | None:
