@@ -77,9 +77,11 @@ class ParseWorker:
     """The parent's handle on one worker process: thread-safe, restarts it when it died."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the process handle and the requests in flight
+        self._write = threading.Lock()  # one request at a time into the pipe, never under _lock
         self._proc: subprocess.Popen[bytes] | None = None
-        self._pending: dict[int, tuple[Future[Report], str]] = {}
+        # Requests in flight: id -> (future, path, the worker process it went to).
+        self._pending: dict[int, tuple[Future[Report], str, subprocess.Popen[bytes]]] = {}
         self._next = 0
 
     def submit(
@@ -102,17 +104,29 @@ class ParseWorker:
         }
         with self._lock:
             self._next += 1
-            request["id"] = self._next
+            rid = request["id"] = self._next
             try:
                 proc = self._ensure()
-                self._pending[self._next] = (fut, spath)
+            except OSError:
+                proc = None
+            if proc is not None:
+                self._pending[rid] = (fut, spath, proc)
+        if proc is None:
+            log.warning("parse worker cannot be started")
+            fut.set_result(_report(spath, "worker_unavailable"))
+            return fut
+        # Written outside _lock: while the pipe is full, the reader must still be able to
+        # take answers (the worker reads requests only between writing answers).
+        try:
+            with self._write:
                 assert proc.stdin is not None
                 proc.stdin.write(orjson.dumps(request) + b"\n")
                 proc.stdin.flush()
-            except OSError:
-                self._pending.pop(self._next, None)
-                log.warning("parse worker unavailable")
-                fut.set_result(_report(spath, "worker_unavailable"))
+        except (OSError, ValueError):  # the worker died (its reader fails what was pending)
+            with self._lock:
+                entry = self._pending.pop(rid, None)
+            if entry is not None:
+                _settle(fut, _report(spath, "worker_unavailable"))
         return fut
 
     def _ensure(self) -> subprocess.Popen[bytes]:
@@ -151,10 +165,10 @@ class ParseWorker:
         with self._lock:
             if self._proc is proc:
                 self._proc = None
-            lost = list(self._pending.items())
-            self._pending.clear()
+            lost = [rid for rid, entry in self._pending.items() if entry[2] is proc]
+            entries = [self._pending.pop(rid) for rid in lost]
         proc.wait()
-        for _, (fut, path) in lost:
+        for fut, path, _ in entries:
             _settle(fut, _report(path, "worker_unavailable"))
 
     def kill(self) -> None:

@@ -209,3 +209,17 @@ def test_report_wire_form_round_trips(tmp_path):
     src.write_text("prompt,aspect_ratio,notes\nfox,16:9,x\n,1:1,y\n(owl:1.2),7:3,z\n")
     direct = pipeline.inspect_file(src)
     assert isolation.inspect_file(src).to_dict("zh") == direct.to_dict("zh")
+
+
+def test_many_requests_with_large_reports_all_come_back(tmp_path):
+    """More requests than the pipe holds, each answered with a report larger than the
+    pipe: every one comes back (requests are written outside the lock answers need)."""
+    src = tmp_path / "bad.csv"
+    src.write_text("prompt,aspect_ratio\n" + "".join(f"fox {i},7:{i}\n" for i in range(600)))
+    w = ParseWorker()
+    try:
+        futures = [w.submit("inspect", src, None, limits=Limits()) for _ in range(150)]
+        reports = [f.result(timeout=240) for f in futures]
+    finally:
+        w.close()
+    assert all(r.invalid == 600 and len(r.errors) == 600 for r in reports)
