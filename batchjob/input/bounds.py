@@ -23,8 +23,17 @@ from dataclasses import dataclass
 
 from batchjob.input.limits import InputError, Limits
 
+try:
+    from batchjob.input import _extent as _native
+except ImportError:  # built without a C compiler: the Python loops below
+    _native = None
+
 _CHUNK = 1 << 20
 _CARRY = 4096  # a tag cut by a chunk boundary is completed from the next chunk
+
+
+def native_enabled() -> bool:
+    return _native is not None and os.environ.get("BATCHJOB_NATIVE", "1") != "0"
 
 
 @dataclass
@@ -102,9 +111,29 @@ _X_REF = re.compile(
 
 
 def xlsx_sheet_extent(stream: zipfile.ZipExtFile, limits: Limits) -> Extent:
+    if native_enabled():
+        state = (0, 0, 0, 0, 0)  # row, col, rows, cols, merged: as the loop below keeps them
+        for data in _chunks(stream):
+            state = _native.xlsx_scan(data, state)
+            e = Extent(state[2], state[3], state[4])
+            if _refused(e, limits):
+                break
+        return Extent(state[2], state[3], state[4])
+    return _xlsx_sheet_extent(stream, limits)
+
+
+def _refused(e: Extent, limits: Limits) -> bool:
+    return (
+        e.cols > limits.max_sheet_columns
+        or e.rows * e.cols > limits.max_sheet_cells
+        or (e.merged > limits.max_merged_cells)
+    )
+
+
+def _xlsx_sheet_extent(stream: zipfile.ZipExtFile, limits: Limits) -> Extent:
+    """The reference (and the reading without a C compiler) of `_extent.xlsx_scan`."""
     e = Extent()
     row = col = 0
-    cap = limits.max_sheet_cells
     for data in _chunks(stream):
         for m in _X_TAG.finditer(data):
             kind, attrs = m.group(1), m.group(2)
@@ -130,7 +159,7 @@ def xlsx_sheet_extent(stream: zipfile.ZipExtFile, limits: Limits) -> Extent:
                 if ref is not None:
                     c1, r1, c2, r2 = _column(ref[1]), int(ref[2]), _column(ref[3]), int(ref[4])
                     e.merged += (abs(r2 - r1) + 1) * (abs(c2 - c1) + 1)
-        if e.cols > limits.max_sheet_columns or e.rows * e.cols > cap or e.merged > limits.max_merged_cells:
+        if _refused(e, limits):
             break  # already refused: no need to read on
     return e
 
@@ -233,23 +262,31 @@ def xls_extents(data: bytes) -> Iterator[tuple[str, Extent]]:
         elif typ == _EOF:
             break
     for name, offset in sheets:
-        e = Extent()
-        for typ, at, size in _records(data, offset):
-            if typ in _CELLS and size >= 4:
-                r, c = struct.unpack_from("<HH", data, at)
-                e.rows, e.cols = max(e.rows, r + 1), max(e.cols, c + 1)
-            elif typ == _MULRK and size >= 6:
-                r = struct.unpack_from("<H", data, at)[0]
-                last = struct.unpack_from("<H", data, at + size - 2)[0]
-                e.rows, e.cols = max(e.rows, r + 1), max(e.cols, last + 1)
-            elif typ == _MERGED and size >= 2:
-                count = min(struct.unpack_from("<H", data, at)[0], (size - 2) // 8)
-                for i in range(count):
-                    r1, r2, c1, c2 = struct.unpack_from("<HHHH", data, at + 2 + 8 * i)
-                    e.merged += (abs(r2 - r1) + 1) * (abs(c2 - c1) + 1)
-            elif typ == _EOF or (typ == _BOF and at - 4 != offset):
-                break
-        yield name, e
+        if native_enabled():
+            yield name, Extent(*_native.biff_extent(data, offset))
+        else:
+            yield name, biff_extent(data, offset)
+
+
+def biff_extent(data: bytes, offset: int) -> Extent:
+    """The reference (and the reading without a C compiler) of `_extent.biff_extent`."""
+    e = Extent()
+    for typ, at, size in _records(data, offset):
+        if typ in _CELLS and size >= 4:
+            r, c = struct.unpack_from("<HH", data, at)
+            e.rows, e.cols = max(e.rows, r + 1), max(e.cols, c + 1)
+        elif typ == _MULRK and size >= 6:
+            r = struct.unpack_from("<H", data, at)[0]
+            last = struct.unpack_from("<H", data, at + size - 2)[0]
+            e.rows, e.cols = max(e.rows, r + 1), max(e.cols, last + 1)
+        elif typ == _MERGED and size >= 2:
+            count = min(struct.unpack_from("<H", data, at)[0], (size - 2) // 8)
+            for i in range(count):
+                r1, r2, c1, c2 = struct.unpack_from("<HHHH", data, at + 2 + 8 * i)
+                e.merged += (abs(r2 - r1) + 1) * (abs(c2 - c1) + 1)
+        elif typ == _EOF or (typ == _BOF and at - 4 != offset):
+            break
+    return e
 
 
 def check_xls(path: str | os.PathLike[str], limits: Limits) -> None:

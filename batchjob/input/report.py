@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 # Stable machine codes. Row level: a row is invalid and is listed with its number.
@@ -64,6 +64,10 @@ class Issue:
         return d
 
 
+def astuple_issue(i: Issue) -> tuple[str, int | None, str | None, dict[str, Any]]:
+    return i.code, i.row, i.column, i.params
+
+
 @dataclass(slots=True)
 class Column:
     name: str  # as seen in the file
@@ -107,18 +111,26 @@ class Report:
             self.warnings.append(Issue(code, row, column, params))
 
     def to_wire(self) -> dict[str, Any]:
-        """Every field, as JSON types: how the parse worker hands a report over."""
-        return asdict(self)
+        """Every field, as JSON types: how the parse worker hands a report over.
+
+        Issues and columns go as arrays, not objects: a file with 100,000 invalid rows
+        crosses the pipe in a fraction of the time (`dataclasses.asdict` copies deeply)."""
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d["columns"] = [[c.name, c.index, c.field, c.note] for c in self.columns]
+        d["errors"] = [[i.code, i.row, i.column, i.params] for i in self.errors]
+        d["warnings"] = [[i.code, i.row, i.column, i.params] for i in self.warnings]
+        d["fatal"] = None if self.fatal is None else [*astuple_issue(self.fatal)]
+        return d
 
     @classmethod
     def from_wire(cls, d: dict[str, Any]) -> Report:
         """The inverse of `to_wire`; unknown keys are ignored."""
         known = {f.name for f in fields(cls)}
         r = cls(**{k: v for k, v in d.items() if k in known})
-        r.columns = [Column(**c) for c in r.columns]  # type: ignore[arg-type]
-        r.errors = [Issue(**i) for i in r.errors]  # type: ignore[arg-type]
-        r.warnings = [Issue(**i) for i in r.warnings]  # type: ignore[arg-type]
-        r.fatal = Issue(**r.fatal) if r.fatal else None  # type: ignore[arg-type]
+        r.columns = [Column(*c) for c in r.columns]
+        r.errors = [Issue(*i) for i in r.errors]
+        r.warnings = [Issue(*i) for i in r.warnings]
+        r.fatal = Issue(*r.fatal) if r.fatal else None  # type: ignore[misc]
         return r
 
     def to_dict(self, lang: str = "en") -> dict[str, Any]:

@@ -19,6 +19,7 @@ import pytest
 
 from batchjob.input import Limits, isolation, pipeline
 from batchjob.input.isolation import ParseWorker, worker_env
+from batchjob.input.report import Report
 from tests.files import corner_cell_xls, corner_cell_xlsx, mutated_xls, overlapping_merges_xlsx, xlsx
 
 
@@ -162,7 +163,9 @@ def test_every_way_a_child_can_end_is_a_stable_code(behaviour, code, tmp_path):
         {"id": 2, "op": "inspect", "path": str(tmp_path / "g.csv"), "out": None, "limits": limits},
     ]
     stdout, _ = z.communicate(b"".join(orjson.dumps(r) + b"\n" for r in requests), timeout=60)
-    answers = {a["id"]: a["report"]["fatal"] for a in map(orjson.loads, stdout.splitlines())}
+    answers = {
+        a["id"]: Report.from_wire(a["report"]).fatal.to_dict() for a in map(orjson.loads, stdout.splitlines())
+    }
     assert answers[1]["code"] == answers[2]["code"] == code, answers
     assert z.returncode == 0  # the worker itself went on, then ended when its input closed
     if code == "limit_parse_time":
