@@ -110,22 +110,22 @@ def _limits() -> Limits:
 
 
 def cmd_inspect(args: argparse.Namespace, lang: str) -> int:
-    from batchjob.input.isolation import inspect_file
+    from batchjob.input.isolation import read_in_child
 
     path = example_path() if args.example else Path(args.file)
-    report = inspect_file(path, _limits())
+    report = read_in_child("inspect", path, limits=_limits())  # a forked child: no secret here
     print_report(report, lang, args.json)
     return EXIT_OK if report.ok else EXIT_INVALID
 
 
 def cmd_convert(args: argparse.Namespace, lang: str) -> int:
-    from batchjob.input.isolation import convert_file
+    from batchjob.input.isolation import read_in_child
 
     out = Path(args.output)
     if not out.parent.is_dir():
         raise CliError(locales.t(lang, "cli.error.write", out=out, reason="no such directory"), EXIT_USAGE)
     try:
-        report = convert_file(args.file, out, skip_invalid=args.skip_invalid, limits=_limits())
+        report = read_in_child("convert", args.file, out, skip_invalid=args.skip_invalid, limits=_limits())
     except OSError as e:
         raise CliError(locales.t(lang, "cli.error.write", out=out, reason=e.strerror), 1) from None
     written = report.usable and (report.ok or args.skip_invalid)

@@ -33,32 +33,16 @@ import orjson
 
 from batchjob.input.limits import Limits
 from batchjob.input.report import Issue, Report
+from batchjob.input.worker import Zygote, kept_environment
 
 log = logging.getLogger("batchjob.input")
 
-# What the worker may see of our environment: nothing secret, only what Python, the
-# native scanner and a sanitizer build need.
-_ENV_KEPT = (
-    "PATH",
-    "LANG",
-    "LC_ALL",
-    "LC_CTYPE",
-    "TMPDIR",
-    "PYTHONPATH",
-    "BATCHJOB_NATIVE",
-    "BATCHJOB_WORKER_PROCESSES",
-    "LD_PRELOAD",
-    "ASAN_OPTIONS",
-    "UBSAN_OPTIONS",
-    "LSAN_OPTIONS",
-)
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 BACKSTOP_S = 30.0  # past the worker's own kill time: the worker itself is stuck
 
 
 def worker_env(environ: dict[str, str] | None = None) -> dict[str, str]:
-    src = os.environ if environ is None else environ
-    env = {k: src[k] for k in _ENV_KEPT if k in src}
+    env = kept_environment(os.environ if environ is None else environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     return env
@@ -219,6 +203,31 @@ def _wait(fut: Future[Report], path: str | os.PathLike[str], limits: Limits) -> 
     except FutureTimeout:
         worker().kill()
         return _report(os.path.abspath(path), "limit_parse_time", limit=limits.max_parse_seconds)
+
+
+def read_in_child(
+    op: str,
+    path: str | os.PathLike[str],
+    out: str | os.PathLike[str] | None = None,
+    *,
+    skip_invalid: bool = False,
+    limits: Limits | None = None,
+) -> Report:
+    """Read one file in a child forked from this process, with the worker's limits.
+
+    For a short-lived, single-threaded caller that holds no secret in memory (the CLI's
+    inspect and convert): it saves starting a worker process. The child's environment is
+    scrubbed as the worker's is. Anything else uses the worker."""
+    limits = limits or Limits()
+    request = {
+        "id": 0,
+        "op": op,
+        "path": os.path.abspath(path),
+        "out": os.path.abspath(out) if out is not None else None,
+        "skip_invalid": skip_invalid,
+        "limits": asdict(limits),
+    }
+    return Report.from_wire(Zygote(1).run_one(request)["report"])
 
 
 def inspect_file(path: str | os.PathLike[str], limits: Limits | None = None) -> Report:

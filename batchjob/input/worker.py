@@ -35,6 +35,22 @@ import orjson
 from batchjob.input.limits import Limits
 from batchjob.input.report import Issue, Report
 
+# What a reading child may see of the environment: nothing secret, only what Python, the
+# native scanner and a sanitizer build need.
+ENV_KEPT = (
+    "PATH",
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TMPDIR",
+    "PYTHONPATH",
+    "BATCHJOB_NATIVE",
+    "BATCHJOB_WORKER_PROCESSES",
+    "LD_PRELOAD",
+    "ASAN_OPTIONS",
+    "UBSAN_OPTIONS",
+    "LSAN_OPTIONS",
+)
 KILL_GRACE_S = 1.0  # past the pipeline's own clock, before the child is killed
 _STDERR_KEPT = 8192  # bytes of a child's stderr kept to tell why it died
 _OOM_MARKS = (b"memory allocation of", b"MemoryError", b"out of memory", b"Cannot allocate memory")
@@ -49,6 +65,10 @@ class _Child:
     stderr: bytearray = field(default_factory=bytearray)
     timed_out: bool = False
     open_fds: int = 2
+
+
+def kept_environment(environ: Any) -> dict[str, str]:
+    return {k: environ[k] for k in ENV_KEPT if k in environ}
 
 
 def _limit_self(limits: Limits) -> None:
@@ -66,6 +86,9 @@ def _run_child(req: dict[str, Any], wfd: int, efd: int) -> None:
     """In the forked child: never returns."""
     code = 0
     try:
+        kept = kept_environment(os.environ)  # forked from the CLI (run_one): scrubbed here
+        os.environ.clear()
+        os.environ.update(kept)
         os.dup2(efd, 2)
         os.close(efd)
         os.setsid()  # a signal meant for the bot's process group does not reach a parse
@@ -126,6 +149,9 @@ def _leftovers(out: str | None) -> None:
 
 
 class Zygote:
+    """Forks a child per request and watches it: as the worker process (`serve`), or once
+    from a process that holds no secrets and no threads, such as the CLI (`run_one`)."""
+
     def __init__(self, max_children: int) -> None:
         self.max_children = max(1, max_children)
         self.sel = selectors.DefaultSelector()
@@ -133,6 +159,7 @@ class Zygote:
         self.children: dict[int, _Child] = {}  # by pid
         self.inbuf = b""
         self.eof = False
+        self.answers: list[dict[str, Any]] | None = None  # run_one keeps answers here
 
     def serve(self) -> None:
         stdin = sys.stdin.buffer.fileno()
@@ -141,21 +168,39 @@ class Zygote:
         while not (self.eof and not self.children and not self.queue):
             while self.queue and len(self.children) < self.max_children:
                 self._start(self.queue.popleft())
-            timeout = None
-            if self.children:
-                timeout = max(0.0, min(c.deadline for c in self.children.values()) - time.monotonic())
-            for key, _ in self.sel.select(timeout):
-                if key.data is None:
-                    self._read_requests(key.fd)
-                else:
-                    self._read_child(key.fd, *key.data)
-            now = time.monotonic()
+            self._tick()
+
+    def run_one(self, req: dict[str, Any]) -> dict[str, Any]:
+        """Read one file in a forked child of this process; its answer."""
+        self.answers = []
+        self._start(req)
+        try:
+            while self.children:
+                self._tick()
+        except BaseException:  # interrupted: the child must not read on unwatched
             for c in self.children.values():
-                if not c.timed_out and now >= c.deadline:
-                    c.timed_out = True
-                    c.deadline = now + 3600  # killed: its pipes close, _read_child reaps it
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(c.pid, signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(c.pid, signal.SIGKILL)
+            raise
+        return self.answers[0]
+
+    def _tick(self) -> None:
+        """Wait for the next thing to happen (a request, a child's output), kill the overdue."""
+        timeout = None
+        if self.children:
+            timeout = max(0.0, min(c.deadline for c in self.children.values()) - time.monotonic())
+        for key, _ in self.sel.select(timeout):
+            if key.data is None:
+                self._read_requests(key.fd)
+            else:
+                self._read_child(key.fd, *key.data)
+        now = time.monotonic()
+        for c in self.children.values():
+            if not c.timed_out and now >= c.deadline:
+                c.timed_out = True
+                c.deadline = now + 3600  # killed: its pipes close, _read_child reaps it
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(c.pid, signal.SIGKILL)
 
     def _read_requests(self, fd: int) -> None:
         chunk = os.read(fd, 1 << 16)
@@ -218,6 +263,9 @@ class Zygote:
         self._answer(answer)
 
     def _answer(self, answer: dict[str, Any]) -> None:
+        if self.answers is not None:
+            self.answers.append(answer)
+            return
         data = memoryview(orjson.dumps(answer) + b"\n")
         out = sys.stdout.buffer.fileno()
         while data:
@@ -226,6 +274,7 @@ class Zygote:
 
 def main() -> None:
     # Imported here, once: every child starts with the readers loaded.
+    import olefile  # noqa: F401
     import python_calamine  # noqa: F401
 
     from batchjob.input import pipeline

@@ -226,3 +226,34 @@ def test_many_requests_with_large_reports_all_come_back(tmp_path):
     finally:
         w.close()
     assert all(r.invalid == 600 and len(r.errors) == 600 for r in reports)
+
+
+@pytest.mark.parametrize(("behaviour", "code"), [("abort", "file_unreadable"), ("hang", "limit_parse_time")])
+def test_a_child_forked_from_the_cli_is_limited_and_sees_no_secret(behaviour, code, tmp_path):
+    """`read_in_child`, as `batchjob inspect` uses it: the same limits and codes as the
+    worker's children, and an environment without the caller's tokens."""
+    script = (
+        "import os, sys\n"
+        "from batchjob.input import Limits, isolation, pipeline\n"
+        "from batchjob.input.report import Issue, Report\n"
+        "def spy(path, limits):\n"
+        "    return Report(path=path, fatal=Issue('env', params={'keys': sorted(os.environ)}))\n"
+        "def bad(path, limits):\n"
+        f"    {BEHAVIOURS[behaviour]}\n"
+        "pipeline.inspect_file = spy\n"
+        "print(isolation.read_in_child('inspect', sys.argv[1]).fatal.params['keys'])\n"
+        "pipeline.inspect_file = bad\n"
+        "short = Limits(max_parse_seconds=0.3)\n"
+        "print(isolation.read_in_child('inspect', sys.argv[1], limits=short).fatal.code)\n"
+    )
+    env = {**os.environ, "BATCHJOB_BEARER_TOKEN": "cli-bearer", "TELEGRAM_BOT_TOKEN": "1:cli-bot"}
+    p = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "f.csv")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    keys, got = p.stdout.splitlines()
+    assert "BATCHJOB_BEARER_TOKEN" not in keys and "TELEGRAM_BOT_TOKEN" not in keys and "PATH" in keys
+    assert got == code
