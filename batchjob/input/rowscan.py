@@ -18,7 +18,6 @@ import codecs
 import csv
 import logging
 import os
-import re
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Iterator
@@ -39,7 +38,6 @@ log = logging.getLogger("batchjob.input")
 CHUNK = 1 << 20  # bytes read at a time: memory stays flat however large the file
 BATCH = 8192  # rows per native call; the parse clock is checked between calls
 _LONG_RECORD = 4 << 20  # a record still open after this many bytes goes to Python's csv
-_EOL = re.compile(rb"\r\n?|\n")  # line ends as open(newline="") sees them
 
 # How a native CSV scan stopped (batchjob/input/_rowscan.c).
 _END, _PYTHON, _CAP, _MORE, _BATCH = range(5)
@@ -124,6 +122,10 @@ class Run(ABC):
         non-blank row of them, those left to Python too."""
 
 
+def _last_eol(buf: bytearray, start: int, end: int) -> int:
+    return max(buf.rfind(b"\n", start, end), buf.rfind(b"\r", start, end))
+
+
 class CsvRows(Run):
     """Records of a delimited text file, as csv.reader(open(path, newline="")) gives them.
 
@@ -182,21 +184,26 @@ class CsvRows(Run):
     def lines(self) -> Iterator[str]:
         """The text, line by line, with its line ends (as open(newline="") gives them)."""
         while True:
-            m = _EOL.search(self.buf, max(self.pos, self.searched))
-            if m is not None and (self.eof or m.end() < len(self.buf) or m.group() != b"\r"):
-                line = self.buf[self.pos : m.end()]
-                self.pos = m.end()
-                yield line.decode("utf-8")
-            elif not self.eof:
-                # A "\r" at the end may yet be followed by "\n": search again from it.
-                self.searched = m.start() if m is not None else len(self.buf)
+            buf = self.buf
+            start = max(self.pos, self.searched)
+            last = _last_eol(buf, start, len(buf))
+            if last >= 0 and last == len(buf) - 1 and buf[last] == 13 and not self.eof:
+                last = _last_eol(buf, start, last)  # a "\r" at the end may yet be followed by "\n"
+            if last < 0:
+                if self.eof:
+                    if self.pos < len(buf):
+                        line = buf[self.pos :]
+                        self.pos = len(buf)
+                        yield line.decode("utf-8")
+                    return
+                self.searched = len(buf) - 1 if buf.endswith(b"\r") else len(buf)
                 self._fill()
-            else:
-                if self.pos < len(self.buf):
-                    line = self.buf[self.pos :]
-                    self.pos = len(self.buf)
-                    yield line.decode("utf-8")
-                return
+                continue
+            # Every whole line found, split at once (bytes.splitlines splits at exactly
+            # \n, \r\n and \r); pos moves line by line, as a csv.reader may stop anywhere.
+            for line in buf[self.pos : last + 1].splitlines(True):
+                self.pos += len(line)
+                yield line.decode("utf-8")
 
     def _python_row(self) -> Row | None:
         # csv.reader takes lines until its record is whole and no further, so the next
