@@ -1,8 +1,9 @@
 """Untrusted files are read in the parse worker, never in this process.
 
 `inspect_file` and `convert_file` (and their async twins) hand the file to the worker
-(`batchjob.input.worker`) and wait for its report; the bot, the CLI and the sandbox call
-these, never the pipeline directly. A native reader can abort, panic, hang or exhaust
+(`batchjob.input.worker`) and wait for its report; the bot, `batchjob submit` and the
+sandbox call these, and `batchjob inspect`/`convert` call `read_in_child`; nothing calls
+the pipeline directly. A native reader can abort, panic, hang or exhaust
 memory on a crafted file, and nothing in Python can catch an abort: in the worker's child
 it costs that child only, and comes back as a file-level problem (`limit_memory`,
 `limit_parse_time`, `file_unreadable`).
@@ -48,6 +49,19 @@ def worker_env(environ: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+PathLike = str | os.PathLike[str]
+
+
+def _request(op: str, path: PathLike, out: PathLike | None, skip: bool, limits: Limits) -> dict[str, object]:
+    return {
+        "op": op,
+        "path": os.path.abspath(path),
+        "out": os.path.abspath(out) if out is not None else None,
+        "skip_invalid": skip,
+        "limits": asdict(limits),
+    }
+
+
 def _report(path: str, code: str, **params: object) -> Report:
     return Report(path=path, fatal=Issue(code, params=dict(params)))
 
@@ -78,14 +92,8 @@ class ParseWorker:
         limits: Limits,
     ) -> Future[Report]:
         fut: Future[Report] = Future()
-        spath = os.path.abspath(path)
-        request = {
-            "op": op,
-            "path": spath,
-            "out": os.path.abspath(out) if out is not None else None,
-            "skip_invalid": skip_invalid,
-            "limits": asdict(limits),
-        }
+        request = _request(op, path, out, skip_invalid, limits)
+        spath = str(request["path"])
         with self._lock:
             self._next += 1
             rid = request["id"] = self._next
@@ -218,15 +226,7 @@ def read_in_child(
     For a short-lived, single-threaded caller that holds no secret in memory (the CLI's
     inspect and convert): it saves starting a worker process. The child's environment is
     scrubbed as the worker's is. Anything else uses the worker."""
-    limits = limits or Limits()
-    request = {
-        "id": 0,
-        "op": op,
-        "path": os.path.abspath(path),
-        "out": os.path.abspath(out) if out is not None else None,
-        "skip_invalid": skip_invalid,
-        "limits": asdict(limits),
-    }
+    request = {"id": 0, **_request(op, path, out, skip_invalid, limits or Limits())}
     return Report.from_wire(Zygote(1).run_one(request)["report"])
 
 

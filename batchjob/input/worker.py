@@ -89,8 +89,14 @@ def _run_child(req: dict[str, Any], wfd: int, efd: int) -> None:
         kept = kept_environment(os.environ)  # forked from the CLI (run_one): scrubbed here
         os.environ.clear()
         os.environ.update(kept)
+        # Nothing but the answer pipe and stderr: a child taken over by a crafted file
+        # cannot read other requests or forge the answers of other children.
         os.dup2(efd, 2)
-        os.close(efd)
+        null = os.open(os.devnull, os.O_RDWR)
+        os.dup2(null, 0)
+        os.dup2(null, 1)
+        os.closerange(3, wfd)
+        os.closerange(wfd + 1, 1 << 16)
         os.setsid()  # a signal meant for the bot's process group does not reach a parse
         limits = Limits(**req["limits"])
         _limit_self(limits)

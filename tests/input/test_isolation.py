@@ -257,3 +257,34 @@ def test_a_child_forked_from_the_cli_is_limited_and_sees_no_secret(behaviour, co
     keys, got = p.stdout.splitlines()
     assert "BATCHJOB_BEARER_TOKEN" not in keys and "TELEGRAM_BOT_TOKEN" not in keys and "PATH" in keys
     assert got == code
+
+
+def test_a_reading_child_holds_no_descriptor_but_its_answer_pipe(tmp_path):
+    """A child taken over by a crafted file could otherwise read other requests from the
+    worker's stdin or write forged answers to its stdout."""
+    code = (
+        "import os\n"
+        "from batchjob.input import pipeline, worker\n"
+        "from batchjob.input.report import Issue, Report\n"
+        "warm = pipeline.inspect_file\n"
+        "def fds(path, limits=None):\n"
+        "    if 'examples' in str(path): return warm(path)\n"
+        "    fds = sorted(map(int, os.listdir('/proc/self/fd')))\n"
+        "    return Report(path=path, fatal=Issue('fds', params={'fds': fds}))\n"
+        "pipeline.inspect_file = fds\n"
+        "worker.main()\n"
+    )
+    z = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=worker_env()
+    )
+    req = {
+        "id": 1,
+        "op": "inspect",
+        "path": str(tmp_path / "f.csv"),
+        "out": None,
+        "limits": Limits().__dict__,
+    }
+    stdout, _ = z.communicate(orjson.dumps(req) + b"\n", timeout=60)
+    fds = Report.from_wire(orjson.loads(stdout)["report"]).fatal.params["fds"]
+    # 0 and 1 are /dev/null, 2 the stderr pipe, one answer pipe, and listdir's own descriptor.
+    assert len(fds) <= 5 and max(fds) < 16, fds
