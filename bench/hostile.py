@@ -32,6 +32,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def build(d: Path) -> dict[str, tuple[Path, dict[str, int]]]:
+    """The files, written into `d` (run in a child: a process's peak RSS survives exec, so
+    the measuring parent must stay small)."""
     sys.path.insert(0, str(ROOT))
     from tests.files import corner_cell_xls, corner_cell_xlsx, mutated_xls, overlapping_merges_xlsx
 
@@ -84,13 +86,20 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--python", default=sys.executable, help="interpreter of the install to measure")
     ap.add_argument("--one", nargs=2, metavar=("PATH", "LIMITS"), help=argparse.SUPPRESS)
+    ap.add_argument("--build", metavar="DIR", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
         read_one(*args.one)
         return
+    if args.build:
+        print(json.dumps({k: (str(p), lim) for k, (p, lim) in build(Path(args.build)).items()}))
+        return
     print(f"{'file':<24}{'outcome':<26}{'wall s':>8}{'caller':>9}{'worker':>9}")
     with tempfile.TemporaryDirectory() as tmp:
-        for name, (path, limits) in build(Path(tmp)).items():
+        listing = subprocess.run(
+            [sys.executable, __file__, "--build", tmp], check=True, capture_output=True, text=True
+        ).stdout
+        for name, (path, limits) in json.loads(listing).items():
             env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
             t0 = time.perf_counter()
             try:

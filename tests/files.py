@@ -135,7 +135,8 @@ def corner_cell_xls(path: Path) -> Path:
 
 
 def overlapping_merges_xlsx(path: Path, merges: int, last_col: str = "XFD") -> Path:
-    """`merges` overlapping merged ranges A3:<last_col><3+i> and a cell at <last_col>1."""
+    """`merges` overlapping merged ranges A3:<last_col><3+i>, a cell at <last_col>1 and one
+    in the last merged row, so that a reader's grid spans every merged row."""
     src = xlsx(path.with_suffix(".base.xlsx"), {"Sheet1": [["prompt"], ["a fox"]]})
     refs = "".join(f'<mergeCell ref="A3:{last_col}{3 + i}"/>' for i in range(merges))
     sheet = (
@@ -144,6 +145,7 @@ def overlapping_merges_xlsx(path: Path, merges: int, last_col: str = "XFD") -> P
         f'<row r="1"><c r="A1" t="inlineStr"><is><t>prompt</t></is></c>'
         f'<c r="{last_col}1" t="inlineStr"><is><t>x</t></is></c></row>'
         '<row r="2"><c r="A2" t="inlineStr"><is><t>a fox</t></is></c></row>'
+        f'<row r="{merges + 2}"><c r="A{merges + 2}" t="inlineStr"><is><t>an owl</t></is></c></row>'
         f'</sheetData><mergeCells count="{merges}">{refs}</mergeCells></worksheet>'
     )
     return rewrite_xlsx_member(src, path, "xl/worksheets/sheet1.xml", sheet.encode())
