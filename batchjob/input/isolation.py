@@ -85,8 +85,8 @@ class ParseWorker:
     def submit(
         self,
         op: str,
-        path: str | os.PathLike[str],
-        out: str | os.PathLike[str] | None,
+        path: PathLike,
+        out: PathLike | None,
         *,
         skip_invalid: bool = False,
         limits: Limits,
@@ -205,7 +205,7 @@ def worker() -> ParseWorker:
         return _worker
 
 
-def _wait(fut: Future[Report], path: str | os.PathLike[str], limits: Limits) -> Report:
+def _wait(fut: Future[Report], path: PathLike, limits: Limits) -> Report:
     try:
         return fut.result(timeout=limits.max_parse_seconds + BACKSTOP_S)
     except FutureTimeout:
@@ -215,8 +215,8 @@ def _wait(fut: Future[Report], path: str | os.PathLike[str], limits: Limits) -> 
 
 def read_in_child(
     op: str,
-    path: str | os.PathLike[str],
-    out: str | os.PathLike[str] | None = None,
+    path: PathLike,
+    out: PathLike | None = None,
     *,
     skip_invalid: bool = False,
     limits: Limits | None = None,
@@ -230,15 +230,15 @@ def read_in_child(
     return Report.from_wire(Zygote(1).run_one(request)["report"])
 
 
-def inspect_file(path: str | os.PathLike[str], limits: Limits | None = None) -> Report:
+def inspect_file(path: PathLike, limits: Limits | None = None) -> Report:
     """`pipeline.inspect_file`, run in the parse worker."""
     limits = limits or Limits()
     return _wait(worker().submit("inspect", path, None, limits=limits), path, limits)
 
 
 def convert_file(
-    path: str | os.PathLike[str],
-    out: str | os.PathLike[str],
+    path: PathLike,
+    out: PathLike,
     *,
     skip_invalid: bool = False,
     limits: Limits | None = None,
@@ -251,8 +251,8 @@ def convert_file(
 
 
 async def convert_file_async(
-    path: str | os.PathLike[str],
-    out: str | os.PathLike[str],
+    path: PathLike,
+    out: PathLike,
     *,
     skip_invalid: bool = False,
     limits: Limits | None = None,
@@ -263,7 +263,7 @@ async def convert_file_async(
     return await wait_async(fut, path, limits)
 
 
-async def wait_async(fut: Future[Report], path: str | os.PathLike[str], limits: Limits) -> Report:
+async def wait_async(fut: Future[Report], path: PathLike, limits: Limits) -> Report:
     """The report of a request sent with `worker().submit`."""
     try:
         return await asyncio.wait_for(asyncio.wrap_future(fut), limits.max_parse_seconds + BACKSTOP_S)

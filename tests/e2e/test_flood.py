@@ -66,8 +66,15 @@ async def test_replicas_share_the_budget(redis):
         mine = sorted((s, e) for c, s, e in calls if c == chat)
         for (_, end), (start, _) in itertools.pairwise(mine):
             assert start - end >= PRIVATE_INTERVAL_MS * scale / 1000 - tolerance
+    # Starts are measured when each sender resumes, which a busy machine delays by a few
+    # milliseconds here and there: one pair may come closer than its slots were (and the
+    # next pair farther). So the gaps are added up, each counted up to the interval: with
+    # shared slots nearly every gap counts whole; two replicas pacing alone would start
+    # side by side whenever several chats are ready, and half the gaps would count nothing.
+    interval = GLOBAL_INTERVAL_MS * scale / 1000
     starts = sorted(s for _, s, _ in calls)
-    assert all(b - a >= GLOBAL_INTERVAL_MS * scale / 1000 - tolerance for a, b in itertools.pairwise(starts))
+    spaced = sum(min(b - a, interval) for a, b in itertools.pairwise(starts))
+    assert spaced >= 0.8 * (len(starts) - 1) * interval, spaced
 
 
 async def test_first_answers_then_answers_then_background_sends(redis):
