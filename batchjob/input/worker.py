@@ -32,6 +32,7 @@ from typing import Any
 
 import orjson
 
+from batchjob.input import landlock
 from batchjob.input.limits import Limits
 from batchjob.input.report import Issue, Report
 
@@ -50,6 +51,7 @@ ENV_KEPT = (
     "ASAN_OPTIONS",
     "UBSAN_OPTIONS",
     "LSAN_OPTIONS",
+    "BATCHJOB_WORKER_LANDLOCK",
 )
 KILL_GRACE_S = 1.0  # past the pipeline's own clock, before the child is killed
 _STDERR_KEPT = 8192  # bytes of a child's stderr kept to tell why it died
@@ -92,14 +94,12 @@ def _run_child(req: dict[str, Any], wfd: int, efd: int) -> None:
         # Nothing but the answer pipe and stderr: a child taken over by a crafted file
         # cannot read other requests or forge the answers of other children.
         os.dup2(efd, 2)
-        null = os.open(os.devnull, os.O_RDWR)
-        os.dup2(null, 0)
-        os.dup2(null, 1)
-        os.closerange(3, wfd)
-        os.closerange(wfd + 1, 1 << 16)
+        _blank_descriptors(keep=wfd)
         os.setsid()  # a signal meant for the bot's process group does not reach a parse
         limits = Limits(**req["limits"])
         _limit_self(limits)
+        out = req.get("out")
+        landlock.confine([req["path"]], os.path.dirname(out) if out else None)
         from batchjob.input import pipeline
 
         if req["op"] == "convert":
@@ -122,6 +122,20 @@ def _run_child(req: dict[str, Any], wfd: int, efd: int) -> None:
     except OSError:
         code = 1
     os._exit(code)
+
+
+def _blank_descriptors(keep: int) -> None:
+    """Every inherited descriptor but `keep` (and stderr) now points at /dev/null.
+
+    Not closed: a Python object of the parent that owned one may still close it when it
+    is collected, and a closed number would by then belong to a file this child opened."""
+    null = os.open(os.devnull, os.O_RDWR)
+    listing = "/proc/self/fd" if os.path.isdir("/proc/self/fd") else "/dev/fd"
+    for name in os.listdir(listing):
+        fd = int(name)
+        if fd not in (2, keep, null):
+            with contextlib.suppress(OSError):  # the listing's own descriptor is gone by now
+                os.dup2(null, fd)
 
 
 def _fatal(req: dict[str, Any], code: str, limits: dict[str, Any], **params: Any) -> dict[str, Any]:

@@ -7,6 +7,7 @@ file-level problem with a stable code, and the worker goes on answering.
 
 from __future__ import annotations
 
+import ast
 import os
 import signal
 import subprocess
@@ -17,7 +18,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from batchjob.input import Limits, isolation, pipeline
+from batchjob.input import Limits, isolation, landlock, pipeline
 from batchjob.input.isolation import ParseWorker, worker_env
 from batchjob.input.report import Report
 from tests.files import corner_cell_xls, corner_cell_xlsx, mutated_xls, overlapping_merges_xlsx, xlsx
@@ -261,7 +262,8 @@ def test_a_child_forked_from_the_cli_is_limited_and_sees_no_secret(behaviour, co
 
 def test_a_reading_child_holds_no_descriptor_but_its_answer_pipe(tmp_path):
     """A child taken over by a crafted file could otherwise read other requests from the
-    worker's stdin or write forged answers to its stdout."""
+    worker's stdin or write forged answers to its stdout: every inherited descriptor but
+    its answer pipe and stderr points at /dev/null."""
     code = (
         "import os\n"
         "from batchjob.input import pipeline, worker\n"
@@ -269,8 +271,15 @@ def test_a_reading_child_holds_no_descriptor_but_its_answer_pipe(tmp_path):
         "warm = pipeline.inspect_file\n"
         "def fds(path, limits=None):\n"
         "    if 'examples' in str(path): return warm(path)\n"
-        "    fds = sorted(map(int, os.listdir('/proc/self/fd')))\n"
-        "    return Report(path=path, fatal=Issue('fds', params={'fds': fds}))\n"
+        "    import stat\n"
+        "    null, where = os.fstat(0), {}\n"  # fd 0 is /dev/null in a reading child
+        "    for fd in range(64):\n"
+        "        try: st = os.fstat(fd)\n"
+        "        except OSError: continue\n"
+        "        same = (st.st_dev, st.st_ino) == (null.st_dev, null.st_ino)\n"
+        "        pipe = stat.S_ISFIFO(st.st_mode)\n"
+        "        where[str(fd)] = '/dev/null' if same else 'pipe:' if pipe else 'other'\n"
+        "    return Report(path=path, fatal=Issue('fds', params=where))\n"
         "pipeline.inspect_file = fds\n"
         "worker.main()\n"
     )
@@ -285,6 +294,78 @@ def test_a_reading_child_holds_no_descriptor_but_its_answer_pipe(tmp_path):
         "limits": Limits().__dict__,
     }
     stdout, _ = z.communicate(orjson.dumps(req) + b"\n", timeout=60)
-    fds = Report.from_wire(orjson.loads(stdout)["report"]).fatal.params["fds"]
-    # 0 and 1 are /dev/null, 2 the stderr pipe, one answer pipe, and listdir's own descriptor.
-    assert len(fds) <= 5 and max(fds) < 16, fds
+    where = Report.from_wire(orjson.loads(stdout)["report"]).fatal.params
+    others = {fd: target for fd, target in where.items() if target != "/dev/null" and fd != "2"}
+    assert list(others.values()) == ["pipe:"], where  # the answer pipe alone
+
+
+def test_descriptors_of_the_parent_closed_late_do_not_hit_the_childs_files(tmp_path):
+    """A file object of the forking process, collected in the child, closes its own
+    descriptor: that number must not by then belong to the child's output (it did: a
+    convert failed half-way with EBADF)."""
+    src = tmp_path / "p.csv"
+    src.write_text("prompt\n" + "a fox\n" * 20)
+    script = (
+        "import os, sys\n"
+        "from batchjob.input import isolation, pipeline\n"
+        "junk = [open(os.devnull) for _ in range(20)]\n"
+        "real = pipeline.convert_file\n"
+        "def convert(path, out, **kw):\n"
+        "    f = open(out + '.probe', 'w')\n"
+        "    junk.clear()  # the parent's objects go: each closes its descriptor\n"
+        "    f.write('x'); f.close()\n"
+        "    os.unlink(out + '.probe')\n"
+        "    return real(path, out, **kw)\n"
+        "pipeline.convert_file = convert\n"
+        "r = isolation.read_in_child('convert', sys.argv[1], sys.argv[2])\n"
+        "print(r.fatal.code if r.fatal else r.valid)\n"
+    )
+    out = tmp_path / "o.jsonl"
+    p = subprocess.run(
+        [sys.executable, "-c", script, str(src), str(out)], capture_output=True, text=True, timeout=60
+    )
+    assert p.stdout.strip() == "20", p.stdout + p.stderr
+    assert out.exists()
+
+
+@pytest.mark.skipif(landlock.abi() == 0, reason="this kernel has no Landlock")
+def test_a_reading_child_reaches_only_its_own_files(tmp_path):
+    """Confined with Landlock: the file it reads and its output folder, nothing else of the
+    filesystem (Python's own installation aside), no network."""
+    (tmp_path / "secret.txt").write_text("not yours")
+    outdir = tmp_path / "out"
+    outdir.mkdir()
+    script = (
+        "import os, socket, sys\n"
+        "from batchjob.input import isolation, pipeline\n"
+        "from batchjob.input.report import Issue, Report\n"
+        "def probe(path, out, **kw):\n"
+        "    seen = {}\n"
+        "    for name, act in [\n"
+        "        ('read_input', lambda: open(path).read()),\n"
+        "        ('write_out', lambda: open(os.path.join(os.path.dirname(out), 'x'), 'w').write('1')),\n"
+        "        ('read_other', lambda: open(sys.argv[3]).read()),\n"
+        "        ('read_etc', lambda: open('/etc/hostname').read()),\n"
+        "        ('write_tmp', lambda: open(os.path.join(os.path.dirname(path), 'y'), 'w').write('1')),\n"
+        "        ('connect', lambda: socket.create_connection(('127.0.0.1', 9), timeout=1)),\n"
+        "    ]:\n"
+        "        try: act(); seen[name] = 'ok'\n"
+        "        except PermissionError: seen[name] = 'denied'\n"
+        "        except OSError as e: seen[name] = 'denied' if e.errno == 13 else type(e).__name__\n"
+        "    return Report(path=path, fatal=Issue('probe', params=seen))\n"
+        "pipeline.convert_file = probe\n"
+        "print(isolation.read_in_child('convert', sys.argv[1], sys.argv[2]).fatal.params)\n"
+    )
+    src = tmp_path / "p.csv"
+    src.write_text("prompt\nfox\n")
+    args = [str(src), str(outdir / "o.jsonl"), str(tmp_path / "secret.txt")]
+    p = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=60)
+    seen = ast.literal_eval(p.stdout.strip())  # the dict the script printed
+    assert seen == {
+        "read_input": "ok",
+        "write_out": "ok",
+        "read_other": "denied",
+        "read_etc": "denied",
+        "write_tmp": "denied",
+        "connect": "denied",
+    }, p.stdout + p.stderr
