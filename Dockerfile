@@ -1,7 +1,7 @@
 # batchjob-bot: multi-stage, slim, non-root; no secrets baked in (configure via environment).
 FROM python:3.11-slim AS build
 WORKDIR /src
-# A C compiler for the native row scanner (batchjob/input/_rowscan.c); the run stage
+# A C compiler for the native extensions (batchjob/input/_rowscan.c, _extent.c); the run stage
 # gets only the built wheel.
 RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
  && rm -rf /var/lib/apt/lists/*
