@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import io
+import os
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+# Beside the checkout; BJB_SHARED names it for a copy of the tests elsewhere (scripts/sanitize).
+SHARED = Path(os.environ.get("BJB_SHARED") or Path(__file__).resolve().parents[2] / "shared")
 CORPUS = SHARED / "corpus" / "real"
 
 
