@@ -198,7 +198,8 @@ def xlsx_sheets(z: zipfile.ZipFile) -> dict[str, str]:
 
 # --- ods ---------------------------------------------------------------------------------
 
-_O_TAG = re.compile(rb"<(/?)table:(table|table-row|table-cell|covered-table-cell)\b([^>]*)>")
+# The name must end where the tag's name ends: "table" is a prefix of "table-row".
+_O_TAG = re.compile(rb"<(/?)table:(table-row|table-cell|covered-table-cell|table)(?=[\s/>])([^>]*)>")
 _O_REP_ROWS = re.compile(rb"""table:number-rows-repeated\s*=\s*["']([0-9]{1,12})["']""")
 _O_REP_COLS = re.compile(rb"""table:number-columns-repeated\s*=\s*["']([0-9]{1,12})["']""")
 _O_SPAN = re.compile(rb"""table:number-(rows|columns)-spanned\s*=\s*["']([0-9]{1,12})["']""")

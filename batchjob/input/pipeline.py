@@ -8,7 +8,6 @@ place only when the whole file passed (or `skip_invalid` and at least one row di
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import csv
 import logging
@@ -184,7 +183,7 @@ def _reraise_interrupts(e: BaseException) -> None:
     """A native reader's panic is a BaseException (pyo3's PanicException): the file is
     unreadable. Interrupts and exits are not the file's doing, and running out of memory
     is reported as such by the parse worker: those go on."""
-    if isinstance(e, KeyboardInterrupt | SystemExit | GeneratorExit | asyncio.CancelledError | MemoryError):
+    if isinstance(e, KeyboardInterrupt | SystemExit | GeneratorExit | MemoryError):
         raise e
 
 

@@ -9,14 +9,12 @@ file was dropped, and the bot goes on answering.
 from __future__ import annotations
 
 import signal
-import subprocess
 
 from tests.conversation.test_crash_points import bot, bot_env, pytestmark, redis_server  # noqa: F401
 from tests.files import corner_cell_xlsx
 
 
 def test_a_file_cut_short_twice_is_dropped_with_a_message(redis_server, sandbox, tmp_path):  # noqa: F811
-    subprocess.run(["redis-cli", "-p", str(redis_server.port), "flushall"], check=True, capture_output=True)
     poisoned = corner_cell_xlsx(tmp_path / "poisoned.xlsx")
     env = bot_env(redis_server, sandbox)
     crashing = {**env, "BJB_CRASH_AT": "inspect.reading"}

@@ -133,3 +133,52 @@ def test_empty_and_styled_cells_do_not_extend_the_range(tmp_path):
     )
     for reader in (bounds._xlsx_sheet_extent, bounds.xlsx_sheet_extent):
         assert reader(_Stream(xml), Limits()) == bounds.Extent(1, 1, 0)  # type: ignore[arg-type]
+
+
+def _ods(path, table: str) -> str:
+    import zipfile
+
+    content = (
+        '<?xml version="1.0" encoding="UTF-8"?>'
+        '<office:document-content xmlns:office="urn:oasis:names:tc:opendocument:xmlns:office:1.0" '
+        'xmlns:table="urn:oasis:names:tc:opendocument:xmlns:table:1.0" '
+        'xmlns:text="urn:oasis:names:tc:opendocument:xmlns:text:1.0" office:version="1.2">'
+        f'<office:body><office:spreadsheet><table:table table:name="Prompts">{table}'
+        "</table:table></office:spreadsheet></office:body></office:document-content>"
+    )
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("mimetype", "application/vnd.oasis.opendocument.spreadsheet")
+        z.writestr("content.xml", content)
+    return str(path)
+
+
+CELL = '<table:table-cell office:value-type="string"><text:p>{}</text:p></table:table-cell>'
+
+
+def test_ods_repeats_count_as_the_reader_expands_them(tmp_path):
+    header = f"<table:table-row>{CELL.format('prompt')}</table:table-row>"
+    # Filler rows and columns without a value, as spreadsheet programs write them: read.
+    filler = (
+        '<table:table-row table:number-rows-repeated="1048570">'
+        '<table:table-cell table:number-columns-repeated="1024"/></table:table-row>'
+    )
+    bounds.check_ods(_ods(tmp_path / "ok.ods", header + filler), Limits())
+    # A value repeated across 16,384 columns, or down a million rows: refused.
+    wide = (
+        '<table:table-row><table:table-cell office:value-type="string" '
+        'table:number-columns-repeated="16384"/>'
+    )
+    with pytest.raises(bounds.InputError) as e:
+        bounds.check_ods(_ods(tmp_path / "wide.ods", header + wide + "</table:table-row>"), Limits())
+    assert e.value.code == "limit_sheet_columns" and e.value.params["sheet"] == "Prompts"
+    tall = f'<table:table-row table:number-rows-repeated="2000000">{CELL.format("x") * 6}</table:table-row>'
+    with pytest.raises(bounds.InputError) as e:
+        bounds.check_ods(_ods(tmp_path / "tall.ods", header + tall), Limits())
+    assert e.value.code == "limit_sheet_cells" and e.value.params["rows"] == 2_000_001
+    merged = (
+        '<table:table-row><table:table-cell office:value-type="string" table:number-columns-spanned="500" '
+        'table:number-rows-spanned="5000"/></table:table-row>'
+    )
+    with pytest.raises(bounds.InputError) as e:
+        bounds.check_ods(_ods(tmp_path / "merged.ods", header + merged), Limits())
+    assert e.value.code == "limit_merged_cells"
