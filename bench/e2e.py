@@ -3,7 +3,7 @@
 Each chat drops a 1,000-row CSV and confirms with a "model mode" reply; the bot talks to the
 fake Telegram Bot API server of the tests and to the sandbox BatchJob server, all over real
 HTTP on 127.0.0.1, with its real flood control (1 message/s per chat, 30/s overall) and a
-real Redis (REDIS_URL, default redis://127.0.0.1:6379; database 13, flushed). The two stand-in
+real Redis (REDIS_URL, default redis://127.0.0.1:6379; under a key prefix of its own). The two stand-in
 services run in a process of their own, as the real ones are elsewhere: their work is not
 charged to the bot's process.
 
@@ -85,8 +85,8 @@ async def run(chats: int, rows: int, timeout: float, spread: float) -> dict:
     csv.write_text(
         "prompt,aspect_ratio\n" + "".join(f"a watercolor fox number {i},16:9\n" for i in range(rows))
     )
-    redis = redis_from_url(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379"), db=13)
-    await redis.flushdb()
+    redis = redis_from_url(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379"))
+    prefix = f"bench-{os.getpid()}"  # its own keys on the given Redis, removed at the end
     conn, child_conn = mp.Pipe()
     child = mp.get_context("spawn").Process(target=services, args=(child_conn, 5000), daemon=True)
     child.start()
@@ -100,7 +100,9 @@ async def run(chats: int, rows: int, timeout: float, spread: float) -> dict:
         TelegramSettings(
             telegram_bot_token=TOKEN, telegram_api_base_url=api_base, telegram_file_base_url=file_base
         ),
-        ConversationSettings(media_dir=tmp / "media", poll_min_seconds=1, poll_max_seconds=3),
+        ConversationSettings(
+            media_dir=tmp / "media", poll_min_seconds=1, poll_max_seconds=3, redis_prefix=prefix
+        ),
         redis,
         BatchJobClient(sandbox_url, "bench", timeouts=Timeouts(read=30), max_connections=50),
     )
@@ -139,7 +141,8 @@ async def run(chats: int, rows: int, timeout: float, spread: float) -> dict:
         await bot.client.aclose()
         ask("stop")
         child.join(5)
-        await redis.flushdb()
+        async for key in redis.scan_iter(match=f"{prefix}:*", count=1000):
+            await redis.delete(key)
         await redis.aclose()
         shutil.rmtree(tmp, ignore_errors=True)
     first = [first_reply[c] - doc_at[c] for c in first_reply]

@@ -61,13 +61,16 @@ async def run_watcher(jobs: int, interval: float, seconds: float, warmup: float)
     from redis.asyncio.client import Pipeline
 
     from batchjob.client import BatchJobClient
+    from conversation import keys
     from conversation.settings import ConversationSettings
-    from conversation.store import DUE, Store, job_key, now_ms
+    from conversation.store import Store, now_ms
     from conversation.watcher import Watcher
 
     url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379")
-    redis = Redis.from_url(url, db=14)
-    await redis.flushdb()
+    redis = Redis.from_url(url)
+    # Its own key prefix on the given Redis: nothing else there is touched; removed at the end.
+    k = keys.Keys(prefix=f"bench-{os.getpid()}")
+    keys.default = k
     trips = {"n": 0}
     orig_exec = Redis.execute_command
     orig_pipe = Pipeline.execute
@@ -87,7 +90,7 @@ async def run_watcher(jobs: int, interval: float, seconds: float, warmup: float)
         for i in range(jobs):
             due = start + int(i * interval * 1000 / jobs)
             p.hset(
-                job_key(f"job{i}"),
+                k.job(f"job{i}"),
                 mapping={
                     "chat": "1",
                     "lang": "en",
@@ -98,7 +101,7 @@ async def run_watcher(jobs: int, interval: float, seconds: float, warmup: float)
                     "edit_ms": start,
                 },
             )
-            p.zadd(DUE, {f"job{i}": due})
+            p.zadd(k.due(k.shard(f"job{i}")), {f"job{i}": due})
         await p.execute()
     settings = ConversationSettings(
         poll_min_seconds=interval, poll_max_seconds=interval, progress_edit_seconds=3
@@ -120,7 +123,8 @@ async def run_watcher(jobs: int, interval: float, seconds: float, warmup: float)
     Redis.execute_command = orig_exec  # type: ignore[method-assign]
     Pipeline.execute = orig_pipe  # type: ignore[method-assign]
     await client.aclose()
-    await redis.flushdb()
+    async for key in redis.scan_iter(match=f"{k.prefix}:*", count=1000):
+        await redis.delete(key)
     await redis.aclose()
     return {
         "polls_s": polls / wall,

@@ -211,7 +211,8 @@ async def run_console(args: argparse.Namespace) -> int:
     if sandbox is not None:
         print(locales.t(lang, "console.sandbox", url=sandbox.url))
     client = BatchJobClient(base_url, token)
-    app = ConversationApp(redis, client, channel, settings)
+    # One console per store: a fixed replica id, so a restart resumes its own work at once.
+    app = ConversationApp(redis, client, channel, settings, replica="console")
     app.start_watcher()
     admin = USER_ID in settings.admin_ids or args.sandbox
     interactive = sys.stdin.isatty()

@@ -10,13 +10,21 @@ from redis.asyncio import Redis
 
 from batchjob.client import BatchJobClient
 from batchjob.input import Limits
+from conversation import keys
 from conversation.channel import Channel
+from conversation.leases import Leases, replica_id
+from conversation.recovery import Recovery
 from conversation.runner import Runner
 from conversation.settings import ConversationSettings
 from conversation.store import Store
 from conversation.watcher import Watcher
 
 log = logging.getLogger("conversation.app")
+
+
+def keys_for(settings: ConversationSettings) -> keys.Keys:
+    base = keys.current()
+    return keys.Keys(settings.redis_prefix or base.prefix, settings.redis_shards or base.shards)
 
 
 class ConversationApp:
@@ -27,10 +35,16 @@ class ConversationApp:
         channel: Channel,
         settings: ConversationSettings,
         limits: Limits | None = None,
+        *,
+        replica: str | None = None,
     ) -> None:
-        self.store = Store(redis, pending_ttl_s=settings.pending_ttl_seconds)
+        self.keys = keys_for(settings)
+        self.store = Store(redis, keys=self.keys, pending_ttl_s=settings.pending_ttl_seconds)
         self.client = client
-        self.runner = Runner(self.store, client, channel, settings, limits)
+        lease_ms = int(settings.replica_lease_seconds * 1000)
+        self.leases = Leases(redis, replica or replica_id(), keys=self.keys, lease_ms=lease_ms)
+        self.runner = Runner(self.store, client, channel, settings, limits, self.leases)
+        self.recovery = Recovery(self.runner, every_s=settings.replica_lease_seconds / 3)
         self.watcher = Watcher(
             self.store,
             client,
@@ -40,6 +54,7 @@ class ConversationApp:
             lease_ms=int(settings.watch_lease_seconds * 1000),
         )
         self._task: asyncio.Task[None] | None = None
+        self._recovering: asyncio.Task[None] | None = None
         self.recovered = asyncio.Event()  # set once in-flight work of a crashed process is resumed
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -56,11 +71,9 @@ class ConversationApp:
         self._sweeper = asyncio.create_task(self._sweep(), name="media-sweeper")
 
     async def _run_watcher(self) -> None:
-        try:
-            await self.runner.recover()  # in-flight work of a crashed process first
-        except Exception:
-            log.exception("recovery after restart failed")
-        self.recovered.set()
+        # In-flight work of a crashed process first; then, all along, that of dead replicas.
+        self._recovering = asyncio.create_task(self.recovery.run(self.recovered), name="recovery")
+        await self.recovered.wait()
         await self.watcher.run()
 
     async def _sweep(self, every_s: float = 300.0) -> None:
@@ -75,6 +88,11 @@ class ConversationApp:
         self.watcher.stop()
         if self._sweeper is not None:
             self._sweeper.cancel()
+        if self._recovering is not None:
+            self._recovering.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._recovering
+            await self.recovery.retire()
         if self._task is not None:
             # The round in progress may finish; past the grace time it is cancelled, which is
             # safe: its leases lapse and a watcher (another replica, or this bot restarted)

@@ -46,6 +46,7 @@ from conversation.events import (
     Event,
     Expired,
     FetchUrl,
+    FileMissing,
     FileReady,
     FileReceived,
     Inspect,
@@ -240,9 +241,32 @@ def _start_input(s: ChatState, ctx: Context, effect: Effect, filename: str, capt
             p.mode = mode
         p.model_given = bool(model or mode)
         p.estimate_only = estimate
+    p.source_kind, p.source_ref = _source_of(effect)
     s.pending = p
     s.phase = "resolving"
     return s, [*out, effect]
+
+
+def _source_of(effect: Effect) -> tuple[str, str]:
+    match effect:
+        case Download(ref=ref):
+            return "channel", ref
+        case FetchUrl(url=url):
+            return "url", url
+        case OpenPath(path=path):
+            return "path", path
+    return "", ""
+
+
+def source_effect(p: Pending) -> Effect | None:
+    """The effect that gets the pending input again from where it came from."""
+    if p.source_kind == "channel":
+        return Download(p.source_ref, p.filename)
+    if p.source_kind == "url":
+        return FetchUrl(p.source_ref)
+    if p.source_kind == "path":
+        return OpenPath(p.source_ref)
+    return None
 
 
 def _fallback(s: ChatState, ctx: Context, reason: str) -> Result:
@@ -292,8 +316,24 @@ def _on_ready(s: ChatState, e: FileReady, ctx: Context) -> Result:
     s.pending.path = e.path
     s.pending.filename = e.filename or s.pending.filename
     s.phase = "inspecting"
-    s.pending.inspections = 1
+    s.pending.inspections += 1
     return s, [Inspect(e.path, s.pending.filename)]
+
+
+def _on_file_missing(s: ChatState, e: FileMissing, ctx: Context) -> Result:
+    """Shared-nothing media: a replica without the file gets it again from its source, then
+    takes the same path as the replica that had it (re-reading is deterministic)."""
+    expected = {"inspect": "inspecting", "upload": "uploading"}.get(e.step)
+    p = s.pending
+    if s.phase != expected or p is None:
+        return s, []
+    again = source_effect(p)
+    if again is None:
+        return _drop(s, "flow.file_lost", filename=p.filename[:80] or "?")
+    p.path = p.converted = None
+    p.refetched = p.refetched or e.step == "upload"
+    s.phase = "resolving"
+    return s, [again]
 
 
 MAX_INSPECTIONS = 2
@@ -356,6 +396,10 @@ def _on_inspected(s: ChatState, e: Inspected, ctx: Context) -> Result:
     rows = r.get("rows") or {}
     p.valid, p.invalid = rows.get("valid", 0), rows.get("invalid", 0)
     p.converted = e.converted
+    if p.refetched and p.valid:
+        # Read again on this host to continue an upload already decided: no second report.
+        s.phase = "uploading"
+        return s, [Upload(e.converted or p.path or "", p.filename, p.mode)]
     parts = _report_parts(r)
     if p.invalid:
         errors = r.get("errors") or []
@@ -598,6 +642,7 @@ def _start_input_keep(s: ChatState, ctx: Context, effect: Effect, filename: str)
     """A URL or path: keep an awaiting_input pending (its caption choices), else start anew."""
     if s.phase == "awaiting_input" and s.pending is not None:
         s.pending.filename = filename
+        s.pending.source_kind, s.pending.source_ref = _source_of(effect)
         s.phase = "resolving"
         return s, [effect]
     return _start_input(s, ctx, effect, filename, None)
@@ -607,6 +652,7 @@ def _on_rows_known(s: ChatState, e: RowsKnown, ctx: Context) -> Result:
     if s.phase != "awaiting_count" or s.pending is None or s.pending.file_id != e.file_id:
         return s, []
     if e.count is None or e.count <= 0:
+        s.pending.count_asked = True
         return s, [_reply("flow.ask_count")]
     s.pending.row_count = e.count
     s.phase = "prechecking"
@@ -675,6 +721,7 @@ _HANDLERS: dict[type, Callable[[ChatState, Any, Context], Result]] = {
     FileReceived: _on_file,
     FileReady: _on_ready,
     InspectResumed: _on_inspect_resumed,
+    FileMissing: _on_file_missing,
     ResolveFailed: _on_resolve_failed,
     Inspected: _on_inspected,
     Uploaded: _on_uploaded,

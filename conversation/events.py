@@ -113,6 +113,14 @@ class Expired:
 
 
 @dataclass(frozen=True)
+class FileMissing:
+    """A step needed the input's local file and this host does not have it (another replica
+    received it, or it was cleaned up): get it again from its source."""
+
+    step: str  # inspect | upload
+
+
+@dataclass(frozen=True)
 class InspectResumed:
     """A restart found the chat inspecting: the last reading of its file never finished."""
 
@@ -121,6 +129,7 @@ Event = (
     FileReceived
     | TextReceived
     | InspectResumed
+    | FileMissing
     | ButtonPressed
     | CommandReceived
     | FileReady

@@ -10,10 +10,13 @@ in Redis before the POST.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import io
 import logging
 import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +27,7 @@ from batchjob import errors as bj
 from batchjob import format_amount, redaction, templates
 from batchjob.client import BatchJobClient, sanitize_filename
 from batchjob.input import Limits, isolation
-from conversation import core, crash, resolve
+from conversation import core, crash, outbox, resolve
 from conversation.channel import ANSWER, FIRST_ANSWER, SEND_PRIORITY, Buttons, Channel, DownloadError
 from conversation.events import (
     CancelJob,
@@ -35,10 +38,10 @@ from conversation.events import (
     EffectFailed,
     Event,
     FetchUrl,
+    FileMissing,
     FileReady,
     Inspect,
     Inspected,
-    InspectResumed,
     JobStatus,
     ListJobs,
     LookupRows,
@@ -58,6 +61,7 @@ from conversation.events import (
     Uploaded,
     Watch,
 )
+from conversation.leases import Leases, replica_id
 from conversation.settings import ConversationSettings
 from conversation.state import ChatState
 from conversation.store import Store, now_ms
@@ -66,6 +70,7 @@ from conversation.texts import job_buttons, status_line
 log = logging.getLogger("conversation.runner")
 
 RECONCILE_SKEW_MS = 60_000  # clocks of the bot and the service may differ this much
+APPLIED_KEPT = 32  # event ids a chat remembers: redeliveries come within minutes
 
 
 def _created_ms(value: str | float | None) -> int | None:
@@ -115,8 +120,11 @@ class Runner:
         channel: Channel,
         settings: ConversationSettings,
         limits: Limits | None = None,
+        leases: Leases | None = None,
     ) -> None:
         self.store = store
+        self.leases = leases or Leases(store.r, replica_id(), keys=store.k)
+        self._active: dict[str, int] = {}
         self.client = client
         self.channel = channel
         self.settings = settings
@@ -133,29 +141,87 @@ class Runner:
             admins=frozenset(self.settings.admin_ids),
         )
 
-    async def handle(self, chat_id: int, event: Event, client_lang: str | None = None) -> None:
-        """Process one event and everything it leads to."""
+    @asynccontextmanager
+    async def working(self, chat_id: int | str) -> AsyncIterator[None]:
+        """This process has work in flight for the chat: listed in Redis (before the state
+        that asks for it is saved), so that if the process dies another replica resumes it."""
+        key = str(chat_id)
+        self._active[key] = self._active.get(key, 0) + 1
+        try:
+            await self.leases.working_on(key)
+            yield
+        finally:
+            self._active[key] -= 1
+            if not self._active[key]:
+                del self._active[key]
+                with contextlib.suppress(RedisError):
+                    await self.leases.finished_with(key)
+
+    async def handle(
+        self,
+        chat_id: int,
+        event: Event,
+        client_lang: str | None = None,
+        *,
+        event_id: str | None = None,
+        on_applied: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        """Process one event and everything it leads to.
+
+        `event_id` names a delivered event (an update): one already applied to the chat's
+        state (a redelivery after its handler died) is not stepped again. `on_applied` runs
+        once the event's step is saved, with its effects in the outbox or its phase.
+        """
         SEND_PRIORITY.set(FIRST_ANSWER)  # this update's task: its first reply goes out first
+        try:
+            async with self.working(chat_id):
+                await self._handle(chat_id, event, client_lang, event_id, on_applied)
+        except RedisError:
+            log.warning("storage unavailable for chat %s", chat_id)
+            lang = locales.normalize_language(client_lang)
+            await self._safe_send(chat_id, locales.t(lang, "error.storage"))
+
+    async def _handle(
+        self,
+        chat_id: int,
+        event: Event,
+        client_lang: str | None,
+        event_id: str | None,
+        on_applied: Callable[[], Awaitable[None]] | None,
+    ) -> None:
         queue: list[Event] = [event]
+        first = True
         while queue:
             ev = queue.pop(0)
-            try:
-                async with self.store.chat_lock(chat_id):
-                    state = await self.store.load(chat_id)
-                    crash.point(f"handle.after_load:{type(ev).__name__}")
+            todo: list[tuple[Effect, int | None]] = []
+            async with self.store.chat_lock(chat_id):
+                state = await self.store.load(chat_id)
+                crash.point(f"handle.after_load:{type(ev).__name__}")
+                new = state
+                if not (first and event_id and event_id in state.applied):
                     if not state.lang_fixed and client_lang:
                         state.lang = locales.normalize_language(client_lang)
                     new, effects = core.step(state, ev, self.context())
                     crash.point(f"handle.after_step:{type(ev).__name__}")
-                    await self.store.save(chat_id, new)
+                    if first and event_id:
+                        new.applied = [*new.applied[-(APPLIED_KEPT - 1) :], event_id]
+                    entries: dict[int, str] = {}
+                    for effect in effects:
+                        seq = None
+                        if outbox.durable(effect):
+                            new.out_seq += 1
+                            seq = new.out_seq
+                            entries[seq] = outbox.encode(effect)
+                        todo.append((effect, seq))
+                    await self.store.save(chat_id, new, entries)
                     crash.point(f"handle.after_save:{type(ev).__name__}")
-            except RedisError:
-                log.warning("storage unavailable for chat %s", chat_id)
-                lang = locales.normalize_language(client_lang)
-                await self._safe_send(chat_id, locales.t(lang, "error.storage"))
-                return
-            for effect in effects:
+            if first and on_applied is not None:
+                await on_applied()
+            first = False
+            for effect, seq in todo:
                 crash.point(f"effect.before:{type(effect).__name__}")
+                if seq is not None and not await self.store.take(chat_id, seq):
+                    continue  # performed already (by a replica resuming this chat)
                 try:
                     follow = await self.perform(chat_id, new, effect)
                 except (RedisError, asyncio.CancelledError):
@@ -229,6 +295,8 @@ class Runner:
                     return ResolveFailed(e.reason)
                 return FileReady(str(path), name)
             case Inspect(path=path, filename=filename):
+                if not Path(path).is_file():
+                    return FileMissing("inspect")
                 out = self._tmp(".jsonl")
                 # Read in the parse worker: a hostile file can end the worker's child, not us.
                 worker = isolation.worker()
@@ -237,6 +305,8 @@ class Runner:
                 report = await isolation.wait_async(reading, path, self.limits)
                 return Inspected(report.to_dict(lang), str(out) if out.exists() else None)
             case Upload(path=path, filename=filename, mode=mode):
+                if not path or not Path(path).is_file():
+                    return FileMissing("upload")
                 name = Path(sanitize_filename(filename)).stem + ".jsonl"
                 try:
                     up = await self.client.upload(path, filename=name, mode=mode)
@@ -307,47 +377,6 @@ class Runner:
                 for p in paths:
                     self._remove(p)
         return None
-
-    async def recover(self) -> int:
-        """After a crash: finish what was in flight. Returns the number of chats touched.
-
-        A chat left inspecting reads its file again, once: a file whose reading was cut
-        short twice is dropped with a message (it may be what killed us). A chat left
-        uploading or prechecking runs that step again (safe to repeat); "submitting" re-runs
-        its Submit with the same intent (a recorded intent is never POSTed twice: a
-        SUBMITTING one is reconciled instead); "reconciling" reconciles again; an active job
-        without a watch record gets one.
-        """
-        touched = 0
-        async for key in self.store.r.scan_iter(match="bjb:{chat:*}:state", count=500):
-            chat_id = int(key.decode().split("{chat:", 1)[1].split("}", 1)[0])
-            state = await self.store.load(chat_id)
-            p = state.pending
-            effects: list[Effect] = []
-            if state.phase == "inspecting":
-                await self.handle(chat_id, InspectResumed())  # counted: a poisoned file is dropped
-            elif state.phase == "uploading" and p is not None and (p.converted or p.path):
-                effects.append(Upload(p.converted or p.path or "", p.filename, p.mode))
-            elif state.phase == "prechecking" and p is not None and p.row_count:
-                effects.append(Precheck(p.row_count, p.model, p.mode))
-            elif state.phase == "submitting" and p is not None and p.intent_id and p.file_id and p.row_count:
-                effects.append(Submit(p.intent_id, p.file_id, p.model, p.mode, p.row_count))
-            elif state.phase == "reconciling" and p is not None and p.file_id:
-                effects.append(Reconcile(p.intent_id or "", p.file_id))
-            for job_id in state.jobs:
-                if not await self.store.job(job_id):
-                    effects.append(Watch(job_id, None, None))
-            if effects or state.phase == "inspecting":
-                touched += 1
-            if effects:
-                await self.handle_effects(chat_id, state, effects)
-        return touched
-
-    async def handle_effects(self, chat_id: int, state: ChatState, effects: list[Effect]) -> None:
-        for effect in effects:
-            follow = await self.perform(chat_id, state, effect)
-            if follow is not None:
-                await self.handle(chat_id, follow)
 
     def sweep_media(self, now: float | None = None) -> int:
         """Remove received files whose flow ended without cleaning up (crash, expiry)."""

@@ -23,6 +23,10 @@ class ConversationSettings(BaseSettings):
     poll_max_seconds: float = Field(45.0, gt=0)
     progress_edit_seconds: float = Field(3.0, ge=0)
     watch_lease_seconds: float = Field(30.0, gt=0)  # a crashed watcher's jobs are due again after this
+    # A replica that has not beaten its heartbeat for this long is dead: others resume its chats.
+    replica_lease_seconds: float = Field(10.0, gt=0)
+    redis_prefix: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]{1,32}$")  # default: bjb
+    redis_shards: int | None = Field(None, ge=1, le=1024)  # watcher schedule shards; default 8
     # Tests only: let URL fetching reach 127.0.0.1. Unsafe (SSRF) anywhere else.
     unsafe_allow_loopback_urls: bool = False
 

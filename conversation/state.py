@@ -47,6 +47,12 @@ class Pending(BaseModel):
     intent_id: str | None = None
     announced: bool = False  # "uploaded" already told to the user
     inspections: int = 0  # readings of the file started; one that never ends is not retried for ever
+    # Where the input came from, so that any replica can get it again when the file is not
+    # on its disk: kind "channel" (the channel's file handle), "url" or "path".
+    source_kind: str = ""
+    source_ref: str = ""
+    count_asked: bool = False  # awaiting_count: the user was asked (else the lookup is in flight)
+    refetched: bool = False  # got again to continue to the upload: no second report
 
 
 class ChatState(BaseModel):
@@ -58,3 +64,5 @@ class ChatState(BaseModel):
     jobs: list[str] = Field(default_factory=list)  # active (watched) jobs
     recent: list[str] = Field(default_factory=list)  # recent jobs of this chat, newest first
     cancel_reasons: dict[str, str] = Field(default_factory=dict)  # asked, awaiting the admin's yes
+    applied: list[str] = Field(default_factory=list)  # ids of the last events applied (redelivery)
+    out_seq: int = 0  # last outbox entry number

@@ -1,26 +1,13 @@
-"""Every Redis key of the bot, in one module.
+"""The bot's state in Redis: chats, updates, the outbox, intents, watched jobs, replicas.
 
-Layout (hash tags keep each group in one Redis Cluster slot):
-
-    bjb:{chat:<id>}:state        JSON ChatState; written under the chat lock
-    bjb:{chat:<id>}:lock         per-chat lock: SET NX PX, token-checked release
-    bjb:{jobs}:due               ZSET job_id -> next poll time (ms); the watcher's schedule
-    bjb:{jobs}:job:<job_id>      HASH chat, owner, intent, msg, status, text, edit_ms,
-                                  started_ms, count, polls, summary (claimed|sent), done
-    bjb:{intent:<id>}            HASH state PENDING|SUBMITTING|SUBMITTED|REJECTED|UNKNOWN,
-                                  job_id, file_id, chat, created_ms
-    bjb:{file:<file_id>}:rows    record count of a file this bot uploaded (TTL 30 days)
-    bjb:{upd:<update_id>}        update dedupe marker (TTL)
-    bjb:{jobs}:finished          HASH status -> count of finished jobs (metrics)
-    bjb:{flood}:chat:<id>[:busy], :all  per chat: next allowed send, request in flight;
-                                 overall: next start slot (bot/telegram/flood.py)
-
-Redis is the source of truth for everything that must survive a restart.
+Key names are built in `conversation.keys` (their layout is documented there). Redis is the
+source of truth for everything that must survive a restart or move to another replica.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 import time
 from collections.abc import AsyncIterator
@@ -29,10 +16,10 @@ from typing import Any
 
 from redis.asyncio import BlockingConnectionPool, Redis
 
+from conversation.keys import Keys
+from conversation.keys import current as current_keys
 from conversation.state import ChatState
 
-DUE = "bjb:{jobs}:due"
-FINISHED = "bjb:{jobs}:finished"  # HASH status -> jobs finished with it (metrics)
 UNLOCK = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -73,20 +60,16 @@ return 0
 """
 
 
+# The state and its outbox entries (ARGV[2..] as seq, effect pairs) in one step.
+SAVE = """
+redis.call('SET', KEYS[1], ARGV[1])
+for i = 2, #ARGV, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
+return 1
+"""
+
+
 def now_ms() -> int:
     return int(time.time() * 1000)
-
-
-def chat_key(chat_id: int | str, part: str) -> str:
-    return f"bjb:{{chat:{chat_id}}}:{part}"
-
-
-def job_key(job_id: str) -> str:
-    return f"bjb:{{jobs}}:job:{job_id}"
-
-
-def intent_key(intent_id: str) -> str:
-    return f"bjb:{{intent:{intent_id}}}"
 
 
 class LockTimeout(Exception):
@@ -94,27 +77,58 @@ class LockTimeout(Exception):
 
 
 class Store:
-    def __init__(self, redis: Redis, *, pending_ttl_s: int = 3600, lock_ms: int = 5_000) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        keys: Keys | None = None,
+        pending_ttl_s: int = 3600,
+        lock_ms: int = 5_000,
+    ) -> None:
         self.r = redis
+        self.k = keys or current_keys()
+        self.cluster = is_cluster_client(redis)
         self.pending_ttl_s = pending_ttl_s
         self.lock_ms = lock_ms
         self._unlock = redis.register_script(UNLOCK)
         self._claim = redis.register_script(CLAIM)
         self._intent_move = redis.register_script(INTENT_MOVE)
         self._claim_summary = redis.register_script(CLAIM_SUMMARY)
+        self._save = redis.register_script(SAVE)
 
     # --- chats -------------------------------------------------------------------------------
 
     async def load(self, chat_id: int | str) -> ChatState:
-        raw = await self.r.get(chat_key(chat_id, "state"))
+        raw = await self.r.get(self.k.chat(chat_id, "state"))
         if raw is None:
             return ChatState()
         return ChatState.model_validate_json(raw)
 
-    async def save(self, chat_id: int | str, state: ChatState) -> None:
-        # No TTL: the chat keeps its language and jobs; a pending input expires by its own
-        # created_ms (checked in step), so an expired file is dropped with a message.
-        await self.r.set(chat_key(chat_id, "state"), state.model_dump_json(exclude_defaults=False))
+    async def save(self, chat_id: int | str, state: ChatState, outbox: dict[int, str] | None = None) -> None:
+        """The state and the effects it leaves to perform (its outbox entries), in one step.
+
+        No TTL on the state: the chat keeps its language and jobs; a pending input expires by
+        its own created_ms (checked in step), so an expired file is dropped with a message.
+        """
+        keys = [self.k.chat(chat_id, "state"), self.k.chat(chat_id, "out")]
+        flat: list[str | int] = [state.model_dump_json(exclude_defaults=False)]
+        for seq, entry in (outbox or {}).items():
+            flat += [seq, entry]
+        await self._save(keys=keys, args=flat)
+
+    async def outbox(self, chat_id: int | str) -> list[tuple[int, str]]:
+        """Effects recorded but not yet taken, oldest first."""
+        raw = await self.r.hgetall(self.k.chat(chat_id, "out"))
+        return sorted((int(_s(k)), _s(v)) for k, v in raw.items())
+
+    async def take(self, chat_id: int | str, seq: int) -> bool:
+        """Take an outbox entry to perform it now. Only one taker wins; once taken it is never
+        performed again (a send cut short by a crash is not repeated: it may have arrived)."""
+        return bool(await self.r.hdel(self.k.chat(chat_id, "out"), seq))
+
+    async def chat_ids(self) -> AsyncIterator[str]:
+        async for key in self.r.scan_iter(match=self.k.chat_pattern(), count=500):
+            yield self.k.chat_of(_s(key))
 
     @asynccontextmanager
     async def chat_lock(self, chat_id: int | str, wait_s: float = 30.0) -> AsyncIterator[None]:
@@ -123,7 +137,7 @@ class Store:
         Held only for load → step → save (milliseconds; effects run outside it), so a short
         TTL is safe and a crashed holder blocks its chat for at most `lock_ms`.
         """
-        key = chat_key(chat_id, "lock")
+        key = self.k.chat(chat_id, "lock")
         token = secrets.token_hex(8)
         deadline = time.monotonic() + wait_s
         delay = 0.005
@@ -137,38 +151,29 @@ class Store:
         finally:
             await self._unlock(keys=[key], args=[token])
 
-    # --- update dedupe -----------------------------------------------------------------------
-
-    async def first_time(self, update_id: int | str, ttl_s: int = 86_400) -> bool:
-        """True the first time an update id is seen (SET NX with a TTL)."""
-        return bool(await self.r.set(f"bjb:{{upd:{update_id}}}", "1", nx=True, ex=ttl_s))
-
-    async def forget_update(self, update_id: int | str) -> None:
-        await self.r.delete(f"bjb:{{upd:{update_id}}}")
-
     # --- files and intents ----------------------------------------------------------------------
 
     async def remember_file(self, file_id: str, row_count: int) -> None:
-        await self.r.set(f"bjb:{{file:{file_id}}}:rows", row_count, ex=30 * 86_400)
+        await self.r.set(self.k.file_rows(file_id), row_count, ex=30 * 86_400)
 
     async def file_rows(self, file_id: str) -> int | None:
-        v = await self.r.get(f"bjb:{{file:{file_id}}}:rows")
+        v = await self.r.get(self.k.file_rows(file_id))
         return int(v) if v is not None else None
 
     async def intent_begin(self, intent_id: str, chat_id: int | str, file_id: str) -> bool:
         """Record the intent as SUBMITTING before the POST. False if it exists already."""
-        key = intent_key(intent_id)
+        key = self.k.intent(intent_id)
         created = await self.r.hsetnx(key, "state", "SUBMITTING")
         if created:
             await self.r.hset(key, mapping={"chat": str(chat_id), "file_id": file_id, "created_ms": now_ms()})
             await self.r.expire(key, 30 * 86_400)
         return bool(created)
 
-    async def intent(self, intent_id: str) -> dict[str, str]:
-        return await self.r.hgetall(intent_key(intent_id))
+    async def intent(self, intent_id: str) -> dict[bytes, bytes]:
+        return await self.r.hgetall(self.k.intent(intent_id))
 
     async def intent_move(self, intent_id: str, expected: str, new: str, job_id: str = "") -> bool:
-        return bool(await self._intent_move(keys=[intent_key(intent_id)], args=[expected, new, job_id]))
+        return bool(await self._intent_move(keys=[self.k.intent(intent_id)], args=[expected, new, job_id]))
 
     # --- jobs (watcher) --------------------------------------------------------------------------
 
@@ -183,13 +188,14 @@ class Store:
         lang: str = "en",
         msg: int | None = None,
     ) -> None:
-        """A job to watch. Record and schedule in one transaction: never one without the other.
-        `msg` is the job's progress message, when it was already sent."""
+        """A job to watch. Record and schedule in one transaction (one slot): never one
+        without the other. `msg` is the job's progress message, when it was already sent."""
         t = now_ms()
+        key = self.k.job(job_id)
         async with self.r.pipeline(transaction=True) as p:
-            p.hsetnx(job_key(job_id), "started_ms", t)
+            p.hsetnx(key, "started_ms", t)
             p.hset(
-                job_key(job_id),
+                key,
                 mapping={
                     "chat": str(chat_id),
                     "owner": owner,
@@ -199,41 +205,65 @@ class Store:
                     **({"msg": msg} if msg else {}),
                 },
             )
-            p.zadd(DUE, {job_id: t}, nx=True)
+            p.zadd(self.k.due(self.k.shard(job_id)), {job_id: t}, nx=True)
             await p.execute()
 
     async def claim(self, now: int, lease_ms: int, limit: int) -> list[tuple[str, dict[str, str]]]:
-        """Due jobs with their records; each record also carries `due` (its schedule score)."""
-        flat = await self._claim(keys=[DUE, "bjb:{jobs}:job:"], args=[now, lease_ms, limit])
+        """Due jobs with their records, from every shard (one pipeline: one round trip per
+        node); each record also carries `due` (its schedule score)."""
+        per = max(1, -(-limit // self.k.shards))
+
+        def keys(shard: int) -> list[str]:
+            return [self.k.due(shard), self.k.job_prefix(shard)]
+
+        if self.cluster:
+            # A cluster pipeline refuses EVALSHA: the shards' calls go concurrently instead.
+            answers = await asyncio.gather(
+                *(self._claim(keys=keys(sh), args=[now, lease_ms, per]) for sh in range(self.k.shards))
+            )
+        else:
+            async with self.r.pipeline(transaction=False) as p:
+                for shard in range(self.k.shards):
+                    await self._claim(keys=keys(shard), args=[now, lease_ms, per], client=p)
+                answers = await p.execute()
         out = []
-        for i in range(0, len(flat), 3):
-            rec = flat[i + 2]
-            fields = {_s(rec[j]): _s(rec[j + 1]) for j in range(0, len(rec), 2)}
-            fields["due"] = str(int(float(flat[i + 1])))
-            out.append((_s(flat[i]), fields))
+        for flat in answers:
+            for i in range(0, len(flat), 3):
+                rec = flat[i + 2]
+                fields = {_s(rec[j]): _s(rec[j + 1]) for j in range(0, len(rec), 2)}
+                fields["due"] = str(int(float(flat[i + 1])))
+                out.append((_s(flat[i]), fields))
         return out
 
     async def reschedule_many(self, items: list[tuple[str, int, dict[str, Any]]]) -> None:
-        """Record and reschedule a whole polled batch in one round trip."""
+        """Record and reschedule a whole polled batch in one pipeline."""
         if not items:
             return
+        by_shard: dict[int, dict[str, int]] = {}
         async with self.r.pipeline(transaction=False) as p:
-            for job_id, _at, fields in items:
+            for job_id, at_ms, fields in items:
                 if fields:
-                    p.hset(job_key(job_id), mapping=fields)
-            p.zadd(DUE, {job_id: at_ms for job_id, at_ms, _ in items}, xx=True)
+                    p.hset(self.k.job(job_id), mapping=fields)
+                by_shard.setdefault(self.k.shard(job_id), {})[job_id] = at_ms
+            for shard, scores in by_shard.items():
+                p.zadd(self.k.due(shard), scores, xx=True)
             await p.execute()
 
     async def finish_job(self, job_id: str, fields: dict[str, Any]) -> None:
+        shard = self.k.shard(job_id)
         async with self.r.pipeline(transaction=True) as p:
-            p.hset(job_key(job_id), mapping={**fields, "done": "1"})
-            p.zrem(DUE, job_id)
-            p.expire(job_key(job_id), 30 * 86_400)
-            p.hincrby(FINISHED, str(fields.get("status") or "unknown"), 1)
+            p.hset(self.k.job(job_id), mapping={**fields, "done": "1"})
+            p.zrem(self.k.due(shard), job_id)
+            p.expire(self.k.job(job_id), 30 * 86_400)
+            p.hincrby(self.k.finished(shard), str(fields.get("status") or "unknown"), 1)
             await p.execute()
 
     async def finished_counts(self) -> dict[str, int]:
-        return {_s(k): int(v) for k, v in (await self.r.hgetall(FINISHED)).items()}
+        total: dict[str, int] = {}
+        for shard in range(self.k.shards):
+            for k, v in (await self.r.hgetall(self.k.finished(shard))).items():
+                total[_s(k)] = total.get(_s(k), 0) + int(v)
+        return total
 
     async def claim_summary(self, job_id: str, stale_ms: int = 150_000) -> int:
         """Who sends the terminal summary: 1 = you; 0 = already sent; -1 = being sent now.
@@ -241,67 +271,122 @@ class Store:
         A claim older than `stale_ms` that never became "sent" belonged to a watcher that
         died before sending; it is taken over, so a crash does not lose the summary.
         """
-        return int(await self._claim_summary(keys=[job_key(job_id)], args=[now_ms(), stale_ms]))
+        return int(await self._claim_summary(keys=[self.k.job(job_id)], args=[now_ms(), stale_ms]))
 
     async def summary_sent(self, job_id: str) -> None:
-        await self.r.hset(job_key(job_id), "summary", "sent")
+        await self.r.hset(self.k.job(job_id), "summary", "sent")
 
     async def release_summary(self, job_id: str) -> None:
         """The send failed, or its sender is stopping: let the next poll try again."""
-        await self.r.hdel(job_key(job_id), "summary")
+        await self.r.hdel(self.k.job(job_id), "summary")
 
     async def job(self, job_id: str) -> dict[str, str]:
-        return {_s(k): _s(v) for k, v in (await self.r.hgetall(job_key(job_id))).items()}
+        return {_s(k): _s(v) for k, v in (await self.r.hgetall(self.k.job(job_id))).items()}
 
     async def scheduled(self) -> int:
-        return int(await self.r.zcard(DUE))
+        async with self.r.pipeline(transaction=False) as p:
+            for shard in range(self.k.shards):
+                p.zcard(self.k.due(shard))
+            return sum(int(n) for n in await p.execute())
 
     async def resume(self) -> int:
         """Reschedule every unfinished job record that lost its schedule entry."""
-        n = 0
-        async for key in self.r.scan_iter(match="bjb:{jobs}:job:*", count=500):
-            k = _s(key)
-            job_id = k.rsplit(":", 1)[-1]
-            if await self.r.hget(k, "done") != b"1" and await self.r.zscore(DUE, job_id) is None:
-                await self.r.zadd(DUE, {job_id: now_ms()})
-                n += 1
+        n = await self.adopt_legacy()
+        for shard in range(self.k.shards):
+            prefix = self.k.job_prefix(shard)
+            async for key in self.r.scan_iter(match=prefix + "*", count=500):
+                job_id = _s(key)[len(prefix) :]
+                if (
+                    await self.r.hget(_s(key), "done") != b"1"
+                    and await self.r.zscore(self.k.due(shard), job_id) is None
+                ):
+                    await self.r.zadd(self.k.due(shard), {job_id: now_ms()})
+                    n += 1
         return n
+
+    async def adopt_legacy(self) -> int:
+        """Move watched jobs of the single-shard layout (`<prefix>:{jobs}:…`, before the
+        schedule was sharded) into their shards, so an upgrade loses no job."""
+        legacy = f"{self.k.prefix}:{{jobs}}:job:"
+        moved = 0
+        async for key in self.r.scan_iter(match=legacy + "*", count=500):
+            job_id = _s(key)[len(legacy) :]
+            rec = await self.r.hgetall(_s(key))
+            if rec:
+                await self.r.hset(self.k.job(job_id), mapping=rec)
+                if rec.get(b"done") != b"1":
+                    await self.r.zadd(self.k.due(self.k.shard(job_id)), {job_id: now_ms()})
+                    moved += 1
+            await self.r.delete(_s(key))
+        await self.r.delete(f"{self.k.prefix}:{{jobs}}:due")
+        return moved
+
+
+def is_cluster_client(redis: Any) -> bool:
+    from redis.asyncio.cluster import RedisCluster
+
+    return isinstance(redis, RedisCluster)
 
 
 def _s(v: Any) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
 
 
-def redis_from_url(url: str, max_connections: int = 256, **kw: Any) -> Redis:
-    """A client whose pool waits for a free connection under load instead of failing, and
-    whose connections retry a command twice on a dropped connection (a restarted server
-    leaves every pooled connection stale)."""
+def _pool_options() -> dict[str, Any]:
     from redis.asyncio.retry import Retry
     from redis.backoff import ExponentialBackoff
     from redis.exceptions import ConnectionError as RedisConnectionError
     from redis.exceptions import TimeoutError as RedisTimeoutError
 
+    return {
+        "socket_timeout": 5,
+        "socket_connect_timeout": 5,
+        "health_check_interval": 30,
+        "retry": Retry(ExponentialBackoff(cap=1.0, base=0.05), 2, (RedisConnectionError, RedisTimeoutError)),
+    }
+
+
+def redis_from_url(url: str, max_connections: int = 256, **kw: Any) -> Redis:
+    """A client whose pool waits for a free connection under load instead of failing, and
+    whose connections retry a command twice on a dropped connection (a restarted server
+    leaves every pooled connection stale)."""
     pool = BlockingConnectionPool.from_url(
-        url,
-        max_connections=max_connections,
-        timeout=10,
-        socket_timeout=5,
-        socket_connect_timeout=5,
-        health_check_interval=30,
-        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), 2, (RedisConnectionError, RedisTimeoutError)),
-        **kw,
+        url, max_connections=max_connections, timeout=10, **_pool_options(), **kw
     )
     return Redis(connection_pool=pool)
 
 
-async def connect(url: str | None) -> tuple[Redis, bool]:
-    """(client, persistent). Without a URL: an in-process store that a restart forgets."""
+def cluster_from_url(url: str, max_connections: int = 256) -> Any:
+    """A Redis Cluster client from the URL of any one node: it discovers the others and
+    follows MOVED/ASK redirections."""
+    from redis.asyncio.cluster import RedisCluster
+
+    return RedisCluster.from_url(url, max_connections=max_connections, **_pool_options())
+
+
+async def is_cluster(url: str) -> bool:
+    """REDIS_CLUSTER=1/0 decides; otherwise ask the node (`cluster_enabled:1`)."""
+    forced = os.environ.get("REDIS_CLUSTER", "").strip().lower()
+    if forced in ("1", "true", "yes"):
+        return True
+    if forced in ("0", "false", "no"):
+        return False
+    probe = Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+    try:
+        info = await probe.info("cluster")
+        return str(info.get("cluster_enabled", 0)) == "1"
+    finally:
+        await probe.aclose()
+
+
+async def connect(url: str | None) -> tuple[Any, bool]:
+    """(client, persistent). Without a URL: an in-process store that a restart forgets.
+    A URL naming a node of a Redis Cluster gives a cluster client."""
     if url:
-        r = redis_from_url(url)
+        r = cluster_from_url(url) if await is_cluster(url) else redis_from_url(url)
         await r.ping()
         return r, True
     import fakeredis
-    from redis.asyncio import BlockingConnectionPool
 
     return fakeredis.FakeAsyncRedis(
         connection_pool_class=BlockingConnectionPool, max_connections=256, timeout=10

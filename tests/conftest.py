@@ -87,20 +87,34 @@ async def client(sandbox):
     await c.aclose()
 
 
+@pytest.fixture(autouse=True)
+def own_keys(monkeypatch):
+    """Each test writes under its own key prefix, so that on a shared Redis it touches (and
+    removes) only its own keys."""
+    import secrets
+
+    from conversation import keys
+
+    k = keys.Keys(prefix=f"t{secrets.token_hex(4)}")
+    monkeypatch.setattr(keys, "default", k)
+    return k
+
+
 @pytest.fixture
-async def redis():
-    """fakeredis by default; a real Redis (its db 15, flushed) when REDIS_URL is set."""
+async def redis(own_keys):
+    """fakeredis by default; the Redis (standalone or cluster) named by REDIS_URL when set.
+    Nothing is flushed: the test's own keys are removed at the end."""
     url = os.environ.get("REDIS_URL")
     if url:
-        from conversation.store import redis_from_url
+        from conversation.store import connect
 
-        r = redis_from_url(url, db=15)
-        await r.flushdb()
+        r, _ = await connect(url)
     else:
         r = in_process_redis()
     yield r
     if url:
-        await r.flushdb()
+        async for key in r.scan_iter(match=f"{own_keys.prefix}:*", count=1000):
+            await r.delete(key)
     await r.aclose()
 
 

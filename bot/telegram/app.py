@@ -9,6 +9,7 @@ ConversationHandler, JobQueue and persistence are not used: state lives in Redis
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import logging
 from collections import Counter
@@ -29,13 +30,16 @@ from batchjob.client import BatchJobClient
 from bot.redact import redact_secrets
 from bot.telegram.channel import TelegramChannel
 from bot.telegram.flood import FloodControl
+from bot.telegram.polling import Poller
 from bot.telegram.settings import TelegramSettings
 from bot.telegram.updates import to_event
-from conversation.app import ConversationApp
+from conversation.app import ConversationApp, keys_for
+from conversation.leases import Claim
 from conversation.settings import ConversationSettings
 
 log = logging.getLogger("bot.telegram")
 
+ALLOWED_UPDATES = ["message", "callback_query"]
 COMMANDS = ("start", "help", "template", "lang", "status", "jobs", "details", "drop", "cancel")
 
 
@@ -74,11 +78,13 @@ class TelegramBot:
             .write_timeout(tg.telegram_timeout_seconds)
             .get_updates_read_timeout(tg.telegram_timeout_seconds + 10)
         )
-        if tg.webhook:
-            builder = builder.updater(None)
+        # Updates are fetched by our own poller (bot/telegram/polling.py) or the webhook.
+        builder = builder.updater(None)
         self.ptb: Application = builder.build()
-        self.channel = TelegramChannel(self.ptb.bot, FloodControl(redis, scale=tg.bot_flood_scale))
+        flood = FloodControl(redis, scale=tg.bot_flood_scale, keys=keys_for(conv))
+        self.channel = TelegramChannel(self.ptb.bot, flood)
         self.app = ConversationApp(redis, client, self.channel, conv)
+        self.poller = Poller(self.ptb.bot, self.process, timeout=tg.telegram_timeout_seconds)
         self.ptb.add_handler(TypeHandler(Update, self._on_update))
         self.ptb.add_error_handler(self._on_error)
 
@@ -94,18 +100,16 @@ class TelegramBot:
                 secret_token=self.tg.bot_webhook_secret.get_secret_value()
                 if self.tg.bot_webhook_secret
                 else None,
-                allowed_updates=["message", "callback_query"],
+                allowed_updates=ALLOWED_UPDATES,
             )
         else:
             await self.ptb.bot.delete_webhook()
-            assert self.ptb.updater is not None
-            await self.ptb.updater.start_polling(allowed_updates=["message", "callback_query"], timeout=10)
+            self.poller.start(ALLOWED_UPDATES)
         self.app.start_watcher()
 
     async def stop(self) -> None:
+        await self.poller.stop()
         await self.app.stop()
-        if self.ptb.updater is not None and self.ptb.updater.running:
-            await self.ptb.updater.stop()
         if self.ptb.running:
             await self.ptb.stop()
         await self.ptb.shutdown()
@@ -127,12 +131,28 @@ class TelegramBot:
         self.metrics["errors"] += 1
         log.error("update failed: %s", type(context.error).__name__, exc_info=context.error)
 
-    async def process(self, update: Update) -> bool:
-        """Handle one update once. Returns False for a duplicate."""
+    async def process(self, update: Update) -> Claim:
+        """Handle one update once: "new" when handled here, "done" for a duplicate, "busy"
+        while another live handler has it (its delivery should be tried again later).
+
+        The update is leased while it is handled and becomes done once its event is applied
+        to the chat's state (what is left to do is then in Redis, for any replica); a handler
+        killed before that leaves a lease that lapses, and a redelivery is handled again.
+        """
         self.metrics["updates"] += 1
-        if not await self.app.store.first_time(update.update_id):
-            self.metrics["updates_duplicate"] += 1
-            return False
+        leases = self.app.leases
+        claim = await leases.claim_update(update.update_id)
+        if claim != "new":
+            self.metrics[f"updates_{'duplicate' if claim == 'done' else 'busy'}"] += 1
+            return claim
+        applied = False
+
+        async def mark_applied() -> None:
+            nonlocal applied
+            applied = True
+            await leases.update_done(update.update_id)
+            self.poller.mark_applied(update.update_id)
+
         try:
             incoming = to_event(
                 update,
@@ -140,23 +160,31 @@ class TelegramBot:
                 frozenset(self.conv.admin_ids),
                 self.tg.telegram_download_limit,
             )
-            if incoming is None:
-                return True
-            if incoming.callback_id:
+            if incoming is not None and incoming.callback_id:
                 try:
                     await self.ptb.bot.answer_callback_query(incoming.callback_id)
                 except Exception:
                     log.warning("answerCallbackQuery failed")
-            if incoming.event is not None:
-                await self.app.runner.handle(incoming.chat_id, incoming.event, client_lang=incoming.lang)
-            elif incoming.hint and incoming.chat_id:
+            if incoming is not None and incoming.event is not None:
+                await self.app.runner.handle(
+                    incoming.chat_id,
+                    incoming.event,
+                    client_lang=incoming.lang,
+                    event_id=f"tg:{update.update_id}",
+                    on_applied=mark_applied,
+                )
+            elif incoming is not None and incoming.hint and incoming.chat_id:
                 lang = locales.normalize_language(incoming.lang)
                 await self.channel.send_text(incoming.chat_id, locales.t(lang, incoming.hint))
+            if not applied:
+                await mark_applied()
         except BaseException:
-            # Not committed: let Telegram's redelivery (or the next getUpdates) try again.
-            await self.app.store.forget_update(update.update_id)
+            if not applied:
+                # Not applied: let Telegram's redelivery (or the next getUpdates) try again.
+                with contextlib.suppress(RedisError):
+                    await leases.release_update(update.update_id)
             raise
-        return True
+        return "new"
 
     # --- webhook server ------------------------------------------------------------------
 
@@ -174,15 +202,22 @@ class TelegramBot:
             except Exception:
                 return PlainTextResponse("bad update", status_code=400)
             try:
-                await self.process(update)
+                claim = await self.process(update)
             except RedisError:
                 return PlainTextResponse("storage unavailable", status_code=503)  # Telegram retries
+            if claim == "busy":
+                # Being handled by a live replica right now: ask for a later delivery, so that
+                # the update is not lost if that replica dies before applying it.
+                return PlainTextResponse("in progress", status_code=503, headers={"Retry-After": "1"})
             return PlainTextResponse("ok")
 
         async def healthz(request: Request) -> Response:
             checks = {}
             try:
-                checks["redis"] = bool(await asyncio.wait_for(self.redis.ping(), 2))
+                # A write and a read, not a ping: a Redis that answers with errors (no quorum,
+                # read-only, out of memory) cannot keep the bot's state.
+                await asyncio.wait_for(self.app.leases.health(), 2)
+                checks["redis"] = True
             except Exception:
                 checks["redis"] = False
             try:
@@ -208,6 +243,9 @@ class TelegramBot:
             "# TYPE batchjob_bot_updates_total counter",
             f"batchjob_bot_updates_total {self.metrics['updates']}",
             f"batchjob_bot_updates_duplicate_total {self.metrics['updates_duplicate']}",
+            f"batchjob_bot_updates_busy_total {self.metrics['updates_busy']}",
+            "# TYPE batchjob_bot_chats_resumed_total counter",
+            f"batchjob_bot_chats_resumed_total {self.app.recovery.resumed}",
             "# TYPE batchjob_bot_errors_total counter",
             f"batchjob_bot_errors_total {self.metrics['errors']}",
             "# TYPE batchjob_bot_polls_total counter",

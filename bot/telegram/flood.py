@@ -9,6 +9,8 @@ Telegram allows about 1 message/s per chat, 20/min per group and 30/s overall.
   moment of starting, so several requests can be in flight at once (the round trip to
   Telegram does not cap throughput) and replicas share the budget. Starting 25/s leaves
   0.2 s of latency jitter before arrivals could bunch up to 30 within a second.
+- A send first takes its chat's turn (keys in the chat's own hash tag, spread over a
+  cluster's nodes), then the bot-wide slot (one key: the budget is one for the whole bot).
 - Within a process, one sender at a time waits for the next start, in the order of
   `conversation.channel.SEND_PRIORITY` (first answers to what someone just did, further
   answers, background sends: the watcher's progress and summaries), first come first served
@@ -28,6 +30,8 @@ from typing import TypeVar
 from redis.asyncio import Redis
 
 from conversation.channel import SEND_PRIORITY
+from conversation.keys import Keys
+from conversation.keys import current as current_keys
 
 T = TypeVar("T")
 
@@ -41,18 +45,25 @@ local ready = tonumber(redis.call('GET', KEYS[1]) or '0')
 if ready > now then return ready - now end
 return 0
 """
-# Take the start slot now: -1 when the chat is not ready; the wait (ms) when the bot-wide
-# slot is not due yet; 0 when taken (the chat is then busy until SENT, or ARGV[2] ms if the
-# sender dies). Set at the actual start, so late wake-ups cannot bunch starts together.
-TAKE = """
+# The chat's turn (its own slot): -1 when another request to it is in flight or its next
+# allowed time has not come; 0 when taken (the chat is busy until SENT, or ARGV[1] ms if the
+# sender dies).
+CHAT_TAKE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if redis.call('EXISTS', KEYS[2]) == 1 then return -1 end
 if tonumber(redis.call('GET', KEYS[1]) or '0') > now then return -1 end
-local due = tonumber(redis.call('GET', KEYS[3]) or '0')
+redis.call('SET', KEYS[2], '1', 'PX', tonumber(ARGV[1]))
+return 0
+"""
+# The bot-wide start slot: the wait (ms) when it is not due yet; 0 when taken. Set at the
+# actual start, so late wake-ups cannot bunch starts together.
+GLOBAL_TAKE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local due = tonumber(redis.call('GET', KEYS[1]) or '0')
 if due > now then return due - now end
-redis.call('SET', KEYS[3], now + tonumber(ARGV[1]), 'PX', 120000)
-redis.call('SET', KEYS[2], '1', 'PX', tonumber(ARGV[2]))
+redis.call('SET', KEYS[1], now + tonumber(ARGV[1]), 'PX', 120000)
 return 0
 """
 # The chat's request returned: no longer busy, next allowed time from now.
@@ -102,16 +113,14 @@ class Turns:
 
 
 class FloodControl:
-    def __init__(self, redis: Redis, *, scale: float = 1.0) -> None:
+    def __init__(self, redis: Redis, *, scale: float = 1.0, keys: Keys | None = None) -> None:
+        self.k = keys or current_keys()
         self._chat_ready = redis.register_script(CHAT_READY)
-        self._take = redis.register_script(TAKE)
+        self._chat_take = redis.register_script(CHAT_TAKE)
+        self._global_take = redis.register_script(GLOBAL_TAKE)
         self._sent = redis.register_script(SENT)
         self.scale = scale  # tests and benchmarks may shrink the intervals
         self._turns = Turns()
-
-    def _keys(self, chat_id: int) -> list[str]:
-        chat = f"bjb:{{flood}}:chat:{chat_id}"
-        return [chat, f"{chat}:busy", "bjb:{flood}:all"]
 
     @staticmethod
     async def _sleep_ms(ms: int) -> None:
@@ -120,25 +129,30 @@ class FloodControl:
 
     async def send(self, chat_id: int, request: Callable[[], Awaitable[T]]) -> T:
         """Perform `request` (one message to `chat_id`) within the limits."""
-        keys = self._keys(chat_id)
+        # The chat's keys live in the chat's slot, the bot-wide one in its own: on a cluster,
+        # only the one bot-wide command per send goes to a single node.
+        keys = self.k.flood_chat(chat_id)
         interval = max(1, int((GROUP_INTERVAL_MS if chat_id < 0 else PRIVATE_INTERVAL_MS) * self.scale))
         global_ms = max(1, int(GLOBAL_INTERVAL_MS * self.scale))
         priority = SEND_PRIORITY.get()
         while True:
             # The chat's own pace first, without holding up other chats.
-            while (wait_ms := int(await self._chat_ready(keys=keys[:2], args=[BUSY_POLL_MS]))) > 0:
+            while (wait_ms := int(await self._chat_ready(keys=keys, args=[BUSY_POLL_MS]))) > 0:
                 await self._sleep_ms(wait_ms)
             await self._turns.acquire(priority)
             try:
                 # Holding the turn: starts go out in priority order.
-                while (wait_ms := int(await self._take(keys=keys, args=[global_ms, IN_FLIGHT_MS]))) > 0:
-                    await asyncio.sleep(wait_ms / 1000)
+                taken = int(await self._chat_take(keys=keys, args=[IN_FLIGHT_MS])) == 0
+                if taken:
+                    slot = [self.k.flood_all]
+                    while (wait_ms := int(await self._global_take(keys=slot, args=[global_ms]))) > 0:
+                        await asyncio.sleep(wait_ms / 1000)
             finally:
                 self._turns.release()
-            if wait_ms == 0:
+            if taken:
                 break
             # Another sender to this chat got there first: wait for the chat again.
         try:
             return await request()
         finally:
-            await self._sent(keys=keys[:2], args=[interval])
+            await self._sent(keys=keys, args=[interval])

@@ -21,10 +21,10 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from batchjob import errors as bj
 from batchjob.models import Estimate, Job, JobPage, UploadResult
+from conversation import keys
 from conversation.app import ConversationApp
 from conversation.events import ButtonPressed, CommandReceived, FileReceived, TextReceived
 from conversation.settings import ConversationSettings
-from conversation.store import DUE, job_key
 from tests.conversation.conftest import RecordingChannel
 
 ADMIN = 7
@@ -187,16 +187,22 @@ class ConversationMachine(RuleBasedStateMachine):
         self.app = self._new_app()  # the old watcher is gone mid-lease; a new one starts
         self.run(self.app.store.resume())
 
-        async def expire():
-            for member in await self.redis.zrange(DUE, 0, -1):
-                await self.redis.zadd(DUE, {member: 0})
+        self.run(self._all_due_now())
 
-        self.run(expire())
+    async def _all_due_now(self) -> int:
+        k = keys.current()
+        n = 0
+        for shard in range(k.shards):
+            members = await self.redis.zrange(k.due(shard), 0, -1)
+            if members:
+                await self.redis.zadd(k.due(shard), {m: 0 for m in members})
+            n += len(members)
+        return n
 
     def _record_finished(self) -> None:
         async def finished():
             for jid in self.service.jobs:
-                if await self.redis.hget(job_key(jid), "done") == b"1":
+                if await self.redis.hget(keys.current().job(jid), "done") == b"1":
                     self.service.finished.add(jid)
 
         self.run(finished())
@@ -210,7 +216,7 @@ class ConversationMachine(RuleBasedStateMachine):
         assert self.service.submits <= intents, (self.service.submits, intents)
 
     async def _count_intents(self) -> int:
-        return len([k async for k in self.redis.scan_iter(match="bjb:{intent:*}")])
+        return len([k async for k in self.redis.scan_iter(match=keys.current().intent("*"))])
 
     @invariant()
     def finished_jobs_are_not_polled(self):
@@ -227,8 +233,9 @@ class ConversationMachine(RuleBasedStateMachine):
             for chat in CHATS:
                 state = await self.app.store.load(chat)
                 for jid in state.jobs:
-                    scheduled = await self.redis.zscore(DUE, jid) is not None
-                    done = await self.redis.hget(job_key(jid), "done") == b"1"
+                    k = keys.current()
+                    scheduled = await self.redis.zscore(k.due(k.shard(jid)), jid) is not None
+                    done = await self.redis.hget(keys.current().job(jid), "done") == b"1"
                     assert scheduled or done, (jid, self.service.jobs.get(jid))
 
         self.run(check())
@@ -240,12 +247,8 @@ class ConversationMachine(RuleBasedStateMachine):
             if job["status"] not in ("completed", "failed", "partially_failed", "cancelled", "expired"):
                 job["status"] = "completed"
         for _ in range(50):
-            self.run(
-                self.redis.zadd(DUE, {m: 0 for m in self.run(self.redis.zrange(DUE, 0, -1))})
-                if self.run(self.redis.zcard(DUE))
-                else asyncio.sleep(0)
-            )
-            if not self.run(self.app.watcher.run_once()) and not self.run(self.redis.zcard(DUE)):
+            self.run(self._all_due_now())
+            if not self.run(self.app.watcher.run_once()) and not self.run(self.app.store.scheduled()):
                 break
         watched = set()
         for chat in CHATS:

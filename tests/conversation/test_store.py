@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
+from conversation.leases import Leases
 from conversation.state import ChatState, Pending
-from conversation.store import DUE, Store, job_key, now_ms
+from conversation.store import Store, now_ms
 
 
 async def test_state_roundtrip_and_defaults(redis):
@@ -19,7 +20,7 @@ async def test_state_roundtrip_and_defaults(redis):
     )
     await store.save(42, s)
     assert await store.load(42) == s
-    assert await redis.exists("bjb:{chat:42}:state")
+    assert await redis.exists(store.k.chat(42, "state"))
 
 
 async def test_concurrent_events_for_one_chat_lose_no_update(redis):
@@ -39,16 +40,59 @@ async def test_concurrent_events_for_one_chat_lose_no_update(redis):
 async def test_lock_release_is_token_checked(redis):
     store = Store(redis, lock_ms=50)
     async with store.chat_lock(1):
-        await redis.delete("bjb:{chat:1}:lock")  # our lock expired ...
-        assert await redis.set("bjb:{chat:1}:lock", "someone-else", nx=True, px=5000)  # ... and was taken
-    assert await redis.get("bjb:{chat:1}:lock") == b"someone-else"  # we did not delete theirs
+        await redis.delete(store.k.chat(1, "lock"))  # our lock expired ...
+        assert await redis.set(store.k.chat(1, "lock"), "someone-else", nx=True, px=5000)  # ... and taken
+    assert await redis.get(store.k.chat(1, "lock")) == b"someone-else"  # we did not delete theirs
 
 
-async def test_update_dedupe(redis):
+async def test_an_update_is_leased_then_done(redis):
+    a, b = Leases(redis, "a"), Leases(redis, "b")
+    assert await a.claim_update(1001, lease_ms=60_000) == "new"
+    assert await b.claim_update(1001) == "busy"  # a live handler has it: deliver again later
+    await a.update_done(1001)
+    assert await b.claim_update(1001) == "done"
+    assert 0 < await redis.ttl(a.k.update(1001)) <= 86_400
+
+
+async def test_an_update_whose_handler_died_is_handled_again(redis):
+    a, b = Leases(redis, "a"), Leases(redis, "b")
+    assert await a.claim_update(7, lease_ms=60_000) == "new"
+    await redis.pexpire(a.k.update(7), 1)  # a was killed: its lease lapses
+    await _until_gone(redis, a.k.update(7))
+    assert await b.claim_update(7) == "new"
+
+
+async def _until_gone(redis, key: str) -> None:
+    for _ in range(1000):
+        if not await redis.exists(key):
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"{key} never expired")
+
+
+async def test_outbox_entries_are_saved_with_the_state_and_taken_once(redis):
     store = Store(redis)
-    assert await store.first_time(1001) is True
-    assert await store.first_time(1001) is False
-    assert 0 < await redis.ttl("bjb:{upd:1001}") <= 86_400
+    await store.save(5, ChatState(out_seq=2), {1: "first", 2: "second"})
+    assert await store.outbox(5) == [(1, "first"), (2, "second")]
+    results = await asyncio.gather(*(store.take(5, 1) for _ in range(5)))
+    assert results.count(True) == 1  # one performer, however many replicas try
+    assert await store.outbox(5) == [(2, "second")]
+
+
+async def test_dead_replicas_are_told_from_live_ones(redis):
+    a, b = Leases(redis, "a", lease_ms=10_000), Leases(redis, "b", lease_ms=10_000)
+    await a.beat()
+    await b.beat()
+    assert await a.dead() == [] and sorted(await a.live()) == ["a", "b"]
+    await redis.zadd(a.k.replicas, {"b": now_ms() - 11_000})  # b stopped beating
+    assert await a.dead() == ["b"] and await b.dead() == []  # nobody calls itself dead
+    await b.working_on(3)
+    assert await a.reap("b") is True and await Leases(redis, "c").reap("b") is False
+    await a.bury("b")
+    assert await a.dead() == ["b"]  # not buried while it still lists a chat
+    await a.handed_over("b", "3")
+    await a.bury("b")
+    assert await a.dead() == []
 
 
 async def test_intents_are_recorded_before_and_move_once(redis):
@@ -78,7 +122,8 @@ async def test_claim_leases_and_returns_records_in_one_call(redis):
     assert await store.claim(now + 2, 30_000, 10) == []  # leased: not due again yet
     assert await store.claim(now + 30_002, 30_000, 10) != []  # lease over: due again (a crashed watcher)
     await store.finish_job("a", {"status": "completed"})
-    assert await redis.zscore(DUE, "a") is None and (await store.job("a"))["done"] == "1"
+    assert await redis.zscore(store.k.due(store.k.shard("a")), "a") is None
+    assert (await store.job("a"))["done"] == "1"
 
 
 async def test_summary_claimed_once(redis):
@@ -95,13 +140,41 @@ async def test_a_dead_senders_claim_is_taken_over(redis):
     await store.add_job("a", 1)
     assert await store.claim_summary("a", stale_ms=60_000) == 1  # ... and the sender dies
     assert await store.claim_summary("a", stale_ms=60_000) == -1  # too recent to tell
-    await redis.hset(job_key("a"), "summary", f"claimed:{now_ms() - 61_000}")
+    await redis.hset(store.k.job("a"), "summary", f"claimed:{now_ms() - 61_000}")
     assert await store.claim_summary("a", stale_ms=60_000) == 1
 
 
 async def test_resume_reschedules_orphaned_records(redis):
     store = Store(redis)
-    await redis.hset(job_key("orphan"), mapping={"chat": "1"})
-    await redis.hset(job_key("finished"), mapping={"chat": "1", "done": "1"})
+    k = store.k
+    await redis.hset(k.job("orphan"), mapping={"chat": "1"})
+    await redis.hset(k.job("finished"), mapping={"chat": "1", "done": "1"})
     assert await store.resume() == 1
-    assert await redis.zscore(DUE, "orphan") is not None and await redis.zscore(DUE, "finished") is None
+    assert await redis.zscore(k.due(k.shard("orphan")), "orphan") is not None
+    assert await redis.zscore(k.due(k.shard("finished")), "finished") is None
+
+
+async def test_jobs_spread_over_shards_and_are_all_claimed(redis):
+    store = Store(redis)
+    ids = [f"job_{i}" for i in range(40)]
+    for job_id in ids:
+        await store.add_job(job_id, 1)
+    shards = {store.k.shard(j) for j in ids}
+    assert len(shards) == store.k.shards  # 40 ids land in every one of 8 shards
+    assert await store.scheduled() == 40
+    claimed = await store.claim(now_ms() + 1, 30_000, 80)
+    assert sorted(j for j, _ in claimed) == sorted(ids)
+
+
+async def test_jobs_of_the_single_shard_layout_are_adopted(redis):
+    """An upgrade from the layout with one schedule key loses no watched job."""
+    store = Store(redis)
+    p = store.k.prefix
+    await redis.hset(f"{p}:{{jobs}}:job:old1", mapping={"chat": "9", "msg": "12", "lang": "zh"})
+    await redis.hset(f"{p}:{{jobs}}:job:old2", mapping={"chat": "9", "done": "1"})
+    await redis.zadd(f"{p}:{{jobs}}:due", {"old1": 1})
+    assert await store.resume() == 1
+    assert (await store.job("old1"))["msg"] == "12" and (await store.job("old2"))["done"] == "1"
+    claimed = dict(await store.claim(now_ms() + 1, 30_000, 10))
+    assert set(claimed) == {"old1"} and claimed["old1"]["lang"] == "zh"
+    assert not await redis.exists(f"{p}:{{jobs}}:due", f"{p}:{{jobs}}:job:old1")

@@ -5,10 +5,17 @@ from __future__ import annotations
 import asyncio
 
 from batchjob.client import BatchJobClient
+from conversation import keys
 from conversation.settings import ConversationSettings
 from conversation.store import Store
 from conversation.watcher import Watcher
 from tests.conftest import TOKEN
+
+
+async def due_now(redis, job_id: str) -> None:
+    """Make a job due at once (as its lease lapsing would, without the wait)."""
+    k = keys.current()
+    await redis.zadd(k.due(k.shard(job_id)), {job_id: 0})
 
 
 def settings(tmp_path, **kw):
@@ -77,7 +84,7 @@ async def test_progress_edits_throttled_and_skipped_when_unchanged(redis, channe
         await store.add_job(job_id, 1, count=2)
         w = Watcher(store, client, channel, settings(tmp_path, progress_edit_seconds=3600), lease_ms=10)
         for _ in range(6):
-            await redis.zadd("bjb:{jobs}:due", {job_id: 0})
+            await due_now(redis, job_id)
             await w.run_once()
     assert len([m for m in channel.messages if job_id in m[2]]) == 1  # one progress message
     assert channel.edits == []  # text changed (queued → running) but within the throttle window
@@ -89,7 +96,7 @@ async def test_bounded_watch_time(redis, channel, sandbox, write, tmp_path):
         (job_id,) = await submit_jobs(client, write, 1)
         store = Store(redis)
         await store.add_job(job_id, 1)
-        await redis.hset(f"bjb:{{jobs}}:job:{job_id}", "started_ms", 1)  # started long ago
+        await redis.hset(keys.current().job(job_id), "started_ms", 1)  # started long ago
         w = Watcher(store, client, channel, settings(tmp_path, watch_max_seconds=60))
         await w.run_once()
     assert f"/status {job_id}" in channel.texts()[-1] and await store.scheduled() == 0
@@ -117,7 +124,8 @@ async def test_retry_after_and_unavailable_reschedule(redis, channel, sandbox, w
         sandbox.state.config.retry_after = 40
         w = Watcher(store, client, channel, settings(tmp_path))
         await w.run_once()
-        score = await redis.zscore("bjb:{jobs}:due", job_id)
+        k = keys.current()
+        score = await redis.zscore(k.due(k.shard(job_id)), job_id)
         from conversation.store import now_ms
 
         assert score - now_ms() > 35_000  # not before Retry-After
@@ -140,10 +148,10 @@ async def test_summary_survives_a_watcher_that_died_while_sending(redis, channel
         # A watcher claimed the summary, then was killed before sending it.
         assert await store.claim_summary(job_id) == 1
         w = Watcher(store, client, channel, settings(tmp_path), lease_ms=100)
-        await redis.zadd("bjb:{jobs}:due", {job_id: 0})
+        await due_now(redis, job_id)
         await w.run_once()
         assert channel.texts() == [] and await store.scheduled() == 1  # not finished while fresh
-        await redis.hset(f"bjb:{{jobs}}:job:{job_id}", "summary", "claimed:1")  # now long dead
+        await redis.hset(keys.current().job(job_id), "summary", "claimed:1")  # now long dead
         await run_until_empty(store, w)
     assert sum("finished" in t for t in channel.texts()) == 1
 
@@ -173,7 +181,7 @@ async def test_stop_returns_while_a_send_hangs(redis, channel, sandbox, write, t
         assert app._task is not None and app._task.done()
         assert "summary" not in await app.store.job(job_id)  # released, not left claimed
         del channel.send_text  # the recording channel's own send again
-        await redis.zadd("bjb:{jobs}:due", {job_id: 0})  # its lease would lapse; no need to wait
+        await due_now(redis, job_id)  # its lease would lapse; no need to wait
         await run_until_empty(app.store, Watcher(app.store, client, channel, settings(tmp_path)))
     assert sum("finished" in t for t in channel.texts()) == 1
 

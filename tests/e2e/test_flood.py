@@ -93,7 +93,7 @@ async def test_first_answers_then_answers_then_background_sends(redis):
 
     # The next overall start is a second away: the first sender holds its turn until then.
     secs, micros = await redis.time()
-    await redis.set("bjb:{flood}:all", secs * 1000 + micros // 1000 + 1000)
+    await redis.set(flood.k.flood_all, secs * 1000 + micros // 1000 + 1000)
     head = asyncio.create_task(queued("head", 1, ANSWER))
     for _ in range(100_000):
         if flood._turns._busy:

@@ -1,0 +1,104 @@
+"""Long polling whose offset moves only past updates that are applied.
+
+Telegram forgets every update below the offset of the next getUpdates call, so PTB's
+updater (which moves the offset as soon as updates are fetched) loses the updates of a
+process killed mid-handling. Here the offset stays at the oldest update not yet applied
+to its chat's state: a restarted bot gets it again, and its lease in Redis (lapsed by
+then) lets it be handled again. Updates fetched again while they are being handled here
+are skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from telegram import Bot, Update
+from telegram.error import Conflict, InvalidToken, NetworkError, RetryAfter, TimedOut
+
+log = logging.getLogger("bot.telegram.polling")
+
+Process = Callable[..., Awaitable[Any]]
+
+
+class Poller:
+    def __init__(self, bot: Bot, process: Process, *, timeout: float, poll_seconds: int = 10) -> None:
+        self.bot = bot
+        self.process = process
+        self.timeout = timeout
+        self.poll_seconds = poll_seconds
+        self.handling: dict[int, asyncio.Task[Any]] = {}
+        self.applied: set[int] = set()  # being handled here, already applied
+        self.offset: int | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self, allowed_updates: list[str]) -> None:
+        self._task = asyncio.create_task(self._run(allowed_updates), name="telegram-polling")
+
+    def next_offset(self, last_seen: int | None) -> int | None:
+        pending = [uid for uid in self.handling if uid not in self.applied]
+        if pending:
+            return min(pending)
+        return last_seen + 1 if last_seen is not None else self.offset
+
+    async def _run(self, allowed_updates: list[str]) -> None:
+        delay = 1.0
+        last_seen: int | None = None
+        while True:
+            try:
+                updates = await self.bot.get_updates(
+                    offset=self.offset,
+                    timeout=self.poll_seconds,
+                    allowed_updates=allowed_updates,
+                    read_timeout=self.timeout + self.poll_seconds,
+                )
+                delay = 1.0
+            except InvalidToken:
+                log.error("the Bot API refused the token; polling stops")
+                return
+            except RetryAfter as e:
+                wait = e.retry_after
+                await asyncio.sleep(wait.total_seconds() if hasattr(wait, "total_seconds") else float(wait))
+                continue
+            except (NetworkError, TimedOut, Conflict) as e:
+                log.warning("getUpdates failed (%s); trying again in %.0f s", type(e).__name__, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+                continue
+            for update in updates:
+                uid = update.update_id
+                last_seen = max(uid, last_seen or uid)
+                if uid in self.handling:
+                    continue  # fetched again while being handled here
+                self.handling[uid] = asyncio.create_task(self._handle(update))
+            self.offset = self.next_offset(last_seen)
+
+    async def _handle(self, update: Update) -> None:
+        uid = update.update_id
+        try:
+            await self.process(update)
+        except Exception:
+            log.exception("update %s failed", uid)
+        finally:
+            self.handling.pop(uid, None)
+            self.applied.discard(uid)
+
+    def mark_applied(self, update_id: int) -> None:
+        if update_id in self.handling:
+            self.applied.add(update_id)
+
+    async def stop(self, grace_s: float = 5.0) -> None:
+        if self._task is None:
+            return
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        if self.handling:
+            # Handlers cut short past the grace time leave their updates to a redelivery
+            # (not applied) or to the chat's recovery (applied).
+            await asyncio.wait(list(self.handling.values()), timeout=grace_s)
+            for task in list(self.handling.values()):
+                task.cancel()

@@ -1,0 +1,99 @@
+"""Every Redis key name of the bot, built in one place.
+
+Layout (`P` is the prefix, default `bjb`; a hash tag `{…}` keeps each group in one Redis
+Cluster slot, so every multi-key command and script stays within one slot):
+
+    P:{chat:<id>}:state          JSON ChatState; written under the chat lock
+    P:{chat:<id>}:lock           per-chat lock: SET NX PX, token-checked release
+    P:{chat:<id>}:out            HASH seq -> effect not yet performed (the chat's outbox)
+    P:{chat:<id>}:flood[:busy]   next allowed send to the chat; a send in flight
+    P:{jobs:<k>}:due             ZSET job_id -> next poll (ms): shard k of the watcher's schedule
+    P:{jobs:<k>}:job:<job_id>    HASH of the watched job (chat, msg, status, summary, done, …)
+    P:{jobs:<k>}:finished        HASH status -> jobs finished with it (metrics)
+    P:{intent:<id>}              HASH state PENDING|SUBMITTING|SUBMITTED|REJECTED|UNKNOWN, job_id, …
+    P:{file:<file_id>}:rows      record count of a file this bot uploaded (TTL 30 days)
+    P:{upd:<update_id>}          update lease "run:<replica>" (PX), then "done" (TTL one day)
+    P:{flood}:all                the bot-wide next send slot (one key: the budget is bot-wide)
+    P:{replicas}                 ZSET replica id -> last heartbeat (ms)
+    P:{rep:<id>}:chats           SET of chats with work in flight on that replica
+    P:{rep:<id>}:reaper          lease of the replica that takes a dead one's work over
+
+A job's shard is crc32(job_id) mod `shards`: the schedule is spread over several slots
+(nodes of a cluster) instead of one hot key. `shards` must stay the same for a deployment's
+life; `Store.adopt_legacy` moves records of the single-shard layout (`bjb:{jobs}:…`).
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+DEFAULT_PREFIX = "bjb"
+DEFAULT_SHARDS = 8
+
+
+@dataclass(frozen=True)
+class Keys:
+    prefix: str = DEFAULT_PREFIX
+    shards: int = DEFAULT_SHARDS
+
+    def chat(self, chat_id: int | str, part: str) -> str:
+        return f"{self.prefix}:{{chat:{chat_id}}}:{part}"
+
+    def chat_pattern(self) -> str:
+        return f"{self.prefix}:{{chat:*}}:state"
+
+    def chat_of(self, state_key: str) -> str:
+        return state_key.split("{chat:", 1)[1].split("}", 1)[0]
+
+    def shard(self, job_id: str) -> int:
+        return zlib.crc32(job_id.encode()) % self.shards
+
+    def due(self, shard: int) -> str:
+        return f"{self.prefix}:{{jobs:{shard}}}:due"
+
+    def job_prefix(self, shard: int) -> str:
+        return f"{self.prefix}:{{jobs:{shard}}}:job:"
+
+    def job(self, job_id: str) -> str:
+        return self.job_prefix(self.shard(job_id)) + job_id
+
+    def finished(self, shard: int) -> str:
+        return f"{self.prefix}:{{jobs:{shard}}}:finished"
+
+    def intent(self, intent_id: str) -> str:
+        return f"{self.prefix}:{{intent:{intent_id}}}"
+
+    def file_rows(self, file_id: str) -> str:
+        return f"{self.prefix}:{{file:{file_id}}}:rows"
+
+    def update(self, update_id: int | str) -> str:
+        return f"{self.prefix}:{{upd:{update_id}}}"
+
+    def flood_chat(self, chat_id: int | str) -> list[str]:
+        return [self.chat(chat_id, "flood"), self.chat(chat_id, "flood:busy")]
+
+    @property
+    def flood_all(self) -> str:
+        return f"{self.prefix}:{{flood}}:all"
+
+    @property
+    def replicas(self) -> str:
+        return f"{self.prefix}:{{replicas}}"
+
+    def replica_chats(self, replica: str) -> str:
+        return f"{self.prefix}:{{rep:{replica}}}:chats"
+
+    def reaper(self, replica: str) -> str:
+        return f"{self.prefix}:{{rep:{replica}}}:reaper"
+
+    def health(self, replica: str) -> str:
+        return f"{self.prefix}:{{rep:{replica}}}:health"
+
+
+# Tests give each test its own prefix here, so that they touch only their own keys.
+default = Keys()
+
+
+def current() -> Keys:
+    return default

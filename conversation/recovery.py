@@ -1,0 +1,184 @@
+"""Continuous recovery: every replica finishes the work of replicas that died.
+
+A chat's work in flight is fully described in Redis: its phase (downloading, inspecting,
+uploading, prechecking, submitting, reconciling, looking up a record count), its outbox
+(messages and answers not yet sent), and its active jobs (each must have a watch record).
+`resume_chat` performs exactly that from the state, on any replica: a step that needs the
+input file and does not find it on this host gets the file again from its source.
+
+Every `every_s` each replica beats its heartbeat and looks for dead replicas (no heartbeat
+for the lease). One surviving replica takes a lease on each dead one and resumes the chats
+it had listed, except those a live replica is working on now (that one is ahead of the
+state we would resume). At start, the same pass also resumes chats that no replica lists:
+work left by a release without replica lists, or by this replica's previous life when it
+keeps its id (BOT_REPLICA_ID).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from redis.exceptions import RedisError
+
+from conversation import core, outbox
+from conversation.events import (
+    Effect,
+    InspectResumed,
+    LookupRows,
+    Precheck,
+    Reconcile,
+    Submit,
+    Upload,
+    Watch,
+)
+from conversation.runner import Runner
+from conversation.state import ChatState
+
+log = logging.getLogger("conversation.recovery")
+
+IN_FLIGHT = ("resolving", "inspecting", "uploading", "prechecking", "submitting", "reconciling")
+
+
+def phase_effects(state: ChatState) -> list[Effect]:
+    """What the chat's phase says is in flight, as the effects that carry it on."""
+    p = state.pending
+    if p is None:
+        return []
+    match state.phase:
+        case "resolving":
+            again = core.source_effect(p)
+            return [again] if again is not None else []
+        case "uploading" if p.converted or p.path:
+            return [Upload(p.converted or p.path or "", p.filename, p.mode)]
+        case "prechecking" if p.row_count:
+            return [Precheck(p.row_count, p.model, p.mode)]
+        case "submitting" if p.intent_id and p.file_id and p.row_count:
+            # A recorded intent is never POSTed twice: a SUBMITTING one is reconciled instead.
+            return [Submit(p.intent_id, p.file_id, p.model, p.mode, p.row_count)]
+        case "reconciling" if p.file_id:
+            return [Reconcile(p.intent_id or "", p.file_id)]
+        case "awaiting_count" if p.file_id and not p.count_asked:
+            return [LookupRows(p.file_id)]
+    return []
+
+
+def needs_work(state: ChatState) -> bool:
+    return (state.phase in IN_FLIGHT and state.pending is not None) or bool(phase_effects(state))
+
+
+class Recovery:
+    def __init__(self, runner: Runner, every_s: float) -> None:
+        self.runner = runner
+        self.store = runner.store
+        self.leases = runner.leases
+        self.every_s = every_s
+        self.resumed = 0  # chats resumed by this replica (metrics)
+
+    async def resume_chat(self, chat_id: int | str) -> bool:
+        """Carry on what the chat has in flight. True when there was something to do."""
+        cid = _chat(chat_id)
+        async with self.runner.working(cid):
+            entries = await self.store.outbox(cid)
+            state = await self.store.load(cid)
+            did = False
+            for seq, raw in entries:
+                effect = outbox.decode(raw)
+                if not await self.store.take(cid, seq) or effect is None:
+                    continue
+                did = True
+                follow = await self.runner.perform(cid, state, effect)
+                if follow is not None:
+                    await self.runner.handle(cid, follow)
+            if state.phase == "inspecting" and state.pending is not None:
+                # Counted: a file whose reading killed us twice is dropped, not read for ever.
+                await self.runner.handle(cid, InspectResumed())
+                did = True
+            effects = phase_effects(state)
+            for job_id in state.jobs:
+                if not await self.store.job(job_id):
+                    effects.append(Watch(job_id, None, None))
+            for effect in effects:
+                did = True
+                follow = await self.runner.perform(cid, state, effect)
+                if follow is not None:
+                    await self.runner.handle(cid, follow)
+        if did:
+            self.resumed += 1
+        return did
+
+    async def _listed_by_live(self) -> set[str]:
+        listed: set[str] = set()
+        for replica in await self.leases.live():
+            if replica != self.leases.replica:
+                listed.update(await self.leases.chats_of(replica))
+        return listed
+
+    async def startup(self) -> int:
+        """At start: this replica's own earlier work (same id), then chats no replica lists."""
+        touched = 0
+        for chat in await self.leases.chats_of(self.leases.replica):
+            touched += await self.resume_chat(chat)
+        candidates = []
+        async for chat in self.store.chat_ids():
+            state = await self.store.load(chat)
+            if needs_work(state) or state.jobs or await self.store.outbox(chat):
+                candidates.append(chat)
+        # Read after the scan: a chat saved in flight was listed before it was saved.
+        listed = await self._listed_by_live()
+        everyone = await self.leases.dead()
+        for replica in everyone:
+            listed.update(await self.leases.chats_of(replica))  # the dead ones' pass takes those
+        for chat in candidates:
+            if chat not in listed:
+                touched += await self.resume_chat(chat)
+        return touched
+
+    async def reap_once(self) -> int:
+        """Resume the chats of every dead replica this replica gets the lease on."""
+        touched = 0
+        for dead in await self.leases.dead():
+            if not await self.leases.reap(dead):
+                continue
+            log.warning("replica %s stopped beating; resuming its chats", dead)
+            busy = await self._listed_by_live()
+            for chat in await self.leases.chats_of(dead):
+                if chat not in busy:
+                    try:
+                        touched += await self.resume_chat(chat)
+                    except RedisError:
+                        raise
+                    except Exception:
+                        log.exception("resuming chat %s failed", chat)
+                await self.leases.handed_over(dead, chat)
+            await self.leases.bury(dead)
+        return touched
+
+    async def run(self, started: asyncio.Event | None = None) -> None:
+        await self.leases.beat()
+        try:
+            await self.startup()
+        except Exception:
+            log.exception("recovery at start failed")
+        if started is not None:
+            started.set()
+        while True:
+            try:
+                await self.leases.beat()
+                await self.reap_once()
+            except RedisError:
+                log.warning("storage unavailable; recovery waits")
+            except Exception:
+                log.exception("recovery pass failed")
+            await asyncio.sleep(self.every_s)
+
+    async def retire(self) -> None:
+        """Stopping: let another replica take over what is left at once (no lease wait)."""
+        with contextlib.suppress(RedisError):
+            await self.leases.retire()
+
+
+def _chat(chat_id: int | str) -> int | str:
+    s = str(chat_id)
+    return int(s) if s.lstrip("-").isdigit() else s
