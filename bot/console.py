@@ -13,7 +13,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from conversation.channel import Buttons, DownloadError
+from conversation.channel import Buttons, DownloadError, pass_gate
 
 CHAT_ID = 1
 USER_ID = 1
@@ -45,6 +45,7 @@ class ConsoleChannel:
         )
 
     async def send_text(self, chat_id: int, text: str, buttons: Buttons | None = None) -> int:
+        await pass_gate()
         mid = next(self.ids)
         self.sent.append(text)
         self._print(f"\nbot › {text}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Protocol
@@ -13,6 +14,27 @@ Buttons = list[list[tuple[str, str]]]  # rows of (label, callback data)
 # (nobody is waiting on a progress edit). Set by the runner and the watcher for their tasks.
 FIRST_ANSWER, ANSWER, BACKGROUND = 0, 1, 2
 SEND_PRIORITY: ContextVar[int] = ContextVar("send_priority", default=ANSWER)
+
+
+# The last moment to give a send up. For a message kept in the chat's outbox the runner sets
+# a gate that takes the message out of it; a channel passes the gate right before its request
+# leaves (after any flood wait), so a process killed while waiting leaves the message to be
+# sent by another replica, and one killed after it never has it sent twice.
+SEND_GATE: ContextVar[Callable[[], Awaitable[bool]] | None] = ContextVar("send_gate", default=None)
+
+
+class SendWithdrawn(Exception):
+    """The message was taken out of the outbox by another performer: not sent here."""
+
+
+async def pass_gate() -> None:
+    """Called by a channel just before a message's request leaves; raises SendWithdrawn."""
+    gate = SEND_GATE.get()
+    if gate is None:
+        return
+    SEND_GATE.set(None)
+    if not await gate():
+        raise SendWithdrawn()
 
 
 class DeliveryUnknown(Exception):

@@ -57,8 +57,11 @@ class Leases:
 
     # --- updates ---------------------------------------------------------------------------
 
-    async def claim_update(self, update_id: int | str, lease_ms: int = 60_000) -> Claim:
-        got = int(await self._claim_update(keys=[self.k.update(update_id)], args=[self.replica, lease_ms]))
+    async def claim_update(self, update_id: int | str, lease_ms: int | None = None) -> Claim:
+        """The lease covers the update until its event is applied (lock wait, step, save). A
+        short one is safe: if it lapses early, the chat's applied ids stop a second step."""
+        lease = lease_ms or self.lease_ms
+        got = int(await self._claim_update(keys=[self.k.update(update_id)], args=[self.replica, lease]))
         return {1: "new", 0: "done"}.get(got, "busy")  # type: ignore[return-value]
 
     async def update_done(self, update_id: int | str) -> None:

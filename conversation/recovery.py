@@ -85,10 +85,11 @@ class Recovery:
             did = False
             for seq, raw in entries:
                 effect = outbox.decode(raw)
-                if not await self.store.take(cid, seq) or effect is None:
+                if effect is None:
+                    await self.store.take(cid, seq)
                     continue
                 did = True
-                follow = await self.runner.perform(cid, state, effect)
+                follow = await self.runner.perform_kept(cid, state, effect, seq)
                 if follow is not None:
                     await self.runner.handle(cid, follow)
             if state.phase == "inspecting" and state.pending is not None:

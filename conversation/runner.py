@@ -28,7 +28,16 @@ from batchjob import format_amount, redaction, templates
 from batchjob.client import BatchJobClient, sanitize_filename
 from batchjob.input import Limits, isolation
 from conversation import core, crash, outbox, resolve
-from conversation.channel import ANSWER, FIRST_ANSWER, SEND_PRIORITY, Buttons, Channel, DownloadError
+from conversation.channel import (
+    ANSWER,
+    FIRST_ANSWER,
+    SEND_GATE,
+    SEND_PRIORITY,
+    Buttons,
+    Channel,
+    DownloadError,
+    SendWithdrawn,
+)
 from conversation.events import (
     CancelJob,
     Cleanup,
@@ -220,10 +229,8 @@ class Runner:
             first = False
             for effect, seq in todo:
                 crash.point(f"effect.before:{type(effect).__name__}")
-                if seq is not None and not await self.store.take(chat_id, seq):
-                    continue  # performed already (by a replica resuming this chat)
                 try:
-                    follow = await self.perform(chat_id, new, effect)
+                    follow = await self.perform_kept(chat_id, new, effect, seq)
                 except (RedisError, asyncio.CancelledError):
                     raise
                 except Exception:
@@ -233,12 +240,37 @@ class Runner:
                 if follow is not None:
                     queue.append(follow)
 
+    async def perform_kept(
+        self, chat_id: int, state: ChatState, effect: Effect, seq: int | None
+    ) -> Event | None:
+        """Perform an effect kept in the outbox as entry `seq` (None: not kept). A message
+        leaves the outbox when its request leaves (the channel passes the send gate); any
+        other kept effect just before it is performed. Taken by someone else: skipped."""
+        if seq is None:
+            return await self.perform(chat_id, state, effect)
+
+        async def take() -> bool:
+            return await self.store.take(chat_id, seq)
+
+        if not isinstance(effect, Reply):
+            return await self.perform(chat_id, state, effect) if await take() else None
+        token = SEND_GATE.set(take)
+        try:
+            return await self.perform(chat_id, state, effect)
+        finally:
+            unused = SEND_GATE.get() is not None
+            SEND_GATE.reset(token)
+            if unused:
+                await take()  # the send failed before its request, or was not made: not kept
+
     async def _safe_send(self, chat_id: int, text: str, buttons: Buttons | None = None) -> int | None:
         try:
             sent = await self.channel.send_text(chat_id, text, buttons)
             if SEND_PRIORITY.get() == FIRST_ANSWER:
                 SEND_PRIORITY.set(ANSWER)  # answered: the rest can wait behind others' first answers
             return sent
+        except SendWithdrawn:
+            return None  # another replica took this message over and sends it
         except Exception:  # a failing channel must not take the flow down
             log.exception("send failed for chat %s", chat_id)
             return None

@@ -11,7 +11,7 @@ from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, InputFile
 from telegram.error import BadRequest, RetryAfter, TelegramError, TimedOut
 
 from bot.telegram.flood import FloodControl
-from conversation.channel import Buttons, DeliveryUnknown, DownloadError, MessageGone
+from conversation.channel import Buttons, DeliveryUnknown, DownloadError, MessageGone, pass_gate
 
 log = logging.getLogger("bot.telegram")
 
@@ -69,11 +69,16 @@ class TelegramChannel:
 
     async def _call(self, chat_id: int, fn, /, **kwargs):  # type: ignore[no-untyped-def]
         """Flood control before each call; a 429 is waited out (Telegram did not process it)."""
+
+        async def request():  # type: ignore[no-untyped-def]
+            await pass_gate()  # the request leaves now: the message leaves the outbox
+            return await fn(**kwargs)
+
         for attempt in range(self.max_attempts):
             try:
                 if self.flood is not None:
-                    return await self.flood.send(chat_id, lambda: fn(**kwargs))
-                return await fn(**kwargs)
+                    return await self.flood.send(chat_id, request)
+                return await request()
             except RetryAfter as e:
                 if attempt == self.max_attempts - 1:
                     raise

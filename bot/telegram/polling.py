@@ -31,7 +31,7 @@ class Poller:
         self.timeout = timeout
         self.poll_seconds = poll_seconds
         self.handling: dict[int, asyncio.Task[Any]] = {}
-        self.applied: set[int] = set()  # being handled here, already applied
+        self.applied: set[int] = set()  # applied here, at or past the offset (Telegram resends them)
         self.offset: int | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -40,14 +40,16 @@ class Poller:
 
     def next_offset(self, last_seen: int | None) -> int | None:
         pending = [uid for uid in self.handling if uid not in self.applied]
-        if pending:
-            return min(pending)
-        return last_seen + 1 if last_seen is not None else self.offset
+        offset = min(pending) if pending else (last_seen + 1 if last_seen is not None else self.offset)
+        if offset is not None:
+            self.applied = {uid for uid in self.applied if uid >= offset}
+        return offset
 
     async def _run(self, allowed_updates: list[str]) -> None:
         delay = 1.0
         last_seen: int | None = None
         while True:
+            self.offset = self.next_offset(last_seen)
             try:
                 updates = await self.bot.get_updates(
                     offset=self.offset,
@@ -71,10 +73,9 @@ class Poller:
             for update in updates:
                 uid = update.update_id
                 last_seen = max(uid, last_seen or uid)
-                if uid in self.handling:
-                    continue  # fetched again while being handled here
+                if uid in self.handling or uid in self.applied:
+                    continue  # fetched again: being handled here, or applied already
                 self.handling[uid] = asyncio.create_task(self._handle(update))
-            self.offset = self.next_offset(last_seen)
 
     async def _handle(self, update: Update) -> None:
         uid = update.update_id
@@ -83,11 +84,10 @@ class Poller:
         except Exception:
             log.exception("update %s failed", uid)
         finally:
-            self.handling.pop(uid, None)
-            self.applied.discard(uid)
+            self.handling.pop(uid, None)  # not applied (failed): fetched and handled again
 
     def mark_applied(self, update_id: int) -> None:
-        if update_id in self.handling:
+        if self._task is not None:  # polling (in webhook mode there is no offset to keep)
             self.applied.add(update_id)
 
     async def stop(self, grace_s: float = 5.0) -> None:

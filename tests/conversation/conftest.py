@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from conversation.channel import DownloadError
+from conversation.channel import DownloadError, pass_gate
 
 
 class RecordingChannel:
@@ -19,6 +19,7 @@ class RecordingChannel:
         self.fail_sends = 0
 
     async def send_text(self, chat_id, text, buttons=None):
+        await pass_gate()  # as a real channel does, just before its request leaves
         if self.fail_sends:
             self.fail_sends -= 1
             raise RuntimeError("send failed")

@@ -15,6 +15,7 @@ from conversation.events import (
     Download,
     Expired,
     FetchUrl,
+    FileMissing,
     FileReady,
     FileReceived,
     Inspect,
@@ -465,3 +466,37 @@ def test_a_reading_cut_short_is_tried_once_more_then_dropped():
     for phase in ("idle", "uploading", "awaiting_confirm"):
         state = at(phase, path="/m/p.csv")
         assert core.step(state, InspectResumed(), ctx()) == (state, [])
+
+
+# --- shared-nothing media: the file is not on this host ------------------------------------
+
+
+def test_an_upload_without_the_file_gets_it_again_from_its_source():
+    s = at(
+        "uploading", path="/gone/a.csv", converted="/gone/a.jsonl", source_kind="channel", source_ref="TG1"
+    )
+    s.pending.filename = "a.csv"
+    new, effects = core.step(s, FileMissing("upload"), ctx())
+    assert new.phase == "resolving" and new.pending.refetched and new.pending.converted is None
+    assert effects == [Download("TG1", "a.csv")]
+
+
+def test_a_file_read_again_to_continue_goes_straight_to_the_upload():
+    s = at("inspecting", path="/here/a.csv", refetched=True)
+    report = {"rows": {"total": 3, "valid": 2, "invalid": 1}, "errors": [{"message": "row 3"}]}
+    new, effects = core.step(s, Inspected(report, "/here/a.jsonl"), ctx())
+    assert new.phase == "uploading" and kinds(effects) == ["Upload"]  # no second report, no question
+
+
+def test_a_file_without_a_source_is_dropped_with_a_message():
+    new, effects = core.step(at("uploading", path="/gone/a.csv"), FileMissing("upload"), ctx())
+    assert new.phase == "idle" and keys(effects)[0] == "flow.file_lost"
+
+
+def test_the_source_is_recorded_for_each_kind_of_input():
+    s, _ = core.step(ChatState(), FileReceived("TG9", "p.csv"), ctx())
+    assert (s.pending.source_kind, s.pending.source_ref) == ("channel", "TG9")
+    s, _ = core.step(ChatState(), TextReceived("https://example.com/p.csv"), ctx())
+    assert (s.pending.source_kind, s.pending.source_ref) == ("url", "https://example.com/p.csv")
+    s, _ = core.step(ChatState(), TextReceived("/data/p.csv"), ctx(paths=True))
+    assert (s.pending.source_kind, s.pending.source_ref) == ("path", "/data/p.csv")

@@ -254,6 +254,7 @@ async def test_telegram_5xx_on_getupdates_sendmessage_and_edits(bot, telegram, s
     await until(has(telegram, chat, "/template"), what="the second update, not lost")
     telegram.fail("sendMessage", 500, "Internal Server Error", times=1)
     telegram.send_text(chat, user, "/status")  # its answer is lost to the 500 ...
+    await until(lambda: not telegram.failures.get("sendMessage"), what="the failed answer")
     telegram.send_text(chat, user, "/jobs")  # ... the next update is still served
     await until(has(telegram, chat, "Page 1"), what="updates after a failed send")
     assert count(telegram, chat, "finished") == 1 and sandbox.state.submits == 1

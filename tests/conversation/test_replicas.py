@@ -1,0 +1,218 @@
+"""Replicas on one Redis finish each other's work: a replica "killed" at a chosen point (its
+task stops there, as with kill -9: nothing after it runs) leaves its chat to another
+replica, which has a media directory of its own (the dead host's disk is gone)."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+
+import pytest
+
+from batchjob.client import BatchJobClient, Timeouts
+from conversation import crash
+from conversation.app import ConversationApp
+from conversation.events import ButtonPressed, FileReceived, TextReceived
+from conversation.settings import ConversationSettings
+from conversation.store import now_ms
+from tests.batchjob.conftest import TOKEN
+
+CHAT = 300
+ADMIN = 7
+
+
+class Killed(BaseException):
+    """The replica's process ended here (nothing of it runs after)."""
+
+
+@pytest.fixture
+async def replicas(redis, channel, sandbox, tmp_path):
+    client = BatchJobClient(sandbox.url, TOKEN, timeouts=Timeouts(read=2.0), backoff_base=0.01)
+    apps = []
+    for name in ("a", "b"):
+        settings = ConversationSettings(
+            media_dir=tmp_path / f"media-{name}",
+            admin_ids=frozenset({ADMIN}),
+            poll_min_seconds=0.01,
+            poll_max_seconds=0.05,
+            progress_edit_seconds=0,
+            replica_lease_seconds=5,
+        )
+        apps.append(ConversationApp(redis, client, channel, settings, replica=name))
+    yield apps
+    await client.aclose()
+
+
+async def kill_at(monkeypatch, app, point: str, nth: int, coro) -> None:
+    """Run `coro` on `app` until the nth time it reaches `point`; then the replica is dead:
+    its heartbeat is old and the chats it listed stay listed (a kill runs no cleanup)."""
+    seen = 0
+    real = crash.point
+
+    def point_(name: str) -> None:
+        nonlocal seen
+        if name == point:
+            seen += 1
+            if seen == nth:
+                raise Killed(name)
+
+    monkeypatch.setattr(crash, "point", point_)
+    with pytest.raises(Killed):
+        await coro
+    monkeypatch.setattr(crash, "point", real)
+    await app.leases.working_on(CHAT)  # what the kill left listed
+    await app.store.r.zadd(app.keys.replicas, {app.leases.replica: now_ms() - 60_000})
+    shutil.rmtree(app.runner.media, ignore_errors=True)  # its disk went with it
+
+
+async def drain(app, timeout=15.0):
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while await app.store.scheduled():
+        assert loop.time() < deadline, "jobs still scheduled"
+        if not await app.watcher.run_once():
+            await asyncio.sleep(0.02)
+
+
+def count(channel, needle: str) -> int:
+    return sum(needle in t for t in channel.texts(CHAT))
+
+
+async def confirm_and_finish(b, channel, sandbox) -> None:
+    submits = sandbox.state.submits
+    await b.runner.handle(CHAT, TextReceived("google/gemini-2.5-flash-image fast", ADMIN))
+    await drain(b)
+    assert sandbox.state.submits == submits + 1
+    assert count(channel, "submitted") == 1 and count(channel, "finished") == 1
+
+
+async def test_an_estimate_saved_but_never_sent_is_sent_by_another_replica(
+    replicas, channel, write, sandbox, monkeypatch
+):
+    a, b = replicas
+    src = write("p.csv", "prompt\na cat\na dog\n")
+    # The second message of the flow (the estimate) is saved in the outbox; a dies before sending.
+    await kill_at(
+        monkeypatch, a, "effect.before:Reply", 2, a.runner.handle(CHAT, FileReceived(str(src), "p.csv"))
+    )
+    assert count(channel, "Estimate") == 0
+    assert await b.recovery.reap_once() == 1
+    assert count(channel, "Estimate") == 1 and count(channel, "Checked your file") == 1  # nothing twice
+    assert await b.recovery.reap_once() == 0  # a is buried: nothing more to do
+    await confirm_and_finish(b, channel, sandbox)
+
+
+async def test_a_message_whose_send_began_is_not_sent_again(replicas, channel, write, sandbox, monkeypatch):
+    """Taken out of the outbox and then killed mid-send: it may have arrived, so not repeated."""
+    a, b = replicas
+    src = write("p.csv", "prompt\na cat\n")
+
+    async def hang(*args, **kw):
+        raise Killed("mid-send")
+
+    monkeypatch.setattr(channel, "send_text", hang)
+    with pytest.raises(Killed):
+        await a.runner.handle(CHAT, FileReceived(str(src), "p.csv"))
+    monkeypatch.undo()
+    await a.leases.working_on(CHAT)
+    await a.store.r.zadd(a.keys.replicas, {"a": now_ms() - 60_000})
+    await b.recovery.reap_once()
+    # The report's send had begun (it may have arrived): not repeated; the flow goes on.
+    assert count(channel, "Checked your file") == 0 and count(channel, "Estimate") == 1
+    await confirm_and_finish(b, channel, sandbox)
+
+
+async def test_an_upload_cut_short_is_done_by_a_replica_without_the_file(
+    replicas, channel, write, sandbox, monkeypatch
+):
+    a, b = replicas
+    src = write("p.csv", "prompt\na cat\na dog\na fox\n")
+    await kill_at(
+        monkeypatch, a, "effect.before:Upload", 1, a.runner.handle(CHAT, FileReceived(str(src), "p.csv"))
+    )
+    assert count(channel, "Checked your file") == 1
+    await b.recovery.reap_once()  # gets the file again from its source, reads it, uploads
+    assert count(channel, "Checked your file") == 1 and count(channel, "Estimate") == 1  # no second report
+    state = await b.store.load(CHAT)
+    assert state.phase == "awaiting_confirm" and state.pending.converted.startswith(str(b.runner.media))
+    await confirm_and_finish(b, channel, sandbox)
+
+
+async def test_valid_rows_sent_from_a_replica_that_never_had_the_file(replicas, channel, write, sandbox):
+    a, b = replicas
+    src = write("p.csv", "prompt,aspect_ratio\na cat,16:9\n,1:1\na fox,1:1\n")
+    await a.runner.handle(CHAT, FileReceived(str(src), "p.csv"))
+    assert (await a.store.load(CHAT)).phase == "awaiting_fix"
+    shutil.rmtree(a.runner.media)  # private disks: b has none of a's files
+    token = (await a.store.load(CHAT)).pending.token
+    await b.runner.handle(CHAT, ButtonPressed(f"c:valid:{token}", ADMIN))
+    state = await b.store.load(CHAT)
+    assert state.phase == "awaiting_confirm" and state.pending.row_count == 2
+    assert sandbox.state.files[state.pending.file_id].row_count == 2  # the valid rows only
+    assert count(channel, "Checked your file") == 1  # read again on b, not reported again
+    await confirm_and_finish(b, channel, sandbox)
+
+
+async def test_a_submit_cut_short_after_the_post_becomes_one_job(
+    replicas, channel, write, sandbox, monkeypatch
+):
+    a, b = replicas
+    src = write("p.csv", "prompt\na cat\n")
+    await a.runner.handle(CHAT, FileReceived(str(src), "p.csv"))
+    submits = sandbox.state.submits
+    await kill_at(
+        monkeypatch,
+        a,
+        "submit.after_post",
+        1,
+        a.runner.handle(CHAT, TextReceived("google/gemini-2.5-flash-image fast", ADMIN)),
+    )
+    await b.recovery.reap_once()  # the intent is SUBMITTING: reconciled, never POSTed again
+    await drain(b)
+    assert sandbox.state.submits == submits + 1
+    assert count(channel, "finished") == 1 and (await b.store.load(CHAT)).jobs == []
+
+
+async def test_a_job_submitted_but_not_yet_watched_gets_its_summary(
+    replicas, channel, write, sandbox, monkeypatch
+):
+    a, b = replicas
+    src = write("p.csv", "prompt\na cat\n")
+    await a.runner.handle(CHAT, FileReceived(str(src), "p.csv"))
+    await kill_at(
+        monkeypatch,
+        a,
+        "effect.before:Watch",
+        1,
+        a.runner.handle(CHAT, TextReceived("google/gemini-2.5-flash-image fast", ADMIN)),
+    )
+    assert await b.store.scheduled() == 0
+    await b.recovery.reap_once()
+    await drain(b)
+    assert count(channel, "finished") == 1
+
+
+async def test_a_redelivered_event_is_applied_once(replicas, channel, write, sandbox):
+    a, b = replicas
+    src = write("p.csv", "prompt\na cat\n")
+    files = len(sandbox.state.files)
+    await a.runner.handle(CHAT, FileReceived(str(src), "p.csv"), event_id="tg:1")
+    sent = list(channel.texts(CHAT))
+    await b.runner.handle(CHAT, FileReceived(str(src), "p.csv"), event_id="tg:1")
+    assert channel.texts(CHAT) == sent and len(sandbox.state.files) == files + 1
+
+
+async def test_a_chat_a_live_replica_works_on_is_left_to_it(replicas, channel, write, sandbox):
+    """c died listing the chat, but a (alive) works on it now, ahead of the state c left."""
+    a, b = replicas
+    src = write("p.csv", "prompt\na cat\n")
+    await a.runner.handle(CHAT, FileReceived(str(src), "p.csv"))
+    state = await a.store.load(CHAT)
+    await a.store.save(CHAT, state.model_copy(update={"phase": "prechecking"}))
+    messages = len(channel.messages)
+    await a.leases.beat()
+    await a.leases.working_on(CHAT)
+    await b.store.r.zadd(b.keys.replicas, {"c": now_ms() - 60_000})
+    await b.store.r.sadd(b.keys.replica_chats("c"), str(CHAT))
+    assert await b.recovery.reap_once() == 0 and len(channel.messages) == messages
+    assert await b.leases.dead() == []  # c is buried all the same

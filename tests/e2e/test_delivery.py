@@ -1,0 +1,113 @@
+"""An update is done only when its event is applied: webhook answers, the long-polling
+offset, and a health check that fails when Redis answers with errors."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+
+import httpx
+from redis.exceptions import ResponseError
+
+from bot.telegram.polling import Poller
+from tests.e2e.conftest import make_bot, until
+from tests.e2e.fake_telegram import FakeTelegram
+
+HOOK = {"bot_webhook_url": "https://bot.example.com/tg/hook", "bot_webhook_secret": "s3cret-value"}
+SECRET = {"X-Telegram-Bot-Api-Secret-Token": "s3cret-value"}
+
+
+async def test_a_webhook_update_held_by_a_live_handler_is_asked_again_and_handled_once_it_lapses(
+    telegram, sandbox, redis, tmp_path
+):
+    wh = make_bot(telegram, sandbox, redis, tmp_path, **HOOK)
+    await wh.start()
+    try:
+        update = {"update_id": 901, "message": telegram._message(710, FakeTelegram.user(710), text="/help")}
+        leases = wh.app.leases
+        # Another replica took the update and is handling it (or died doing so).
+        await redis.set(leases.k.update(901), "run:other", px=60_000)
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=wh.asgi()), base_url="http://bot"
+        ) as c:
+            r = await c.post("/tg/hook", json=update, headers=SECRET)
+            assert r.status_code == 503 and r.headers["retry-after"] == "1"  # not "ok": it may be lost
+            assert telegram.texts(710) == []
+            await redis.delete(leases.k.update(901))  # that replica died: its lease lapsed
+            r = await c.post("/tg/hook", json=update, headers=SECRET)
+            assert r.status_code == 200 and len(telegram.texts(710)) == 1
+            r = await c.post("/tg/hook", json=update, headers=SECRET)
+            assert r.status_code == 200 and len(telegram.texts(710)) == 1  # done: a duplicate now
+            assert await redis.get(leases.k.update(901)) == b"done"
+    finally:
+        await wh.stop()
+        await wh.client.aclose()
+
+
+async def test_health_fails_when_redis_answers_with_errors(telegram, sandbox, redis, tmp_path, monkeypatch):
+    wh = make_bot(telegram, sandbox, redis, tmp_path, **HOOK)
+    await wh.start()
+    try:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=wh.asgi()), base_url="http://bot"
+        ) as c:
+            assert (await c.get("/healthz")).status_code == 200
+            real = redis.execute_command
+
+            async def refusing(*args, **kw):
+                # What a Redis that cannot persist answers to writes (it still answers PING).
+                if str(args[0]).upper() == "SET":
+                    raise ResponseError("MISCONF Redis is configured to save RDB snapshots")
+                return await real(*args, **kw)
+
+            monkeypatch.setattr(redis, "execute_command", refusing)
+            assert await redis.ping()
+            health = await c.get("/healthz")
+            assert health.status_code == 503 and health.json()["redis"] is False
+    finally:
+        monkeypatch.undo()
+        await wh.stop()
+        await wh.client.aclose()
+
+
+def asgi_client(bot) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=bot.asgi()), base_url="http://bot")
+
+
+class FakeBot:
+    """get_updates as Telegram serves it: updates at or past the offset, oldest first."""
+
+    def __init__(self, ids: list[int]) -> None:
+        self.ids = ids
+        self.offsets: list[int | None] = []
+        self.calls = asyncio.Event()
+
+    async def get_updates(self, offset=None, **kw):
+        self.offsets.append(offset)
+        self.calls.set()
+        await asyncio.sleep(0)
+        if len(self.offsets) > 1:
+            await asyncio.sleep(0.01)  # a long poll with nothing new
+        return [SimpleNamespace(update_id=i) for i in self.ids if offset is None or i >= offset]
+
+
+async def test_the_polling_offset_stays_at_the_oldest_update_not_yet_applied():
+    bot = FakeBot([5, 6, 7])
+    release = asyncio.Event()
+    handled: list[int] = []
+    poller: Poller
+
+    async def process(update):
+        handled.append(update.update_id)
+        if update.update_id == 6:
+            await release.wait()  # being handled (downloading, say), not applied yet
+        poller.mark_applied(update.update_id)
+
+    poller = Poller(bot, process, timeout=1)  # type: ignore[arg-type]
+    poller.start(["message"])
+    await until(lambda: len(bot.offsets) >= 4, what="several polls")
+    assert bot.offsets[-1] == 6  # 5 and 7 are applied, 6 is not: Telegram keeps 6 and 7
+    assert sorted(handled) == [5, 6, 7]  # each handled once, though 6 and 7 came back
+    release.set()
+    await until(lambda: bot.offsets[-1] == 8, what="the offset to move on")
+    await poller.stop()
