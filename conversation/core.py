@@ -505,6 +505,32 @@ def _error_reply(e: ServiceFailed) -> Reply:
     return Reply.of(f"error.{e.kind}", **params)
 
 
+def again(s: ChatState) -> Reply:
+    """The question the chat waits on, asked again (/again): after a message may have been
+    lost, or simply scrolled away."""
+    p = s.pending
+    if p is None or not s.phase.startswith("awaiting_"):
+        return _reply("flow.busy" if p is not None else "flow.nothing_pending")
+    if s.phase == "awaiting_confirm":
+        announced, p.announced = p.announced, True  # "uploaded" was said once: not again
+        parts = _estimate_parts(p)
+        p.announced = announced
+        return _ask_confirm(p, parts)
+    if s.phase == "awaiting_fix":
+        buttons = (
+            (Button("btn.valid_only", f"c:valid:{p.token}", {"valid": p.valid}),),
+            (Button("btn.fix", f"c:drop:{p.token}"),),
+        )
+        return Reply((("flow.fix_or_valid", {"valid": p.valid}),), buttons)
+    if s.phase == "awaiting_count":
+        return _reply("flow.ask_count")
+    if s.phase == "awaiting_model":
+        return _reply("flow.ask_model", model=p.model)
+    if s.phase == "awaiting_mode":
+        return _reply("flow.ask_mode", mode=p.mode, modes=", ".join(sorted(KNOWN_MODES)))
+    return _reply("fallback.ask")
+
+
 def _on_button(s: ChatState, e: ButtonPressed, ctx: Context) -> Result:
     parts = e.data.split(":")
     if len(parts) == 3 and parts[0] == "c":
@@ -675,6 +701,8 @@ def _on_command(s: ChatState, e: CommandReceived, ctx: Context) -> Result:
         return s, [_reply(f"cmd.{name}", admin_line="")]
     if name == "template":
         return s, [SendTemplates()]
+    if name == "again":
+        return s, [again(s)]
     if name == "lang":
         if not args or args[0].lower() not in ("zh", "en"):
             return s, [_reply("cmd.lang_usage")]

@@ -29,12 +29,14 @@ from conversation.events import (
     LookupRows,
     Precheck,
     Reconcile,
+    Reply,
     Submit,
     Upload,
     Watch,
 )
 from conversation.runner import Runner
 from conversation.state import ChatState
+from conversation.store import BEGUN
 
 log = logging.getLogger("conversation.recovery")
 
@@ -84,11 +86,15 @@ class Recovery:
             state = await self.store.load(cid)
             did = False
             for seq, raw in entries:
+                did = True
+                if raw.startswith(BEGUN):
+                    await self._unknown(cid, state, outbox.decode(raw[len(BEGUN) :]))
+                    await self.store.done(cid, seq)
+                    continue
                 effect = outbox.decode(raw)
                 if effect is None:
-                    await self.store.take(cid, seq)
+                    await self.store.done(cid, seq)
                     continue
-                did = True
                 follow = await self.runner.perform_kept(cid, state, effect, seq)
                 if follow is not None:
                     await self.runner.handle(cid, follow)
@@ -108,6 +114,14 @@ class Recovery:
         if did:
             self.resumed += 1
         return did
+
+    async def _unknown(self, chat_id: int | str, state: ChatState, effect: Effect | None) -> None:
+        """A message whose request had left when its sender died: it may have arrived, so it
+        is not sent again. If it asked the user something the chat still waits for, the
+        user is told a message may be missing and how to see it again (/again)."""
+        asks = isinstance(effect, Reply) and bool(effect.buttons)
+        if asks and state.phase.startswith("awaiting_"):
+            await self.runner.perform(chat_id, state, Reply.of("flow.maybe_lost"))
 
     async def _listed_by_live(self) -> set[str]:
         listed: set[str] = set()

@@ -243,25 +243,31 @@ class Runner:
     async def perform_kept(
         self, chat_id: int, state: ChatState, effect: Effect, seq: int | None
     ) -> Event | None:
-        """Perform an effect kept in the outbox as entry `seq` (None: not kept). A message
-        leaves the outbox when its request leaves (the channel passes the send gate); any
-        other kept effect just before it is performed. Taken by someone else: skipped."""
+        """Perform an effect kept in the outbox as entry `seq` (None: not kept). A message is
+        begun when its request leaves (the channel passes the send gate, after any flood
+        wait), any other kept effect just before it is performed; done once it returns.
+        Begun by someone else: skipped."""
         if seq is None:
             return await self.perform(chat_id, state, effect)
 
-        async def take() -> bool:
-            return await self.store.take(chat_id, seq)
+        async def begin() -> bool:
+            return await self.store.begin(chat_id, seq)
 
-        if not isinstance(effect, Reply):
-            return await self.perform(chat_id, state, effect) if await take() else None
-        token = SEND_GATE.set(take)
+        if not isinstance(effect, Reply) and not await begin():
+            return None
+        token = SEND_GATE.set(begin if isinstance(effect, Reply) else None)
         try:
-            return await self.perform(chat_id, state, effect)
+            follow = await self.perform(chat_id, state, effect)
+        except SendWithdrawn:
+            return None
+        except Exception:
+            await self.store.done(chat_id, seq)
+            raise
         finally:
-            unused = SEND_GATE.get() is not None
             SEND_GATE.reset(token)
-            if unused:
-                await take()  # the send failed before its request, or was not made: not kept
+        # Cut short (cancelled, killed): a begun entry stays begun, its outcome unknown.
+        await self.store.done(chat_id, seq)
+        return follow
 
     async def _safe_send(self, chat_id: int, text: str, buttons: Buttons | None = None) -> int | None:
         try:
@@ -270,7 +276,7 @@ class Runner:
                 SEND_PRIORITY.set(ANSWER)  # answered: the rest can wait behind others' first answers
             return sent
         except SendWithdrawn:
-            return None  # another replica took this message over and sends it
+            raise  # another replica took this message over and sends it
         except Exception:  # a failing channel must not take the flow down
             log.exception("send failed for chat %s", chat_id)
             return None

@@ -38,14 +38,22 @@ for i = 1, #due, 2 do
 end
 return out
 """
+# The summary marker: claimed:<ms> (to be sent), begun:<ms> (its request left), sent.
 CLAIM_SUMMARY = """
 local v = redis.call('HGET', KEYS[1], 'summary')
 if v == 'sent' then return 0 end
 if v then
-  local ts = tonumber(string.sub(v, 9))
-  if ts and tonumber(ARGV[1]) - ts <= tonumber(ARGV[2]) then return -1 end
+  local kind, ts = string.match(v, '^(%a+):(%d+)$')
+  local fresh = ts and tonumber(ARGV[1]) - tonumber(ts) <= tonumber(ARGV[2])
+  if fresh then return -1 end
+  if kind == 'begun' then return 0 end
 end
 redis.call('HSET', KEYS[1], 'summary', 'claimed:' .. ARGV[1])
+return 1
+"""
+BEGIN_SUMMARY = """
+if redis.call('HGET', KEYS[1], 'summary') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'summary', 'begun:' .. ARGV[2])
 return 1
 """
 # Intent transition only from an expected state; returns 1 when applied.
@@ -64,6 +72,15 @@ return 0
 SAVE = """
 redis.call('SET', KEYS[1], ARGV[1])
 for i = 2, #ARGV, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
+return 1
+"""
+
+
+BEGUN = "begun:"  # an outbox entry being performed (its outcome unknown if its performer dies)
+BEGIN = """
+local v = redis.call('HGET', KEYS[1], ARGV[1])
+if not v or string.sub(v, 1, #ARGV[2]) == ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. v)
 return 1
 """
 
@@ -94,7 +111,9 @@ class Store:
         self._claim = redis.register_script(CLAIM)
         self._intent_move = redis.register_script(INTENT_MOVE)
         self._claim_summary = redis.register_script(CLAIM_SUMMARY)
+        self._begin_summary = redis.register_script(BEGIN_SUMMARY)
         self._save = redis.register_script(SAVE)
+        self._begin = redis.register_script(BEGIN)
 
     # --- chats -------------------------------------------------------------------------------
 
@@ -117,14 +136,17 @@ class Store:
         await self._save(keys=keys, args=flat)
 
     async def outbox(self, chat_id: int | str) -> list[tuple[int, str]]:
-        """Effects recorded but not yet taken, oldest first."""
+        """Effects recorded and not done, oldest first; one begun shows as `BEGUN` + entry."""
         raw = await self.r.hgetall(self.k.chat(chat_id, "out"))
         return sorted((int(_s(k)), _s(v)) for k, v in raw.items())
 
-    async def take(self, chat_id: int | str, seq: int) -> bool:
-        """Take an outbox entry to perform it now. Only one taker wins; once taken it is never
-        performed again (a send cut short by a crash is not repeated: it may have arrived)."""
-        return bool(await self.r.hdel(self.k.chat(chat_id, "out"), seq))
+    async def begin(self, chat_id: int | str, seq: int) -> bool:
+        """Mark an outbox entry begun, to perform it now. Only one performer wins, and a begun
+        entry is never performed again (a send cut short may have arrived)."""
+        return bool(await self._begin(keys=[self.k.chat(chat_id, "out")], args=[seq, BEGUN]))
+
+    async def done(self, chat_id: int | str, seq: int) -> None:
+        await self.r.hdel(self.k.chat(chat_id, "out"), seq)
 
     async def chat_ids(self) -> AsyncIterator[str]:
         async for key in self.r.scan_iter(match=self.k.chat_pattern(), count=500):
@@ -265,13 +287,21 @@ class Store:
                 total[_s(k)] = total.get(_s(k), 0) + int(v)
         return total
 
-    async def claim_summary(self, job_id: str, stale_ms: int = 150_000) -> int:
-        """Who sends the terminal summary: 1 = you; 0 = already sent; -1 = being sent now.
+    async def claim_summary(self, job_id: str, stale_ms: int = 150_000, now: int | None = None) -> int:
+        """Who sends the terminal summary: 1 = you (claimed at `now`); 0 = sent, or its send
+        began and its sender died (it may have arrived: not sent again); -1 = being sent now.
 
-        A claim older than `stale_ms` that never became "sent" belonged to a watcher that
+        A claim older than `stale_ms` whose request never left belonged to a watcher that
         died before sending; it is taken over, so a crash does not lose the summary.
         """
-        return int(await self._claim_summary(keys=[self.k.job(job_id)], args=[now_ms(), stale_ms]))
+        at = now if now is not None else now_ms()
+        return int(await self._claim_summary(keys=[self.k.job(job_id)], args=[at, stale_ms]))
+
+    async def begin_summary(self, job_id: str, claimed_at: int) -> bool:
+        """The summary's request leaves now; False if the claim was taken over meanwhile."""
+        return bool(
+            await self._begin_summary(keys=[self.k.job(job_id)], args=[f"claimed:{claimed_at}", now_ms()])
+        )
 
     async def summary_sent(self, job_id: str) -> None:
         await self.r.hset(self.k.job(job_id), "summary", "sent")

@@ -25,7 +25,15 @@ from batchjob import errors as bj
 from batchjob.client import BatchJobClient
 from batchjob.models import Job
 from conversation import crash, texts
-from conversation.channel import BACKGROUND, SEND_PRIORITY, Channel, DeliveryUnknown, MessageGone
+from conversation.channel import (
+    BACKGROUND,
+    SEND_GATE,
+    SEND_PRIORITY,
+    Channel,
+    DeliveryUnknown,
+    MessageGone,
+    SendWithdrawn,
+)
 from conversation.settings import ConversationSettings
 from conversation.store import Store, now_ms
 
@@ -189,7 +197,8 @@ class Watcher:
     async def _terminal(
         self, chat: int, lang: str, job: Job, elapsed: float, hint: int | None, rec: dict[str, str]
     ) -> Reschedule | None:
-        claim = await self.store.claim_summary(job.job_id, stale_ms=5 * self.lease_ms)
+        claimed_at = now_ms()
+        claim = await self.store.claim_summary(job.job_id, stale_ms=5 * self.lease_ms, now=claimed_at)
         if claim < 0:
             # Another watcher is sending it right now (or died doing so): look again later.
             return (job.job_id, now_ms() + self.lease_ms, {})
@@ -201,21 +210,36 @@ class Watcher:
                     await self.channel.edit_text(chat, int(rec["msg"]), final)
                 except Exception:
                     log.warning("final progress edit for %s failed", job.job_id)
+            began = False
+
+            async def begin() -> bool:
+                # Passed by the channel as the request leaves (after any flood wait): from
+                # then on the summary counts as sent; a takeover never repeats it.
+                nonlocal began
+                began = await self.store.begin_summary(job.job_id, claimed_at)
+                return began
+
+            gate = SEND_GATE.set(begin)
             try:
                 await self.channel.send_text(chat, texts.summary(lang, job, elapsed, hint))
+            except SendWithdrawn:
+                return (job.job_id, now_ms() + self.lease_ms, {})  # taken over: the other one sends
             except DeliveryUnknown:
                 # It may have arrived: sending again could duplicate it. Keep it as sent.
                 log.warning("summary of %s: delivery unknown, not repeated", job.job_id)
             except asyncio.CancelledError:
-                # Stopped mid-send (shutdown): hand the summary on now, as a takeover of the
-                # stale claim would later, instead of leaving it claimed for five leases.
-                with contextlib.suppress(RedisError):
-                    await self.store.release_summary(job.job_id)
+                # Stopped mid-send (shutdown): a summary whose request had not left is handed
+                # on now, instead of waiting for its claim to go stale.
+                if not began:
+                    with contextlib.suppress(RedisError):
+                        await self.store.release_summary(job.job_id)
                 raise
             except Exception as e:
                 log.warning("summary of %s not sent (%s); will retry", job.job_id, type(e).__name__)
                 await self.store.release_summary(job.job_id)  # known not sent: try again later
                 return (job.job_id, now_ms() + self.next_delay_ms(1), {})
+            finally:
+                SEND_GATE.reset(gate)
             crash.point("summary.after_send")
             await self.store.summary_sent(job.job_id)
             crash.point("summary.after_mark")

@@ -40,7 +40,7 @@ from conversation.settings import ConversationSettings
 log = logging.getLogger("bot.telegram")
 
 ALLOWED_UPDATES = ["message", "callback_query"]
-COMMANDS = ("start", "help", "template", "lang", "status", "jobs", "details", "drop", "cancel")
+COMMANDS = ("start", "help", "template", "lang", "status", "jobs", "details", "drop", "again", "cancel")
 
 
 class TelegramBot:

@@ -78,7 +78,10 @@ return now
 PRIVATE_INTERVAL_MS = 1050  # 1 message/s per chat
 GROUP_INTERVAL_MS = 3050  # 20 messages/min per group
 GLOBAL_INTERVAL_MS = 40  # 25 starts/s: under 30 arrivals/s overall
-IN_FLIGHT_MS = 15_000  # a chat stays busy at most this long if its sender dies mid-request
+# A chat is busy while a request to it is in flight: the mark lapses this soon after its
+# sender dies (a killed replica must not hold its chats up), and is renewed while it lives.
+IN_FLIGHT_MS = 3_000
+RENEW_S = 1.0
 BUSY_POLL_MS = 20  # how often a sender looks again while another request to its chat is in flight
 
 
@@ -115,6 +118,7 @@ class Turns:
 class FloodControl:
     def __init__(self, redis: Redis, *, scale: float = 1.0, keys: Keys | None = None) -> None:
         self.k = keys or current_keys()
+        self.r = redis
         self._chat_ready = redis.register_script(CHAT_READY)
         self._chat_take = redis.register_script(CHAT_TAKE)
         self._global_take = redis.register_script(GLOBAL_TAKE)
@@ -153,6 +157,23 @@ class FloodControl:
                 break
             # Another sender to this chat got there first: wait for the chat again.
         try:
-            return await request()
+            return await self._renewing(keys[1], request)
         finally:
             await self._sent(keys=keys, args=[interval])
+
+    async def _renewing(self, busy: str, request: Callable[[], Awaitable[T]]) -> T:
+        """Run the request, renewing the chat's busy mark each second while it lasts (most
+        requests end before the first renewal: a timer, no task, until then)."""
+        loop = asyncio.get_running_loop()
+        timer: list[asyncio.TimerHandle] = []
+
+        def renew() -> None:
+            task = asyncio.ensure_future(self.r.pexpire(busy, IN_FLIGHT_MS))
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())  # retrieved: no warning
+            timer[0] = loop.call_later(RENEW_S, renew)
+
+        timer.append(loop.call_later(RENEW_S, renew))
+        try:
+            return await request()
+        finally:
+            timer[0].cancel()

@@ -12,7 +12,8 @@ import pytest
 from batchjob.client import BatchJobClient, Timeouts
 from conversation import crash
 from conversation.app import ConversationApp
-from conversation.events import ButtonPressed, FileReceived, TextReceived
+from conversation.channel import pass_gate
+from conversation.events import ButtonPressed, CommandReceived, FileReceived, TextReceived
 from conversation.settings import ConversationSettings
 from conversation.store import now_ms
 from tests.batchjob.conftest import TOKEN
@@ -108,7 +109,8 @@ async def test_a_message_whose_send_began_is_not_sent_again(replicas, channel, w
     src = write("p.csv", "prompt\na cat\n")
 
     async def hang(*args, **kw):
-        raise Killed("mid-send")
+        await pass_gate()  # the request leaves ...
+        raise Killed("... and the process dies before its answer")
 
     monkeypatch.setattr(channel, "send_text", hang)
     with pytest.raises(Killed):
@@ -216,3 +218,32 @@ async def test_a_chat_a_live_replica_works_on_is_left_to_it(replicas, channel, w
     await b.store.r.sadd(b.keys.replica_chats("c"), str(CHAT))
     assert await b.recovery.reap_once() == 0 and len(channel.messages) == messages
     assert await b.leases.dead() == []  # c is buried all the same
+
+
+async def test_a_question_whose_send_began_is_not_repeated_but_the_user_is_told(
+    replicas, channel, write, sandbox, monkeypatch
+):
+    """Killed with the estimate's request on its way: it may have arrived, so no second
+    estimate; the chat still waits for the answer, so the user learns how to see it again."""
+    a, b = replicas
+    src = write("p.csv", "prompt\na cat\n")
+    real = channel.send_text
+
+    async def dies_on_the_estimate(chat_id, text, buttons=None):
+        if "Estimate" in text:
+            await pass_gate()  # the request leaves ...
+            raise Killed("... and the process dies before its answer")
+        return await real(chat_id, text, buttons)
+
+    monkeypatch.setattr(channel, "send_text", dies_on_the_estimate)
+    with pytest.raises(Killed):
+        await a.runner.handle(CHAT, FileReceived(str(src), "p.csv"))
+    monkeypatch.undo()
+    await a.leases.working_on(CHAT)
+    await a.store.r.zadd(a.keys.replicas, {"a": now_ms() - 60_000})
+    await b.recovery.reap_once()
+    assert count(channel, "Estimate") == 0 and count(channel, "/again") == 1
+    assert await b.store.outbox(CHAT) == []
+    await b.runner.handle(CHAT, CommandReceived("again", (), ADMIN))
+    assert count(channel, "Estimate") == 1 and count(channel, "Uploaded") == 0  # said once, earlier
+    await confirm_and_finish(b, channel, sandbox)

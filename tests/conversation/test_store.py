@@ -70,13 +70,27 @@ async def _until_gone(redis, key: str) -> None:
     raise AssertionError(f"{key} never expired")
 
 
-async def test_outbox_entries_are_saved_with_the_state_and_taken_once(redis):
+async def test_outbox_entries_are_saved_with_the_state_and_begun_once(redis):
     store = Store(redis)
     await store.save(5, ChatState(out_seq=2), {1: "first", 2: "second"})
     assert await store.outbox(5) == [(1, "first"), (2, "second")]
-    results = await asyncio.gather(*(store.take(5, 1) for _ in range(5)))
+    results = await asyncio.gather(*(store.begin(5, 1) for _ in range(5)))
     assert results.count(True) == 1  # one performer, however many replicas try
+    assert await store.outbox(5) == [(1, "begun:first"), (2, "second")]  # its outcome unknown till done
+    await store.done(5, 1)
     assert await store.outbox(5) == [(2, "second")]
+
+
+async def test_a_summary_whose_request_left_is_never_claimed_again(redis):
+    store = Store(redis)
+    await store.add_job("a", 1)
+    t = now_ms() - 200_000
+    assert await store.claim_summary("a", stale_ms=60_000, now=t) == 1
+    assert await store.begin_summary("a", t) is True
+    assert await store.claim_summary("a", stale_ms=60_000) == -1  # its request may be on its way
+    later = now_ms() + 61_000  # its sender died long ago
+    assert await store.claim_summary("a", stale_ms=60_000, now=later) == 0  # may have arrived: not again
+    assert await store.begin_summary("a", t + 1) is False  # not the claim of record
 
 
 async def test_dead_replicas_are_told_from_live_ones(redis):

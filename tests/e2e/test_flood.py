@@ -137,3 +137,25 @@ def test_secrets_are_redacted_from_every_log_record(caplog):
     with caplog.at_level(logging.DEBUG):
         logging.getLogger("httpx").info("HTTP Request: POST %s", "http://x/botvery-secret-token-123/getMe")
     assert "very-secret-token-123" not in caplog.text and "bot***/getMe" in caplog.text
+
+
+async def test_a_slow_request_keeps_its_chat_busy_and_a_dead_senders_mark_lapses(redis, monkeypatch):
+    from bot.telegram import flood as flood_mod
+
+    monkeypatch.setattr(flood_mod, "IN_FLIGHT_MS", 400)
+    monkeypatch.setattr(flood_mod, "RENEW_S", 0.05)
+    flood = FloodControl(redis, scale=0.01)
+    busy = flood.k.flood_chat(5)[1]
+    seen: list[int] = []
+
+    async def slow() -> None:
+        for _ in range(20):  # 1 s in flight: longer than the mark lasts unrenewed
+            await asyncio.sleep(0.05)
+            seen.append(await redis.pttl(busy))
+
+    await flood.send(5, slow)
+    assert min(seen[12:]) > 0  # still busy late in the request: renewed while it lives
+    assert not await redis.exists(busy)  # done: free at once
+    # A sender that dies mid-request renews nothing: its mark lapses within IN_FLIGHT_MS.
+    assert int(await flood._chat_take(keys=flood.k.flood_chat(6), args=[200])) == 0
+    assert 0 < await redis.pttl(flood.k.flood_chat(6)[1]) <= 200
