@@ -15,7 +15,7 @@ def test_every_variable_is_documented():
     readme = (ROOT / "README.md").read_text()
     names = [f"BATCHJOB_{n.upper()}" for n in ServiceSettings.model_fields]
     names += [f"BOT_{n.upper()}" for n in ConversationSettings.model_fields]
-    names += ["REDIS_URL"]
+    names += ["REDIS_URL", "REDIS_CLUSTER", "BOT_REPLICA_ID"]
     names += [n.upper() for n in TelegramSettings.model_fields]
     for name in names:
         assert name in example, name
