@@ -71,12 +71,13 @@ def needs_work(state: ChatState) -> bool:
 
 
 class Recovery:
-    def __init__(self, runner: Runner, every_s: float) -> None:
+    def __init__(self, runner: Runner, every_s: float, concurrency: int = 32) -> None:
         self.runner = runner
         self.store = runner.store
         self.leases = runner.leases
         self.every_s = every_s
         self.resumed = 0  # chats resumed by this replica (metrics)
+        self._sem = asyncio.Semaphore(concurrency)
 
     async def resume_chat(self, chat_id: int | str) -> bool:
         """Carry on what the chat has in flight. True when there was something to do."""
@@ -158,34 +159,57 @@ class Recovery:
                 continue
             log.warning("replica %s stopped beating; resuming its chats", dead)
             busy = await self._listed_by_live()
+            chats = [c for c in await self.leases.chats_of(dead) if c not in busy]
+            # All at once (bounded): a dead replica's chats wait for no one but themselves.
+            results = await asyncio.gather(*(self._resume_guarded(dead, chat) for chat in chats))
+            touched += sum(results)
             for chat in await self.leases.chats_of(dead):
-                if chat not in busy:
-                    try:
-                        touched += await self.resume_chat(chat)
-                    except RedisError:
-                        raise
-                    except Exception:
-                        log.exception("resuming chat %s failed", chat)
-                await self.leases.handed_over(dead, chat)
+                if chat in busy:
+                    await self.leases.handed_over(dead, chat)
             await self.leases.bury(dead)
         return touched
 
+    async def _resume_guarded(self, dead: str, chat: str) -> bool:
+        async with self._sem:
+            try:
+                did = await self.resume_chat(chat)
+            except RedisError:
+                raise
+            except Exception:
+                log.exception("resuming chat %s failed", chat)
+                did = False
+            await self.leases.handed_over(dead, chat)
+            return did
+
     async def run(self, started: asyncio.Event | None = None) -> None:
+        # The heartbeat has a task of its own: resuming many chats must not make this
+        # replica look dead to the others.
         await self.leases.beat()
+        beating = asyncio.create_task(self._beat(), name="heartbeat")
         try:
-            await self.startup()
-        except Exception:
-            log.exception("recovery at start failed")
-        if started is not None:
-            started.set()
+            try:
+                await self.startup()
+            except Exception:
+                log.exception("recovery at start failed")
+            if started is not None:
+                started.set()
+            while True:
+                await asyncio.sleep(self.every_s)
+                try:
+                    await self.reap_once()
+                except RedisError:
+                    log.warning("storage unavailable; recovery waits")
+                except Exception:
+                    log.exception("recovery pass failed")
+        finally:
+            beating.cancel()
+
+    async def _beat(self) -> None:
         while True:
             try:
                 await self.leases.beat()
-                await self.reap_once()
             except RedisError:
-                log.warning("storage unavailable; recovery waits")
-            except Exception:
-                log.exception("recovery pass failed")
+                log.warning("storage unavailable; heartbeat waits")
             await asyncio.sleep(self.every_s)
 
     async def retire(self) -> None:
