@@ -28,9 +28,10 @@ log = logging.getLogger("conversation.leases")
 UPDATE_DONE_TTL_S = 86_400
 
 # 1 = leased to you; 0 = done already; -1 = leased to a live handler (maybe yourself).
+# Any other value is done too: the marker of the release before leases ("1").
 CLAIM_UPDATE = """
 local v = redis.call('GET', KEYS[1])
-if v == 'done' then return 0 end
+if v and string.sub(v, 1, 4) ~= 'run:' then return 0 end
 if v then return -1 end
 redis.call('SET', KEYS[1], 'run:' .. ARGV[1], 'PX', tonumber(ARGV[2]))
 return 1

@@ -54,6 +54,12 @@ async def test_an_update_is_leased_then_done(redis):
     assert 0 < await redis.ttl(a.k.update(1001)) <= 86_400
 
 
+async def test_a_marker_of_the_release_before_leases_counts_as_done(redis):
+    a = Leases(redis, "a")
+    await redis.set(a.k.update(55), "1", ex=86_400)  # "seen" in the old layout
+    assert await a.claim_update(55) == "done"
+
+
 async def test_an_update_whose_handler_died_is_handled_again(redis):
     a, b = Leases(redis, "a"), Leases(redis, "b")
     assert await a.claim_update(7, lease_ms=60_000) == "new"
