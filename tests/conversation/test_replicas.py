@@ -4,7 +4,6 @@ replica, which has a media directory of its own (the dead host's disk is gone)."
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 
 import pytest
@@ -17,6 +16,7 @@ from conversation.events import ButtonPressed, CommandReceived, FileReceived, Te
 from conversation.settings import ConversationSettings
 from conversation.store import now_ms
 from tests.batchjob.conftest import TOKEN
+from tests.conversation.test_flow import drain
 
 CHAT = 300
 ADMIN = 7
@@ -61,18 +61,32 @@ async def kill_at(monkeypatch, app, point: str, nth: int, coro) -> None:
     with pytest.raises(Killed):
         await coro
     monkeypatch.setattr(crash, "point", real)
-    await app.leases.working_on(CHAT)  # what the kill left listed
-    await app.store.r.zadd(app.keys.replicas, {app.leases.replica: now_ms() - 60_000})
+    await died(app)
     shutil.rmtree(app.runner.media, ignore_errors=True)  # its disk went with it
 
 
-async def drain(app, timeout=15.0):
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while await app.store.scheduled():
-        assert loop.time() < deadline, "jobs still scheduled"
-        if not await app.watcher.run_once():
-            await asyncio.sleep(0.02)
+async def died(app) -> None:
+    """What a kill leaves: the chat still listed as the replica's work, its heartbeat old."""
+    await app.leases.working_on(CHAT)
+    await app.store.r.zadd(app.keys.replicas, {app.leases.replica: now_ms() - 60_000})
+
+
+async def killed_mid_send(monkeypatch, app, channel, coro, when=lambda text: True) -> None:
+    """Run `coro` until a message (the first one `when` accepts) is on its way: its request
+    has left (the send gate is passed), then the process dies before the answer."""
+    real = channel.send_text
+
+    async def send(chat_id, text, buttons=None):
+        if when(text):
+            await pass_gate()
+            raise Killed("mid-send")
+        return await real(chat_id, text, buttons)
+
+    monkeypatch.setattr(channel, "send_text", send)
+    with pytest.raises(Killed):
+        await coro
+    monkeypatch.undo()
+    await died(app)
 
 
 def count(channel, needle: str) -> int:
@@ -107,17 +121,7 @@ async def test_a_message_whose_send_began_is_not_sent_again(replicas, channel, w
     """Taken out of the outbox and then killed mid-send: it may have arrived, so not repeated."""
     a, b = replicas
     src = write("p.csv", "prompt\na cat\n")
-
-    async def hang(*args, **kw):
-        await pass_gate()  # the request leaves ...
-        raise Killed("... and the process dies before its answer")
-
-    monkeypatch.setattr(channel, "send_text", hang)
-    with pytest.raises(Killed):
-        await a.runner.handle(CHAT, FileReceived(str(src), "p.csv"))
-    monkeypatch.undo()
-    await a.leases.working_on(CHAT)
-    await a.store.r.zadd(a.keys.replicas, {"a": now_ms() - 60_000})
+    await killed_mid_send(monkeypatch, a, channel, a.runner.handle(CHAT, FileReceived(str(src), "p.csv")))
     await b.recovery.reap_once()
     # The report's send had begun (it may have arrived): not repeated; the flow goes on.
     assert count(channel, "Checked your file") == 0 and count(channel, "Estimate") == 1
@@ -227,20 +231,8 @@ async def test_a_question_whose_send_began_is_not_repeated_but_the_user_is_told(
     estimate; the chat still waits for the answer, so the user learns how to see it again."""
     a, b = replicas
     src = write("p.csv", "prompt\na cat\n")
-    real = channel.send_text
-
-    async def dies_on_the_estimate(chat_id, text, buttons=None):
-        if "Estimate" in text:
-            await pass_gate()  # the request leaves ...
-            raise Killed("... and the process dies before its answer")
-        return await real(chat_id, text, buttons)
-
-    monkeypatch.setattr(channel, "send_text", dies_on_the_estimate)
-    with pytest.raises(Killed):
-        await a.runner.handle(CHAT, FileReceived(str(src), "p.csv"))
-    monkeypatch.undo()
-    await a.leases.working_on(CHAT)
-    await a.store.r.zadd(a.keys.replicas, {"a": now_ms() - 60_000})
+    handling = a.runner.handle(CHAT, FileReceived(str(src), "p.csv"))
+    await killed_mid_send(monkeypatch, a, channel, handling, when=lambda text: "Estimate" in text)
     await b.recovery.reap_once()
     assert count(channel, "Estimate") == 0 and count(channel, "/again") == 1
     assert await b.store.outbox(CHAT) == []
