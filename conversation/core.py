@@ -32,7 +32,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from batchjob import DEFAULT_MODE, DEFAULT_MODEL, format_amount
 from conversation.events import (
     Button,
     ButtonPressed,
@@ -72,11 +71,16 @@ from conversation.events import (
     Uploaded,
     Watch,
 )
+from conversation.prompts import KNOWN_MODES, again, fix_buttons
+from conversation.prompts import ask_cancel as _ask_cancel
+from conversation.prompts import ask_confirm as _ask_confirm
+from conversation.prompts import error_reply as _error_reply
+from conversation.prompts import estimate_parts as _estimate_parts
+from conversation.prompts import report_parts as _report_parts
 from conversation.state import ChatState, Pending
 
 MAX_ERRORS_INLINE = 10
 RECENT_JOBS = 20
-KNOWN_MODES = frozenset({"fast", "standard", "batch", "economy", "priority"})
 CONFIRM_WORDS = frozenset(
     {"ok", "yes", "y", "go", "submit", "confirm", "确认", "提交", "好", "好的", "是", "开始"}
 )
@@ -164,54 +168,6 @@ def parse_choice(text: str) -> tuple[str | None, str | None, bool, bool]:
         elif low in ESTIMATE_WORDS:
             estimate = True
     return model, mode, confirm, estimate
-
-
-def _confirm_buttons(p: Pending) -> tuple[tuple[Button, ...], ...]:
-    t = p.token
-    return (
-        (Button("btn.submit", f"c:go:{t}", {"model": p.model, "mode": p.mode}),),
-        (Button("btn.change_model", f"c:model:{t}"), Button("btn.change_mode", f"c:mode:{t}")),
-        (Button("btn.estimate_only", f"c:est:{t}"), Button("btn.drop", f"c:drop:{t}")),
-    )
-
-
-def _estimate_parts(p: Pending) -> list[tuple[str, dict[str, Any]]]:
-    """'Uploaded' (when this flow uploaded the file) and the estimate, as one message."""
-    est = p.estimate or {}
-    parts: list[tuple[str, dict[str, Any]]] = []
-    if (p.converted or p.path) and not p.announced:
-        parts.append(("flow.uploaded", {"file_id": p.file_id, "count": p.row_count}))
-        p.announced = True
-    parts.append(
-        (
-            "flow.estimate",
-            {
-                "count": p.row_count,
-                "cost": format_amount(est.get("estimated_cost")),
-                "currency": est.get("currency") or "",
-                "balance": format_amount(est.get("balance")),
-            },
-        )
-    )
-    if est.get("sufficient") is False:
-        parts.append(("flow.estimate_insufficient", {}))
-    return parts
-
-
-def _ask_confirm(p: Pending, parts: list[tuple[str, dict[str, Any]]]) -> Reply:
-    parts = list(parts)
-    parts.append(
-        (
-            "flow.confirm",
-            {
-                "model": p.model,
-                "mode": p.mode,
-                "default_model": DEFAULT_MODEL,
-                "default_mode": DEFAULT_MODE,
-            },
-        )
-    )
-    return Reply(tuple(parts), _confirm_buttons(p))
 
 
 def _submit(s: ChatState, ctx: Context) -> Result:
@@ -357,33 +313,6 @@ def _on_resolve_failed(s: ChatState, e: ResolveFailed, ctx: Context) -> Result:
     return _fallback(s, ctx, e.reason)
 
 
-def _report_parts(report: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    rows = report.get("rows") or {}
-    parts: list[tuple[str, dict[str, Any]]] = [
-        (
-            "flow.report_sheet" if report.get("sheet") else "flow.report",
-            {
-                "format": report.get("format") or "?",
-                "sheet": report.get("sheet") or "",
-                "total": rows.get("total", 0),
-                "valid": rows.get("valid", 0),
-                "invalid": rows.get("invalid", 0),
-                "skipped": rows.get("skipped", 0),
-            },
-        )
-    ]
-    used = [c["name"] for c in report.get("columns") or [] if c.get("field")]
-    unused = [c["name"] for c in report.get("columns") or [] if not c.get("field")]
-    if used:
-        parts.append(("flow.columns_used", {"columns": ", ".join(used)}))
-    if unused:
-        parts.append(("flow.columns_unused", {"columns": ", ".join(unused)}))
-    counts = report.get("warning_counts") or {}
-    if counts.get("sd_weight_syntax"):
-        parts.append(("flow.sd_weights", {"count": counts["sd_weight_syntax"]}))
-    return parts
-
-
 def _on_inspected(s: ChatState, e: Inspected, ctx: Context) -> Result:
     if s.phase != "inspecting" or s.pending is None:
         return s, [Cleanup((e.converted,))] if e.converted else []
@@ -411,10 +340,7 @@ def _on_inspected(s: ChatState, e: Inspected, ctx: Context) -> Result:
             s, out = _drop(s)
             return s, [Reply((*parts, ("flow.no_valid_rows", {}), ("flow.fix_hint", {}))), *out]
         s.phase = "awaiting_fix"
-        buttons = (
-            (Button("btn.valid_only", f"c:valid:{p.token}", {"valid": p.valid}),),
-            (Button("btn.fix", f"c:drop:{p.token}"),),
-        )
+        buttons = fix_buttons(p)
         document = (
             tuple(
                 (str(err.get("row") or ""), str(err.get("column") or ""), err.get("message", ""))
@@ -500,37 +426,6 @@ def _on_failed(s: ChatState, e: ServiceFailed, ctx: Context) -> Result:
     return s, [_error_reply(e), *out]
 
 
-def _error_reply(e: ServiceFailed) -> Reply:
-    params = {"message": e.message, **e.params}
-    return Reply.of(f"error.{e.kind}", **params)
-
-
-def again(s: ChatState) -> Reply:
-    """The question the chat waits on, asked again (/again): after a message may have been
-    lost, or simply scrolled away."""
-    p = s.pending
-    if p is None or not s.phase.startswith("awaiting_"):
-        return _reply("flow.busy" if p is not None else "flow.nothing_pending")
-    if s.phase == "awaiting_confirm":
-        announced, p.announced = p.announced, True  # "uploaded" was said once: not again
-        parts = _estimate_parts(p)
-        p.announced = announced
-        return _ask_confirm(p, parts)
-    if s.phase == "awaiting_fix":
-        buttons = (
-            (Button("btn.valid_only", f"c:valid:{p.token}", {"valid": p.valid}),),
-            (Button("btn.fix", f"c:drop:{p.token}"),),
-        )
-        return Reply((("flow.fix_or_valid", {"valid": p.valid}),), buttons)
-    if s.phase == "awaiting_count":
-        return _reply("flow.ask_count")
-    if s.phase == "awaiting_model":
-        return _reply("flow.ask_model", model=p.model)
-    if s.phase == "awaiting_mode":
-        return _reply("flow.ask_mode", mode=p.mode, modes=", ".join(sorted(KNOWN_MODES)))
-    return _reply("fallback.ask")
-
-
 def _on_button(s: ChatState, e: ButtonPressed, ctx: Context) -> Result:
     parts = e.data.split(":")
     if len(parts) == 3 and parts[0] == "c":
@@ -561,15 +456,6 @@ def _on_button(s: ChatState, e: ButtonPressed, ctx: Context) -> Result:
         if answer == "y" and _JOB_ID.match(job_id):
             return s, [CancelJob(job_id, reason)]
     return s, [_reply("flow.stale_button")]
-
-
-def _ask_cancel(job_id: str, reason: str) -> Reply:
-    return Reply.of(
-        "cmd.cancel_confirm",
-        ((Button("btn.cancel_yes", f"k:y:{job_id}"), Button("btn.cancel_no", f"k:n:{job_id}")),),
-        job_id=job_id,
-        reason=reason or "-",
-    )
 
 
 def _confirm_action(s: ChatState, action: str, ctx: Context) -> Result:

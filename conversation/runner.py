@@ -18,16 +18,15 @@ import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 from redis.exceptions import RedisError
 
 import locales
 from batchjob import errors as bj
-from batchjob import format_amount, redaction, templates
+from batchjob import templates
 from batchjob.client import BatchJobClient, sanitize_filename
 from batchjob.input import Limits, isolation
-from conversation import core, crash, outbox, resolve
+from conversation import core, crash, outbox, resolve, submission, views
 from conversation.channel import (
     ANSWER,
     FIRST_ANSWER,
@@ -58,14 +57,11 @@ from conversation.events import (
     Precheck,
     Prechecked,
     Reconcile,
-    Reconciled,
     Reply,
     ResolveFailed,
     RowsKnown,
     SendTemplates,
-    ServiceFailed,
     Submit,
-    Submitted,
     Upload,
     Uploaded,
     Watch,
@@ -74,51 +70,12 @@ from conversation.leases import Leases, replica_id
 from conversation.settings import ConversationSettings
 from conversation.state import ChatState
 from conversation.store import Store, now_ms
-from conversation.texts import job_buttons, status_line
+from conversation.submission import service_failure
+from conversation.texts import job_buttons
 
 log = logging.getLogger("conversation.runner")
 
-RECONCILE_SKEW_MS = 60_000  # clocks of the bot and the service may differ this much
 APPLIED_KEPT = 32  # event ids a chat remembers: redeliveries come within minutes
-
-
-def _created_ms(value: str | float | None) -> int | None:
-    """A job's creation time in ms from an ISO string or epoch seconds/ms; None if unknown."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, int | float):
-        return int(value if value > 1e12 else value * 1000)
-    try:
-        from datetime import UTC, datetime
-
-        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-        if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=UTC)
-        return int(parsed.timestamp() * 1000)
-    except ValueError:
-        return None
-
-
-def service_failure(step: str, e: bj.BatchJobError) -> ServiceFailed:
-    kinds = [
-        (bj.AuthError, "auth"),
-        (bj.InsufficientBalance, "balance"),
-        (bj.ValidationError, "validation"),
-        (bj.NotFound, "not_found"),
-        (bj.Conflict, "conflict"),
-        (bj.OutcomeUnknown, "unknown"),
-        (bj.Unavailable, "unavailable"),
-    ]
-    kind = next((k for cls, k in kinds if isinstance(e, cls)), "unavailable")
-    params: dict[str, Any] = {}
-    if isinstance(e, bj.InsufficientBalance):
-        params = {
-            "current": format_amount(e.current),
-            "required": format_amount(e.required),
-            "shortfall": format_amount(e.shortfall),
-        }
-    # The service's own words, shown to the user: without any secret, and short.
-    return ServiceFailed(step, kind, redaction.redact(e.message or e.code or e.kind, 300), params)
 
 
 class Runner:
@@ -371,9 +328,9 @@ class Runner:
                     )
                 )
             case Submit():
-                return await self._submit(chat_id, effect)
+                return await submission.submit(self.store, self.client, chat_id, effect)
             case Reconcile(intent_id=intent_id, file_id=file_id):
-                return await self._reconcile(intent_id, file_id)
+                return await submission.reconcile(self.store, self.client, intent_id, file_id)
             case LookupRows(file_id=file_id):
                 return RowsKnown(file_id, await self.store.file_rows(file_id))
             case Watch(job_id=job_id, intent_id=intent_id, record_count=count, announce=announce):
@@ -391,17 +348,17 @@ class Runner:
                 try:
                     job = await self.client.cancel(job_id, reason)
                 except bj.BatchJobError as e:
-                    await self._reply_failure(chat_id, lang, service_failure("cancel", e))
+                    await self._safe_send(chat_id, views.failure_text(lang, service_failure("cancel", e)))
                     return None
                 await self._safe_send(
                     chat_id, locales.t(lang, "cmd.cancelled", job_id=job_id, status=job.status)
                 )
             case JobStatus(job_id=job_id):
-                await self._status(chat_id, lang, state, job_id)
+                await self._safe_send(chat_id, await views.status(self.client, lang, state, job_id))
             case ListJobs():
-                await self._list(chat_id, lang, state, effect)
+                await self._safe_send(chat_id, await views.job_list(self.client, lang, state, effect))
             case Details(job_id=job_id):
-                await self._details(chat_id, lang, job_id)
+                await self._safe_send(chat_id, await views.details(self.client, lang, job_id))
             case SendTemplates():
                 await self._safe_send(chat_id, locales.t(lang, "cmd.templates"))
                 for kind, name in (
@@ -439,10 +396,6 @@ class Runner:
         except OSError:
             log.warning("could not remove %s", p.name)
 
-    async def _reply_failure(self, chat_id: int, lang: str, failure: ServiceFailed) -> None:
-        text = locales.t(lang, f"error.{failure.kind}", message=failure.message, **failure.params)
-        await self._safe_send(chat_id, text)
-
     async def _send_errors(self, chat_id: int, lang: str, rows: tuple[tuple[str, str, str], ...]) -> None:
         buf = io.StringIO()
         w = csv.writer(buf)
@@ -453,123 +406,3 @@ class Runner:
         await self.channel.send_document(
             chat_id, "row-errors.csv", "\ufeff".encode() + buf.getvalue().encode()
         )
-
-    async def _submit(self, chat_id: int, effect: Submit) -> Event:
-        """At most one POST per intent: the intent is recorded as SUBMITTING before it."""
-        crash.point("submit.before_intent")
-        if not await self.store.intent_begin(effect.intent_id, chat_id, effect.file_id):
-            intent = await self.store.intent(effect.intent_id)
-            state = intent.get(b"state", b"").decode() if intent else ""
-            job_id = intent.get(b"job_id", b"").decode() if intent else ""
-            if state == "SUBMITTED" and job_id:
-                return Submitted(job_id)
-            return ServiceFailed("submit", "unknown", "interrupted")
-        crash.point("submit.after_intent")
-        try:
-            job = await self.client.submit(effect.file_id, effect.model, effect.mode)
-        except bj.OutcomeUnknown as e:
-            await self.store.intent_move(effect.intent_id, "SUBMITTING", "UNKNOWN")
-            return service_failure("submit", e)
-        except bj.BatchJobError as e:
-            await self.store.intent_move(effect.intent_id, "SUBMITTING", "REJECTED")
-            return service_failure("submit", e)
-        crash.point("submit.after_post")  # the job exists; its id is not recorded anywhere yet
-        await self.store.intent_move(effect.intent_id, "SUBMITTING", "SUBMITTED", job.job_id)
-        crash.point("submit.after_record")
-        return Submitted(job.job_id, job.status)
-
-    async def _reconcile(self, intent_id: str, file_id: str) -> Event:
-        """Find the job a lost submit answer would have named: same file, created since the intent.
-
-        The time window keeps an older job of the same file (a file_id can be submitted again
-        on purpose) from being adopted by mistake.
-        """
-        intent = await self.store.intent(intent_id) if intent_id else {}
-        since = int(intent.get(b"created_ms", b"0") or 0) - RECONCILE_SKEW_MS if intent else 0
-        try:
-            for page in range(1, 4):
-                listing = await self.client.list_jobs(page=page, page_size=50)
-                for job in listing.items:
-                    created = _created_ms(job.created_at)
-                    if job.file_id == file_id and (created is None or created >= since):
-                        if intent_id:
-                            for state in ("UNKNOWN", "SUBMITTING"):
-                                if await self.store.intent_move(intent_id, state, "SUBMITTED", job.job_id):
-                                    break
-                        return Reconciled(job.job_id)
-                if len(listing.items) < 50:
-                    break
-        except bj.BatchJobError:
-            pass
-        return Reconciled(None)
-
-    async def _status(self, chat_id: int, lang: str, state: ChatState, job_id: str | None) -> None:
-        ids = [job_id] if job_id else state.jobs[-10:]
-        if not ids:
-            await self._safe_send(chat_id, locales.t(lang, "cmd.status_none"))
-            return
-        lines = []
-        for jid in ids:
-            try:
-                job = await self.client.get_job(jid)
-            except bj.BatchJobError as e:
-                await self._reply_failure(chat_id, lang, service_failure("status", e))
-                return
-            lines.append(status_line(lang, job))
-            if job.output_summary_url and job_id:
-                lines.append(locales.t(lang, "job.summary_url", url=job.output_summary_url))
-        await self._safe_send(chat_id, "\n".join(lines))
-
-    async def _list(self, chat_id: int, lang: str, state: ChatState, effect: ListJobs) -> None:
-        try:
-            if effect.admin:
-                page = await self.client.list_jobs(page=effect.page, page_size=20, status=effect.status)
-                jobs, total = page.items, page.total
-            else:
-                jobs = [await self.client.get_job(j) for j in state.recent[:10]]
-                total = len(state.recent)
-        except bj.BatchJobError as e:
-            await self._reply_failure(chat_id, lang, service_failure("list", e))
-            return
-        if not jobs:
-            await self._safe_send(chat_id, locales.t(lang, "cmd.jobs_empty"))
-            return
-        lines = [status_line(lang, j) for j in jobs]
-        lines.append(
-            locales.t(
-                lang,
-                "cmd.jobs_page",
-                page=effect.page,
-                count=len(jobs),
-                total=total if total is not None else "?",
-            )
-        )
-        await self._safe_send(chat_id, "\n".join(lines))
-
-    async def _details(self, chat_id: int, lang: str, job_id: str) -> None:
-        """Fetch output_summary_url: only here, on the user's explicit request."""
-        try:
-            job = await self.client.get_job(job_id)
-            if not job.output_summary_url:
-                await self._safe_send(chat_id, locales.t(lang, "job.details_unavailable", job_id=job_id))
-                return
-            summary = await self.client.fetch_summary(job.output_summary_url)
-        except bj.BatchJobError as e:
-            await self._reply_failure(chat_id, lang, service_failure("details", e))
-            return
-        records = summary.get("records", []) if isinstance(summary, dict) else []
-        failed = [r for r in records if isinstance(r, dict) and r.get("status") == "failed"]
-        if not failed:
-            await self._safe_send(chat_id, locales.t(lang, "job.details_none", job_id=job_id))
-            return
-        lines = [locales.t(lang, "job.details", job_id=job_id, failed=len(failed), total=len(records))]
-        for r in failed[:10]:
-            lines.append(
-                locales.t(
-                    lang,
-                    "job.details_line",
-                    index=r.get("index"),
-                    error=redaction.redact(str(r.get("error")), 200),
-                )
-            )
-        await self._safe_send(chat_id, "\n".join(lines))

@@ -18,7 +18,7 @@ import pytest
 from batchjob import redaction
 from batchjob.client import BatchJobClient
 from batchjob.errors import ValidationError
-from conversation.runner import service_failure
+from conversation.submission import service_failure
 from tests.e2e.fake_telegram import FakeTelegram
 
 BOT_TOKEN = "999999:Wrong-TOKEN-never-shown"

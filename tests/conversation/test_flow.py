@@ -13,6 +13,7 @@ from batchjob.client import BatchJobClient, Timeouts
 from conversation.app import ConversationApp
 from conversation.events import ButtonPressed, CommandReceived, FileReceived, TextReceived
 from conversation.settings import ConversationSettings
+from conversation.submission import reconcile
 from tests.batchjob.conftest import TOKEN
 from tests.files import xlsx
 
@@ -246,9 +247,9 @@ async def test_reconcile_adopts_only_a_job_created_since_the_intent(app, write, 
     old = await app.client.submit(up.file_id)
     sandbox.state.jobs[old.job_id].created_at = "2020-01-01T00:00:00+00:00"  # long before the intent
     await app.store.intent_begin("i-new", CHAT, up.file_id)
-    assert (await app.runner._reconcile("i-new", up.file_id)).job_id is None
+    assert (await reconcile(app.store, app.client, "i-new", up.file_id)).job_id is None
     new = await app.client.submit(up.file_id)
-    assert (await app.runner._reconcile("i-new", up.file_id)).job_id == new.job_id
+    assert (await reconcile(app.store, app.client, "i-new", up.file_id)).job_id == new.job_id
     assert (await app.store.intent("i-new"))[b"job_id"].decode() == new.job_id
 
 

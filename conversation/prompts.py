@@ -1,0 +1,134 @@
+"""What the bot asks and reports, built from the state (pure): the estimate and its
+confirmation, the row report, the questions a chat waits on (again, after /again)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from batchjob import DEFAULT_MODE, DEFAULT_MODEL, format_amount
+from conversation.events import Button, Reply, ServiceFailed
+from conversation.state import ChatState, Pending
+
+KNOWN_MODES = frozenset({"fast", "standard", "batch", "economy", "priority"})
+
+
+def _reply(key: str, **params: Any) -> Reply:
+    return Reply.of(key, **params)
+
+
+def fix_buttons(p: Pending) -> tuple[tuple[Button, ...], ...]:
+    return (
+        (Button("btn.valid_only", f"c:valid:{p.token}", {"valid": p.valid}),),
+        (Button("btn.fix", f"c:drop:{p.token}"),),
+    )
+
+
+def confirm_buttons(p: Pending) -> tuple[tuple[Button, ...], ...]:
+    t = p.token
+    return (
+        (Button("btn.submit", f"c:go:{t}", {"model": p.model, "mode": p.mode}),),
+        (Button("btn.change_model", f"c:model:{t}"), Button("btn.change_mode", f"c:mode:{t}")),
+        (Button("btn.estimate_only", f"c:est:{t}"), Button("btn.drop", f"c:drop:{t}")),
+    )
+
+
+def estimate_parts(p: Pending) -> list[tuple[str, dict[str, Any]]]:
+    """'Uploaded' (when this flow uploaded the file) and the estimate, as one message."""
+    est = p.estimate or {}
+    parts: list[tuple[str, dict[str, Any]]] = []
+    if (p.converted or p.path) and not p.announced:
+        parts.append(("flow.uploaded", {"file_id": p.file_id, "count": p.row_count}))
+        p.announced = True
+    parts.append(
+        (
+            "flow.estimate",
+            {
+                "count": p.row_count,
+                "cost": format_amount(est.get("estimated_cost")),
+                "currency": est.get("currency") or "",
+                "balance": format_amount(est.get("balance")),
+            },
+        )
+    )
+    if est.get("sufficient") is False:
+        parts.append(("flow.estimate_insufficient", {}))
+    return parts
+
+
+def ask_confirm(p: Pending, parts: list[tuple[str, dict[str, Any]]]) -> Reply:
+    parts = list(parts)
+    parts.append(
+        (
+            "flow.confirm",
+            {
+                "model": p.model,
+                "mode": p.mode,
+                "default_model": DEFAULT_MODEL,
+                "default_mode": DEFAULT_MODE,
+            },
+        )
+    )
+    return Reply(tuple(parts), confirm_buttons(p))
+
+
+def report_parts(report: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    rows = report.get("rows") or {}
+    parts: list[tuple[str, dict[str, Any]]] = [
+        (
+            "flow.report_sheet" if report.get("sheet") else "flow.report",
+            {
+                "format": report.get("format") or "?",
+                "sheet": report.get("sheet") or "",
+                "total": rows.get("total", 0),
+                "valid": rows.get("valid", 0),
+                "invalid": rows.get("invalid", 0),
+                "skipped": rows.get("skipped", 0),
+            },
+        )
+    ]
+    used = [c["name"] for c in report.get("columns") or [] if c.get("field")]
+    unused = [c["name"] for c in report.get("columns") or [] if not c.get("field")]
+    if used:
+        parts.append(("flow.columns_used", {"columns": ", ".join(used)}))
+    if unused:
+        parts.append(("flow.columns_unused", {"columns": ", ".join(unused)}))
+    counts = report.get("warning_counts") or {}
+    if counts.get("sd_weight_syntax"):
+        parts.append(("flow.sd_weights", {"count": counts["sd_weight_syntax"]}))
+    return parts
+
+
+def error_reply(e: ServiceFailed) -> Reply:
+    params = {"message": e.message, **e.params}
+    return Reply.of(f"error.{e.kind}", **params)
+
+
+def again(s: ChatState) -> Reply:
+    """The question the chat waits on, asked again (/again): after a message may have been
+    lost, or simply scrolled away."""
+    p = s.pending
+    if p is None or not s.phase.startswith("awaiting_"):
+        return _reply("flow.busy" if p is not None else "flow.nothing_pending")
+    if s.phase == "awaiting_confirm":
+        announced, p.announced = p.announced, True  # "uploaded" was said once: not again
+        parts = estimate_parts(p)
+        p.announced = announced
+        return ask_confirm(p, parts)
+    if s.phase == "awaiting_fix":
+        return Reply((("flow.fix_or_valid", {"valid": p.valid}),), fix_buttons(p))
+    if s.phase == "awaiting_count":
+        return _reply("flow.ask_count")
+    if s.phase == "awaiting_model":
+        return _reply("flow.ask_model", model=p.model)
+    if s.phase == "awaiting_mode":
+        return _reply("flow.ask_mode", mode=p.mode, modes=", ".join(sorted(KNOWN_MODES)))
+    return _reply("fallback.ask")
+
+
+def ask_cancel(job_id: str, reason: str) -> Reply:
+    return Reply.of(
+        "cmd.cancel_confirm",
+        ((Button("btn.cancel_yes", f"k:y:{job_id}"), Button("btn.cancel_no", f"k:n:{job_id}")),),
+        job_id=job_id,
+        reason=reason or "-",
+    )

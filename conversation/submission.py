@@ -1,0 +1,104 @@
+"""Exactly one job per confirmation: the submit intent, and reconciling a lost answer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from batchjob import errors as bj
+from batchjob import format_amount, redaction
+from batchjob.client import BatchJobClient
+from conversation import crash
+from conversation.events import Event, Reconciled, ServiceFailed, Submit, Submitted
+from conversation.store import Store
+
+RECONCILE_SKEW_MS = 60_000  # clocks of the bot and the service may differ this much
+
+
+def _created_ms(value: str | float | None) -> int | None:
+    """A job's creation time in ms from an ISO string or epoch seconds/ms; None if unknown."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, int | float):
+        return int(value if value > 1e12 else value * 1000)
+    try:
+        from datetime import UTC, datetime
+
+        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        return int(parsed.timestamp() * 1000)
+    except ValueError:
+        return None
+
+
+def service_failure(step: str, e: bj.BatchJobError) -> ServiceFailed:
+    kinds = [
+        (bj.AuthError, "auth"),
+        (bj.InsufficientBalance, "balance"),
+        (bj.ValidationError, "validation"),
+        (bj.NotFound, "not_found"),
+        (bj.Conflict, "conflict"),
+        (bj.OutcomeUnknown, "unknown"),
+        (bj.Unavailable, "unavailable"),
+    ]
+    kind = next((k for cls, k in kinds if isinstance(e, cls)), "unavailable")
+    params: dict[str, Any] = {}
+    if isinstance(e, bj.InsufficientBalance):
+        params = {
+            "current": format_amount(e.current),
+            "required": format_amount(e.required),
+            "shortfall": format_amount(e.shortfall),
+        }
+    # The service's own words, shown to the user: without any secret, and short.
+    return ServiceFailed(step, kind, redaction.redact(e.message or e.code or e.kind, 300), params)
+
+
+async def submit(store: Store, client: BatchJobClient, chat_id: int | str, effect: Submit) -> Event:
+    """At most one POST per intent: the intent is recorded as SUBMITTING before it."""
+    crash.point("submit.before_intent")
+    if not await store.intent_begin(effect.intent_id, chat_id, effect.file_id):
+        intent = await store.intent(effect.intent_id)
+        state = intent.get(b"state", b"").decode() if intent else ""
+        job_id = intent.get(b"job_id", b"").decode() if intent else ""
+        if state == "SUBMITTED" and job_id:
+            return Submitted(job_id)
+        return ServiceFailed("submit", "unknown", "interrupted")
+    crash.point("submit.after_intent")
+    try:
+        job = await client.submit(effect.file_id, effect.model, effect.mode)
+    except bj.OutcomeUnknown as e:
+        await store.intent_move(effect.intent_id, "SUBMITTING", "UNKNOWN")
+        return service_failure("submit", e)
+    except bj.BatchJobError as e:
+        await store.intent_move(effect.intent_id, "SUBMITTING", "REJECTED")
+        return service_failure("submit", e)
+    crash.point("submit.after_post")  # the job exists; its id is not recorded anywhere yet
+    await store.intent_move(effect.intent_id, "SUBMITTING", "SUBMITTED", job.job_id)
+    crash.point("submit.after_record")
+    return Submitted(job.job_id, job.status)
+
+
+async def reconcile(store: Store, client: BatchJobClient, intent_id: str, file_id: str) -> Event:
+    """Find the job a lost submit answer would have named: same file, created since the intent.
+
+    The time window keeps an older job of the same file (a file_id can be submitted again
+    on purpose) from being adopted by mistake.
+    """
+    intent = await store.intent(intent_id) if intent_id else {}
+    since = int(intent.get(b"created_ms", b"0") or 0) - RECONCILE_SKEW_MS if intent else 0
+    try:
+        for page in range(1, 4):
+            listing = await client.list_jobs(page=page, page_size=50)
+            for job in listing.items:
+                created = _created_ms(job.created_at)
+                if job.file_id == file_id and (created is None or created >= since):
+                    if intent_id:
+                        for state in ("UNKNOWN", "SUBMITTING"):
+                            if await store.intent_move(intent_id, state, "SUBMITTED", job.job_id):
+                                break
+                    return Reconciled(job.job_id)
+            if len(listing.items) < 50:
+                break
+    except bj.BatchJobError:
+        pass
+    return Reconciled(None)

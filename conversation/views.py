@@ -1,0 +1,72 @@
+"""Answers to /status, /jobs and /details: the service asked, one text back (never raises on
+a service failure: the failure is the answer)."""
+
+from __future__ import annotations
+
+import locales
+from batchjob import errors as bj
+from batchjob import redaction
+from batchjob.client import BatchJobClient
+from conversation.events import ListJobs, ServiceFailed
+from conversation.state import ChatState
+from conversation.submission import service_failure
+from conversation.texts import status_line
+
+
+def failure_text(lang: str, failure: ServiceFailed) -> str:
+    return locales.t(lang, f"error.{failure.kind}", message=failure.message, **failure.params)
+
+
+async def status(client: BatchJobClient, lang: str, state: ChatState, job_id: str | None) -> str:
+    ids = [job_id] if job_id else state.jobs[-10:]
+    if not ids:
+        return locales.t(lang, "cmd.status_none")
+    lines = []
+    for jid in ids:
+        try:
+            job = await client.get_job(jid)
+        except bj.BatchJobError as e:
+            return failure_text(lang, service_failure("status", e))
+        lines.append(status_line(lang, job))
+        if job.output_summary_url and job_id:
+            lines.append(locales.t(lang, "job.summary_url", url=job.output_summary_url))
+    return "\n".join(lines)
+
+
+async def job_list(client: BatchJobClient, lang: str, state: ChatState, effect: ListJobs) -> str:
+    try:
+        if effect.admin:
+            page = await client.list_jobs(page=effect.page, page_size=20, status=effect.status)
+            jobs, total = page.items, page.total
+        else:
+            jobs = [await client.get_job(j) for j in state.recent[:10]]
+            total = len(state.recent)
+    except bj.BatchJobError as e:
+        return failure_text(lang, service_failure("list", e))
+    if not jobs:
+        return locales.t(lang, "cmd.jobs_empty")
+    lines = [status_line(lang, j) for j in jobs]
+    count = len(jobs)
+    shown = total if total is not None else "?"
+    lines.append(locales.t(lang, "cmd.jobs_page", page=effect.page, count=count, total=shown))
+    return "\n".join(lines)
+
+
+async def details(client: BatchJobClient, lang: str, job_id: str) -> str:
+    """Fetch output_summary_url: only here, on the user's explicit request."""
+    try:
+        job = await client.get_job(job_id)
+        if not job.output_summary_url:
+            return locales.t(lang, "job.details_unavailable", job_id=job_id)
+        summary = await client.fetch_summary(job.output_summary_url)
+    except bj.BatchJobError as e:
+        return failure_text(lang, service_failure("details", e))
+    records = summary.get("records", []) if isinstance(summary, dict) else []
+    failed = [r for r in records if isinstance(r, dict) and r.get("status") == "failed"]
+    if not failed:
+        return locales.t(lang, "job.details_none", job_id=job_id)
+    lines = [locales.t(lang, "job.details", job_id=job_id, failed=len(failed), total=len(records))]
+    for r in failed[:10]:
+        error = redaction.redact(str(r.get("error")), 200)
+        lines.append(locales.t(lang, "job.details_line", index=r.get("index"), error=error))
+    return "\n".join(lines)
