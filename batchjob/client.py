@@ -23,17 +23,21 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
 import orjson
+from pydantic import BaseModel
+from pydantic import ValidationError as PydanticValidationError
 
 from batchjob import DEFAULT_MODE, DEFAULT_MODEL, redaction
-from batchjob.errors import BatchJobError, OutcomeUnknown, Unavailable, error_for
+from batchjob.envelopes import envelope, twin_status
+from batchjob.errors import BadAnswer, BatchJobError, OutcomeUnknown, Unavailable, error_for
 from batchjob.models import Estimate, Job, JobPage, UploadResult
 
 log = logging.getLogger("batchjob.client")
+M = TypeVar("M", bound=BaseModel)
 
 Retry = Literal["idempotent", "connect_only", "never"]
 # Base64 works in 3-byte groups; a multiple of 3 keeps chunks independent.
@@ -81,13 +85,21 @@ def _retry_after(resp: httpx.Response) -> float | None:
     return max(0.0, min(seconds, MAX_RETRY_AFTER))
 
 
-def _unwrap(body: Any) -> Any:
-    """An optional {"data": ...} envelope, unwrapped once."""
-    if isinstance(body, dict) and "data" in body and isinstance(body["data"], dict | list):
-        others = set(body) - {"data"}
-        if others <= {"success", "ok", "code", "message", "status", "request_id", "meta"}:
-            return body["data"]
-    return body
+def _excerpt(body: Any) -> str:
+    try:
+        raw = body if isinstance(body, str) else orjson.dumps(body, default=str).decode()
+    except (TypeError, orjson.JSONEncodeError):
+        raw = repr(body)
+    return redaction.redact(raw, 300)
+
+
+def read(model: type[M], body: Any, what: str) -> M:
+    """The typed result of an answer, or BadAnswer: never a pydantic error."""
+    try:
+        return model.model_validate(body)
+    except (PydanticValidationError, ValueError, TypeError, RecursionError) as e:
+        reason = e.errors()[0]["msg"] if isinstance(e, PydanticValidationError) and e.errors() else str(e)
+        raise BadAnswer(f"{what}: {redaction.redact(reason, 200)}", excerpt=_excerpt(body)) from None
 
 
 class BatchJobClient:
@@ -158,7 +170,7 @@ class BatchJobClient:
             headers={"Content-Type": "application/json", "Content-Length": str(length)},
             retry="connect_only",
         )
-        return UploadResult.model_validate(data)
+        return read(UploadResult, data, "upload")
 
     async def precheck(
         self, record_count: int, model: str = DEFAULT_MODEL, mode: str = DEFAULT_MODE
@@ -169,27 +181,33 @@ class BatchJobClient:
             json={"record_count": record_count, "model": model, "mode": mode},
             retry="connect_only",
         )
-        return Estimate.model_validate(data)
+        return read(Estimate, data, "precheck")
 
     async def submit(self, file_id: str, model: str = DEFAULT_MODEL, mode: str = DEFAULT_MODE) -> Job:
         """Create a job. Never retried: a lost answer raises OutcomeUnknown."""
         data = await self._request(
             "POST", "/v1/batch/jobs", json={"file_id": file_id, "model": model, "mode": mode}, retry="never"
         )
-        return Job.model_validate(data)
+        try:
+            return read(Job, data, "submit")
+        except BadAnswer as e:
+            # The job may exist: an answer we cannot read must not look like a refusal.
+            raise OutcomeUnknown(f"answer not understood ({e.message})") from None
 
     async def get_job(self, job_id: str) -> Job:
         data = await self._request("GET", f"/v1/batch/jobs/{_segment(job_id)}", retry="idempotent")
-        return Job.model_validate(data)
+        return read(Job, data, "job")
 
     async def list_jobs(self, page: int = 1, page_size: int = 20, status: str | None = None) -> JobPage:
         params: dict[str, Any] = {"page": page, "page_size": page_size}
         if status:
             params["status"] = status
         data = await self._request("GET", "/v1/batch/jobs", params=params, retry="idempotent")
-        if isinstance(data, list):
-            data = {"items": data}
-        return JobPage.model_validate(data)
+        listing = read(JobPage, data, "job list")
+        # Paging the answer does not repeat is the paging that was asked for.
+        listing.page = listing.page if listing.page is not None else page
+        listing.page_size = listing.page_size if listing.page_size is not None else page_size
+        return listing
 
     async def cancel(self, job_id: str, reason: str | None = None) -> Job:
         data = await self._request(
@@ -198,9 +216,11 @@ class BatchJobClient:
             json={"reason": reason or ""},
             retry="connect_only",
         )
-        if isinstance(data, dict) and not any(k in data for k in ("job_id", "jobId", "id")):
+        if not isinstance(data, dict):
+            data = {}
+        if not any(k in data for k in ("job_id", "jobId", "id", "name", "batch_id", "batchId")):
             data = {**data, "job_id": job_id}
-        return Job.model_validate(data)
+        return read(Job, data, "cancel")
 
     async def fetch_summary(self, url: str, max_bytes: int = 5 * 1024 * 1024) -> Any:
         """GET an output_summary_url. The token is sent only to the service's own origin."""
@@ -225,9 +245,11 @@ class BatchJobClient:
             raise Unavailable(type(e).__name__) from None
         raw = b"".join(chunks)
         try:
-            return _unwrap(orjson.loads(raw))
+            body = orjson.loads(raw)
         except orjson.JSONDecodeError:
             return raw.decode("utf-8", "replace")
+        payload, _failure = envelope(body)
+        return payload if payload is not None else body
 
     # --- transport -----------------------------------------------------------------------
 
@@ -275,10 +297,20 @@ class BatchJobClient:
                 if not resp.content:
                     return {}
                 try:
-                    return _unwrap(resp.json())
-                except ValueError:
-                    raise Unavailable("answer is not JSON", status=resp.status_code) from None
-            err = error_for(resp.status_code, _json_or_text(resp), _retry_after(resp))
+                    body = orjson.loads(resp.content)
+                except orjson.JSONDecodeError:
+                    raise BadAnswer(
+                        "answer is not JSON", status=resp.status_code, excerpt=_excerpt(resp.text[:300])
+                    ) from None
+                payload, failure = envelope(body)
+                if failure is None:
+                    return payload
+                # An HTTP 200 whose envelope says failure: the error its HTTP twin would be.
+                code, message = failure.get("code", failure.get("error_code")), failure.get("message")
+                status = twin_status(code, message) or resp.status_code
+                err = error_for(status, failure, _retry_after(resp))
+            else:
+                err = error_for(resp.status_code, _json_or_text(resp), _retry_after(resp))
             log.info("%s %s: %s", method, path, err)
             if retry == "idempotent" and isinstance(err, Unavailable) and not last:
                 wait = err.retry_after if err.retry_after is not None else self._backoff(attempt)

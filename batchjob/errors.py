@@ -46,24 +46,36 @@ class AuthError(BatchJobError):
 
 
 class InsufficientBalance(BatchJobError):
+    """Current, required and shortfall (the third computed when two are given), in the
+    service's unit, and where to top up, whatever spelling the service used."""
+
     kind = "insufficient balance"
 
     @property
+    def figures(self) -> dict[str, Any]:
+        from batchjob.envelopes import balance_figures
+
+        return balance_figures(self.details)
+
+    @property
     def current(self) -> float | None:
-        return _first_number(self.details, "current_balance", "current", "balance")
+        return self.figures["current"]  # type: ignore[no-any-return]
 
     @property
     def required(self) -> float | None:
-        return _first_number(self.details, "required", "required_balance", "required_amount", "cost")
+        return self.figures["required"]  # type: ignore[no-any-return]
 
     @property
     def shortfall(self) -> float | None:
-        given = _first_number(self.details, "shortfall", "missing")
-        if given is not None:
-            return given
-        if self.current is not None and self.required is not None:
-            return round(self.required - self.current, 6)
-        return None
+        return self.figures["shortfall"]  # type: ignore[no-any-return]
+
+    @property
+    def currency(self) -> str | None:
+        return self.figures["currency"]  # type: ignore[no-any-return]
+
+    @property
+    def recharge_url(self) -> str | None:
+        return self.figures["recharge_url"]  # type: ignore[no-any-return]
 
 
 class ValidationError(BatchJobError):
@@ -92,40 +104,43 @@ class RateLimited(Unavailable):
     kind = "rate limited"
 
 
+class BadAnswer(BatchJobError):
+    """The service answered, but not in any shape this client can read (a job without an id,
+    an upload without a file id, a list answer without a list). `excerpt` is the start of
+    the answer, redacted."""
+
+    kind = "unexpected answer"
+
+    def __init__(self, message: str = "", *, excerpt: str = "", **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.excerpt = excerpt
+
+
 class OutcomeUnknown(BatchJobError):
     """A POST was sent and no answer came back: it may or may not have taken effect."""
 
     kind = "outcome unknown"
 
 
-def _first_number(d: dict[str, Any], *keys: str) -> float | None:
-    for k in keys:
-        v = d.get(k)
-        if isinstance(v, int | float) and not isinstance(v, bool):
-            return float(v)
-        if isinstance(v, str):
-            try:
-                return float(v)
-            except ValueError:
-                continue
-    return None
-
-
 MESSAGE_LIMIT = 500
 
 
 def error_for(status: int, body: Any, retry_after: float | None) -> BatchJobError:
-    """The typed error for an HTTP error answer, with the server's code and message.
+    """The typed error for an error answer, with the server's code and message. `status` is
+    the HTTP status, or for a failure said in an HTTP 200 envelope the status it stands for.
 
     The message is the service's text: redacted (it may echo our token) and bounded."""
-    code, message, details = _parse_body(body)
+    from batchjob.envelopes import error_parts
+
+    code, message, details = error_parts(body)
     message = redaction.redact(message, MESSAGE_LIMIT)
     code = redaction.redact(code, 100) if code is not None else None
     kw: dict[str, Any] = {"status": status, "code": code, "details": details}
+    words = f"{code or ''} {message}".lower()
+    if status == 402 or (status in (400, 403, 409, 422) and _is_balance(words)):
+        return InsufficientBalance(message, **kw)
     if status in (401, 403):
         return AuthError(message, **kw)
-    if status == 402:
-        return InsufficientBalance(message, **kw)
     if status in (400, 413, 422):
         return ValidationError(message, **kw)
     if status == 404:
@@ -139,21 +154,5 @@ def error_for(status: int, body: Any, retry_after: float | None) -> BatchJobErro
     return BatchJobError(message, **kw)
 
 
-def _parse_body(body: Any) -> tuple[str | None, str, dict[str, Any]]:
-    """Accepts {"error": {code, message, ...}}, {code, message}, {detail}, or text."""
-    if isinstance(body, dict):
-        err = body.get("error", body)
-        if isinstance(err, str):
-            return None, err[:500], {k: v for k, v in body.items() if k != "error"}
-        if isinstance(err, dict):
-            message = err.get("message") or err.get("detail") or err.get("msg") or ""
-            if not isinstance(message, str):
-                message = str(message)
-            code = err.get("code") or err.get("type")
-            details = {k: v for k, v in err.items() if k not in ("message", "code")}
-            if err is not body:
-                details.update({k: v for k, v in body.items() if k != "error"})
-            return (str(code) if code is not None else None), message[:500], details
-    if isinstance(body, str):
-        return None, body.strip()[:500], {}
-    return None, "", {}
+def _is_balance(words: str) -> bool:
+    return any(k in words for k in ("insufficient_balance", "points_insufficient", "insufficient balance"))

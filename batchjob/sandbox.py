@@ -38,6 +38,9 @@ from batchjob.errors import CONTENTS_REQUIRED, NO_VALID_DATA_ROWS, UNSUPPORTED_F
 from batchjob.input import Limits
 from batchjob.input.isolation import convert_file
 from batchjob.input.validate import prompt_of
+from batchjob.sandbox_styles import STYLES
+from batchjob.sandbox_styles import answer as style_answer
+from batchjob.sandbox_styles import error as style_error
 
 ACCEPTED_EXTENSIONS = (".jsonl", ".csv", ".tsv", ".txt", ".xlsx", ".xls", ".ods")
 _SCHEMA_CODES = {"no_prompt_column", "unknown_line_schema"}
@@ -66,6 +69,7 @@ class SandboxConfig:
     drop_submit_replies: int = 0  # the next N submits create the job, then never answer
     drop_seconds: float = 60.0
     envelope: bool = False  # wrap answers in {"data": ...}
+    style: str = "ours"  # answer shapes: ours | envelope | camel (batchjob/sandbox_styles.py)
 
     def price(self, model: str, mode: str) -> float:
         return self.price_per_record.get(
@@ -457,13 +461,34 @@ def create_app(config: SandboxConfig | None = None) -> Starlette:
             }
         )
 
+    def styled(kind: str, handler: Any) -> Any:
+        """The handler's answer in the configured style (ours unchanged)."""
+
+        async def run(request: Request) -> Response:
+            resp = await handler(request)
+            style = state.config.style
+            if style not in STYLES or style == "ours" or state.config.envelope:
+                return resp
+            body = orjson.loads(resp.body)
+            if resp.status_code >= 400 and isinstance(body, dict) and isinstance(body.get("error"), dict):
+                err = dict(body["error"])
+                code, message = str(err.pop("code", "")), str(err.pop("message", ""))
+                status, restyled = style_error(style, resp.status_code, code, message, err)
+                retry = resp.headers.get("retry-after")
+                return _json(restyled, status, {"Retry-After": retry} if retry else None)
+            if resp.status_code >= 400:
+                return resp
+            return _json(style_answer(style, kind, body), resp.status_code)
+
+        return run
+
     app = Starlette(
         routes=[
-            Route("/v1/batch/files:upload", upload, methods=["POST"]),
-            Route("/v1/batch/jobs:precheck", precheck, methods=["POST"]),
-            Route("/v1/batch/jobs", create_job, methods=["POST"]),
-            Route("/v1/batch/jobs", list_jobs, methods=["GET"]),
-            Route("/v1/batch/jobs/{rest}", job_route, methods=["GET", "POST"]),
+            Route("/v1/batch/files:upload", styled("upload", upload), methods=["POST"]),
+            Route("/v1/batch/jobs:precheck", styled("estimate", precheck), methods=["POST"]),
+            Route("/v1/batch/jobs", styled("job", create_job), methods=["POST"]),
+            Route("/v1/batch/jobs", styled("list", list_jobs), methods=["GET"]),
+            Route("/v1/batch/jobs/{rest}", styled("job", job_route), methods=["GET", "POST"]),
             Route("/sandbox/summaries/{job_id}/{secret}", summary, methods=["GET"]),
             Route("/_sandbox/config", sandbox_config, methods=["GET", "POST"]),
         ],

@@ -40,7 +40,8 @@ def test_submit_watch_to_the_end(run, write, sandbox):
     p = run("submit", str(write("p.csv", "prompt\nfox\nowl [fail]\n")), "--watch", "--interval", "0.05")
     assert p.returncode == 0, p.stderr
     assert "google/gemini-2.5-flash-image (default)" in p.stdout and "fast (default)" in p.stdout
-    assert "partially_failed, 2/2 done, 1 failed" in p.stdout
+    # The service's own word for the state (partially_failed, PARTIALLY_SUCCEEDED, …).
+    assert re.search(r"partially_(failed|succeeded), 2/2 done, 1 failed", p.stdout, re.I), p.stdout
     assert sandbox.state.submits == 1
 
 
@@ -93,6 +94,6 @@ def test_status_jobs_cancel(run, write, sandbox):
     job_id = re.search(r"job_[0-9a-f]+", p.stdout).group()
     assert job_id in run("status", job_id).stdout
     assert job_id in run("jobs", "--status", "running").stdout or job_id in run("jobs").stdout
-    assert "cancelled" in run("cancel", job_id, "--reason", "test").stdout
+    assert re.search(r"cancell?ed", run("cancel", job_id, "--reason", "test").stdout, re.I)
     p = run("cancel", job_id)
-    assert p.returncode == 6 and "cancelled" in p.stderr
+    assert p.returncode == 6 and re.search(r"cancell?ed|not.cancellable", p.stderr, re.I), p.stderr

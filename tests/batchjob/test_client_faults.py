@@ -114,7 +114,8 @@ async def test_envelope_and_unknown_fields_kept():
     body = {"success": True, "data": {"jobId": "j9", "status": "Exotic_State", "progress": 42, "shard": 3}}
     c, _ = make(lambda r: httpx.Response(200, json=body))
     job = await c.get_job("j9")
-    assert job.job_id == "j9" and job.status == "exotic_state" and not job.terminal
+    assert job.job_id == "j9" and job.status == "Exotic_State" and job.state == "unknown"  # its own word
+    assert not job.terminal
     assert job.fraction == pytest.approx(0.42) and job.model_extra["shard"] == 3
 
 

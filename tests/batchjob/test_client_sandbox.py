@@ -44,9 +44,9 @@ async def test_full_flow_csv(client, write):
     est = await client.precheck(2)
     assert est.estimated_cost == pytest.approx(0.04) and est.balance == 1000 and est.sufficient
     job = await client.submit(up.file_id)
-    assert job.status == "queued" and job.total == 2
+    assert job.state == "queued" and job.total == 2
     done = await wait_terminal(client, job.job_id)
-    assert (done.status, done.completed, done.failed, done.fraction) == ("completed", 2, 0, 1.0)
+    assert (done.state, done.completed, done.failed, done.fraction) == ("completed", 2, 0, 1.0)
     assert done.output_summary_url
 
 
@@ -59,7 +59,7 @@ async def test_every_terminal_status_on_purpose(client, write):
     for status, body in cases.items():
         up = await client.upload(write(f"{status}.csv", body))
         job = await wait_terminal(client, (await client.submit(up.file_id)).job_id)
-        assert job.status == status
+        assert job.state == status
     summary = await client.fetch_summary(job.output_summary_url)
     assert [r["status"] for r in summary["records"]] == ["failed", "failed"]
 
@@ -119,11 +119,11 @@ async def test_list_paging_and_status_filter(client, sandbox, write):
     page = await client.list_jobs(page=1, page_size=2)
     assert len(page.items) == 2 and page.page == 1 and page.page_size == 2 and page.total >= 3
     for job_id in ids:  # past the queue
-        while (await client.get_job(job_id)).status != "running":
+        while (await client.get_job(job_id)).state != "running":
             await asyncio.sleep(0.02)
     running = await client.list_jobs(page=1, page_size=100, status="running")
     assert set(ids) <= {j.job_id for j in running.items}
-    assert all(j.status == "running" for j in running.items)
+    assert all(j.state == "running" for j in running.items)
 
 
 async def test_cancel_running_then_409(client, sandbox, write):
@@ -131,8 +131,8 @@ async def test_cancel_running_then_409(client, sandbox, write):
     up = await client.upload(write("p.csv", "prompt\na\nb\nc\n"))
     job = await client.submit(up.file_id)
     cancelled = await client.cancel(job.job_id, "changed my mind")
-    assert cancelled.status == "cancelled" and cancelled.terminal
-    assert (await client.get_job(job.job_id)).status == "cancelled"
+    assert cancelled.state == "cancelled" and cancelled.terminal
+    assert (await client.get_job(job.job_id)).state == "cancelled"
     with pytest.raises(Conflict) as e:
         await client.cancel(job.job_id)
     assert e.value.status == 409
@@ -145,6 +145,7 @@ async def test_wrong_token_401(sandbox):
     assert e.value.status == 401 and "wrong" not in str(e.value)
 
 
+@pytest.mark.parametrize("sandbox", ["ours"], indirect=True)  # the sandbox's own error shape
 async def test_missing_token_401(sandbox):
     r = httpx.get(sandbox.url + "/v1/batch/jobs")
     assert r.status_code == 401 and r.json()["error"]["code"] == "unauthorized"

@@ -10,7 +10,10 @@ import pytest
 
 from tests.batchjob.conftest import TOKEN
 
-pytestmark = pytest.mark.skipif(not (shutil.which("curl") and shutil.which("base64")), reason="needs curl")
+pytestmark = [
+    pytest.mark.skipif(not (shutil.which("curl") and shutil.which("base64")), reason="needs curl"),
+    pytest.mark.parametrize("sandbox", ["ours"], indirect=True),  # the README shows these shapes
+]
 
 
 def sh(script: str, env: dict[str, str]) -> dict:
