@@ -245,8 +245,8 @@ class BatchJobClient:
             raise Unavailable(type(e).__name__) from None
         raw = b"".join(chunks)
         try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError:
+            body = _loads(raw)
+        except _NotJSON:
             return raw.decode("utf-8", "replace")
         payload, _failure = envelope(body)
         return payload if payload is not None else body
@@ -297,8 +297,8 @@ class BatchJobClient:
                 if not resp.content:
                     return {}
                 try:
-                    body = orjson.loads(resp.content)
-                except orjson.JSONDecodeError:
+                    body = _loads(resp.content)
+                except _NotJSON:
                     raise BadAnswer(
                         "answer is not JSON", status=resp.status_code, excerpt=_excerpt(resp.text[:300])
                     ) from None
@@ -329,8 +329,27 @@ def _segment(job_id: str) -> str:
     return job_id
 
 
+class _NotJSON(Exception):
+    pass
+
+
+def _loads(raw: bytes) -> Any:
+    """JSON from bytes: orjson, or the standard library for what orjson refuses (integers
+    past 64 bits); nesting too deep for either is not JSON to us."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        import json
+
+        return json.loads(raw)
+    except (ValueError, RecursionError):
+        raise _NotJSON() from None
+
+
 def _json_or_text(resp: httpx.Response) -> Any:
     try:
-        return resp.json()
-    except ValueError:
+        return _loads(resp.content)
+    except _NotJSON:
         return resp.text[:500]

@@ -155,7 +155,13 @@ def error(style: str, status: int, code: str, message: str, extra: dict[str, Any
                 "recharge_url": "https://example.com/recharge",
             }
         word = "POINTS_INSUFFICIENT" if code == "insufficient_balance" else code.upper()
-        body = {"code": status * 100 + 1, "message": message, "error_code": word, "success": False, "data": data}
+        body = {
+            "code": status * 100 + 1,
+            "message": message,
+            "error_code": word,
+            "success": False,
+            "data": data,
+        }
         # Gateways answer auth, rate limits and outages in HTTP; the rest is said in a 200.
         return (status if status in (401, 429) or status >= 500 else 200), body
     if style == "camel":
