@@ -250,7 +250,11 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         return EXIT_OK
     except Exception as e:  # one line, never a traceback
-        print(f"batchjob: {locales.t(lang, 'cli.error.internal', kind=type(e).__name__)}", file=sys.stderr)
+        from batchjob.cli_jobs import SO_FAR, so_far
+
+        # "Nothing was changed" only when nothing was: else what was done so far.
+        key = "cli.error.internal_partial" if SO_FAR else "cli.error.internal"
+        print(f"batchjob: {locales.t(lang, key, kind=type(e).__name__)}{so_far(lang)}", file=sys.stderr)
         return EXIT_INTERNAL
 
 

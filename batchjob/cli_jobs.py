@@ -62,6 +62,20 @@ def register(sub: Any) -> None:
     sb.add_argument("--fail-marker", default="[fail]")
 
 
+# What this command already did at the service, for an honest message if it then fails.
+SO_FAR: dict[str, str] = {}
+
+
+def so_far(lang: str) -> str:
+    if "job_id" in SO_FAR:
+        return "\n" + locales.t(lang, "cli.error.so_far_submitted", job_id=SO_FAR["job_id"])
+    if "submit_sent" in SO_FAR:
+        return "\n" + locales.t(lang, "cli.error.so_far_submit_sent", file_id=SO_FAR["file_id"])
+    if "file_id" in SO_FAR:
+        return "\n" + locales.t(lang, "cli.error.so_far_uploaded", file_id=SO_FAR["file_id"])
+    return ""
+
+
 def _client() -> Any:
     from batchjob.client import BatchJobClient, Timeouts
     from batchjob.settings import load_service_settings
@@ -77,16 +91,7 @@ def _client() -> Any:
 
 def run(args: argparse.Namespace, lang: str) -> int:
     from batchjob.cli import CliError
-    from batchjob.errors import (
-        AuthError,
-        BatchJobError,
-        Conflict,
-        InsufficientBalance,
-        NotFound,
-        OutcomeUnknown,
-        Unavailable,
-        ValidationError,
-    )
+    from batchjob.errors import BatchJobError
     from batchjob.settings import ConfigError
 
     if args.command == "sandbox":
@@ -98,25 +103,40 @@ def run(args: argparse.Namespace, lang: str) -> int:
         return asyncio.run(_COMMANDS[args.command](args, lang))
     except ConfigError as e:
         raise CliError(t(lang, "cli.error.config", detail=e), EXIT_CONFIG) from None
-    except AuthError as e:
-        raise CliError(t(lang, "cli.error.auth", status=e.status), EXIT_AUTH) from None
-    except InsufficientBalance as e:
-        raise CliError(
-            t(lang, "cli.error.balance", current=e.current, required=e.required, shortfall=e.shortfall),
-            EXIT_BALANCE,
-        ) from None
-    except OutcomeUnknown:
-        raise CliError(t(lang, "cli.error.outcome_unknown"), EXIT_UNKNOWN) from None
-    except Unavailable as e:
-        raise CliError(
-            t(lang, "cli.error.unavailable", message=e.message or e.kind), EXIT_UNAVAILABLE
-        ) from None
-    except NotFound as e:
-        raise CliError(t(lang, "cli.error.not_found", message=e.message or e.code), EXIT_REJECTED) from None
-    except Conflict as e:
-        raise CliError(t(lang, "cli.error.conflict", message=e.message or e.code), EXIT_REJECTED) from None
-    except (ValidationError, BatchJobError) as e:
-        raise CliError(t(lang, "cli.error.rejected", message=e.message or e.code), EXIT_REJECTED) from None
+    except BatchJobError as e:
+        message, code = _service_error(e, lang)
+        raise CliError(message + so_far(lang), code) from None
+
+
+def _service_error(e: Any, lang: str) -> tuple[str, int]:
+    from batchjob.errors import (
+        AuthError,
+        Conflict,
+        InsufficientBalance,
+        NotFound,
+        OutcomeUnknown,
+        Unavailable,
+    )
+
+    t = locales.t
+    if isinstance(e, AuthError):
+        return t(lang, "cli.error.auth", status=e.status), EXIT_AUTH
+    if isinstance(e, InsufficientBalance):
+        unit = f" {e.currency}" if e.currency else ""
+        figures = {k: format_amount(getattr(e, k)) + unit for k in ("current", "required", "shortfall")}
+        text = t(lang, "cli.error.balance", **figures)
+        if e.recharge_url:
+            text += "\n" + t(lang, "error.balance_topup", url=e.recharge_url)
+        return text, EXIT_BALANCE
+    if isinstance(e, OutcomeUnknown):
+        return t(lang, "cli.error.outcome_unknown"), EXIT_UNKNOWN
+    if isinstance(e, Unavailable):
+        return t(lang, "cli.error.unavailable", message=e.message or e.kind), EXIT_UNAVAILABLE
+    if isinstance(e, NotFound):
+        return t(lang, "cli.error.not_found", message=e.message or e.code), EXIT_REJECTED
+    if isinstance(e, Conflict):
+        return t(lang, "cli.error.conflict", message=e.message or e.code), EXIT_REJECTED
+    return t(lang, "cli.error.rejected", message=e.message or e.code or e.kind), EXIT_REJECTED
 
 
 async def _submit(args: argparse.Namespace, lang: str) -> int:
@@ -146,6 +166,7 @@ async def _submit(args: argparse.Namespace, lang: str) -> int:
                 )
             )
             uploaded = await client.upload(out, filename=out.name, mode=mode)
+        SO_FAR["file_id"] = uploaded.file_id
         count = uploaded.row_count if uploaded.row_count is not None else report.valid
         print(t(lang, "cli.job.uploaded", file_id=uploaded.file_id, row_count=count))
         if count <= 0:
@@ -166,7 +187,9 @@ async def _submit(args: argparse.Namespace, lang: str) -> int:
         if args.estimate_only:
             print(t(lang, "cli.job.estimate_only"))
             return 0
+        SO_FAR["submit_sent"] = "1"
         job = await client.submit(uploaded.file_id, model, mode)
+        SO_FAR["job_id"] = job.job_id
         print(t(lang, "cli.job.submitted", job_id=job.job_id, status=job.status))
         if args.watch:
             return await _follow(client, job.job_id, args.interval, lang)

@@ -418,12 +418,13 @@ def _on_failed(s: ChatState, e: ServiceFailed, ctx: Context) -> Result:
         s.phase = "reconciling"
         p = s.pending
         return s, [_reply("flow.submit_unknown_checking"), Reconcile(p.intent_id or "", p.file_id or "")]
+    file_id = s.pending.file_id if (s.pending.converted or s.pending.path) else None
     if e.step == "submit":
         # Never repeated automatically; the user decides.
         s, out = _drop(s)
-        return s, [_error_reply(e), _reply("flow.submit_not_repeated"), *out]
+        return s, [_error_reply(e, file_id), _reply("flow.submit_not_repeated"), *out]
     s, out = _drop(s)
-    return s, [_error_reply(e), *out]
+    return s, [_error_reply(e, file_id), *out]
 
 
 def _on_button(s: ChatState, e: ButtonPressed, ctx: Context) -> Result:
@@ -577,7 +578,12 @@ def _on_effect_failed(s: ChatState, e: EffectFailed, ctx: Context) -> Result:
         return _on_failed(s, ServiceFailed("submit", "unknown", e.effect), ctx)
     if s.phase in ("idle", "reconciling") or s.pending is None:
         return s, [_reply("error.internal")]
-    return _drop(s, "error.internal")
+    p = s.pending
+    uploaded = p.file_id if (p.converted or p.path) else None
+    s, out = _drop(s, "error.internal")
+    if uploaded:  # the file is at the service: say so, and how to use it without uploading
+        out.insert(1, _reply("flow.so_far_uploaded", file_id=uploaded))
+    return s, out
 
 
 def _on_command(s: ChatState, e: CommandReceived, ctx: Context) -> Result:

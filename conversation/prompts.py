@@ -98,9 +98,16 @@ def report_parts(report: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     return parts
 
 
-def error_reply(e: ServiceFailed) -> Reply:
-    params = {"message": e.message, **e.params}
-    return Reply.of(f"error.{e.kind}", **params)
+def error_reply(e: ServiceFailed, file_id: str | None = None) -> Reply:
+    """The failure in the user's words; what already happened at the service (`file_id`:
+    the file is uploaded) is said too, never "nothing happened"."""
+    params = {"message": e.message, **{k: v for k, v in e.params.items() if k != "recharge_url"}}
+    parts: list[tuple[str, dict[str, Any]]] = [(f"error.{e.kind}", params)]
+    if e.params.get("recharge_url"):
+        parts.append(("error.balance_topup", {"url": e.params["recharge_url"]}))
+    if file_id:
+        parts.append(("flow.so_far_uploaded", {"file_id": file_id}))
+    return Reply(tuple(parts))
 
 
 def again(s: ChatState) -> Reply:

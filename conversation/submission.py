@@ -44,10 +44,12 @@ def service_failure(step: str, e: bj.BatchJobError) -> ServiceFailed:
     kind = next((k for cls, k in kinds if isinstance(e, cls)), "unavailable")
     params: dict[str, Any] = {}
     if isinstance(e, bj.InsufficientBalance):
+        unit = f" {e.currency}" if e.currency else ""
         params = {
-            "current": format_amount(e.current),
-            "required": format_amount(e.required),
-            "shortfall": format_amount(e.shortfall),
+            "current": format_amount(e.current) + unit,
+            "required": format_amount(e.required) + unit,
+            "shortfall": format_amount(e.shortfall) + unit,
+            "recharge_url": e.recharge_url or "",
         }
     # The service's own words, shown to the user: without any secret, and short.
     return ServiceFailed(step, kind, redaction.redact(e.message or e.code or e.kind, 300), params)

@@ -85,7 +85,20 @@ def test_exit_codes(run, write, sandbox):
     p = run("submit", src, BATCHJOB_READ_TIMEOUT="0.5")
     assert p.returncode == 8 and "not repeated" in p.stderr
     assert sandbox.state.submits == before + 1
-    assert len(p.stderr.strip().splitlines()) == 1
+    _what, so_far = p.stderr.strip().splitlines()  # what failed, then what was done so far
+    assert "file_" in so_far and "sent once" in so_far
+
+
+def test_a_failure_after_the_upload_says_the_file_was_uploaded(run, write, sandbox):
+    """Never "nothing was changed" once the service has the file."""
+    sandbox.state.config.error_rate = 0.0
+    src = str(write("p.csv", "prompt\nfox\n"))
+    sandbox.state.config.rate_limit_every = 2  # the upload passes; the precheck is refused
+    sandbox.state.requests = 0
+    p = run("submit", src)
+    sandbox.state.config.rate_limit_every = 0
+    assert p.returncode == 7, p.stderr
+    assert re.search(r"uploaded as file_[0-9a-f]+; no job was submitted", p.stderr), p.stderr
 
 
 def test_status_jobs_cancel(run, write, sandbox):

@@ -13,6 +13,7 @@ from conversation.events import (
     CommandReceived,
     Details,
     Download,
+    EffectFailed,
     Expired,
     FetchUrl,
     FileMissing,
@@ -500,3 +501,29 @@ def test_the_source_is_recorded_for_each_kind_of_input():
     assert (s.pending.source_kind, s.pending.source_ref) == ("url", "https://example.com/p.csv")
     s, _ = core.step(ChatState(), TextReceived("/data/p.csv"), ctx(paths=True))
     assert (s.pending.source_kind, s.pending.source_ref) == ("path", "/data/p.csv")
+
+
+def test_a_failure_after_the_upload_says_the_file_is_at_the_service():
+    s = at("prechecking", path="/m/a.csv", converted="/m/a.jsonl", file_id="file_abc1", row_count=2)
+    new, effects = core.step(s, ServiceFailed("precheck", "unavailable", "503"), ctx())
+    assert new.phase == "idle" and keys(effects) == ["error.unavailable", "flow.so_far_uploaded"]
+    new, effects = core.step(
+        at("prechecking", converted="/m/a.jsonl", file_id="file_abc1"), EffectFailed("X"), ctx()
+    )
+    assert keys(effects) == ["error.internal", "flow.so_far_uploaded"]
+    # A file_id the user gave was never uploaded by this flow: nothing to add.
+    _, effects = core.step(
+        at("prechecking", file_id="file_abc1"), ServiceFailed("precheck", "unavailable", "x"), ctx()
+    )
+    assert keys(effects) == ["error.unavailable"]
+
+
+def test_a_balance_failure_shows_where_to_top_up():
+    failure = ServiceFailed(
+        "submit",
+        "balance",
+        "x",
+        {"current": "1", "required": "2", "shortfall": "1", "recharge_url": "https://t.test"},
+    )
+    _, effects = core.step(at("submitting", file_id="file_abc1", intent_id="i"), failure, ctx())
+    assert keys(effects)[:2] == ["error.balance", "error.balance_topup"]
