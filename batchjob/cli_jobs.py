@@ -3,7 +3,8 @@
 Exit codes (added to those of `batchjob.cli`): 3 configuration missing or invalid,
 4 authentication refused, 5 insufficient balance, 6 rejected by the service (bad file,
 not found, conflict), 7 service unavailable or rate limited, 8 outcome unknown (a submit
-was sent and no answer came back; it is never repeated automatically).
+was sent and no answer came back; it is never repeated automatically), 9 (doctor) the
+service's answers could not be understood.
 """
 
 from __future__ import annotations
@@ -48,6 +49,17 @@ def register(sub: Any) -> None:
     c.add_argument("job_id", metavar="JOB_ID")
     c.add_argument("--reason", default="", help="reason recorded with the cancellation")
 
+    d = sub.add_parser(
+        "doctor",
+        help="check the configured service (read-only)",
+        description="Probe the service named by BATCHJOB_BASE_URL with BATCHJOB_BEARER_TOKEN: the job "
+        "list, a precheck of one record, and the newest job. Shows each call's HTTP status, latency, "
+        "how its answer was understood and what was not mapped. Uploads and submits nothing. Exit 0 "
+        "when the bot can work with the service; else the failing step's code (9: answers not "
+        "understood).",
+    )
+    d.add_argument("--raw", action="store_true", help="also show each raw answer (secrets redacted)")
+
     sb = sub.add_parser(
         "sandbox",
         help="run the local sandbox server",
@@ -60,6 +72,13 @@ def register(sub: Any) -> None:
     sb.add_argument("--records-per-second", type=float, default=20.0)
     sb.add_argument("--balance", type=float, default=1000.0)
     sb.add_argument("--fail-marker", default="[fail]")
+    sb.add_argument(
+        "--style",
+        choices=("ours", "envelope", "camel"),
+        default="ours",
+        help="answer shapes: ours; envelope ({code, message, data}, money and count objects); "
+        "camel (Google-like camelCase, JOB_STATE_*)",
+    )
 
 
 # What this command already did at the service, for an honest message if it then fails.
@@ -295,10 +314,20 @@ def _sandbox(args: argparse.Namespace, lang: str) -> int:
             records_per_second=args.records_per_second,
             balance=args.balance,
             fail_marker=args.fail_marker,
+            style=args.style,
         ),
     )
     return 0
 
 
-_COMMANDS = {"submit": _submit, "status": _status, "jobs": _jobs, "cancel": _cancel}
-NAMES = ("submit", "status", "jobs", "cancel", "sandbox")
+async def _doctor(args: argparse.Namespace, lang: str) -> int:
+    from batchjob import doctor
+
+    async with _client() as client:
+        diagnosis = await doctor.diagnose(client)
+    print(doctor.render(diagnosis, lang, raw=args.raw))
+    return doctor.exit_code(diagnosis)
+
+
+_COMMANDS = {"submit": _submit, "status": _status, "jobs": _jobs, "cancel": _cancel, "doctor": _doctor}
+NAMES = ("submit", "status", "jobs", "cancel", "doctor", "sandbox")

@@ -251,6 +251,25 @@ class BatchJobClient:
         payload, _failure = envelope(body)
         return payload if payload is not None else body
 
+    async def probe(
+        self, method: str, path: str, *, json: Any = None, params: dict[str, Any] | None = None
+    ) -> tuple[int | None, float, Any]:
+        """One request, not retried, never raising: (HTTP status or None, seconds, body —
+        parsed JSON, text, or the transport error's name). For `batchjob doctor`."""
+        import time
+
+        start = time.monotonic()
+        try:
+            kwargs: dict[str, Any] = {"params": params}
+            if json is not None:
+                kwargs["content"] = orjson.dumps(json)
+                kwargs["headers"] = {"Content-Type": "application/json"}
+            resp = await self._http.request(method, path, **kwargs)
+        except httpx.HTTPError as e:
+            return None, time.monotonic() - start, type(e).__name__
+        elapsed = time.monotonic() - start
+        return resp.status_code, elapsed, _json_or_text(resp) if resp.content else ""
+
     # --- transport -----------------------------------------------------------------------
 
     def _backoff(self, attempt: int) -> float:
@@ -293,31 +312,43 @@ class BatchJobClient:
                     raise Unavailable(f"no answer ({type(e).__name__})") from None
                 await self._sleep(self._backoff(attempt))
                 continue
-            if resp.status_code < 400:
-                if not resp.content:
-                    return {}
-                try:
-                    body = _loads(resp.content)
-                except _NotJSON:
-                    raise BadAnswer(
-                        "answer is not JSON", status=resp.status_code, excerpt=_excerpt(resp.text[:300])
-                    ) from None
-                payload, failure = envelope(body)
-                if failure is None:
-                    return payload
-                # An HTTP 200 whose envelope says failure: the error its HTTP twin would be.
-                code, message = failure.get("code", failure.get("error_code")), failure.get("message")
-                status = twin_status(code, message) or resp.status_code
-                err = error_for(status, failure, _retry_after(resp))
-            else:
-                err = error_for(resp.status_code, _json_or_text(resp), _retry_after(resp))
+            try:
+                return answer_of(resp.status_code, resp.content, _retry_after(resp))
+            except Unavailable as e:
+                err = e  # 5xx, 429: a GET may try again
+            except BatchJobError as e:
+                log.info("%s %s: %s", method, path, e)
+                raise
             log.info("%s %s: %s", method, path, err)
-            if retry == "idempotent" and isinstance(err, Unavailable) and not last:
+            if retry == "idempotent" and not last:
                 wait = err.retry_after if err.retry_after is not None else self._backoff(attempt)
                 await self._sleep(wait)
                 continue
             raise err
         raise AssertionError("unreachable")  # pragma: no cover
+
+
+def answer_of(status: int, content: bytes, retry_after: float | None = None) -> Any:
+    """The payload of an answer, or the BatchJobError it stands for: an HTTP error, an HTTP
+    200 whose envelope says failure (mapped to its HTTP twin), or an answer that is not JSON."""
+    if status < 400:
+        if not content:
+            return {}
+        try:
+            body = _loads(content)
+        except _NotJSON:
+            excerpt = _excerpt(content[:300].decode("utf-8", "replace"))
+            raise BadAnswer("answer is not JSON", status=status, excerpt=excerpt) from None
+        payload, failure = envelope(body)
+        if failure is None:
+            return payload
+        code, message = failure.get("code", failure.get("error_code")), failure.get("message")
+        raise error_for(twin_status(code, message) or status, failure, retry_after)
+    try:
+        body = _loads(content)
+    except _NotJSON:
+        body = content[:500].decode("utf-8", "replace")
+    raise error_for(status, body, retry_after)
 
 
 def _segment(job_id: str) -> str:
