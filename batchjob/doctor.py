@@ -193,3 +193,43 @@ def log_lines(d: Diagnosis) -> list[str]:
             f"service probe {f.step}: HTTP {f.status} in {f.seconds * 1000:.0f} ms; {what}{extra}{err}"
         )
     return out
+
+
+class Probe:
+    """The doctor's result kept for a running bot: taken at start, taken again when asked
+    after `retry_s` if it failed (a service down at start is not down for ever), or after
+    `max_age_s` if it passed."""
+
+    def __init__(self, client: BatchJobClient, *, retry_s: float = 30.0, max_age_s: float = 3600.0) -> None:
+        self.client = client
+        self.retry_s = retry_s
+        self.max_age_s = max_age_s
+        self.last: Diagnosis | None = None
+        self._at = 0.0
+
+    async def run(self, timeout_s: float = 20.0) -> Diagnosis | None:
+        import asyncio
+        import time
+
+        try:
+            self.last = await asyncio.wait_for(diagnose(self.client), timeout_s)
+        except TimeoutError:
+            self.last = Diagnosis(
+                [Finding("list", "GET", "/v1/batch/jobs", None, timeout_s, "", error=Unavailable("timeout"))]
+            )
+        self._at = time.monotonic()
+        return self.last
+
+    async def current(self) -> Diagnosis | None:
+        import time
+
+        age = time.monotonic() - self._at
+        if self.last is None or age > (self.retry_s if not self.last.ok else self.max_age_s):
+            await self.run()
+        return self.last
+
+    def summary(self) -> str:
+        if self.last is None:
+            return "not run"
+        failed = self.last.failed
+        return "ok" if self.last.ok else f"failed: {failed.step if failed else '?'}"

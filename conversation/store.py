@@ -277,7 +277,10 @@ class Store:
             p.hset(self.k.job(job_id), mapping={**fields, "done": "1"})
             p.zrem(self.k.due(shard), job_id)
             p.expire(self.k.job(job_id), 30 * 86_400)
-            p.hincrby(self.k.finished(shard), str(fields.get("status") or "unknown"), 1)
+            # Metrics by our state (the service's own words vary by service).
+            p.hincrby(
+                self.k.finished(shard), str(fields.get("state") or fields.get("status") or "unknown"), 1
+            )
             await p.execute()
 
     async def finished_counts(self) -> dict[str, int]:

@@ -243,7 +243,7 @@ class Watcher:
             crash.point("summary.after_send")
             await self.store.summary_sent(job.job_id)
             crash.point("summary.after_mark")
-        await self._finish(chat, job.job_id, {"status": job.status})
+        await self._finish(chat, job.job_id, {"status": job.status, "state": job.state})
         return None
 
     async def _finish(self, chat: int, job_id: str, fields: dict[str, Any]) -> None:

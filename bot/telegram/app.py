@@ -26,6 +26,7 @@ from telegram import BotCommand, Update
 from telegram.ext import Application, ApplicationBuilder, TypeHandler
 
 import locales
+from batchjob import doctor
 from batchjob.client import BatchJobClient
 from bot.redact import redact_secrets
 from bot.telegram.channel import TelegramChannel
@@ -84,6 +85,7 @@ class TelegramBot:
         flood = FloodControl(redis, scale=tg.bot_flood_scale, keys=keys_for(conv))
         self.channel = TelegramChannel(self.ptb.bot, flood)
         self.app = ConversationApp(redis, client, self.channel, conv)
+        self.probe = doctor.Probe(client)
         self.poller = Poller(self.ptb.bot, self.process, timeout=tg.telegram_timeout_seconds)
         self.ptb.add_handler(TypeHandler(Update, self._on_update))
         self.ptb.add_error_handler(self._on_error)
@@ -106,6 +108,19 @@ class TelegramBot:
             await self.ptb.bot.delete_webhook()
             self.poller.start(ALLOWED_UPDATES)
         self.app.start_watcher()
+        await self._probe_service()
+
+    async def _probe_service(self) -> None:
+        """`batchjob doctor`'s probe, once at start: one log line per finding."""
+        diagnosis = await self.probe.run()
+        if diagnosis is None:
+            return
+        for line in doctor.log_lines(diagnosis):
+            log.log(logging.INFO if diagnosis.ok else logging.WARNING, "%s", line)
+        if not diagnosis.ok:
+            log.warning(
+                "the BatchJob service cannot be used as it answers; run `batchjob doctor` for details"
+            )
 
     async def stop(self) -> None:
         await self.poller.stop()
@@ -225,7 +240,12 @@ class TelegramBot:
                 checks["batchjob"] = True
             except Exception:
                 checks["batchjob"] = False
-            return JSONResponse(checks, status_code=200 if all(checks.values()) else 503)
+            # The doctor's probe (taken again when it failed): the service answers in shapes
+            # the bot can read.
+            diagnosis = await self.probe.current()
+            checks["service_probe"] = diagnosis is not None and diagnosis.ok
+            body = {**checks, "probe": self.probe.summary()}
+            return JSONResponse(body, status_code=200 if all(checks.values()) else 503)
 
         async def metrics(request: Request) -> Response:
             return PlainTextResponse(await self.render_metrics(), media_type="text/plain; version=0.0.4")

@@ -111,3 +111,32 @@ async def test_the_polling_offset_stays_at_the_oldest_update_not_yet_applied():
     release.set()
     await until(lambda: bot.offsets[-1] == 8, what="the offset to move on")
     await poller.stop()
+
+
+async def test_health_reports_the_service_probe_and_takes_it_again_after_a_failure(
+    telegram, sandbox, redis, tmp_path
+):
+    """Answers in a shape the bot cannot read make the bot unhealthy, and saying why;
+    once the service answers well again, the next check says so."""
+    wh = make_bot(telegram, sandbox, redis, tmp_path, **HOOK)
+    wh.probe.retry_s = wh.probe.max_age_s = 0  # take the probe again at every check
+    sandbox.state.config.style = "camel"
+    await wh.start()
+    try:
+        assert wh.probe.last is not None and wh.probe.last.ok  # camelCase is understood
+        original = sandbox.state.config.token
+        sandbox.state.config.token = "rotated"  # the bot's token no longer works
+        await wh.probe.run()
+        async with asgi_client(wh) as c:
+            sandbox.state.config.token = original
+            health = (await c.get("/healthz")).json()
+        assert health["service_probe"] is True and health["probe"] == "ok"  # taken again: well
+        sandbox.state.config.token = "rotated"
+        async with asgi_client(wh) as c:
+            health = await c.get("/healthz")
+        assert health.status_code == 503 and health.json()["probe"] == "failed: list"
+    finally:
+        sandbox.state.config.token = original
+        sandbox.state.config.style = "ours"
+        await wh.stop()
+        await wh.client.aclose()
