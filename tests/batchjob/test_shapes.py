@@ -193,3 +193,16 @@ async def test_an_unusable_answer_is_a_bad_answer_and_a_submit_one_is_unknown():
         assert "running" in e.value.excerpt
         with pytest.raises(OutcomeUnknown):  # the job may exist: never "rejected"
             await c.submit("file_1")
+
+
+def test_the_documented_table_lists_every_spelling():
+    from pathlib import Path
+
+    from batchjob.shapes import SPELLINGS, STATES
+
+    doc = (Path(__file__).resolve().parents[2] / "docs/service-answers.md").read_text()
+    lines = doc.splitlines()
+    for table in (SPELLINGS, STATES):
+        for field, spellings in table.items():
+            row = f"| `{field}` | " + ", ".join(f"`{s}`" for s in spellings) + " |"
+            assert row in lines, row
