@@ -14,23 +14,6 @@ from conversation.store import Store
 RECONCILE_SKEW_MS = 60_000  # clocks of the bot and the service may differ this much
 
 
-def _created_ms(value: str | float | None) -> int | None:
-    """A job's creation time in ms from an ISO string or epoch seconds/ms; None if unknown."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, int | float):
-        return int(value if value > 1e12 else value * 1000)
-    try:
-        from datetime import UTC, datetime
-
-        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-        if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=UTC)
-        return int(parsed.timestamp() * 1000)
-    except ValueError:
-        return None
-
-
 def service_failure(step: str, e: bj.BatchJobError) -> ServiceFailed:
     kinds = [
         (bj.AuthError, "auth"),
@@ -92,7 +75,7 @@ async def reconcile(store: Store, client: BatchJobClient, intent_id: str, file_i
         for page in range(1, 4):
             listing = await client.list_jobs(page=page, page_size=50)
             for job in listing.items:
-                created = _created_ms(job.created_at)
+                created = job.created_ms  # ISO, epoch seconds or milliseconds, as the service wrote it
                 if job.file_id == file_id and (created is None or created >= since):
                     if intent_id:
                         for state in ("UNKNOWN", "SUBMITTING"):
