@@ -47,7 +47,7 @@ def node_commands(ports: list[int]) -> list[int]:
 async def run(replicas: int, redis_url: str, chats: int, rows: int, kill: bool, ports: list[int]) -> dict:
     from batchjob.sandbox import SandboxConfig, SandboxServer
     from conversation.store import connect
-    from tests.e2e.fake_telegram import TOKEN, FakeTelegram
+    from tests.e2e.fake_telegram import FakeTelegram
     from tests.scale.harness import Fleet, Forwarder, Run, drive
 
     work = Path(tempfile.mkdtemp(prefix="bench-scale-"))
@@ -66,11 +66,9 @@ async def run(replicas: int, redis_url: str, chats: int, rows: int, kill: bool, 
     fleet = Fleet(
         replicas,
         redis_url=redis_url,
-        api_base=telegram.api_base,
-        file_base=telegram.file_base,
-        service_url=sandbox.url,
+        telegram=telegram,
+        sandbox=sandbox,
         service_token="bench",
-        telegram_token=TOKEN,
         workdir=work,
         prefix=prefix,
         BOT_POLL_MIN_SECONDS="1",

@@ -20,6 +20,8 @@ from typing import Any
 
 import httpx
 
+from tests.e2e.fake_telegram import TOKEN as TELEGRAM_TOKEN
+
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "s3cret-value"
 HOOK_PATH = "/tg/hook"
@@ -32,18 +34,17 @@ def free_port() -> int:
 
 
 class Fleet:
-    """N bot processes on one Redis, each with a media directory of its own (no shared disk)."""
+    """N bot processes on one Redis, each with a media directory of its own (no shared disk),
+    against the fake Bot API server and the sandbox."""
 
     def __init__(
         self,
         n: int,
         *,
         redis_url: str,
-        api_base: str,
-        file_base: str,
-        service_url: str,
+        telegram: Any,
+        sandbox: Any,
         service_token: str,
-        telegram_token: str,
         workdir: Path,
         prefix: str,
         shared_media: bool = False,
@@ -62,10 +63,10 @@ class Fleet:
         }
         base.update(
             REDIS_URL=redis_url,
-            TELEGRAM_BOT_TOKEN=telegram_token,
-            TELEGRAM_API_BASE_URL=api_base,
-            TELEGRAM_FILE_BASE_URL=file_base,
-            BATCHJOB_BASE_URL=service_url,
+            TELEGRAM_BOT_TOKEN=TELEGRAM_TOKEN,
+            TELEGRAM_API_BASE_URL=telegram.api_base,
+            TELEGRAM_FILE_BASE_URL=telegram.file_base,
+            BATCHJOB_BASE_URL=sandbox.url,
             BATCHJOB_BEARER_TOKEN=service_token,
             BOT_WEBHOOK_URL=f"https://bot.example.com{HOOK_PATH}",
             BOT_WEBHOOK_SECRET=SECRET,

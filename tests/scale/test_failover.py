@@ -21,7 +21,6 @@ from conversation.keys import Keys
 from conversation.store import Store, connect
 from tests.conftest import TOKEN
 from tests.conversation.test_redis_faults import OwnRedis
-from tests.e2e.fake_telegram import TOKEN as TG_TOKEN
 from tests.scale.harness import Fleet, Forwarder, Run, drive, dump
 
 pytestmark = pytest.mark.skipif(
@@ -89,11 +88,9 @@ async def test_kill_a_replica_mid_run(moment, media, redis_url, sandbox, tmp_pat
     fleet = Fleet(
         REPLICAS,
         redis_url=redis_url,
-        api_base=telegram.api_base,
-        file_base=telegram.file_base,
-        service_url=sandbox.url,
+        telegram=telegram,
+        sandbox=sandbox,
         service_token=TOKEN,
-        telegram_token=TG_TOKEN,
         workdir=tmp_path,
         prefix=f"fo{secrets.token_hex(3)}",
         shared_media=media == "shared",
