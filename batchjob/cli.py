@@ -1,8 +1,8 @@
 """`batchjob`: inspect, convert and template prompt files, and talk to the service.
 
 Exit codes: 0 success; 1 the input file is invalid or unusable; 2 usage error;
-3-8 service errors (see `batchjob.cli_jobs`); 70 unexpected internal error.
-Every failure is one line on stderr, never a traceback.
+3-9 service errors (see `batchjob.cli_jobs`); 70 unexpected internal error.
+Every failure is a line on stderr (and what was done so far), never a traceback.
 """
 
 from __future__ import annotations
@@ -43,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
         "them to the service's JSONL, write starter templates, submit and follow jobs.",
         epilog="Exit codes: 0 ok, 1 invalid or unusable input, 2 usage error, 3 configuration, "
         "4 authentication, 5 insufficient balance, 6 rejected by the service, 7 service "
-        "unavailable, 8 submit outcome unknown (never repeated), 70 internal error. "
+        "unavailable, 8 submit outcome unknown (never repeated), 9 service answers not "
+        "understood (doctor), 70 internal error. "
         "Service commands read BATCHJOB_BASE_URL and BATCHJOB_BEARER_TOKEN; limits "
         "BATCHJOB_LIMIT_* (see README).",
     )
