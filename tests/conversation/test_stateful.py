@@ -21,7 +21,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from batchjob import errors as bj
 from batchjob.models import Estimate, Job, JobPage, UploadResult
-from conversation import keys
+from conversation import crash, keys
 from conversation.app import ConversationApp
 from conversation.events import ButtonPressed, CommandReceived, FileReceived, TextReceived
 from conversation.settings import ConversationSettings
@@ -96,6 +96,10 @@ class FakeService:
         return None
 
 
+class Killed(BaseException):
+    """The replica's process ended here."""
+
+
 class ConversationMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
@@ -168,6 +172,43 @@ class ConversationMachine(RuleBasedStateMachine):
                 job["status"] = status
                 job["completed"] = job["total"] if status == "completed" else 1
                 break
+
+    @rule(
+        chat=st.sampled_from(CHATS),
+        point=st.sampled_from(
+            [
+                "effect.before:Download",
+                "effect.before:Upload",
+                "effect.before:Precheck",
+                "effect.before:Reply",
+                "effect.before:Submit",
+                "submit.after_post",
+                "effect.before:Watch",
+                "handle.after_save:Prechecked",
+            ]
+        ),
+    )
+    def replica_killed_mid_step(self, chat, point):
+        """This replica dies at `point` (nothing of it runs after); another one resumes the
+        chat from Redis. The invariants below must hold all the same."""
+        real = crash.point
+
+        def die(name: str) -> None:
+            if name == point:
+                raise Killed(name)
+
+        crash.point = die
+        try:
+            self.handle(chat, FileReceived(str(self.src), "p.csv", 20, "fast"))
+        except Killed:
+            pass
+        finally:
+            crash.point = real
+        dead = self.app
+        self.run(dead.leases.working_on(chat))  # what a kill leaves listed
+        self.run(self.redis.zadd(dead.keys.replicas, {dead.leases.replica: 0}))
+        self.app = self._new_app()
+        self.run(self.app.recovery.reap_once())
 
     @rule()
     def lose_next_submit_reply(self):
@@ -259,7 +300,7 @@ class ConversationMachine(RuleBasedStateMachine):
 
 
 ConversationMachine.TestCase.settings = settings(
-    max_examples=25,
+    max_examples=int(__import__("os").environ.get("BJB_STATEFUL_EXAMPLES", "25")),
     stateful_step_count=30,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
