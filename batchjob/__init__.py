@@ -11,3 +11,14 @@ def format_amount(value: object) -> str:
     if isinstance(value, float):
         return f"{value:.4f}".rstrip("0").rstrip(".")
     return str(value)
+
+
+def version() -> str:
+    """The installed release (one distribution holds the bot, the CLI and the library)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("batchjob-bot")
+    except PackageNotFoundError:
+        return "unknown"

@@ -8,6 +8,7 @@ Every failure is a line on stderr (and what was done so far), never a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -75,7 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--skip-invalid is given and at least one row is valid.",
     )
     conv.add_argument("file", metavar="FILE")
-    conv.add_argument("-o", "--output", required=True, metavar="OUT.jsonl")
+    conv.add_argument(
+        "-o", "--output", required=True, metavar="OUT.jsonl", help="the JSONL to write; - for stdout"
+    )
     conv.add_argument(
         "--skip-invalid", action="store_true", help="write only the valid rows instead of failing"
     )
@@ -100,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     from batchjob import cli_jobs
 
     cli_jobs.register(sub)
+    from batchjob import version
+
+    p.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     return p
 
 
@@ -120,9 +126,29 @@ def cmd_inspect(args: argparse.Namespace, lang: str) -> int:
 
 
 def cmd_convert(args: argparse.Namespace, lang: str) -> int:
+    if args.output == "-":
+        return _convert_to_stdout(args, lang)
+    return _convert(args, lang, Path(args.output), sys.stdout)
+
+
+def _convert_to_stdout(args: argparse.Namespace, lang: str) -> int:
+    """`-o -`: the JSONL on stdout, the report on stderr (so the two never mix)."""
+    import shutil
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="batchjob-convert-") as tmp:
+        out = Path(tmp) / "out.jsonl"
+        code = _convert(args, lang, out, sys.stderr)
+        if out.exists():
+            with open(out, "rb") as f:
+                shutil.copyfileobj(f, sys.stdout.buffer)
+            sys.stdout.flush()
+    return code
+
+
+def _convert(args: argparse.Namespace, lang: str, out: Path, report_to: Any) -> int:
     from batchjob.input.isolation import read_in_child
 
-    out = Path(args.output)
     if not out.parent.is_dir():
         raise CliError(locales.t(lang, "cli.error.write", out=out, reason="no such directory"), EXIT_USAGE)
     try:
@@ -132,15 +158,17 @@ def cmd_convert(args: argparse.Namespace, lang: str) -> int:
     written = report.usable and (report.ok or args.skip_invalid)
     if args.json:
         d = report.to_dict(lang)
-        d["output"] = str(out) if written else None
-        sys.stdout.write(orjson.dumps(d).decode() + "\n")
+        d["output"] = (str(out) if args.output != "-" else "-") if written else None
+        report_to.write(orjson.dumps(d).decode() + "\n")
     else:
-        print_report(report, lang, False, verdict=False)
-        if written:
-            print(locales.t(lang, "cli.convert.done", count=report.valid, out=out))
-            if report.invalid:
-                print(locales.t(lang, "cli.convert.skipped", invalid=report.invalid))
-        else:
+        with contextlib.redirect_stdout(report_to):
+            print_report(report, lang, False, verdict=False)
+            if written:
+                shown = out if args.output != "-" else "stdout"
+                print(locales.t(lang, "cli.convert.done", count=report.valid, out=shown))
+                if report.invalid:
+                    print(locales.t(lang, "cli.convert.skipped", invalid=report.invalid))
+        if not written:
             print(_verdict(report, lang), file=sys.stderr)
             print(locales.t(lang, "cli.convert.not_written"), file=sys.stderr)
     return EXIT_OK if written else EXIT_INVALID

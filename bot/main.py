@@ -15,6 +15,7 @@ import asyncio
 import logging
 import os
 import shlex
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -22,7 +23,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 import locales
-from batchjob import redaction
+from batchjob import redaction, version
 from batchjob.settings import ConfigError, describe
 
 log = logging.getLogger("bot")
@@ -40,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--sandbox starts a local sandbox BatchJob server (development only) so that no account is "
         "needed. Without REDIS_URL an in-process store is used and state does not survive a restart.",
     )
+    p.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     p.add_argument("--console", action="store_true", help="talk to the bot in this terminal")
     p.add_argument("--sandbox", action="store_true", help="run against an in-process sandbox BatchJob server")
     p.add_argument("--lang", choices=locales.LANGUAGES, default=None, help="console user's language")
@@ -241,6 +243,8 @@ async def run_console(args: argparse.Namespace) -> int:
         await redis.aclose()
         if sandbox is not None:
             sandbox.stop()
+        # Nothing left behind: a flow resumed later gets its file again from its source.
+        shutil.rmtree(work, ignore_errors=True)
     return 0
 
     # (helpers below)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -126,3 +127,24 @@ def test_hostile_spreadsheets_are_a_sentence_not_a_crash(kind, tmp_path):
         assert p.returncode == 1, p.stderr
         assert "Traceback" not in p.stdout + p.stderr and "panicked" not in p.stderr
         assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_convert_to_stdout_keeps_the_report_apart(write, tmp_path):
+    src = write("p.csv", "prompt\nfox\n,bad\nowl\n")
+    p = subprocess.run(
+        [sys.executable, "-m", "batchjob.cli", "convert", str(src), "-o", "-", "--skip-invalid"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
+    )
+    assert p.returncode == 0, p.stderr
+    lines = [json.loads(line) for line in p.stdout.splitlines()]  # stdout is nothing but the JSONL
+    assert [x["contents"][0]["parts"][0]["text"] for x in lines] == ["fox", "owl"]
+    assert "Row 3" in p.stderr and not (tmp_path / "-").exists()
+
+
+def test_version():
+    for module in ("batchjob.cli", "bot.main"):
+        p = subprocess.run([sys.executable, "-m", module, "--version"], capture_output=True, text=True)
+        assert p.returncode == 0 and p.stdout.split()[-1][0].isdigit(), p.stdout + p.stderr

@@ -9,9 +9,10 @@ import sys
 from batchjob.cli import example_path
 
 
-def run(script: str, *args: str, timeout: int = 90) -> subprocess.CompletedProcess[str]:
+def run(script: str, *args: str, timeout: int = 90, **extra: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "BATCHJOB_BEARER_TOKEN")}
     env["LANG"] = "C.UTF-8"
+    env.update(extra)
     return subprocess.run(
         [sys.executable, "-m", "bot.main", "--console", "--sandbox", *args],
         input=script,
@@ -51,3 +52,9 @@ def test_help_and_bad_input():
     p = run("/file\n/file /nonexistent/x.csv\nhello\n/nope\n")
     assert p.returncode == 0 and "Traceback" not in p.stderr
     assert "Use /file PATH" in p.stdout and "could not download" in p.stdout and "Unknown command" in p.stdout
+
+
+def test_the_console_leaves_no_folder_behind(tmp_path):
+    p = run(f"/file {example_path()}\ngoogle/gemini-2.5-flash-image fast\n", TMPDIR=str(tmp_path))
+    assert p.returncode == 0, p.stderr
+    assert not list(tmp_path.glob("batchjob-bot-*"))
