@@ -4,7 +4,9 @@ For each event: under the chat's lock, load the state, `step`, save; then, outsi
 lock, perform each effect and feed its outcome back as a new event. The state is saved
 before the effects run, so a crash leaves a state whose next effects are safe to
 repeat; the one effect that is not (the submit POST) is guarded by an intent recorded
-in Redis before the POST.
+in Redis before the POST. Messages and command answers are saved with the state in the
+chat's outbox and performed at most once (conversation/outbox.py); whatever a dead
+process left is resumed by any replica (conversation/recovery.py, docs/replicas.md).
 """
 
 from __future__ import annotations
