@@ -16,6 +16,7 @@ from typing import Any
 
 import locales
 from batchjob import DEFAULT_MODE, DEFAULT_MODEL, format_amount
+from batchjob.shapes import STATES
 
 EXIT_CONFIG, EXIT_AUTH, EXIT_BALANCE, EXIT_REJECTED, EXIT_UNAVAILABLE, EXIT_UNKNOWN = 3, 4, 5, 6, 7, 8
 
@@ -41,7 +42,12 @@ def register(sub: Any) -> None:
     st.add_argument("--interval", type=float, default=2.0)
 
     j = sub.add_parser("jobs", help="list jobs", description="List the service's jobs, newest first.")
-    j.add_argument("--status", default=None, help="only jobs with this status")
+    j.add_argument(
+        "--status",
+        default=None,
+        choices=sorted(STATES),
+        help="only jobs with this status",
+    )
     j.add_argument("--page", type=int, default=1)
     j.add_argument("--page-size", type=int, default=20)
 

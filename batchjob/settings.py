@@ -31,6 +31,8 @@ class ServiceSettings(BaseSettings):
 def describe(e: ValidationError, prefix: str = "BATCHJOB_") -> str:
     """The first problem as one line, e.g. `BATCHJOB_BEARER_TOKEN is not set`. Never the value."""
     err = e.errors()[0]
+    if not err["loc"]:  # a rule across settings: its message names them
+        return str(err["msg"]).removeprefix("Value error, ")
     name = prefix + "_".join(str(p) for p in err["loc"]).upper()
     if err["type"] == "missing":
         return f"{name} is not set"

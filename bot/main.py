@@ -110,6 +110,34 @@ async def _start_bot(bot, tg, lang: str) -> None:  # type: ignore[no-untyped-def
         ptb_log.setLevel(level)
 
 
+def _start_line(lang: str, tg, conv, base_url: str, redis, persistent: bool, bot) -> str:  # type: ignore[no-untyped-def]
+    """What runs, in one line: mode, Redis, service, admins, languages, replica."""
+    from conversation.store import is_cluster_client
+
+    mode = (
+        locales.t(lang, "start.mode_webhook", host=tg.bot_listen_host, port=tg.bot_listen_port)
+        if tg.webhook
+        else locales.t(lang, "start.mode_polling")
+    )
+    where = redaction.url_without_credentials(os.environ.get("REDIS_URL", ""))
+    store = (
+        locales.t(lang, "start.redis_cluster" if is_cluster_client(redis) else "start.redis", url=where)
+        if persistent
+        else locales.t(lang, "start.redis_memory")
+    )
+    return locales.t(
+        lang,
+        "start.running",
+        version=version(),
+        mode=mode,
+        store=store,
+        service=redaction.url_without_credentials(base_url),
+        admins=len(conv.admin_ids),
+        languages=", ".join(locales.LANGUAGES),
+        replica=bot.app.leases.replica,
+    )
+
+
 def _settings(cls, prefix: str, **overrides):  # type: ignore[no-untyped-def]
     try:
         return cls(**overrides)
@@ -149,6 +177,9 @@ async def run_telegram() -> int:
         await client.aclose()
         await redis.aclose()
         raise
+    print(
+        f"batchjob-bot: {_start_line(lang, tg, conv, svc.base_url, redis, persistent, bot)}", file=sys.stderr
+    )
     try:
         if tg.webhook:
             import uvicorn

@@ -629,6 +629,8 @@ def _on_command(s: ChatState, e: CommandReceived, ctx: Context) -> Result:
         s.cancel_reasons = {**dict(list(s.cancel_reasons.items())[-9:]), args[0]: reason}
         return s, [_ask_cancel(args[0], reason)]
     if name == "details":
+        if not args and s.recent:  # the chat's latest job
+            return s, [Details(s.recent[0])]
         if not args or not _JOB_ID.match(args[0]):
             return s, [_reply("cmd.details_usage")]
         if args[0] not in s.recent and e.user_id not in ctx.admins:

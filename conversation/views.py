@@ -18,7 +18,8 @@ def failure_text(lang: str, failure: ServiceFailed) -> str:
 
 
 async def status(client: BatchJobClient, lang: str, state: ChatState, job_id: str | None) -> str:
-    ids = [job_id] if job_id else state.jobs[-10:]
+    # Without an id: the chat's active jobs, else its latest one (ended, but asked about).
+    ids = [job_id] if job_id else (state.jobs[-10:] or state.recent[:1])
     if not ids:
         return locales.t(lang, "cmd.status_none")
     lines = []

@@ -62,6 +62,7 @@ def _run(**env: str) -> subprocess.CompletedProcess[str]:
         ("unreachable", "cannot be reached"),
         ("redis", "REDIS_URL"),
         ("setting", "BOT_POLL_MIN_SECONDS"),
+        ("half a webhook", "BOT_WEBHOOK_SECRET is not set"),
     ],
 )
 def test_a_start_failure_is_one_line_without_secrets(case, says, fake_api):
@@ -71,6 +72,7 @@ def test_a_start_failure_is_one_line_without_secrets(case, says, fake_api):
         "unreachable": {"TELEGRAM_API_BASE_URL": "http://127.0.0.1:9/bot"},
         "redis": {"REDIS_URL": f"redis://:{REDIS_PASSWORD}@127.0.0.1:9/0"},
         "setting": {"BOT_POLL_MIN_SECONDS": "soon"},
+        "half a webhook": {"BOT_WEBHOOK_URL": "https://bot.example.com/hook"},  # no silent polling
     }[case]
     r = _run(**env)
     out = r.stdout + r.stderr

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 BOT_API_DOWNLOAD_LIMIT = 20 * 1024 * 1024  # getFile's limit on the public Bot API
@@ -23,6 +23,16 @@ class TelegramSettings(BaseSettings):
     bot_listen_port: int = Field(8080, gt=0, lt=65536)
     bot_flood_scale: float = Field(1.0, gt=0, le=1.0)  # < 1 only for tests and benchmarks
     telegram_timeout_seconds: float = Field(10.0, gt=0)  # read/write timeout of Bot API calls
+
+    @model_validator(mode="after")
+    def _webhook_pair(self) -> TelegramSettings:
+        """Half a webhook set-up is a mistake to name, not a silent fall-back to polling."""
+        if bool(self.bot_webhook_url) != bool(self.bot_webhook_secret):
+            missing = "BOT_WEBHOOK_SECRET" if self.bot_webhook_url else "BOT_WEBHOOK_URL"
+            raise ValueError(
+                f"{missing} is not set (webhook mode needs BOT_WEBHOOK_URL and BOT_WEBHOOK_SECRET)"
+            )
+        return self
 
     @property
     def webhook(self) -> bool:

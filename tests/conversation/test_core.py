@@ -527,3 +527,11 @@ def test_a_balance_failure_shows_where_to_top_up():
     )
     _, effects = core.step(at("submitting", file_id="file_abc1", intent_id="i"), failure, ctx())
     assert keys(effects)[:2] == ["error.balance", "error.balance_topup"]
+
+
+def test_details_without_an_id_means_the_chats_latest_job():
+    s = ChatState(recent=["job_9", "job_1"])
+    _, effects = core.step(s, CommandReceived("details", (), 5), ctx())
+    assert effects == [Details("job_9")]
+    _, effects = core.step(ChatState(), CommandReceived("details", (), 5), ctx())
+    assert keys(effects) == ["cmd.details_usage"]  # no job yet: how to use it

@@ -278,3 +278,12 @@ async def test_send_priorities_first_answer_answer_background(app, channel, writ
     assert seen[:3] == [("Checked", FIRST_ANSWER), ("Uploaded:", ANSWER), ("Job", FIRST_ANSWER)]
     background = seen[3:]  # the progress message (and its edits) and the summary
     assert len(background) >= 2 and all(p == BACKGROUND for _, p in background)
+
+
+async def test_status_without_an_id_after_the_job_ended_shows_it(app, channel, write, sandbox):
+    src = write("p.csv", "prompt\nfox\n")
+    await app.runner.handle(CHAT, FileReceived(str(src), "p.csv", src.stat().st_size, "fast"))
+    await drain(app)
+    job_id = (await app.store.load(CHAT)).recent[0]
+    await app.runner.handle(CHAT, CommandReceived("status", (), 5))
+    assert job_id in channel.texts()[-1] and "completed" in channel.texts()[-1]  # not "no active jobs"
