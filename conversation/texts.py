@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import locales
 from batchjob.models import Job
+from batchjob.shapes import TERMINAL
 
 BAR_WIDTH = 20
 
@@ -39,7 +40,8 @@ def progress(lang: str, job: Job, elapsed_s: float, total_hint: int | None = Non
     if fraction is None and total and done is not None:
         fraction = done / total
     eta = ""
-    if fraction and 0 < fraction < 1 and elapsed_s > 0:
+    # No time left to show once the job stops (cancelling) or has ended.
+    if fraction and 0 < fraction < 1 and elapsed_s > 0 and job.state not in ("cancelling", *TERMINAL):
         eta = locales.t(lang, "job.eta", eta=duration(elapsed_s * (1 - fraction) / fraction))
     return locales.t(
         lang,
@@ -68,6 +70,10 @@ def summary(lang: str, job: Job, elapsed_s: float, total_hint: int | None = None
         total=total if total is not None else "?",
         duration=duration(elapsed_s),
     )
+    not_run = (total or 0) - (job.completed or 0) - (job.failed or 0)
+    if job.terminal and total and job.completed is not None and not_run > 0:
+        # Cancelled or expired early: every record is counted, the ones that never ran too.
+        text += "\n" + locales.t(lang, "job.summary_not_run", count=not_run)
     if job.output_summary_url:
         text += "\n" + locales.t(lang, "job.summary_url", url=job.output_summary_url)
     return text
