@@ -45,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit codes: 0 ok, 1 invalid or unusable input, 2 usage error, 3 configuration, "
         "4 authentication, 5 insufficient balance, 6 rejected by the service, 7 service "
         "unavailable, 8 submit outcome unknown (never repeated), 9 service answers not "
-        "understood (doctor), 70 internal error. "
+        "understood (doctor), 70 internal error; with --watch, the job's end: 0 completed, "
+        "10 partially failed, 11 failed, 12 cancelled or expired. "
         "Service commands read BATCHJOB_BASE_URL and BATCHJOB_BEARER_TOKEN; limits "
         "BATCHJOB_LIMIT_* (see README).",
     )

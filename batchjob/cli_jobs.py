@@ -4,7 +4,8 @@ Exit codes (added to those of `batchjob.cli`): 3 configuration missing or invali
 4 authentication refused, 5 insufficient balance, 6 rejected by the service (bad file,
 not found, conflict), 7 service unavailable or rate limited, 8 outcome unknown (a submit
 was sent and no answer came back; it is never repeated automatically), 9 (doctor) the
-service's answers could not be understood.
+service's answers could not be understood. With --watch, a job's end: 0 completed,
+10 partially failed, 11 failed, 12 cancelled or expired.
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ from batchjob import DEFAULT_MODE, DEFAULT_MODEL, format_amount
 from batchjob.shapes import STATES
 
 EXIT_CONFIG, EXIT_AUTH, EXIT_BALANCE, EXIT_REJECTED, EXIT_UNAVAILABLE, EXIT_UNKNOWN = 3, 4, 5, 6, 7, 8
+# A job followed to its end (--watch): completed 0; some records failed 10; all failed 11;
+# stopped before the end (cancelled, expired) 12 - so scripts can tell them apart.
+JOB_EXIT = {"partially_failed": 10, "failed": 11, "cancelled": 12, "expired": 12}
 
 
 def register(sub: Any) -> None:
@@ -241,7 +245,7 @@ async def _follow(client: Any, job_id: str, interval: float, lang: str) -> int:
                     sys.stdout.write("\n")
                 if job.output_summary_url:
                     print(locales.t(lang, "cli.job.summary_url", url=job.output_summary_url))
-                return 0
+                return JOB_EXIT.get(job.state, 0)
             await asyncio.sleep(interval)
     except (KeyboardInterrupt, asyncio.CancelledError):
         print("\n" + locales.t(lang, "cli.job.watch_stopped", job_id=job_id), file=sys.stderr)

@@ -38,7 +38,7 @@ def run(sandbox):
 
 def test_submit_watch_to_the_end(run, write, sandbox):
     p = run("submit", str(write("p.csv", "prompt\nfox\nowl [fail]\n")), "--watch", "--interval", "0.05")
-    assert p.returncode == 0, p.stderr
+    assert p.returncode == 10, p.stderr  # the job ended with some records failed
     assert "google/gemini-2.5-flash-image (default)" in p.stdout and "fast (default)" in p.stdout
     # The service's own word for the state (partially_failed, PARTIALLY_SUCCEEDED, …).
     assert re.search(r"partially_(failed|succeeded), 2/2 done, 1 failed", p.stdout, re.I), p.stdout
@@ -110,3 +110,9 @@ def test_status_jobs_cancel(run, write, sandbox):
     assert re.search(r"cancell?ed", run("cancel", job_id, "--reason", "test").stdout, re.I)
     p = run("cancel", job_id)
     assert p.returncode == 6 and re.search(r"cancell?ed|not.cancellable", p.stderr, re.I), p.stderr
+
+
+def test_watch_exit_codes_say_how_the_job_ended(run, write, sandbox):
+    ok, bad = write("ok.csv", "prompt\nfox\n"), write("bad.csv", "prompt\nfox [fail]\n")
+    assert run("submit", str(ok), "--watch", "--interval", "0.05").returncode == 0
+    assert run("submit", str(bad), "--watch", "--interval", "0.05").returncode == 11
