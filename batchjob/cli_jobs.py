@@ -39,11 +39,13 @@ def register(sub: Any) -> None:
     s.add_argument("--skip-invalid", action="store_true", help="send only the valid rows")
     s.add_argument("--watch", action="store_true", help="follow the job until it ends")
     s.add_argument("--interval", type=float, default=2.0, help="seconds between polls with --watch")
+    s.add_argument("--json", action="store_true", help="one JSON object on stdout instead of text")
 
     st = sub.add_parser("status", help="show one job", description="Show a job's status and counts.")
     st.add_argument("job_id", metavar="JOB_ID")
     st.add_argument("--watch", action="store_true", help="follow the job until it ends")
     st.add_argument("--interval", type=float, default=2.0)
+    st.add_argument("--json", action="store_true", help="the job as JSON (with --watch: at its end)")
 
     j = sub.add_parser("jobs", help="list jobs", description="List the service's jobs, newest first.")
     j.add_argument(
@@ -54,10 +56,12 @@ def register(sub: Any) -> None:
     )
     j.add_argument("--page", type=int, default=1)
     j.add_argument("--page-size", type=int, default=20)
+    j.add_argument("--json", action="store_true", help="the page as JSON")
 
     c = sub.add_parser("cancel", help="cancel a job", description="Cancel a queued or running job.")
     c.add_argument("job_id", metavar="JOB_ID")
     c.add_argument("--reason", default="", help="reason recorded with the cancellation")
+    c.add_argument("--json", action="store_true", help="the job as JSON")
 
     d = sub.add_parser(
         "doctor",
@@ -103,6 +107,31 @@ def so_far(lang: str) -> str:
     if "file_id" in SO_FAR:
         return "\n" + locales.t(lang, "cli.error.so_far_uploaded", file_id=SO_FAR["file_id"])
     return ""
+
+
+def job_json(job: Any) -> dict[str, Any]:
+    """A job as scripts want it: our state and the service's word, counts, progress."""
+    return {
+        "job_id": job.job_id,
+        "state": job.state,
+        "status": job.status,
+        "terminal": job.terminal,
+        "total": job.total,
+        "completed": job.completed,
+        "failed": job.failed,
+        "pending": job.pending,
+        "fraction": job.fraction,
+        "model": job.model,
+        "mode": job.mode,
+        "created_at": job.created_at,
+        "output_summary_url": job.output_summary_url,
+    }
+
+
+def _emit(data: Any) -> None:
+    import orjson
+
+    sys.stdout.write(orjson.dumps(data).decode() + "\n")
 
 
 def _client() -> Any:
@@ -169,6 +198,8 @@ def _service_error(e: Any, lang: str) -> tuple[str, int]:
 
 
 async def _submit(args: argparse.Namespace, lang: str) -> int:
+    import contextlib
+    import io
     import tempfile
 
     from batchjob.cli import EXIT_INVALID, print_report
@@ -177,55 +208,77 @@ async def _submit(args: argparse.Namespace, lang: str) -> int:
     t = locales.t
     model, mode = args.model or DEFAULT_MODEL, args.mode or DEFAULT_MODE
     client = _client()  # configuration errors before any work
+    result: dict[str, Any] = {"file_id": None, "row_count": None, "estimate": None, "job": None}
+    # With --json the text goes nowhere; one JSON object is printed at the end.
+    text = contextlib.redirect_stdout(io.StringIO()) if args.json else contextlib.nullcontext()
     async with client:
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / (Path(args.file).stem[:80] + ".jsonl")
             report = await convert_file_async(args.file, out, skip_invalid=args.skip_invalid)
             if not out.exists():
-                print_report(report, lang, False)
+                print_report(report, lang, args.json)
                 return EXIT_INVALID
-            print(
-                t(
-                    lang,
-                    "cli.job.defaults",
-                    model=model,
-                    mode=mode,
-                    model_default=t(lang, "cli.job.default_tag") if args.model is None else "",
-                    mode_default=t(lang, "cli.job.default_tag") if args.mode is None else "",
+            with text:
+                print(
+                    t(
+                        lang,
+                        "cli.job.defaults",
+                        model=model,
+                        mode=mode,
+                        model_default=t(lang, "cli.job.default_tag") if args.model is None else "",
+                        mode_default=t(lang, "cli.job.default_tag") if args.mode is None else "",
+                    )
                 )
-            )
             uploaded = await client.upload(out, filename=out.name, mode=mode)
         SO_FAR["file_id"] = uploaded.file_id
         count = uploaded.row_count if uploaded.row_count is not None else report.valid
-        print(t(lang, "cli.job.uploaded", file_id=uploaded.file_id, row_count=count))
+        result.update(file_id=uploaded.file_id, row_count=count)
+        with text:
+            print(t(lang, "cli.job.uploaded", file_id=uploaded.file_id, row_count=count))
         if count <= 0:
             print(t(lang, "cli.job.not_submitted_zero"), file=sys.stderr)
             return EXIT_INVALID
         est = await client.precheck(count, model, mode)
-        print(
-            t(
-                lang,
-                "cli.job.estimate",
-                cost=format_amount(est.estimated_cost),
-                currency=est.currency or "",
-                count=count,
-                unit_price=format_amount(est.unit_price),
-                balance=format_amount(est.balance),
-            )
+        result["estimate"] = est.model_dump(
+            include={"estimated_cost", "unit_price", "currency", "balance", "sufficient", "record_count"}
         )
+        with text:
+            print(
+                t(
+                    lang,
+                    "cli.job.estimate",
+                    cost=format_amount(est.estimated_cost),
+                    currency=est.currency or "",
+                    count=count,
+                    unit_price=format_amount(est.unit_price),
+                    balance=format_amount(est.balance),
+                )
+            )
         if args.estimate_only:
-            print(t(lang, "cli.job.estimate_only"))
+            with text:
+                print(t(lang, "cli.job.estimate_only"))
+            if args.json:
+                _emit(result)
             return 0
         SO_FAR["submit_sent"] = "1"
         job = await client.submit(uploaded.file_id, model, mode)
         SO_FAR["job_id"] = job.job_id
-        print(t(lang, "cli.job.submitted", job_id=job.job_id, status=job.status))
+        result["job"] = job_json(job)
+        with text:
+            print(t(lang, "cli.job.submitted", job_id=job.job_id, status=job.status))
+        code = 0
         if args.watch:
-            return await _follow(client, job.job_id, args.interval, lang)
-    return 0
+            with text:
+                code = await _follow(client, job.job_id, args.interval, lang, result)
+        if args.json:
+            _emit(result)
+        return code
 
 
-async def _follow(client: Any, job_id: str, interval: float, lang: str) -> int:
+async def _follow(
+    client: Any, job_id: str, interval: float, lang: str, result: dict[str, Any] | None = None
+) -> int:
+    """Poll the job to its end; `result["job"]` gets the last answer (for --json)."""
     import asyncio
 
     tty = sys.stdout.isatty()
@@ -240,6 +293,8 @@ async def _follow(client: Any, job_id: str, interval: float, lang: str) -> int:
             elif line != last:
                 print(line)
             last = line
+            if result is not None:
+                result["job"] = job_json(job)
             if job.terminal:
                 if tty:
                     sys.stdout.write("\n")
@@ -273,19 +328,42 @@ def _status_line(job: Any, lang: str) -> str:
 
 
 async def _status(args: argparse.Namespace, lang: str) -> int:
+    import contextlib
+    import io
+
     async with _client() as client:
         if args.watch:
-            return await _follow(client, args.job_id, args.interval, lang)
+            result: dict[str, Any] = {}
+            quiet = contextlib.redirect_stdout(io.StringIO()) if args.json else contextlib.nullcontext()
+            with quiet:
+                code = await _follow(client, args.job_id, args.interval, lang, result)
+            if args.json:
+                _emit(result.get("job"))
+            return code
         job = await client.get_job(args.job_id)
-        print(_status_line(job, lang))
-        if job.output_summary_url:
-            print(locales.t(lang, "cli.job.summary_url", url=job.output_summary_url))
+    if args.json:
+        _emit(job_json(job))
+        return 0
+    print(_status_line(job, lang))
+    if job.output_summary_url:
+        print(locales.t(lang, "cli.job.summary_url", url=job.output_summary_url))
     return 0
 
 
 async def _jobs(args: argparse.Namespace, lang: str) -> int:
     async with _client() as client:
         page = await client.list_jobs(args.page, args.page_size, args.status)
+    if args.json:
+        _emit(
+            {
+                "page": page.page,
+                "page_size": page.page_size,
+                "total": page.total,
+                "has_more": page.has_more,
+                "items": [job_json(j) for j in page.items],
+            }
+        )
+        return 0
     if not page.items:
         print(locales.t(lang, "cli.job.list_empty"))
         return 0
@@ -306,6 +384,9 @@ async def _jobs(args: argparse.Namespace, lang: str) -> int:
 async def _cancel(args: argparse.Namespace, lang: str) -> int:
     async with _client() as client:
         job = await client.cancel(args.job_id, args.reason)
+    if args.json:
+        _emit(job_json(job))
+        return 0
     print(locales.t(lang, "cli.job.cancelled", job_id=job.job_id, status=job.status))
     return 0
 

@@ -116,3 +116,22 @@ def test_watch_exit_codes_say_how_the_job_ended(run, write, sandbox):
     ok, bad = write("ok.csv", "prompt\nfox\n"), write("bad.csv", "prompt\nfox [fail]\n")
     assert run("submit", str(ok), "--watch", "--interval", "0.05").returncode == 0
     assert run("submit", str(bad), "--watch", "--interval", "0.05").returncode == 11
+
+
+def test_json_output_for_scripts(run, write, sandbox):
+    import json
+
+    p = run("submit", str(write("p.csv", "prompt\nfox\nowl\n")), "--json", "--watch", "--interval", "0.05")
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)  # stdout is one JSON object, nothing else
+    job = out["job"]
+    assert out["file_id"].startswith("file_") and out["row_count"] == 2 and out["estimate"]["estimated_cost"]
+    assert (job["state"], job["terminal"], job["completed"], job["total"]) == ("completed", True, 2, 2)
+    status = json.loads(run("status", job["job_id"], "--json").stdout)
+    assert status["job_id"] == job["job_id"] and status["status"]  # the service's word kept too
+    page = json.loads(run("jobs", "--json", "--page-size", "5").stdout)
+    assert job["job_id"] in [j["job_id"] for j in page["items"]] and page["page"] == 1
+    sandbox.state.config.records_per_second = 0.01
+    queued = json.loads(run("submit", str(write("q.csv", "prompt\nfox\n")), "--json").stdout)["job"]
+    cancelled = json.loads(run("cancel", queued["job_id"], "--json").stdout)
+    assert cancelled["state"] == "cancelled" and cancelled["terminal"]
