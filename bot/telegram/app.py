@@ -60,6 +60,7 @@ class TelegramBot:
         redact_secrets(
             tg.telegram_bot_token.get_secret_value(),
             tg.bot_webhook_secret.get_secret_value() if tg.bot_webhook_secret else None,
+            tg.bot_metrics_token.get_secret_value() if tg.bot_metrics_token else None,
         )
         builder: ApplicationBuilder = (
             ApplicationBuilder()
@@ -247,7 +248,17 @@ class TelegramBot:
             body = {**checks, "probe": self.probe.summary()}
             return JSONResponse(body, status_code=200 if all(checks.values()) else 503)
 
+        metrics_token = (
+            self.tg.bot_metrics_token.get_secret_value().encode() if self.tg.bot_metrics_token else b""
+        )
+
         async def metrics(request: Request) -> Response:
+            if metrics_token:
+                got = request.headers.get("authorization", "").removeprefix("Bearer ").encode()
+                if not hmac.compare_digest(got, metrics_token):
+                    return PlainTextResponse("unauthorized", status_code=401)
+            elif not request.client or request.client.host not in ("127.0.0.1", "::1", "localhost"):
+                return PlainTextResponse("forbidden: set BOT_METRICS_TOKEN", status_code=403)
             return PlainTextResponse(await self.render_metrics(), media_type="text/plain; version=0.0.4")
 
         return Starlette(

@@ -23,6 +23,8 @@ class TelegramSettings(BaseSettings):
     bot_listen_port: int = Field(8080, gt=0, lt=65536)
     bot_flood_scale: float = Field(1.0, gt=0, le=1.0)  # < 1 only for tests and benchmarks
     telegram_timeout_seconds: float = Field(10.0, gt=0)  # read/write timeout of Bot API calls
+    # /metrics: with a token, for `Authorization: Bearer <token>` only; without, for loopback only.
+    bot_metrics_token: SecretStr | None = None
 
     @model_validator(mode="after")
     def _webhook_pair(self) -> TelegramSettings:

@@ -140,3 +140,23 @@ async def test_health_reports_the_service_probe_and_takes_it_again_after_a_failu
         sandbox.state.config.style = "ours"
         await wh.stop()
         await wh.client.aclose()
+
+
+async def test_metrics_answer_only_the_token_or_this_machine(telegram, sandbox, redis, tmp_path):
+    wh = make_bot(telegram, sandbox, redis, tmp_path, **HOOK)
+    open_bot = make_bot(telegram, sandbox, redis, tmp_path, bot_metrics_token="s3cr3t-token-value", **HOOK)
+    try:
+        remote = httpx.ASGITransport(app=wh.asgi(), client=("203.0.113.5", 40000))
+        async with httpx.AsyncClient(transport=remote, base_url="http://bot") as c:
+            assert (await c.get("/metrics")).status_code == 403  # no token: loopback only
+        async with asgi_client(wh) as c:  # from 127.0.0.1
+            assert (await c.get("/metrics")).status_code == 200
+        remote = httpx.ASGITransport(app=open_bot.asgi(), client=("203.0.113.5", 40000))
+        async with httpx.AsyncClient(transport=remote, base_url="http://bot") as c:
+            assert (await c.get("/metrics")).status_code == 401
+            auth = {"Authorization": "Bearer s3cr3t-token-value"}
+            r = await c.get("/metrics", headers=auth)
+            assert r.status_code == 200 and "batchjob_bot_updates_total" in r.text
+    finally:
+        for b in (wh, open_bot):
+            await b.client.aclose()
