@@ -181,7 +181,9 @@ async def run_telegram() -> int:
         f"batchjob-bot: {_start_line(lang, tg, conv, svc.base_url, redis, persistent, bot)}", file=sys.stderr
     )
     try:
-        if tg.webhook:
+        # The webhook needs the server; in polling mode it serves /healthz and /metrics
+        # when BOT_LISTEN_PORT is set.
+        if tg.webhook or os.environ.get("BOT_LISTEN_PORT"):
             import uvicorn
 
             server = uvicorn.Server(

@@ -19,6 +19,7 @@ from batchjob import redaction
 from batchjob.client import BatchJobClient
 from batchjob.errors import ValidationError
 from conversation.submission import service_failure
+from tests.e2e.fake_telegram import TOKEN as FAKE_API_TOKEN
 from tests.e2e.fake_telegram import FakeTelegram
 
 BOT_TOKEN = "999999:Wrong-TOKEN-never-shown"
@@ -116,3 +117,49 @@ async def test_a_service_echoing_our_token_never_shows_it():
     assert len(e.message) <= 500 and "\x1b" not in e.message
     failed = service_failure("precheck", e)
     assert "echoed-bearer-token-1" not in failed.message and len(failed.message) <= 300
+
+
+def test_polling_mode_serves_health_and_metrics_when_a_port_is_set(fake_api, tmp_path):
+    """Long polling with BOT_LISTEN_PORT: /healthz and /metrics are there too."""
+    import signal
+    import socket
+    import time
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    base = {
+        k: v for k, v in os.environ.items() if not k.startswith(("BOT_", "BATCHJOB_", "TELEGRAM_", "REDIS_"))
+    }
+    env = {
+        **base,
+        "LANG": "C.UTF-8",
+        "BATCHJOB_BEARER_TOKEN": BEARER,
+        "BATCHJOB_BASE_URL": "http://127.0.0.1:9",
+        "TELEGRAM_BOT_TOKEN": FAKE_API_TOKEN,
+        "TELEGRAM_API_BASE_URL": fake_api.api_base,
+        "TELEGRAM_FILE_BASE_URL": fake_api.file_base,
+        "BOT_LISTEN_HOST": "127.0.0.1",
+        "BOT_LISTEN_PORT": str(port),
+        "BOT_MEDIA_DIR": str(tmp_path / "media"),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bot.main"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        answer = None
+        deadline = time.monotonic() + 30
+        while answer is None and time.monotonic() < deadline and proc.poll() is None:
+            try:
+                answer = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=10)
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        assert answer is not None, proc.stderr.read().decode() if proc.poll() is not None else "no answer"
+        # The service at port 9 is down: unhealthy, and saying so; metrics from this machine.
+        assert answer.status_code == 503 and answer.json()["batchjob"] is False
+        assert httpx.get(f"http://127.0.0.1:{port}/metrics").status_code == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(20)
