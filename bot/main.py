@@ -305,6 +305,7 @@ def _event(text: str, channel, settings, admin: bool):
             size,
             caption,
             too_large=size is not None and size > settings.max_download_bytes,
+            user_id=USER_ID,
         )
     if text.startswith("/"):
         name, *rest = text[1:].split()

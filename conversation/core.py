@@ -182,13 +182,16 @@ def _submit(s: ChatState, ctx: Context) -> Result:
     return s, [Submit(p.intent_id, p.file_id, p.model, p.mode, p.row_count)]
 
 
-def _start_input(s: ChatState, ctx: Context, effect: Effect, filename: str, caption: str | None) -> Result:
+def _start_input(
+    s: ChatState, ctx: Context, effect: Effect, filename: str, caption: str | None, user: int = 0
+) -> Result:
     out: list[Effect] = []
     if s.phase in ("submitting", "reconciling"):
         return s, [_reply("flow.busy_submitting")]
     if s.pending is not None:
         s, out = _drop(s, "flow.replaced")
     p = _new_pending(ctx, filename)
+    p.owner = user
     if caption:
         model, mode, _confirm, estimate = parse_choice(caption)
         if model:
@@ -258,12 +261,12 @@ def _as_path(text: str) -> str | None:
 
 def _on_file(s: ChatState, e: FileReceived, ctx: Context) -> Result:
     if e.too_large:
-        s, out = _start_input(s, ctx, Download(e.ref, e.filename), e.filename, e.caption)
+        s, out = _start_input(s, ctx, Download(e.ref, e.filename), e.filename, e.caption, e.user_id)
         if s.phase != "resolving":
             return s, out
         s, more = _fallback(s, ctx, "too_large")
         return s, [x for x in out if not isinstance(x, Download)] + more
-    return _start_input(s, ctx, Download(e.ref, e.filename), e.filename, e.caption)
+    return _start_input(s, ctx, Download(e.ref, e.filename), e.filename, e.caption, e.user_id)
 
 
 def _on_ready(s: ChatState, e: FileReady, ctx: Context) -> Result:
@@ -390,6 +393,8 @@ def _on_submitted(s: ChatState, e: Submitted, ctx: Context) -> Result:
     if e.job_id not in s.jobs:
         s.jobs.append(e.job_id)
     s.recent = [e.job_id, *[j for j in s.recent if j != e.job_id]][:RECENT_JOBS]
+    if p.owner:
+        s.owners = {**dict(list(s.owners.items())[-(RECENT_JOBS - 1) :]), e.job_id: p.owner}
     intent, count, model, mode = p.intent_id, p.row_count, p.model, p.mode
     s, out = _drop(s)
     return s, [
@@ -433,7 +438,7 @@ def _on_button(s: ChatState, e: ButtonPressed, ctx: Context) -> Result:
         _, action, token = parts
         if s.pending is None or s.pending.token != token:
             return s, [_reply("flow.stale_button")]
-        return _confirm_action(s, action, ctx)
+        return _confirm_action(s, action, ctx, e.user_id)
     if len(parts) == 3 and parts[0] == "j":
         _, action, job_id = parts
         if not _JOB_ID.match(job_id) or job_id not in s.recent:
@@ -443,13 +448,13 @@ def _on_button(s: ChatState, e: ButtonPressed, ctx: Context) -> Result:
         if action == "d":
             return s, [Details(job_id)]
         if action == "x":
-            if e.user_id not in ctx.admins:
+            if not _may_cancel(s, ctx, e.user_id, job_id):
                 return s, [_reply("cmd.cancel_refused")]
             return s, [_ask_cancel(job_id, "")]
     if len(parts) == 3 and parts[0] == "k":
-        # The admin's answer to "cancel job X?": k:y:<job_id> or k:n:<job_id>
+        # The answer to "cancel job X?": k:y:<job_id> or k:n:<job_id>
         _, answer, job_id = parts
-        if e.user_id not in ctx.admins:
+        if not _may_cancel(s, ctx, e.user_id, job_id):
             return s, [_reply("cmd.cancel_refused")]
         reason = s.cancel_reasons.pop(job_id, "")
         if answer == "n":
@@ -459,7 +464,12 @@ def _on_button(s: ChatState, e: ButtonPressed, ctx: Context) -> Result:
     return s, [_reply("flow.stale_button")]
 
 
-def _confirm_action(s: ChatState, action: str, ctx: Context) -> Result:
+def _may_cancel(s: ChatState, ctx: Context, user: int, job_id: str) -> bool:
+    """Admins cancel any job; a user, the jobs this chat submitted on their word."""
+    return user in ctx.admins or (bool(user) and s.owners.get(job_id) == user)
+
+
+def _confirm_action(s: ChatState, action: str, ctx: Context, user: int = 0) -> Result:
     p = s.pending
     assert p is not None
     if action == "drop":
@@ -470,6 +480,7 @@ def _confirm_action(s: ChatState, action: str, ctx: Context) -> Result:
     if s.phase not in ("awaiting_confirm", "awaiting_model", "awaiting_mode"):
         return s, [_reply("flow.stale_button")]
     if action == "go":
+        p.owner = user
         return _submit(s, ctx)
     if action == "est":
         return _drop(s, "flow.estimate_only_done", file_id=p.file_id)
@@ -496,6 +507,7 @@ def _on_text(s: ChatState, e: TextReceived, ctx: Context) -> Result:
         if model or mode or confirm:
             p.model = model or p.model
             p.mode = mode or p.mode
+            p.owner = e.user_id
             return _submit(s, ctx)
         return s, [_reply("flow.confirm_hint", model=p.model, mode=p.mode)]
     if phase in ("awaiting_model", "awaiting_mode"):
@@ -621,10 +633,10 @@ def _on_command(s: ChatState, e: CommandReceived, ctx: Context) -> Result:
                 status = a
         return s, [ListJobs(admin=admin, page=page, status=status if admin else None)]
     if name == "cancel":
-        if e.user_id not in ctx.admins:
-            return s, [_reply("cmd.cancel_refused")]
         if not args or not _JOB_ID.match(args[0]):
             return s, [_reply("cmd.cancel_usage")]
+        if not _may_cancel(s, ctx, e.user_id, args[0]):
+            return s, [_reply("cmd.cancel_refused")]
         reason = " ".join(args[1:])[:200]
         s.cancel_reasons = {**dict(list(s.cancel_reasons.items())[-9:]), args[0]: reason}
         return s, [_ask_cancel(args[0], reason)]

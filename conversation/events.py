@@ -15,6 +15,7 @@ class FileReceived:
     size: int | None = None
     caption: str | None = None
     too_large: bool = False  # known before any download (channel limit)
+    user_id: int = 0  # who sent it (a caption may confirm: the submitter)
 
 
 @dataclass(frozen=True)

@@ -51,6 +51,7 @@ class Pending(BaseModel):
     # on its disk: kind "channel" (the channel's file handle), "url" or "path".
     source_kind: str = ""
     source_ref: str = ""
+    owner: int = 0  # the user whose word submits it (may cancel the job)
     count_asked: bool = False  # awaiting_count: the user was asked (else the lookup is in flight)
     refetched: bool = False  # got again to continue to the upload: no second report
 
@@ -64,5 +65,6 @@ class ChatState(BaseModel):
     jobs: list[str] = Field(default_factory=list)  # active (watched) jobs
     recent: list[str] = Field(default_factory=list)  # recent jobs of this chat, newest first
     cancel_reasons: dict[str, str] = Field(default_factory=dict)  # asked, awaiting the admin's yes
+    owners: dict[str, int] = Field(default_factory=dict)  # job id -> the user who submitted it
     applied: list[str] = Field(default_factory=list)  # ids of the last events applied (redelivery)
     out_seq: int = 0  # last outbox entry number

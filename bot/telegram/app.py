@@ -22,7 +22,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
-from telegram import BotCommand, Update
+from telegram import BotCommand, BotCommandScopeChat, Update
 from telegram.ext import Application, ApplicationBuilder, TypeHandler
 
 import locales
@@ -131,12 +131,18 @@ class TelegramBot:
         await self.ptb.shutdown()
 
     async def _set_commands(self) -> None:
-        for lang, code in (("en", None), ("zh", "zh")):
-            commands = [BotCommand(c, locales.t(lang, f"tg.cmd.{c}")) for c in COMMANDS]
-            try:
-                await self.ptb.bot.set_my_commands(commands, language_code=code)
-            except Exception:
-                log.warning("setMyCommands (%s) failed", lang)
+        """Menus in English and Chinese; /cancel only in admins' own chats (others cancel
+        their own jobs with the job's button)."""
+        everyone = [c for c in COMMANDS if c != "cancel"]
+        scopes: list[tuple[list[str], Any]] = [(everyone, None)]
+        scopes += [(list(COMMANDS), BotCommandScopeChat(admin)) for admin in sorted(self.conv.admin_ids)]
+        for names, scope in scopes:
+            for lang, code in (("en", None), ("zh", "zh")):
+                commands = [BotCommand(c, locales.t(lang, f"tg.cmd.{c}")) for c in names]
+                try:
+                    await self.ptb.bot.set_my_commands(commands, scope=scope, language_code=code)
+                except Exception:
+                    log.warning("setMyCommands (%s) failed", lang)
 
     # --- updates -------------------------------------------------------------------------
 

@@ -54,6 +54,7 @@ def to_event(
                 size=size,
                 caption=msg.caption,
                 too_large=size is not None and size > download_limit,
+                user_id=user_id,
             ),
             lang,
         )

@@ -535,3 +535,28 @@ def test_details_without_an_id_means_the_chats_latest_job():
     assert effects == [Details("job_9")]
     _, effects = core.step(ChatState(), CommandReceived("details", (), 5), ctx())
     assert keys(effects) == ["cmd.details_usage"]  # no job yet: how to use it
+
+
+def test_the_submitter_may_cancel_their_own_job_and_nobody_elses():
+    s = at("awaiting_confirm", file_id="file_abc1", row_count=2)
+    s, _ = core.step(s, TextReceived("ok", 42), ctx())  # user 42 confirms
+    s, _ = core.step(s, Submitted("job_42"), ctx())
+    assert s.owners == {"job_42": 42}
+    _, effects = core.step(s, ButtonPressed("j:x:job_42", 42), ctx())
+    assert keys(effects) == ["cmd.cancel_confirm"]  # asked to confirm, as admins are
+    _, effects = core.step(s, ButtonPressed("k:y:job_42", 42), ctx())
+    assert effects == [CancelJob("job_42", "")]
+    _, effects = core.step(s, CommandReceived("cancel", ("job_42",), 42), ctx())
+    assert keys(effects) == ["cmd.cancel_confirm"]
+    for other in (43, 0):  # another member of the group; an unknown sender
+        _, effects = core.step(s, ButtonPressed("j:x:job_42", other), ctx())
+        assert keys(effects) == ["cmd.cancel_refused"]
+        _, effects = core.step(s, ButtonPressed("k:y:job_42", other), ctx())
+        assert keys(effects) == ["cmd.cancel_refused"]
+    _, effects = core.step(s, ButtonPressed("j:x:job_1", 42), ctx())  # not theirs
+    assert keys(effects) == ["cmd.cancel_refused"]
+
+
+def test_a_caption_that_confirms_makes_its_sender_the_submitter():
+    s, _ = core.step(ChatState(), FileReceived("TG1", "p.csv", caption="fast", user_id=7001), ctx())
+    assert s.pending.owner == 7001

@@ -183,11 +183,11 @@ async def test_admin_cancel_with_confirm_and_non_admin_refused(app, channel, wri
     await app.runner.handle(CHAT, TextReceived("ok"))
     job_id = (await app.store.load(CHAT)).jobs[0]
     await app.runner.handle(CHAT, CommandReceived("cancel", (job_id,), user_id=5))
-    assert "Only admins" in channel.texts()[-1]
+    assert "Only the person who submitted" in channel.texts()[-1]
     await app.runner.handle(CHAT, CommandReceived("cancel", (job_id, "wrong", "file"), user_id=ADMIN))
     assert f"Cancel job {job_id}? Reason: wrong file" in channel.texts()[-1]
     await app.runner.handle(CHAT, ButtonPressed(f"k:y:{job_id}", user_id=5))
-    assert "Only admins" in channel.texts()[-1]
+    assert "Only the person who submitted" in channel.texts()[-1]
     await app.runner.handle(CHAT, press(channel, "Yes"))
     assert "cancelled" in channel.texts()[-1]
     assert sandbox.state.jobs[job_id].reason == "wrong file"

@@ -49,6 +49,15 @@ async def test_zh_user_csv_reply_model_mode_progress_one_summary(bot, telegram, 
     assert {"getUpdates", "setMyCommands", "deleteWebhook"} <= methods
     zh_menu = [c for c in telegram.calls if c[0] == "setMyCommands" and c[1].get("language_code") == "zh"]
     assert zh_menu and any("模板" in cmd["description"] for cmd in zh_menu[0][1]["commands"])
+    # /cancel is in the admins' own menus only (command scopes); everyone else's lacks it.
+    menus = [
+        (c[1].get("scope"), [cmd["command"] for cmd in c[1]["commands"]])
+        for c in telegram.calls
+        if c[0] == "setMyCommands"
+    ]
+    assert all("cancel" not in names for scope, names in menus if scope is None)
+    admin_menus = [names for scope, names in menus if scope == {"type": "chat", "chat_id": ADMIN}]
+    assert len(admin_menus) == 2 and all("cancel" in names for names in admin_menus)  # en and zh
 
 
 async def test_en_xlsx_invalid_rows_then_valid_only(bot, telegram, sandbox, tmp_path):
@@ -117,12 +126,12 @@ async def test_admin_cancel_with_confirm_and_non_admin_refused(bot, telegram, sa
     )
     job_id = max(sandbox.state.jobs, key=lambda j: sandbox.state.jobs[j].created)
     telegram.send_text(chat, other, f"/cancel {job_id}")
-    await until(has(telegram, chat, "Only admins"))
+    await until(has(telegram, chat, "Only the person who submitted"))
     telegram.send_text(chat, admin, f"/cancel@batchjob_test_bot {job_id} too slow")
     await until(has(telegram, chat, f"Cancel job {job_id}?"))
     yes = next(d for label, d in telegram.buttons(chat) if label.startswith("Yes"))
     telegram.press(chat, other, yes)
-    await until(lambda: count(telegram, chat, "Only admins") == 2)
+    await until(lambda: count(telegram, chat, "Only the person who submitted") == 2)
     telegram.press(chat, admin, yes)
     await until(has(telegram, chat, "is now cancelled"))
     await until(has(telegram, chat, "finished: cancelled"))
