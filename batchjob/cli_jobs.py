@@ -162,11 +162,11 @@ def run(args: argparse.Namespace, lang: str) -> int:
     except ConfigError as e:
         raise CliError(t(lang, "cli.error.config", detail=e), EXIT_CONFIG) from None
     except BatchJobError as e:
-        message, code = _service_error(e, lang)
+        message, code = service_error(e, lang)
         raise CliError(message + so_far(lang), code) from None
 
 
-def _service_error(e: Any, lang: str) -> tuple[str, int]:
+def service_error(e: Any, lang: str) -> tuple[str, int]:
     from batchjob.errors import (
         AuthError,
         Conflict,

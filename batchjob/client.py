@@ -85,7 +85,7 @@ def _retry_after(resp: httpx.Response) -> float | None:
     return max(0.0, min(seconds, MAX_RETRY_AFTER))
 
 
-def _excerpt(body: Any) -> str:
+def excerpt(body: Any) -> str:
     try:
         raw = body if isinstance(body, str) else orjson.dumps(body, default=str).decode()
     except (TypeError, orjson.JSONEncodeError):
@@ -99,7 +99,7 @@ def read(model: type[M], body: Any, what: str) -> M:
         return model.model_validate(body)
     except (PydanticValidationError, ValueError, TypeError, RecursionError) as e:
         reason = e.errors()[0]["msg"] if isinstance(e, PydanticValidationError) and e.errors() else str(e)
-        raise BadAnswer(f"{what}: {redaction.redact(reason, 200)}", excerpt=_excerpt(body)) from None
+        raise BadAnswer(f"{what}: {redaction.redact(reason, 200)}", excerpt=excerpt(body)) from None
 
 
 class BatchJobClient:
@@ -337,8 +337,8 @@ def answer_of(status: int, content: bytes, retry_after: float | None = None) -> 
         try:
             body = _loads(content)
         except _NotJSON:
-            excerpt = _excerpt(content[:300].decode("utf-8", "replace"))
-            raise BadAnswer("answer is not JSON", status=status, excerpt=excerpt) from None
+            start = excerpt(content[:300].decode("utf-8", "replace"))
+            raise BadAnswer("answer is not JSON", status=status, excerpt=start) from None
         payload, failure = envelope(body)
         if failure is None:
             return payload

@@ -15,7 +15,7 @@ from typing import Any
 
 import locales
 from batchjob import DEFAULT_MODE, DEFAULT_MODEL, format_amount, redaction, shapes
-from batchjob.client import BatchJobClient, _excerpt, answer_of, read
+from batchjob.client import BatchJobClient, answer_of, excerpt, read
 from batchjob.envelopes import ENVELOPE_KEYS, envelope
 from batchjob.errors import AuthError, BadAnswer, BatchJobError, InsufficientBalance, Unavailable
 from batchjob.models import Estimate, Job, JobPage
@@ -84,7 +84,7 @@ def _job_fields(job: Job) -> list[tuple[str, str]]:
 
 async def _call(client: BatchJobClient, step: str, method: str, path: str, **kw: Any) -> tuple[Finding, Any]:
     status, seconds, body = await client.probe(method, path, **kw)
-    finding = Finding(step, method, path, status, seconds, _excerpt(body))
+    finding = Finding(step, method, path, status, seconds, excerpt(body))
     if status is None:
         finding.error = Unavailable(f"no answer ({body})")
         return finding, None
@@ -145,14 +145,14 @@ async def diagnose(client: BatchJobClient) -> Diagnosis:
 
 
 def exit_code(d: Diagnosis) -> int:
-    from batchjob.cli_jobs import _service_error
+    from batchjob.cli_jobs import service_error
 
     failed = d.failed
     if d.ok or failed is None or failed.error is None:
         return 0
     if isinstance(failed.error, BadAnswer):
         return EXIT_UNREADABLE
-    return _service_error(failed.error, "en")[1]
+    return service_error(failed.error, "en")[1]
 
 
 def render(d: Diagnosis, lang: str, raw: bool = False) -> str:
