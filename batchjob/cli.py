@@ -168,7 +168,7 @@ def _convert(args: argparse.Namespace, lang: str, out: Path, report_to: Any) -> 
                 shown = out if args.output != "-" else "stdout"
                 print(locales.t(lang, "cli.convert.done", count=report.valid, out=shown))
                 if report.invalid:
-                    print(locales.t(lang, "cli.convert.skipped", invalid=report.invalid))
+                    print(locales.t(lang, "cli.convert.skipped", count=report.invalid))
         if not written:
             print(_verdict(report, lang), file=sys.stderr)
             print(locales.t(lang, "cli.convert.not_written"), file=sys.stderr)
@@ -195,8 +195,8 @@ def _verdict(report: Any, lang: str) -> str:
     if report.fatal is not None:
         return locales.t(lang, "cli.report.fatal", message=issue_message(report.fatal, lang))
     if report.ok:
-        return locales.t(lang, "cli.report.ok", valid=report.valid)
-    return locales.t(lang, "cli.report.invalid", invalid=report.invalid, valid=report.valid)
+        return locales.t(lang, "cli.report.ok", count=report.valid)
+    return locales.t(lang, "cli.report.invalid", count=report.invalid, valid=report.valid)
 
 
 def print_report(report: Any, lang: str, as_json: bool, verdict: bool = True) -> None:

@@ -234,7 +234,7 @@ async def _submit(args: argparse.Namespace, lang: str) -> int:
         count = uploaded.row_count if uploaded.row_count is not None else report.valid
         result.update(file_id=uploaded.file_id, row_count=count)
         with text:
-            print(t(lang, "cli.job.uploaded", file_id=uploaded.file_id, row_count=count))
+            print(t(lang, "cli.job.uploaded", file_id=uploaded.file_id, count=count))
         if count <= 0:
             print(t(lang, "cli.job.not_submitted_zero"), file=sys.stderr)
             return EXIT_INVALID
@@ -265,7 +265,14 @@ async def _submit(args: argparse.Namespace, lang: str) -> int:
         SO_FAR["job_id"] = job.job_id
         result["job"] = job_json(job)
         with text:
-            print(t(lang, "cli.job.submitted", job_id=job.job_id, status=job.status))
+            print(
+                t(
+                    lang,
+                    "cli.job.submitted",
+                    job_id=job.job_id,
+                    status=locales.status_name(lang, job.state, job.status),
+                )
+            )
         code = 0
         if args.watch:
             with text:
@@ -319,7 +326,7 @@ def _status_line(job: Any, lang: str) -> str:
         lang,
         "cli.job.status",
         job_id=job.job_id,
-        status=job.status,
+        status=locales.status_name(lang, job.state, job.status),
         done=job.processed if job.processed is not None else "?",
         total=job.total if job.total is not None else "?",
         failed=job.failed or 0,
@@ -374,8 +381,8 @@ async def _jobs(args: argparse.Namespace, lang: str) -> int:
             lang,
             "cli.job.list_page",
             page=page.page or args.page,
-            count=len(page.items),
-            total=page.total if page.total is not None else "?",
+            shown=len(page.items),
+            count=page.total if page.total is not None else len(page.items),
         )
     )
     return 0
@@ -387,7 +394,14 @@ async def _cancel(args: argparse.Namespace, lang: str) -> int:
     if args.json:
         _emit(job_json(job))
         return 0
-    print(locales.t(lang, "cli.job.cancelled", job_id=job.job_id, status=job.status))
+    print(
+        locales.t(
+            lang,
+            "cli.job.cancelled",
+            job_id=job.job_id,
+            status=locales.status_name(lang, job.state, job.status),
+        )
+    )
     return 0
 
 

@@ -336,7 +336,7 @@ def _on_inspected(s: ChatState, e: Inspected, ctx: Context) -> Result:
     if p.invalid:
         errors = r.get("errors") or []
         lines = "\n".join("• " + err.get("message", "") for err in errors[:MAX_ERRORS_INLINE])
-        parts.append(("flow.invalid_rows", {"invalid": p.invalid, "valid": p.valid, "errors": lines}))
+        parts.append(("flow.invalid_rows", {"count": p.invalid, "valid": p.valid, "errors": lines}))
         if len(errors) > MAX_ERRORS_INLINE:
             parts.append(("flow.more_errors_in_file", {"count": len(errors) - MAX_ERRORS_INLINE}))
         if not p.valid:
@@ -352,7 +352,7 @@ def _on_inspected(s: ChatState, e: Inspected, ctx: Context) -> Result:
             if len(errors) > MAX_ERRORS_INLINE
             else None
         )
-        return s, [Reply((*parts, ("flow.fix_or_valid", {"valid": p.valid})), buttons, document)]
+        return s, [Reply((*parts, ("flow.fix_or_valid", {"count": p.valid})), buttons, document)]
     s.phase = "uploading"
     return s, [Reply(tuple(parts)), Upload(e.converted or p.path or "", p.filename, p.mode)]
 
@@ -476,7 +476,7 @@ def _confirm_action(s: ChatState, action: str, ctx: Context, user: int = 0) -> R
         return _drop(s, "flow.dropped")
     if action == "valid" and s.phase == "awaiting_fix":
         s.phase = "uploading"
-        return s, [_reply("flow.sending_valid", valid=p.valid), Upload(p.converted or "", p.filename, p.mode)]
+        return s, [_reply("flow.sending_valid", count=p.valid), Upload(p.converted or "", p.filename, p.mode)]
     if s.phase not in ("awaiting_confirm", "awaiting_model", "awaiting_mode"):
         return s, [_reply("flow.stale_button")]
     if action == "go":

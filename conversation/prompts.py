@@ -18,7 +18,7 @@ def _reply(key: str, **params: Any) -> Reply:
 
 def fix_buttons(p: Pending) -> tuple[tuple[Button, ...], ...]:
     return (
-        (Button("btn.valid_only", f"c:valid:{p.token}", {"valid": p.valid}),),
+        (Button("btn.valid_only", f"c:valid:{p.token}", {"count": p.valid}),),
         (Button("btn.fix", f"c:drop:{p.token}"),),
     )
 
@@ -79,7 +79,7 @@ def report_parts(report: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
             {
                 "format": report.get("format") or "?",
                 "sheet": report.get("sheet") or "",
-                "total": rows.get("total", 0),
+                "count": rows.get("total", 0),
                 "valid": rows.get("valid", 0),
                 "invalid": rows.get("invalid", 0),
                 "skipped": rows.get("skipped", 0),
@@ -122,7 +122,7 @@ def again(s: ChatState) -> Reply:
         p.announced = announced
         return ask_confirm(p, parts)
     if s.phase == "awaiting_fix":
-        return Reply((("flow.fix_or_valid", {"valid": p.valid}),), fix_buttons(p))
+        return Reply((("flow.fix_or_valid", {"count": p.valid}),), fix_buttons(p))
     if s.phase == "awaiting_count":
         return _reply("flow.ask_count")
     if s.phase == "awaiting_model":

@@ -28,7 +28,7 @@ from batchjob import errors as bj
 from batchjob import templates
 from batchjob.client import BatchJobClient, sanitize_filename
 from batchjob.input import Limits, isolation
-from conversation import core, crash, outbox, resolve, submission, views
+from conversation import core, crash, outbox, resolve, submission, texts, views
 from conversation.channel import (
     ANSWER,
     FIRST_ANSWER,
@@ -353,7 +353,7 @@ class Runner:
                     await self._safe_send(chat_id, views.failure_text(lang, service_failure("cancel", e)))
                     return None
                 await self._safe_send(
-                    chat_id, locales.t(lang, "cmd.cancelled", job_id=job_id, status=job.status)
+                    chat_id, locales.t(lang, "cmd.cancelled", job_id=job_id, status=texts.status(lang, job))
                 )
             case JobStatus(job_id=job_id):
                 await self._safe_send(chat_id, await views.status(self.client, lang, state, job_id))

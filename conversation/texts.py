@@ -9,11 +9,8 @@ from batchjob.shapes import TERMINAL
 BAR_WIDTH = 20
 
 
-def duration(seconds: float) -> str:
-    s = max(0, int(seconds))
-    h, rem = divmod(s, 3600)
-    m, sec = divmod(rem, 60)
-    return f"{h}:{m:02d}:{sec:02d}" if h else f"{m}:{sec:02d}"
+def status(lang: str, job: Job) -> str:
+    return locales.status_name(lang, job.state, job.status)
 
 
 def bar(fraction: float | None) -> str:
@@ -42,18 +39,18 @@ def progress(lang: str, job: Job, elapsed_s: float, total_hint: int | None = Non
     eta = ""
     # No time left to show once the job stops (cancelling) or has ended.
     if fraction and 0 < fraction < 1 and elapsed_s > 0 and job.state not in ("cancelling", *TERMINAL):
-        eta = locales.t(lang, "job.eta", eta=duration(elapsed_s * (1 - fraction) / fraction))
+        eta = locales.t(lang, "job.eta", eta=locales.duration(lang, elapsed_s * (1 - fraction) / fraction))
     return locales.t(
         lang,
         "job.progress",
         job_id=job.job_id,
-        status=job.status,
+        status=status(lang, job),
         bar=bar(fraction),
         percent=int((fraction or 0) * 100),
         done=done if done is not None else "?",
         total=total if total is not None else "?",
         failed=job.failed or 0,
-        elapsed=duration(elapsed_s),
+        elapsed=locales.duration(lang, elapsed_s),
         eta=eta,
     )
 
@@ -64,11 +61,11 @@ def summary(lang: str, job: Job, elapsed_s: float, total_hint: int | None = None
         lang,
         "job.summary",
         job_id=job.job_id,
-        status=job.status,
+        status=status(lang, job),
         completed=job.completed if job.completed is not None else "?",
         failed=job.failed or 0,
         total=total if total is not None else "?",
-        duration=duration(elapsed_s),
+        duration=locales.duration(lang, elapsed_s),
     )
     not_run = (total or 0) - (job.completed or 0) - (job.failed or 0)
     if job.terminal and total and job.completed is not None and not_run > 0:
@@ -84,7 +81,7 @@ def status_line(lang: str, job: Job) -> str:
         lang,
         "job.status_line",
         job_id=job.job_id,
-        status=job.status,
+        status=status(lang, job),
         done=job.processed if job.processed is not None else "?",
         total=job.total if job.total is not None else "?",
         failed=job.failed or 0,

@@ -47,9 +47,9 @@ async def job_list(client: BatchJobClient, lang: str, state: ChatState, effect: 
     if not jobs:
         return locales.t(lang, "cmd.jobs_empty")
     lines = [status_line(lang, j) for j in jobs]
-    count = len(jobs)
-    shown = total if total is not None else "?"
-    lines.append(locales.t(lang, "cmd.jobs_page", page=effect.page, count=count, total=shown))
+    lines.append(
+        locales.t(lang, "cmd.jobs_page", page=effect.page, shown=len(jobs), count=total or len(jobs))
+    )
     return "\n".join(lines)
 
 
@@ -66,7 +66,7 @@ async def details(client: BatchJobClient, lang: str, job_id: str) -> str:
     failed = [r for r in records if isinstance(r, dict) and r.get("status") == "failed"]
     if not failed:
         return locales.t(lang, "job.details_none", job_id=job_id)
-    lines = [locales.t(lang, "job.details", job_id=job_id, failed=len(failed), total=len(records))]
+    lines = [locales.t(lang, "job.details", job_id=job_id, failed=len(failed), count=len(records))]
     for r in failed[:10]:
         error = redaction.redact(str(r.get("error")), 200)
         lines.append(locales.t(lang, "job.details_line", index=r.get("index"), error=error))

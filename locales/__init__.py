@@ -1,12 +1,19 @@
 """Message catalogs: every user-visible sentence, in `en` and `zh`.
 
-Each language is a folder holding `messages.json` (flat key -> text with `{name}`
-placeholders, filled by `str.format`) and longer Markdown documents such as `guide.md`.
+Each language is a folder holding a gettext catalog, `LC_MESSAGES/messages.po` (the
+message key is the msgid; `{name}` placeholders are filled by `str.format`; plural
+messages have one form per the language's `Plural-Forms` and choose by `{count}`), and
+longer Markdown documents such as `guide.md`. Numbers, amounts and durations are
+formatted for the language by Babel (CLDR data).
+
+The .po files are read with Babel and compiled in memory into the standard library's
+`gettext.GNUTranslations`, so there is no compiled .mo file to forget to rebuild.
 """
 
 from __future__ import annotations
 
-import json
+import gettext
+import io
 import string
 from functools import cache
 from pathlib import Path
@@ -24,30 +31,110 @@ def normalize_language(code: str | None) -> str:
     return DEFAULT_LANGUAGE
 
 
+def po_path(lang: str) -> Path:
+    return _HERE / lang / "LC_MESSAGES" / "messages.po"
+
+
 @cache
-def catalog(lang: str) -> dict[str, str]:
-    lang = lang if lang in LANGUAGES else DEFAULT_LANGUAGE
-    text = (_HERE / lang / "messages.json").read_text("utf-8")
-    return json.loads(text)
+def _compiled(lang: str) -> tuple[gettext.GNUTranslations, frozenset[str], dict[str, Any]]:
+    # Babel is imported here, not at module import: `--help` and the CLI stay quick.
+    from babel.messages.mofile import write_mo
+    from babel.messages.pofile import read_po
+
+    with po_path(lang).open("rb") as f:
+        cat = read_po(f, locale=lang)
+    buf = io.BytesIO()
+    write_mo(buf, cat)
+    buf.seek(0)
+    tr = gettext.GNUTranslations(buf)
+    plural = frozenset(m.id[0] for m in cat if m.id and m.pluralizable)
+    texts = {(m.id[0] if m.pluralizable else m.id): m.string for m in cat if m.id}
+    return tr, plural, texts
+
+
+def catalog(lang: str) -> dict[str, Any]:
+    """Key -> text, or key -> tuple of plural forms (for the catalog tests and tools)."""
+    return dict(_compiled(lang if lang in LANGUAGES else DEFAULT_LANGUAGE)[2])
+
+
+def _lookup(lang: str, key: str, count: Any) -> str | None:
+    tr, plural, texts = _compiled(lang)
+    if key not in texts:
+        return None
+    if key in plural:
+        n = count if isinstance(count, int) and not isinstance(count, bool) else 2
+        return tr.ngettext(key, key, n)
+    return tr.gettext(key)
 
 
 def t(lang: str, key: str, /, **params: Any) -> str:
-    """The sentence `key` in `lang`, with params filled in.
+    """The sentence `key` in `lang`, with params filled in (numbers formatted for `lang`).
 
     A missing key falls back to English, then to the key itself, so a gap in a catalog
     never crashes a user's flow (the catalog test keeps gaps from landing).
     """
-    text = catalog(lang).get(key) or catalog(DEFAULT_LANGUAGE).get(key)
+    lang = lang if lang in LANGUAGES else DEFAULT_LANGUAGE
+    text = _lookup(lang, key, params.get("count"))
+    if text is None or text == key:
+        text = _lookup(DEFAULT_LANGUAGE, key, params.get("count"))
     if text is None:
         return key
     try:
-        return text.format(**params)
+        return text.format(**{k: _shown(lang, k, v) for k, v in params.items()})
     except (KeyError, IndexError, ValueError):
         return text
 
 
+def _shown(lang: str, name: str, value: Any) -> Any:
+    # A plural message's count is a quantity: grouped for the language (12,345). Other
+    # numbers may be ports, rows or ids and are formatted by their callers where it fits.
+    if name == "count" and isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10_000:
+        return number(lang, value)
+    return value
+
+
 def has(key: str) -> bool:
-    return key in catalog(DEFAULT_LANGUAGE)
+    return key in _compiled(DEFAULT_LANGUAGE)[2]
+
+
+@cache
+def _babel_locale(lang: str) -> Any:
+    from babel import Locale
+
+    return Locale.parse("zh_Hans_CN" if lang == "zh" else "en_US")
+
+
+def number(lang: str, value: float | int) -> str:
+    """A number written for `lang` (grouping, decimal sign), up to 4 decimals kept."""
+    from babel.numbers import format_decimal
+
+    return format_decimal(value, format="#,##0.####", locale=_babel_locale(lang))
+
+
+def duration(lang: str, seconds: float) -> str:
+    """A duration in words for `lang`, in at most two units: "1 hour 5 minutes", "45秒"."""
+    from babel.dates import format_timedelta
+
+    h, rest = divmod(max(0, round(seconds)), 3600)
+    m, sec = divmod(rest, 60)
+    pairs = (
+        [(h, "hour"), (m, "minute")] if h else [(m, "minute"), (sec, "second")] if m else [(sec, "second")]
+    )
+    size = {"hour": 3600, "minute": 60, "second": 1}
+    loc = _babel_locale(lang)
+    parts = [
+        format_timedelta(n * size[unit], granularity=unit, threshold=1e9, locale=loc)
+        for i, (n, unit) in enumerate(pairs)
+        if n or i == 0
+    ]
+    return ("" if lang == "zh" else " ").join(parts)
+
+
+def when(lang: str, stamp: Any) -> str:
+    """A date and time written for `lang` (short, in UTC)."""
+    from babel.dates import format_datetime
+
+    return format_datetime(stamp, "short", tzinfo=None, locale=_babel_locale(lang)) + " UTC"
 
 
 def document(lang: str, name: str, /, **params: Any) -> str:
@@ -57,5 +144,14 @@ def document(lang: str, name: str, /, **params: Any) -> str:
     return string.Template(text).safe_substitute({k: str(v) for k, v in params.items()})
 
 
-def placeholders(text: str) -> set[str]:
-    return {f for _, f, _, _ in string.Formatter().parse(text) if f}
+def placeholders(text: str | tuple[str, ...]) -> set[str]:
+    forms = (text,) if isinstance(text, str) else text
+    return {f for form in forms for _, f, _, _ in string.Formatter().parse(form) if f}
+
+
+def status_name(lang: str, state: str, word: str | None = None) -> str:
+    """A job state's name in `lang`; the service's own word follows when it differs."""
+    name = t(lang, f"status.{state}") if has(f"status.{state}") else (word or state)
+    if word and word.strip().lower() not in (state, ""):
+        return t(lang, "status.with_word", name=name, word=word)
+    return name

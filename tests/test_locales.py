@@ -9,6 +9,31 @@ def test_same_keys_and_placeholders():
     assert sorted(en) == sorted(zh)
     for key in en:
         assert locales.placeholders(en[key]) == locales.placeholders(zh[key]), key
+        assert all(en[key]) and all(zh[key]), key  # no empty translation
+
+
+def test_plural_messages_have_every_form_and_choose_by_count():
+    en, zh = locales.catalog("en"), locales.catalog("zh")
+    plural = [k for k, v in en.items() if isinstance(v, tuple)]
+    assert "flow.invalid_rows" in plural
+    for key in plural:
+        assert len(en[key]) == 2 and len(zh[key]) == 1, key  # English: one/other; Chinese: one
+        assert all("{count}" in form for form in (*en[key], *zh[key])), key
+    assert locales.t("en", "flow.sending_valid", count=1) == "Sending the 1 valid row."
+    assert locales.t("en", "flow.sending_valid", count=2) == "Sending the 2 valid rows."
+    assert locales.t("zh", "flow.sending_valid", count=1) == "正在发送 1 行有效数据。"
+
+
+def test_numbers_durations_and_status_names_are_localized():
+    assert locales.t("en", "flow.sending_valid", count=12345) == "Sending the 12,345 valid rows."
+    assert locales.duration("en", 95) == "1 minute 35 seconds"
+    assert locales.duration("zh", 3725) == "1小时2分钟"
+    assert locales.status_name("zh", "partially_failed", "partially_failed") == "部分失败"
+    assert locales.status_name("en", "running", "IN_PROGRESS") == "Running (IN_PROGRESS)"
+    from batchjob.shapes import STATES
+
+    for state in (*STATES, "unknown"):
+        assert locales.has(f"status.{state}"), state
 
 
 def test_every_report_code_has_a_sentence():

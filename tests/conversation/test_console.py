@@ -32,18 +32,18 @@ def test_demo_file_to_summary():
         "Estimate:",
         "Model: google/gemini-2.5-flash-image",
         "submitted (google/gemini-2.5-flash-image, fast)",
-        "finished: completed",
+        "finished: Completed",
     ]
     positions = [out.index(s) for s in order]
     assert positions == sorted(positions)
-    assert out.count("finished: completed") == 1
+    assert out.count("finished: Completed") == 1
     assert "in-process store" in out and "Traceback" not in p.stderr
 
 
 def test_numbered_buttons_and_chinese():
     p = run(f"/file {example_path()}\n1\n", "--lang", "zh")
     assert p.returncode == 0, p.stderr
-    assert "预估费用" in p.stdout and "已结束：completed" in p.stdout
+    assert "预估费用" in p.stdout and "已结束：已完成" in p.stdout
 
 
 def test_help_and_bad_input():

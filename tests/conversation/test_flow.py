@@ -64,7 +64,7 @@ async def test_zh_user_csv_to_summary(app, channel, write, sandbox):
     await app.runner.handle(CHAT, TextReceived("google/gemini-2.5-flash-image fast"), client_lang="zh-hans")
     await drain(app)
     summaries = [t for t in channel.texts() if "已结束" in t]
-    assert len(summaries) == 1 and "completed" in summaries[0]
+    assert len(summaries) == 1 and "已完成" in summaries[0]
     assert sandbox.state.submits == 1
     state = await app.store.load(CHAT)
     assert state.jobs == [] and len(state.recent) == 1 and state.pending is None
@@ -80,9 +80,9 @@ async def test_invalid_rows_then_valid_only(app, channel, tmp_path, sandbox):
     assert len(sandbox.state.files) == files_before  # nothing uploaded before the user knows
     text = channel.texts()[-1]
     assert "2 rows are invalid" in text and "Row 3: the prompt is empty" in text and "Row 4" in text
-    await app.runner.handle(CHAT, press(channel, "valid rows"))
+    await app.runner.handle(CHAT, press(channel, "valid row"))
     assert len(sandbox.state.files) == files_before + 1
-    assert "Uploaded: 1 records" in "\n".join(channel.texts())
+    assert "Uploaded: 1 record " in "\n".join(channel.texts())
     await app.runner.handle(CHAT, press(channel, "Submit"))
     await drain(app)
     assert sum("finished" in t for t in channel.texts()) == 1
@@ -189,10 +189,10 @@ async def test_admin_cancel_with_confirm_and_non_admin_refused(app, channel, wri
     await app.runner.handle(CHAT, ButtonPressed(f"k:y:{job_id}", user_id=5))
     assert "Only the person who submitted" in channel.texts()[-1]
     await app.runner.handle(CHAT, press(channel, "Yes"))
-    assert "cancelled" in channel.texts()[-1]
+    assert "Cancelled" in channel.texts()[-1]
     assert sandbox.state.jobs[job_id].reason == "wrong file"
     await drain(app)
-    assert sum("finished: cancelled" in t for t in channel.texts()) == 1
+    assert sum("finished: Cancelled" in t for t in channel.texts()) == 1
 
 
 async def test_details_only_on_request(app, channel, write, sandbox):
@@ -286,4 +286,4 @@ async def test_status_without_an_id_after_the_job_ended_shows_it(app, channel, w
     await drain(app)
     job_id = (await app.store.load(CHAT)).recent[0]
     await app.runner.handle(CHAT, CommandReceived("status", (), 5))
-    assert job_id in channel.texts()[-1] and "completed" in channel.texts()[-1]  # not "no active jobs"
+    assert job_id in channel.texts()[-1] and "Completed" in channel.texts()[-1]  # not "no active jobs"

@@ -12,9 +12,9 @@ def job(**fields) -> Job:
 
 def test_a_cancelled_job_counts_the_records_that_never_ran():
     text = texts.summary("en", job(status="cancelled", total=60, completed=7, failed=0), 36)
-    assert "7 succeeded, 0 failed of 60" in text and "Not run: 53." in text
+    assert "7 succeeded, 0 failed of 60" in text and "53 records did not run." in text and "Cancelled" in text
     zh = texts.summary("zh", job(status="cancelled", total=60, completed=7, failed=0), 36)
-    assert "未运行：53。" in zh
+    assert "53 条记录未运行。" in zh
     done = texts.summary("en", job(status="completed", total=2, completed=2, failed=0), 3)
     assert "Not run" not in done
 

@@ -69,7 +69,7 @@ async def test_en_xlsx_invalid_rows_then_valid_only(bot, telegram, sandbox, tmp_
     telegram.send_document(chat, EN, path)
     await until(has(telegram, chat, "2 rows are invalid"), what="row report")
     assert len(sandbox.state.files) == files_before
-    data = next(d for label, d in telegram.buttons(chat) if "valid rows" in label)
+    data = next(d for label, d in telegram.buttons(chat) if "valid row" in label)
     telegram.press(chat, EN, data)
     await until(has(telegram, chat, "Estimate"))
     data = next(d for label, d in telegram.buttons(chat) if label.startswith("Submit"))
@@ -133,8 +133,8 @@ async def test_admin_cancel_with_confirm_and_non_admin_refused(bot, telegram, sa
     telegram.press(chat, other, yes)
     await until(lambda: count(telegram, chat, "Only the person who submitted") == 2)
     telegram.press(chat, admin, yes)
-    await until(has(telegram, chat, "is now cancelled"))
-    await until(has(telegram, chat, "finished: cancelled"))
+    await until(has(telegram, chat, "is now Cancelled"))
+    await until(has(telegram, chat, "finished: Cancelled"))
     assert sandbox.state.jobs[job_id].reason == "too slow"
 
 

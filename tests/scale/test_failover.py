@@ -143,7 +143,7 @@ async def test_kill_a_replica_mid_run(moment, media, redis_url, sandbox, tmp_pat
         repeated = [t for t, n in Counter(texts).items() if n > 1]
         assert not repeated, repeated  # no message twice
     for chat in run.unsummarized:
-        assert any("completed" in t for t in telegram.shown(chat)), telegram.shown(chat)  # its final edit
+        assert any("Completed" in t for t in telegram.shown(chat)), telegram.shown(chat)  # its final edit
     last = max(run.finished.values())
     first, last = min(run.doc_at.values()), max(run.finished.values())
     print(
