@@ -211,13 +211,16 @@ def print_report(report: Any, lang: str, as_json: bool, verdict: bool = True) ->
             lang,
             "cli.report.title",
             path=report.path,
-            format=report.format or "?",
+            format=report.format or t(lang, "cli.report.format_unknown"),
             encoding=f", {report.encoding}" if report.encoding else "",
             sheet=f", {report.sheet}" if report.sheet else "",
         )
     )
     if report.kind:
-        print(t(lang, "cli.report.kind", kind=report.kind, header_row=report.header_row or "-"))
+        kind = t(lang, f"kind.{report.kind}") if locales.has(f"kind.{report.kind}") else report.kind
+        print(t(lang, "cli.report.kind", kind=kind))
+    if report.header_row:
+        print(t(lang, "cli.report.header", row=report.header_row))
     if report.columns:
         cols = ", ".join(f"{c.name} → {c.field}" if c.field else f"{c.name} → -" for c in report.columns)
         print(t(lang, "cli.report.columns", columns=cols))

@@ -321,7 +321,11 @@ def _bar(fraction: float | None, width: int = 24) -> str:
 
 
 def _status_line(job: Any, lang: str) -> str:
-    pct = f", {job.fraction * 100:.0f}%" if job.fraction is not None else ""
+    pct = (
+        locales.t(lang, "cli.job.percent", percent=round(job.fraction * 100))
+        if job.fraction is not None
+        else ""
+    )
     return locales.t(
         lang,
         "cli.job.status",
