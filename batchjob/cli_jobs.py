@@ -242,6 +242,7 @@ async def _submit(args: argparse.Namespace, lang: str) -> int:
         result["estimate"] = est.model_dump(
             include={"estimated_cost", "unit_price", "currency", "balance", "sufficient", "record_count"}
         )
+        short = est.sufficient is False
         with text:
             print(
                 t(
@@ -254,12 +255,31 @@ async def _submit(args: argparse.Namespace, lang: str) -> int:
                     balance=format_amount(est.balance),
                 )
             )
-        if args.estimate_only:
-            with text:
-                print(t(lang, "cli.job.estimate_only"))
+        if short:
+            # The service would refuse the submit: say so, submit nothing, exit 5 (also with
+            # --estimate-only: a script learns that this job cannot run yet).
+            required = est.required if est.required is not None else est.estimated_cost
+            gap = required - est.balance if required is not None and est.balance is not None else None
+            unit = f" {est.currency}" if est.currency else ""
+            print(
+                t(
+                    lang,
+                    "cli.job.short",
+                    current=format_amount(est.balance) + unit,
+                    required=format_amount(required) + unit,
+                    shortfall=format_amount(gap) + unit,
+                ),
+                file=sys.stderr,
+            )
+            if est.recharge_url:
+                print(t(lang, "error.balance_topup", url=est.recharge_url), file=sys.stderr)
+        if args.estimate_only or short:
+            if not short:
+                with text:
+                    print(t(lang, "cli.job.estimate_only"))
             if args.json:
                 _emit(result)
-            return 0
+            return EXIT_BALANCE if short else 0
         SO_FAR["submit_sent"] = "1"
         job = await client.submit(uploaded.file_id, model, mode)
         SO_FAR["job_id"] = job.job_id

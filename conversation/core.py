@@ -32,6 +32,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from conversation import choices
+from conversation.choices import parse_choice
 from conversation.events import (
     Button,
     ButtonPressed,
@@ -71,7 +73,7 @@ from conversation.events import (
     Uploaded,
     Watch,
 )
-from conversation.prompts import KNOWN_MODES, again, fix_buttons
+from conversation.prompts import again, fix_buttons
 from conversation.prompts import ask_cancel as _ask_cancel
 from conversation.prompts import ask_confirm as _ask_confirm
 from conversation.prompts import error_reply as _error_reply
@@ -81,13 +83,9 @@ from conversation.state import ChatState, Pending
 
 MAX_ERRORS_INLINE = 10
 RECENT_JOBS = 20
-CONFIRM_WORDS = frozenset(
-    {"ok", "yes", "y", "go", "submit", "confirm", "确认", "提交", "好", "好的", "是", "开始"}
-)
-ESTIMATE_WORDS = frozenset({"estimate", "estimate-only", "预估", "估价", "仅预估", "只预估"})
 _FILE_ID = re.compile(r"^file[_-][A-Za-z0-9_-]{4,128}$")
+REFUSALS = frozenset({"auth", "balance", "validation", "not_found", "conflict"})
 _JOB_ID = re.compile(r"^[A-Za-z0-9._~-]{1,64}$")
-_MODEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._:-]*$|^[a-z]+-[0-9][A-Za-z0-9._-]*$")
 
 
 @dataclass(frozen=True)
@@ -99,6 +97,7 @@ class Context:
     allow_local_paths: bool = False
     pending_ttl_ms: int = 3_600_000
     admins: frozenset[int] = field(default_factory=frozenset)
+    modes: tuple[str, ...] = ("fast", "standard", "batch")  # the first is the default
 
 
 Result = tuple[ChatState, list[Effect]]
@@ -150,26 +149,6 @@ def _new_pending(ctx: Context, filename: str = "") -> Pending:
     return Pending(token=ctx.new_id[:8], created_ms=ctx.now_ms, filename=filename)
 
 
-def parse_choice(text: str) -> tuple[str | None, str | None, bool, bool]:
-    """(model, mode, confirm, estimate_only) named in a reply or caption, either order."""
-    model = mode = None
-    confirm = estimate = False
-    for raw in re.split(r"[\s,，]+", text.strip()):
-        tok = raw.strip().strip("`'\"")
-        low = tok.lower()
-        if not tok:
-            continue
-        if low in KNOWN_MODES:
-            mode = low
-        elif _MODEL.match(tok):
-            model = tok
-        elif low in CONFIRM_WORDS:
-            confirm = True
-        elif low in ESTIMATE_WORDS:
-            estimate = True
-    return model, mode, confirm, estimate
-
-
 def _submit(s: ChatState, ctx: Context) -> Result:
     p = s.pending
     assert p is not None
@@ -193,7 +172,7 @@ def _start_input(
     p = _new_pending(ctx, filename)
     p.owner = user
     if caption:
-        model, mode, _confirm, estimate = parse_choice(caption)
+        model, mode, _confirm, estimate = parse_choice(caption, ctx.modes)
         if model:
             p.model = model
         if mode:
@@ -375,6 +354,7 @@ def _on_prechecked(s: ChatState, e: Prechecked, ctx: Context) -> Result:
         return s, []
     p = s.pending
     p.estimate = {k: v for k, v in e.estimate.items() if isinstance(v, int | float | str | bool | type(None))}
+    p.prior = None  # the service accepted the choice
     parts = _estimate_parts(p)
     if p.estimate_only:
         s, out = _drop(s)
@@ -423,11 +403,17 @@ def _on_failed(s: ChatState, e: ServiceFailed, ctx: Context) -> Result:
         s.phase = "reconciling"
         p = s.pending
         return s, [_reply("flow.submit_unknown_checking"), Reconcile(p.intent_id or "", p.file_id or "")]
+    if e.step == "precheck" and e.kind == "validation":
+        asked = choices.refused(s, e.message, ctx.modes)
+        if asked is not None:
+            return asked
     file_id = s.pending.file_id if (s.pending.converted or s.pending.path) else None
     if e.step == "submit":
-        # Never repeated automatically; the user decides.
+        # Never repeated automatically; the user decides. A service that answered "no" refused
+        # it (nothing was made); only a service that could not answer leaves it open.
+        after = "flow.submit_refused" if e.kind in REFUSALS else "flow.submit_not_repeated"
         s, out = _drop(s)
-        return s, [_error_reply(e, file_id), _reply("flow.submit_not_repeated"), *out]
+        return s, [_error_reply(e, file_id), _reply(after), *out]
     s, out = _drop(s)
     return s, [_error_reply(e, file_id), *out]
 
@@ -480,17 +466,26 @@ def _confirm_action(s: ChatState, action: str, ctx: Context, user: int = 0) -> R
     if s.phase not in ("awaiting_confirm", "awaiting_model", "awaiting_mode"):
         return s, [_reply("flow.stale_button")]
     if action == "go":
+        if _short(p):
+            return s, [_shortfall_again(p)]
         p.owner = user
         return _submit(s, ctx)
     if action == "est":
         return _drop(s, "flow.estimate_only_done", file_id=p.file_id)
-    if action == "model":
-        s.phase = "awaiting_model"
-        return s, [_reply("flow.ask_model", model=p.model)]
-    if action == "mode":
-        s.phase = "awaiting_mode"
-        return s, [_reply("flow.ask_mode", mode=p.mode, modes=", ".join(sorted(KNOWN_MODES)))]
-    return s, [_reply("flow.stale_button")]
+    if action == "back":
+        s.phase = "awaiting_confirm"
+        return s, [again(s, ctx.modes)]
+    chosen = choices.on_button(s, action, ctx.modes)
+    return chosen if chosen is not None else (s, [_reply("flow.stale_button")])
+
+
+def _short(p: Pending) -> bool:
+    return bool(p.estimate) and (p.estimate or {}).get("sufficient") is False
+
+
+def _shortfall_again(p: Pending) -> Reply:
+    """Submit asked for with too little balance: the figures again, no submit."""
+    return _ask_confirm(p, [part for part in _estimate_parts(p) if part[0] != "flow.uploaded"])
 
 
 def _on_text(s: ChatState, e: TextReceived, ctx: Context) -> Result:
@@ -498,33 +493,32 @@ def _on_text(s: ChatState, e: TextReceived, ctx: Context) -> Result:
     if not text:
         return s, []
     phase = s.phase
+    if (
+        phase.startswith("awaiting_")
+        and phase != "awaiting_input"
+        and (_is_url(text) or _FILE_ID.match(text))
+    ):
+        # A new input, whatever was asked: never read a link as a model or a count.
+        return _on_input_text(s, text, ctx)
     if phase == "awaiting_confirm":
-        model, mode, confirm, estimate = parse_choice(text)
+        model, mode, confirm, estimate = parse_choice(text, ctx.modes)
         p = s.pending
         assert p is not None
         if estimate:
             return _drop(s, "flow.estimate_only_done", file_id=p.file_id)
-        if model or mode or confirm:
-            p.model = model or p.model
-            p.mode = mode or p.mode
+        if model or mode:
+            p.owner, p.model_given = e.user_id, True
+            if _short(p) or (model or p.model, mode or p.mode) != (p.model, p.mode):
+                return choices.choose(s, model, mode)  # a new price: estimate, then submit if it fits
+            return _submit(s, ctx)
+        if confirm:
+            if _short(p):
+                return s, [_shortfall_again(p)]
             p.owner = e.user_id
             return _submit(s, ctx)
         return s, [_reply("flow.confirm_hint", model=p.model, mode=p.mode)]
     if phase in ("awaiting_model", "awaiting_mode"):
-        p = s.pending
-        assert p is not None
-        model, mode, _c, _e = parse_choice(text)
-        if phase == "awaiting_model":
-            p.model = model or text.split()[0][:100]
-        else:
-            if not mode:
-                return s, [_reply("flow.ask_mode", mode=p.mode, modes=", ".join(sorted(KNOWN_MODES)))]
-            p.mode = mode
-        if model and mode:
-            p.model, p.mode = model, mode
-        # The price depends on model and mode: estimate again before asking to confirm.
-        s.phase = "prechecking"
-        return s, [Precheck(p.row_count or 0, p.model, p.mode)]
+        return choices.on_text(s, text, ctx.modes)
     if phase == "awaiting_count":
         p = s.pending
         assert p is not None
@@ -606,7 +600,7 @@ def _on_command(s: ChatState, e: CommandReceived, ctx: Context) -> Result:
     if name == "template":
         return s, [SendTemplates()]
     if name == "again":
-        return s, [again(s)]
+        return s, [again(s, ctx.modes)]
     if name == "lang":
         if not args or args[0].lower() not in ("zh", "en"):
             return s, [_reply("cmd.lang_usage")]

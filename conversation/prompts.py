@@ -6,10 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 from batchjob import DEFAULT_MODE, DEFAULT_MODEL, format_amount
+from conversation import choices
 from conversation.events import Button, Reply, ServiceFailed
 from conversation.state import ChatState, Pending
-
-KNOWN_MODES = frozenset({"fast", "standard", "batch", "economy", "priority"})
 
 
 def _reply(key: str, **params: Any) -> Reply:
@@ -25,11 +24,12 @@ def fix_buttons(p: Pending) -> tuple[tuple[Button, ...], ...]:
 
 def confirm_buttons(p: Pending) -> tuple[tuple[Button, ...], ...]:
     t = p.token
-    return (
-        (Button("btn.submit", f"c:go:{t}", {"model": p.model, "mode": p.mode}),),
-        (Button("btn.change_model", f"c:model:{t}"), Button("btn.change_mode", f"c:mode:{t}")),
-        (Button("btn.estimate_only", f"c:est:{t}"), Button("btn.drop", f"c:drop:{t}")),
-    )
+    rows: list[tuple[Button, ...]] = []
+    if (p.estimate or {}).get("sufficient") is not False:  # no Submit the service would refuse
+        rows.append((Button("btn.submit", f"c:go:{t}", {"model": p.model, "mode": p.mode}),))
+    rows.append((Button("btn.change_model", f"c:model:{t}"), Button("btn.change_mode", f"c:mode:{t}")))
+    rows.append((Button("btn.estimate_only", f"c:est:{t}"), Button("btn.drop", f"c:drop:{t}")))
+    return tuple(rows)
 
 
 def estimate_parts(p: Pending) -> list[tuple[str, dict[str, Any]]]:
@@ -51,12 +51,34 @@ def estimate_parts(p: Pending) -> list[tuple[str, dict[str, Any]]]:
         )
     )
     if est.get("sufficient") is False:
-        parts.append(("flow.estimate_insufficient", {}))
+        cost, balance = est.get("estimated_cost"), est.get("balance")
+        required = est.get("required") if isinstance(est.get("required"), int | float) else cost
+        short = (
+            required - balance
+            if isinstance(required, int | float) and isinstance(balance, int | float)
+            else None
+        )
+        parts.append(
+            (
+                "flow.estimate_shortfall",
+                {
+                    "balance": format_amount(balance),
+                    "required": format_amount(required),
+                    "shortfall": format_amount(short),
+                    "currency": est.get("currency") or "",
+                },
+            )
+        )
+        if isinstance(est.get("recharge_url"), str) and est["recharge_url"]:
+            parts.append(("error.balance_topup", {"url": est["recharge_url"]}))
     return parts
 
 
 def ask_confirm(p: Pending, parts: list[tuple[str, dict[str, Any]]]) -> Reply:
     parts = list(parts)
+    if (p.estimate or {}).get("sufficient") is False:
+        parts.append(("flow.confirm_short", {}))
+        return Reply(tuple(parts), confirm_buttons(p))
     parts.append(
         (
             "flow.confirm",
@@ -110,7 +132,7 @@ def error_reply(e: ServiceFailed, file_id: str | None = None) -> Reply:
     return Reply(tuple(parts))
 
 
-def again(s: ChatState) -> Reply:
+def again(s: ChatState, modes: tuple[str, ...]) -> Reply:
     """The question the chat waits on, asked again (/again): after a message may have been
     lost, or simply scrolled away."""
     p = s.pending
@@ -126,9 +148,9 @@ def again(s: ChatState) -> Reply:
     if s.phase == "awaiting_count":
         return _reply("flow.ask_count")
     if s.phase == "awaiting_model":
-        return _reply("flow.ask_model", model=p.model)
+        return choices.ask_model(p)
     if s.phase == "awaiting_mode":
-        return _reply("flow.ask_mode", mode=p.mode, modes=", ".join(sorted(KNOWN_MODES)))
+        return choices.ask_mode(p, modes)
     return _reply("fallback.ask")
 
 

@@ -107,6 +107,7 @@ class Runner:
             allow_local_paths=bool(self.settings.local_path_roots),
             pending_ttl_ms=self.settings.pending_ttl_seconds * 1000,
             admins=frozenset(self.settings.admin_ids),
+            modes=tuple(self.settings.modes),
         )
 
     @asynccontextmanager
@@ -324,6 +325,8 @@ class Runner:
                             "currency",
                             "balance",
                             "sufficient",
+                            "required",
+                            "recharge_url",
                             "unit_price",
                             "record_count",
                         }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated
 
@@ -13,6 +14,8 @@ class ConversationSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="BOT_", env_file=".env", extra="ignore")
 
     admin_ids: Annotated[frozenset[int], NoDecode] = frozenset()
+    # The modes the service accepts, offered as buttons (comma-separated; the first is the default).
+    modes: Annotated[tuple[str, ...], NoDecode] = ("fast", "standard", "batch")
     media_dir: Path = Path("./media")
     local_path_roots: Annotated[list[Path], NoDecode] = Field(default_factory=list)  # empty: disabled
     pending_ttl_seconds: int = Field(3600, gt=0)
@@ -37,6 +40,15 @@ class ConversationSettings(BaseSettings):
             return frozenset(int(x) for x in v.replace(";", ",").split(",") if x.strip())
         if isinstance(v, int):
             return frozenset({v})
+        return v
+
+    @field_validator("modes", mode="before")
+    @classmethod
+    def _modes(cls, v: object) -> object:
+        if isinstance(v, str):
+            v = tuple(m.strip().lower() for m in v.split(",") if m.strip())
+        if not v or not all(re.fullmatch(r"[a-z0-9_-]{1,24}", m) for m in v):  # type: ignore[union-attr]
+            raise ValueError("BOT_MODES: comma-separated mode names (letters, digits, - and _)")
         return v
 
     @field_validator("local_path_roots", mode="before")

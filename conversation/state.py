@@ -54,6 +54,8 @@ class Pending(BaseModel):
     owner: int = 0  # the user whose word submits it (may cancel the job)
     count_asked: bool = False  # awaiting_count: the user was asked (else the lookup is in flight)
     refetched: bool = False  # got again to continue to the upload: no second report
+    # Model and mode before the user changed one: restored when the service refuses the change.
+    prior: tuple[str, str] | None = None
 
 
 class ChatState(BaseModel):

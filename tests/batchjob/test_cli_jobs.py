@@ -73,8 +73,11 @@ def test_exit_codes(run, write, sandbox):
     p = run("jobs", BATCHJOB_BEARER_TOKEN="wrong-token")
     assert p.returncode == 4 and "wrong-token" not in p.stderr + p.stdout
     sandbox.state.balance = 0
+    before = sandbox.state.submits
     p = run("submit", src)
-    assert p.returncode == 5 and "shortfall" in p.stderr
+    assert p.returncode == 5 and "short by 0.02" in p.stderr and "Nothing was submitted" in p.stderr
+    p = run("submit", src, "--estimate-only")  # an estimate that cannot run says so, exit 5
+    assert p.returncode == 5 and "short by 0.02" in p.stderr and sandbox.state.submits == before
     sandbox.state.balance = 100
     assert run("status", "job_nope").returncode == 6
     sandbox.state.config.error_rate = 1.0

@@ -6,6 +6,7 @@ import pytest
 
 from batchjob import DEFAULT_MODE, DEFAULT_MODEL
 from conversation import core
+from conversation.choices import parse_choice as _parse
 from conversation.events import (
     ButtonPressed,
     CancelJob,
@@ -121,7 +122,8 @@ def test_caption_does_not_submit_when_balance_is_short():
     s, _ = core.step(ChatState(), FileReceived("r", "p.csv", 1, caption="fast"), ctx())
     s.phase, s.pending.file_id, s.pending.row_count = "prechecking", "file_1", 3
     s, fx = core.step(s, Prechecked({"sufficient": False}), ctx())
-    assert s.phase == "awaiting_confirm" and "flow.estimate_insufficient" in keys(fx)
+    assert s.phase == "awaiting_confirm" and "flow.estimate_shortfall" in keys(fx)
+    assert not any(b.label == "btn.submit" for row in fx[-1].buttons for b in row)
 
 
 def test_estimate_only_caption_stops_after_precheck():
@@ -153,7 +155,7 @@ def test_buttons_change_model_and_mode():
     assert s.phase == "awaiting_confirm" and s.pending.model == "other/model-2"
     s, fx = core.step(s, ButtonPressed("c:mode:tok12345"), ctx())
     s, fx = core.step(s, TextReceived("nonsense"), ctx())
-    assert s.phase == "awaiting_mode" and keys(fx) == ["flow.ask_mode"]
+    assert s.phase == "awaiting_mode" and keys(fx) == ["flow.mode_unknown", "flow.ask_mode"]
     s, fx = core.step(s, TextReceived("standard"), ctx())
     assert fx == [Precheck(2, "other/model-2", "standard")]
     s, fx = core.step(s, Prechecked({"estimated_cost": 0.2}), ctx())
@@ -433,16 +435,20 @@ def test_user_input_in_every_phase_never_crashes_or_double_submits(phase, event)
     assert all(isinstance(e, Reply | Submit | Cleanup | SendTemplates | Precheck) for e in fx)
 
 
+def parse_choice(text):
+    return _parse(text, ("fast", "standard", "batch"))
+
+
 def test_parse_choice():
-    assert core.parse_choice("google/gemini-2.5-flash-image fast") == (
+    assert parse_choice("google/gemini-2.5-flash-image fast") == (
         "google/gemini-2.5-flash-image",
         "fast",
         False,
         False,
     )
-    assert core.parse_choice("FAST, vendor/m") == ("vendor/m", "fast", False, False)
-    assert core.parse_choice("仅预估") == (None, None, False, True)
-    assert core.parse_choice("hello there") == (None, None, False, False)
+    assert parse_choice("FAST, vendor/m") == ("vendor/m", "fast", False, False)
+    assert parse_choice("仅预估") == (None, None, False, True)
+    assert parse_choice("hello there") == (None, None, False, False)
 
 
 def test_an_unexpected_effect_failure_never_leaves_the_chat_stuck():

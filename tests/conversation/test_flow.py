@@ -170,10 +170,11 @@ async def test_insufficient_balance_shows_the_numbers(app, channel, write, sandb
     sandbox.state.balance = 0.01
     src = write("p.csv", "prompt\na\nb\n")
     await app.runner.handle(CHAT, FileReceived(str(src), "p.csv", 10), client_lang="en")
-    assert "not enough" in channel.texts()[-1]
+    assert "current 0.01, required 0.04, short by 0.03 credits" in channel.texts()[-1]
+    assert "Submit" not in str(channel.last_buttons())  # nothing the service would refuse
     await app.runner.handle(CHAT, TextReceived("ok"))
-    text = "\n".join(channel.texts()[-2:])
-    assert "current 0.01, required 0.04, shortfall 0.03" in text and "not repeated" in text
+    assert "short by 0.03 credits" in channel.texts()[-1] and sandbox.state.submits == 0
+    assert (await app.store.load(CHAT)).phase == "awaiting_confirm"
 
 
 async def test_admin_cancel_with_confirm_and_non_admin_refused(app, channel, write, sandbox):
