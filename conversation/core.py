@@ -522,11 +522,9 @@ def _on_text(s: ChatState, e: TextReceived, ctx: Context) -> Result:
     if phase == "awaiting_count":
         p = s.pending
         assert p is not None
-        if not re.fullmatch(r"\d{1,7}", text) or int(text) <= 0:
-            return s, [_reply("flow.ask_count")]
-        p.row_count = int(text)
-        s.phase = "prechecking"
-        return s, [Precheck(p.row_count, p.model, p.mode)]
+        if p.count_asked:  # asked by an earlier release: the user's number is not trusted
+            return _drop(s, "flow.file_id_count_unknown", file_id=p.file_id)
+        return s, [_reply("flow.busy")]
     if phase in ("idle", "awaiting_input"):
         return _on_input_text(s, text, ctx)
     if phase == "awaiting_fix":
@@ -571,9 +569,12 @@ def _on_rows_known(s: ChatState, e: RowsKnown, ctx: Context) -> Result:
     if s.phase != "awaiting_count" or s.pending is None or s.pending.file_id != e.file_id:
         return s, []
     if e.count is None or e.count <= 0:
-        s.pending.count_asked = True
-        return s, [_reply("flow.ask_count")]
+        # Nobody knows how many records it holds; the user would have to guess (and a wrong
+        # number makes a wrong estimate): the file itself is asked for instead.
+        return _drop(s, "flow.file_id_count_unknown", file_id=e.file_id)
     s.pending.row_count = e.count
+    s.pending.count_source = "flow.count_from_job" if e.source == "job" else "flow.count_from_bot"
+    s.pending.count_job = e.job_id
     s.phase = "prechecking"
     return s, [Precheck(e.count, s.pending.model, s.pending.mode)]
 

@@ -95,10 +95,14 @@ class Reconciled:
 
 @dataclass(frozen=True)
 class RowsKnown:
-    """The record count this bot recorded when it uploaded `file_id` (None: not ours)."""
+    """How many records `file_id` holds, and where the number comes from: "bot" (counted
+    when this bot uploaded it), "job" (a job of the service on this file reports it, `job_id`)
+    or None (nobody knows it: the user is not asked to count, the file is asked for)."""
 
     file_id: str
     count: int | None
+    source: str | None = None
+    job_id: str = ""
 
 
 @dataclass(frozen=True)

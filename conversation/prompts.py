@@ -39,6 +39,9 @@ def estimate_parts(p: Pending) -> list[tuple[str, dict[str, Any]]]:
     if (p.converted or p.path) and not p.announced:
         parts.append(("flow.uploaded", {"file_id": p.file_id, "count": p.row_count}))
         p.announced = True
+    if p.count_source and not p.announced:
+        parts.append((p.count_source, {"count": p.row_count, "file_id": p.file_id, "job_id": p.count_job}))
+        p.announced = True
     parts.append(
         (
             "flow.estimate",
@@ -145,8 +148,6 @@ def again(s: ChatState, modes: tuple[str, ...]) -> Reply:
         return ask_confirm(p, parts)
     if s.phase == "awaiting_fix":
         return Reply((("flow.fix_or_valid", {"count": p.valid}),), fix_buttons(p))
-    if s.phase == "awaiting_count":
-        return _reply("flow.ask_count")
     if s.phase == "awaiting_model":
         return choices.ask_model(p)
     if s.phase == "awaiting_mode":

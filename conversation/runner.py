@@ -61,7 +61,6 @@ from conversation.events import (
     Reconcile,
     Reply,
     ResolveFailed,
-    RowsKnown,
     SendTemplates,
     Submit,
     Upload,
@@ -337,7 +336,7 @@ class Runner:
             case Reconcile(intent_id=intent_id, file_id=file_id):
                 return await submission.reconcile(self.store, self.client, intent_id, file_id)
             case LookupRows(file_id=file_id):
-                return RowsKnown(file_id, await self.store.file_rows(file_id))
+                return await submission.rows_of(self.store, self.client, file_id)
             case Watch(job_id=job_id, intent_id=intent_id, record_count=count, announce=announce):
                 msg = None
                 if announce is not None:

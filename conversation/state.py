@@ -52,7 +52,9 @@ class Pending(BaseModel):
     source_kind: str = ""
     source_ref: str = ""
     owner: int = 0  # the user whose word submits it (may cancel the job)
-    count_asked: bool = False  # awaiting_count: the user was asked (else the lookup is in flight)
+    count_asked: bool = False  # awaiting_count: asked by an earlier release (else the lookup runs)
+    count_source: str = ""  # message key saying where row_count came from (a bare file_id)
+    count_job: str = ""  # the job that told the count, for that message
     refetched: bool = False  # got again to continue to the upload: no second report
     # Model and mode before the user changed one: restored when the service refuses the change.
     prior: tuple[str, str] | None = None

@@ -8,7 +8,7 @@ from batchjob import errors as bj
 from batchjob import format_amount, redaction
 from batchjob.client import BatchJobClient
 from conversation import crash
-from conversation.events import Event, Reconciled, ServiceFailed, Submit, Submitted
+from conversation.events import Event, Reconciled, RowsKnown, ServiceFailed, Submit, Submitted
 from conversation.store import Store
 
 RECONCILE_SKEW_MS = 60_000  # clocks of the bot and the service may differ this much
@@ -61,6 +61,29 @@ async def submit(store: Store, client: BatchJobClient, chat_id: int | str, effec
     await store.intent_move(effect.intent_id, "SUBMITTING", "SUBMITTED", job.job_id)
     crash.point("submit.after_record")
     return Submitted(job.job_id, job.status)
+
+
+LOOKUP_PAGES = 3  # the newest jobs scanned for one on the file (50 per page)
+
+
+async def rows_of(store: Store, client: BatchJobClient, file_id: str) -> RowsKnown:
+    """The record count of a file the user named by id: as this bot counted it at upload,
+    else as a job of the service on the same file reports it; else unknown."""
+    count = await store.file_rows(file_id)
+    if count:
+        return RowsKnown(file_id, count, "bot")
+    try:
+        for page in range(1, LOOKUP_PAGES + 1):
+            listed = await client.list_jobs(page=page, page_size=50)
+            for job in listed.items:
+                if job.file_id == file_id and job.total:
+                    await store.remember_file(file_id, job.total)
+                    return RowsKnown(file_id, job.total, "job", job.job_id)
+            if not listed.items or listed.has_more is False:
+                break
+    except bj.BatchJobError:
+        pass  # the lookup is a courtesy: without it, the file itself is asked for
+    return RowsKnown(file_id, None)
 
 
 async def reconcile(store: Store, client: BatchJobClient, intent_id: str, file_id: str) -> Event:

@@ -276,18 +276,21 @@ def test_download_failure_falls_back():
     assert s.phase == "awaiting_input" and keys(fx)[0] == "fallback.reason.download_failed"
 
 
-def test_file_id_path_uses_known_count_or_asks():
+def test_file_id_path_uses_a_known_count_and_never_asks_the_user_to_count():
     s, fx = core.step(ChatState(), TextReceived("file_abc12345"), ctx())
     assert s.phase == "awaiting_count" and fx == [LookupRows("file_abc12345")]
-    s2, fx2 = core.step(s, RowsKnown("file_abc12345", 12), ctx())
+    s2, fx2 = core.step(s, RowsKnown("file_abc12345", 12, "job", "job_9"), ctx())
     assert s2.phase == "prechecking" and fx2 == [Precheck(12, DEFAULT_MODEL, DEFAULT_MODE)]
+    s2, fx2 = core.step(s2, Prechecked({"estimated_cost": 1.0}), ctx())
+    assert keys(fx2)[0] == "flow.count_from_job" and fx2[0].parts[0][1]["job_id"] == "job_9"
     s3, fx3 = core.step(s, RowsKnown("file_abc12345", None), ctx())
-    assert s3.phase == "awaiting_count" and keys(fx3) == ["flow.ask_count"]
-    for bad in ("0", "-3", "many"):
-        s4, fx4 = core.step(s3, TextReceived(bad), ctx())
-        assert s4.phase == "awaiting_count" and keys(fx4) == ["flow.ask_count"]
-    s5, fx5 = core.step(s3, TextReceived("40"), ctx())
-    assert s5.phase == "prechecking" and fx5 == [Precheck(40, DEFAULT_MODEL, DEFAULT_MODE)]
+    assert s3.phase == "idle" and keys(fx3) == ["flow.file_id_count_unknown"]
+    s4, fx4 = core.step(s, TextReceived("40"), ctx())  # while the lookup runs: no number taken
+    assert s4.phase == "awaiting_count" and keys(fx4) == ["flow.busy"]
+    legacy = s.model_copy(deep=True)
+    legacy.pending.count_asked = True  # asked by an earlier release
+    s5, fx5 = core.step(legacy, TextReceived("40"), ctx())
+    assert s5.phase == "idle" and keys(fx5) == ["flow.file_id_count_unknown"]
 
 
 def test_local_paths_only_when_configured():

@@ -123,19 +123,23 @@ async def test_url_fetch_refuses_private_addresses_by_default(app, channel):
 
 
 async def test_file_id_path(app, channel, write, sandbox):
-    up = await app.client.upload(write("p.csv", "prompt\na\nb\nc\n"))  # uploaded elsewhere: count unknown
+    up = await app.client.upload(write("p.csv", "prompt\na\nb\nc\n"))  # uploaded elsewhere, no job yet
     await app.runner.handle(CHAT, TextReceived(up.file_id), client_lang="en")
-    assert "How many records" in channel.texts()[-1]
-    await app.runner.handle(CHAT, TextReceived("3"))
-    assert "Estimate" in channel.texts()[-1]
+    assert "was not uploaded through this bot" in channel.texts()[-1]  # no guess asked of the user
+    assert (await app.store.load(CHAT)).phase == "idle" and sandbox.state.submits == 0
+    # a job of the service on the same file (from the CLI, say) tells the count
+    job = await app.client.submit(up.file_id, "google/gemini-2.5-flash-image", "fast")
+    await app.runner.handle(CHAT, TextReceived(up.file_id))
+    assert f"3 records, as job {job.job_id} on the same file reports" in channel.texts()[-1]
+    assert "Estimate: 0.06 credits for 3 records" in channel.texts()[-1]
     await app.runner.handle(CHAT, TextReceived("ok"))
     await drain(app)
-    assert sandbox.state.submits == 1
-    # a file this bot uploaded: its count is known, no question
-    await app.store.remember_file(up.file_id, 3)
-    n = len(channel.texts())
-    await app.runner.handle(CHAT, TextReceived(up.file_id))
-    assert "How many" not in "\n".join(channel.texts()[n:]) and "Estimate" in channel.texts()[-1]
+    assert sandbox.state.submits == 2
+    # a file this bot uploaded: its own count, said so
+    other = await app.client.upload(write("q.csv", "prompt\na\nb\n"))
+    await app.store.remember_file(other.file_id, 2)
+    await app.runner.handle(CHAT, TextReceived(other.file_id))
+    assert "2 records, as counted when this bot uploaded it" in channel.texts()[-1]
 
 
 async def test_local_path_inside_roots_only(app, channel, tmp_path):
