@@ -32,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from batchjob import rowmap
 from conversation import choices
 from conversation.choices import parse_choice
 from conversation.events import (
@@ -307,6 +308,7 @@ def _on_inspected(s: ChatState, e: Inspected, ctx: Context) -> Result:
     rows = r.get("rows") or {}
     p.valid, p.invalid = rows.get("valid", 0), rows.get("invalid", 0)
     p.converted = e.converted
+    p.rows = rowmap.encode(r.get("line_rows") or [])
     if p.refetched and p.valid:
         # Read again on this host to continue an upload already decided: no second report.
         s.phase = "uploading"
@@ -375,10 +377,12 @@ def _on_submitted(s: ChatState, e: Submitted, ctx: Context) -> Result:
     s.recent = [e.job_id, *[j for j in s.recent if j != e.job_id]][:RECENT_JOBS]
     if p.owner:
         s.owners = {**dict(list(s.owners.items())[-(RECENT_JOBS - 1) :]), e.job_id: p.owner}
-    intent, count, model, mode = p.intent_id, p.row_count, p.model, p.mode
+    intent, count, model, mode, rows = p.intent_id, p.row_count, p.model, p.mode, p.rows
     s, out = _drop(s)
     return s, [
-        Watch(e.job_id, intent, count, _reply("flow.submitted", job_id=e.job_id, model=model, mode=mode)),
+        Watch(
+            e.job_id, intent, count, _reply("flow.submitted", job_id=e.job_id, model=model, mode=mode), rows
+        ),
         *out,
     ]
 

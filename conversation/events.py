@@ -236,6 +236,7 @@ class Watch:
     intent_id: str | None
     record_count: int | None
     announce: Reply | None = None
+    rows: str = ""  # the user's row of each record (batchjob.rowmap), kept with the job
 
 
 @dataclass(frozen=True)

@@ -337,7 +337,7 @@ class Runner:
                 return await submission.reconcile(self.store, self.client, intent_id, file_id)
             case LookupRows(file_id=file_id):
                 return await submission.rows_of(self.store, self.client, file_id)
-            case Watch(job_id=job_id, intent_id=intent_id, record_count=count, announce=announce):
+            case Watch(job_id=job_id, intent_id=intent_id, record_count=count, announce=announce, rows=rows):
                 msg = None
                 if announce is not None:
                     # Sent here, as an answer to the confirmation; the watcher then edits it.
@@ -345,7 +345,7 @@ class Runner:
                     msg = await self._safe_send(chat_id, text, job_buttons(lang, job_id))
                     crash.point("watch.after_announce")
                 await self.store.add_job(
-                    job_id, chat_id, intent=intent_id or "", count=count, lang=lang, msg=msg
+                    job_id, chat_id, intent=intent_id or "", count=count, lang=lang, msg=msg, rows=rows
                 )
                 crash.point("watch.after_add")
             case CancelJob(job_id=job_id, reason=reason):
@@ -362,7 +362,7 @@ class Runner:
             case ListJobs():
                 await self._safe_send(chat_id, await views.job_list(self.client, lang, state, effect))
             case Details(job_id=job_id):
-                await self._safe_send(chat_id, await views.details(self.client, lang, job_id))
+                await self._safe_send(chat_id, await views.details(self.client, self.store, lang, job_id))
             case SendTemplates():
                 await self._safe_send(chat_id, locales.t(lang, "cmd.templates"))
                 for kind, name in (

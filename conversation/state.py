@@ -58,6 +58,7 @@ class Pending(BaseModel):
     refetched: bool = False  # got again to continue to the upload: no second report
     # Model and mode before the user changed one: restored when the service refuses the change.
     prior: tuple[str, str] | None = None
+    rows: str = ""  # the user's row of each record sent (batchjob.rowmap text); "" unknown
 
 
 class ChatState(BaseModel):

@@ -209,6 +209,7 @@ class Store:
         count: int | None = None,
         lang: str = "en",
         msg: int | None = None,
+        rows: str = "",
     ) -> None:
         """A job to watch. Record and schedule in one transaction (one slot): never one
         without the other. `msg` is the job's progress message, when it was already sent."""
@@ -225,6 +226,7 @@ class Store:
                     "lang": lang,
                     "count": count if count is not None else "",
                     **({"msg": msg} if msg else {}),
+                    **({"rows": rows} if rows else {}),
                 },
             )
             p.zadd(self.k.due(self.k.shard(job_id)), {job_id: t}, nx=True)

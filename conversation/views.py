@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import locales
 from batchjob import errors as bj
-from batchjob import redaction
+from batchjob import redaction, rowmap
 from batchjob.client import BatchJobClient
 from conversation.events import ListJobs, ServiceFailed
 from conversation.state import ChatState
+from conversation.store import Store
 from conversation.submission import service_failure
 from conversation.texts import status_line
+
+PROMPT_SHOWN = 60  # characters of a failed record's prompt in /details
 
 
 def failure_text(lang: str, failure: ServiceFailed) -> str:
@@ -53,7 +56,7 @@ async def job_list(client: BatchJobClient, lang: str, state: ChatState, effect: 
     return "\n".join(lines)
 
 
-async def details(client: BatchJobClient, lang: str, job_id: str) -> str:
+async def details(client: BatchJobClient, store: Store, lang: str, job_id: str) -> str:
     """Fetch output_summary_url: only here, on the user's explicit request."""
     try:
         job = await client.get_job(job_id)
@@ -67,7 +70,15 @@ async def details(client: BatchJobClient, lang: str, job_id: str) -> str:
     if not failed:
         return locales.t(lang, "job.details_none", job_id=job_id)
     lines = [locales.t(lang, "job.details", job_id=job_id, failed=len(failed), count=len(records))]
+    runs = rowmap.decode((await store.job(job_id)).get("rows"))
     for r in failed[:10]:
         error = redaction.redact(str(r.get("error")), 200)
-        lines.append(locales.t(lang, "job.details_line", index=r.get("index"), error=error))
+        index = r.get("index") if isinstance(r.get("index"), int) else -1
+        prompt = redaction.redact(str(r.get("prompt") or ""), PROMPT_SHOWN).replace("\n", " ")
+        row = rowmap.row_of(runs, index)
+        if row is not None:
+            lines.append(locales.t(lang, "job.details_row", row=row, prompt=prompt or "-", error=error))
+        else:  # not sent by this bot (or no map): the line of the file the service got
+            line = index + 1 if index >= 0 else "?"
+            lines.append(locales.t(lang, "job.details_line", line=line, prompt=prompt or "-", error=error))
     return "\n".join(lines)

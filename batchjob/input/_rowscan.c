@@ -11,7 +11,8 @@
  *
  * Rules mirrored from batchjob/input/validate.py and pipeline.py:
  *   - whitespace is Python's str.isspace (Py_UNICODE_ISSPACE), as str.strip and re's \s;
- *   - a blank row (every cell whitespace) is skipped and counted;
+ *   - a blank row (every cell whitespace) is skipped and counted; a stretch's blank rows
+ *     come before its other rows (a blank row after taken rows starts a new stretch);
  *   - prompt: stripped, non-empty, no weight syntax "(word:1.2)" (a warning: Python's);
  *   - ratio: empty, exactly an allowed spelling, or a spelling in Python's ratio cache;
  *     in a sheet also a time (16:09 for 16:9);
@@ -568,6 +569,8 @@ static PyObject *csv_run(PyObject *self, PyObject *args) {
         if (verdict == 2) { stop = STOP_MORE; break; }
         if (verdict == 0) { stop = STOP_PYTHON; break; }
         if (is_blank) {
+            /* A stretch's blank rows come first, so its lines map to its last rows in order. */
+            if (s_rows > s_blank && flush_stretch(parts, &out, &s_rows, &s_blank) < 0) { failed = 1; break; }
             s_blank++;
             s_rows++;
             rows++;
@@ -713,6 +716,7 @@ static PyObject *sheet_run(PyObject *self, PyObject *args) {
         }
         if (r == ROW_TAKEN && is_blank) {
             Py_DECREF(row);
+            if (s_rows > s_blank && flush_stretch(parts, &out, &s_rows, &s_blank) < 0) { failed = 1; break; }
             rows++;
             s_rows++;
             s_blank++;

@@ -50,6 +50,7 @@ def read_jsonl(path: Path, enc: str, report: Report, limits: Limits, clock: Cloc
                 report.invalid += 1
                 continue
             report.valid += 1
+            report.sent(lineno)
             if emit is not None:
                 emit(line)
     if kinds:

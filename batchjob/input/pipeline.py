@@ -327,6 +327,7 @@ def _table(
         for row in rows:
             if isinstance(row, rowscan.Run):  # a stretch of rows read natively, whole
                 lines, n, blank = row.take(max_rows - (total - skipped), emit is not None)
+                report.sent(rownum + blank + 1, n - blank)  # a stretch's blank rows come first
                 rownum += n
                 total += n
                 skipped += blank
@@ -365,6 +366,7 @@ def _table(
                 invalid += 1
                 continue
             valid += 1
+            report.sent(rownum)
             if "(" in prompt and has_sd_weights(prompt):
                 report.warn("sd_weight_syntax", rownum, names.get("prompt"))
             if emit is not None:

@@ -93,6 +93,17 @@ class Report:
     warnings: list[Issue] = field(default_factory=list)
     warning_counts: dict[str, int] = field(default_factory=dict)
     fatal: Issue | None = None
+    # The user's row (or line) of each line sent, as runs [first row, how many]: line i of
+    # the converted file is the i-th row these runs name. Kept small: most files are one run.
+    line_rows: list[list[int]] = field(default_factory=list)
+
+    def sent(self, row: int, n: int = 1) -> None:
+        """Rows row..row+n-1 of the user's file became the next n lines."""
+        runs = self.line_rows
+        if runs and runs[-1][0] + runs[-1][1] == row:
+            runs[-1][1] += n
+        elif n > 0:
+            runs.append([row, n])
 
     @property
     def ok(self) -> bool:
@@ -157,4 +168,6 @@ class Report:
             "warnings": [w.to_dict(issue_message(w, lang)) for w in self.warnings],
             "warning_counts": dict(self.warning_counts),
             "fatal": None if self.fatal is None else self.fatal.to_dict(issue_message(self.fatal, lang)),
+            # line i of the converted file is the i-th row these [first row, count] runs name
+            "line_rows": [list(r) for r in self.line_rows],
         }

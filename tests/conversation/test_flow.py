@@ -201,13 +201,21 @@ async def test_admin_cancel_with_confirm_and_non_admin_refused(app, channel, wri
 
 
 async def test_details_only_on_request(app, channel, write, sandbox):
-    src = write("p.csv", "prompt\na\nb [fail]\n")
+    # Row 3 is blank and row 4 invalid: the failed record (the service's index 1) is row 5.
+    src = write("p.csv", "prompt,aspect_ratio\na,\n,\nbad,7:7\nb [fail] owl,\n")
     await app.runner.handle(CHAT, FileReceived(str(src), "p.csv", 10), client_lang="en")
+    assert "Row 4" in channel.texts()[-1]  # the check names the same rows
+    await app.runner.handle(CHAT, press(channel, "valid row"))
     await app.runner.handle(CHAT, TextReceived("ok"))
     await drain(app)
     job_id = (await app.store.load(CHAT)).recent[0]
     await app.runner.handle(CHAT, CommandReceived("details", (job_id,)))
-    assert "1 of 2 records failed" in channel.texts()[-1] and "record 1" in channel.texts()[-1]
+    text = channel.texts()[-1]
+    assert "1 of 2 records failed" in text and "Row 5 (b [fail] owl)" in text, text
+    # A job this bot did not send has no map: the line of the file the service got.
+    await app.store.r.hdel(app.store.k.job(job_id), "rows")
+    await app.runner.handle(CHAT, CommandReceived("details", (job_id,)))
+    assert "Line 2 of the file sent (b [fail] owl)" in channel.texts()[-1]
 
 
 async def test_templates_and_language(app, channel):

@@ -532,3 +532,15 @@ def test_a_number_longer_than_the_cell_limit_is_refused_alike():
     native = run_table(rows, True, limits)
     assert native == run_table(rows, False, limits)
     assert native[0] == ("limit_cell_length", {"row": 3, "limit": 12})
+
+
+@pytest.mark.parametrize("chunk", [1 << 20, 7])
+def test_each_line_sent_knows_its_row_in_the_users_file(tmp_path, chunk):
+    # Blank rows between taken ones, an invalid row, trailing blanks: the runs name exactly
+    # the rows whose lines were written, on the native and the Python path alike.
+    body = "prompt,aspect_ratio\na,\n , \n\nb,7:7\nc,\nd,16:9\n,\ne,\n\n"
+    path = tmp_path / "gaps.csv"
+    path.write_text(body, encoding="utf-8")
+    report, data, _ = assert_same(path, chunk=chunk)
+    assert report["line_rows"] == [[2, 1], [6, 2], [9, 1]]
+    assert data.count(b"\n") == 4  # a, c, d, e
