@@ -32,10 +32,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from batchjob import rowmap
+from batchjob import format_amount, rowmap
 from conversation import choices
 from conversation.choices import parse_choice
 from conversation.events import (
+    Adopt,
+    Adopted,
     Button,
     ButtonPressed,
     CancelJob,
@@ -73,6 +75,7 @@ from conversation.events import (
     Upload,
     Uploaded,
     Watch,
+    Whoami,
 )
 from conversation.prompts import again, fix_buttons
 from conversation.prompts import ask_cancel as _ask_cancel
@@ -377,14 +380,23 @@ def _on_submitted(s: ChatState, e: Submitted, ctx: Context) -> Result:
     s.recent = [e.job_id, *[j for j in s.recent if j != e.job_id]][:RECENT_JOBS]
     if p.owner:
         s.owners = {**dict(list(s.owners.items())[-(RECENT_JOBS - 1) :]), e.job_id: p.owner}
-    intent, count, model, mode, rows = p.intent_id, p.row_count, p.model, p.mode, p.rows
+    est = p.estimate or {}
+    announce = _reply("flow.submitted", job_id=e.job_id, model=p.model, mode=p.mode)
+    cost = format_amount(est["estimated_cost"]) if est.get("estimated_cost") is not None else ""
+    currency = str(est.get("currency") or "")
+    watch = Watch(e.job_id, p.intent_id, p.row_count, announce, p.rows, cost, currency)
     s, out = _drop(s)
-    return s, [
-        Watch(
-            e.job_id, intent, count, _reply("flow.submitted", job_id=e.job_id, model=model, mode=mode), rows
-        ),
-        *out,
-    ]
+    return s, [watch, *out]
+
+
+def _on_adopted(s: ChatState, e: Adopted, ctx: Context) -> Result:
+    if not e.found:
+        return s, [_reply("cmd.watch_not_found", job_id=e.job_id)]
+    if e.job_id in s.jobs:
+        return s, [_reply("cmd.watch_already", job_id=e.job_id)]
+    s.jobs.append(e.job_id)
+    s.recent = [e.job_id, *[j for j in s.recent if j != e.job_id]][:RECENT_JOBS]
+    return s, [Watch(e.job_id, None, e.total, _reply("cmd.watch_adopted", job_id=e.job_id))]
 
 
 def _on_reconciled(s: ChatState, e: Reconciled, ctx: Context) -> Result:
@@ -441,6 +453,10 @@ def _on_button(s: ChatState, e: ButtonPressed, ctx: Context) -> Result:
             if not _may_cancel(s, ctx, e.user_id, job_id):
                 return s, [_reply("cmd.cancel_refused")]
             return s, [_ask_cancel(job_id, "")]
+    if len(parts) == 3 and parts[0] == "l" and parts[1].isdigit():  # /jobs: the next page
+        admin = e.user_id in ctx.admins
+        status = parts[2] if admin and re.fullmatch(r"[a-z_]{3,20}", parts[2]) else None
+        return s, [ListJobs(admin=admin, page=min(int(parts[1]), 10_000) or 1, status=status)]
     if len(parts) == 3 and parts[0] == "k":
         # The answer to "cancel job X?": k:y:<job_id> or k:n:<job_id>
         _, answer, job_id = parts
@@ -601,7 +617,11 @@ def _on_command(s: ChatState, e: CommandReceived, ctx: Context) -> Result:
     name = e.name.lower()
     args = e.args
     if name in ("start", "help"):
+        if name == "help" and e.user_id in ctx.admins:
+            return s, [Reply(((f"cmd.{name}", {"admin_line": ""}), ("cmd.help_admin", {})))]
         return s, [_reply(f"cmd.{name}", admin_line="")]
+    if name == "whoami":
+        return s, [Whoami(e.user_id, e.user_id in ctx.admins)]
     if name == "template":
         return s, [SendTemplates()]
     if name == "again":
@@ -639,6 +659,14 @@ def _on_command(s: ChatState, e: CommandReceived, ctx: Context) -> Result:
         reason = " ".join(args[1:])[:200]
         s.cancel_reasons = {**dict(list(s.cancel_reasons.items())[-9:]), args[0]: reason}
         return s, [_ask_cancel(args[0], reason)]
+    if name == "watch":
+        if not args or not _JOB_ID.match(args[0]):
+            return s, [_reply("cmd.watch_usage")]
+        if e.user_id not in ctx.admins:  # a job of the account, not of this chat: admins only
+            return s, [_reply("cmd.watch_refused")]
+        if args[0] in s.jobs:
+            return s, [_reply("cmd.watch_already", job_id=args[0])]
+        return s, [Adopt(args[0])]
     if name == "details":
         if not args and s.recent:  # the chat's latest job
             return s, [Details(s.recent[0])]
@@ -661,6 +689,7 @@ _HANDLERS: dict[type, Callable[[ChatState, Any, Context], Result]] = {
     Prechecked: _on_prechecked,
     Submitted: _on_submitted,
     Reconciled: _on_reconciled,
+    Adopted: _on_adopted,
     RowsKnown: _on_rows_known,
     EffectFailed: _on_effect_failed,
     ServiceFailed: _on_failed,

@@ -87,6 +87,15 @@ class ServiceFailed:
 
 
 @dataclass(frozen=True)
+class Adopted:
+    """A job named by id (/watch: sent from the CLI, say), as the service knows it."""
+
+    job_id: str
+    found: bool
+    total: int | None = None
+
+
+@dataclass(frozen=True)
 class Reconciled:
     """After an unknown submit outcome: the job found in the service's list, or None."""
 
@@ -145,6 +154,7 @@ Event = (
     | Submitted
     | ServiceFailed
     | Reconciled
+    | Adopted
     | Expired
 )
 
@@ -237,12 +247,27 @@ class Watch:
     record_count: int | None
     announce: Reply | None = None
     rows: str = ""  # the user's row of each record (batchjob.rowmap), kept with the job
+    cost: str = ""  # the estimate it was submitted on, for /jobs
+    currency: str = ""
 
 
 @dataclass(frozen=True)
 class CancelJob:
     job_id: str
     reason: str
+
+
+@dataclass(frozen=True)
+class Whoami:
+    """/whoami: the user's and the chat's ids (the chat's id is known where effects run)."""
+
+    user_id: int
+    admin: bool
+
+
+@dataclass(frozen=True)
+class Adopt:
+    job_id: str
 
 
 @dataclass(frozen=True)
@@ -285,6 +310,8 @@ Effect = (
     | Watch
     | CancelJob
     | JobStatus
+    | Adopt
+    | Whoami
     | ListJobs
     | Details
     | SendTemplates

@@ -40,6 +40,8 @@ from conversation.channel import (
     SendWithdrawn,
 )
 from conversation.events import (
+    Adopt,
+    Adopted,
     CancelJob,
     Cleanup,
     Details,
@@ -66,6 +68,7 @@ from conversation.events import (
     Upload,
     Uploaded,
     Watch,
+    Whoami,
 )
 from conversation.leases import Leases, replica_id
 from conversation.settings import ConversationSettings
@@ -337,7 +340,7 @@ class Runner:
                 return await submission.reconcile(self.store, self.client, intent_id, file_id)
             case LookupRows(file_id=file_id):
                 return await submission.rows_of(self.store, self.client, file_id)
-            case Watch(job_id=job_id, intent_id=intent_id, record_count=count, announce=announce, rows=rows):
+            case Watch(job_id=job_id, intent_id=intent_id, record_count=count, announce=announce):
                 msg = None
                 if announce is not None:
                     # Sent here, as an answer to the confirmation; the watcher then edits it.
@@ -345,7 +348,15 @@ class Runner:
                     msg = await self._safe_send(chat_id, text, job_buttons(lang, job_id))
                     crash.point("watch.after_announce")
                 await self.store.add_job(
-                    job_id, chat_id, intent=intent_id or "", count=count, lang=lang, msg=msg, rows=rows
+                    job_id,
+                    chat_id,
+                    intent=intent_id or "",
+                    count=count,
+                    lang=lang,
+                    msg=msg,
+                    rows=effect.rows,
+                    cost=effect.cost,
+                    currency=effect.currency,
                 )
                 crash.point("watch.after_add")
             case CancelJob(job_id=job_id, reason=reason):
@@ -357,12 +368,27 @@ class Runner:
                 await self._safe_send(
                     chat_id, locales.t(lang, "cmd.cancelled", job_id=job_id, status=texts.status(lang, job))
                 )
+            case Whoami(user_id=user_id, admin=admin):
+                answer = locales.t(lang, "word.yes" if admin else "word.no")
+                await self._safe_send(
+                    chat_id, locales.t(lang, "cmd.whoami", user_id=user_id, chat_id=chat_id, admin=answer)
+                )
+            case Adopt(job_id=job_id):
+                try:
+                    job = await self.client.get_job(job_id)
+                except bj.NotFound:
+                    return Adopted(job_id, False)
+                except bj.BatchJobError as e:
+                    return service_failure("status", e)
+                return Adopted(job.job_id, True, job.total)
             case JobStatus(job_id=job_id):
-                await self._safe_send(chat_id, await views.status(self.client, lang, state, job_id))
+                await self._safe_send(chat_id, *await views.status(self.client, lang, state, job_id))
             case ListJobs():
-                await self._safe_send(chat_id, await views.job_list(self.client, lang, state, effect))
+                listed = await views.job_list(self.client, self.store, lang, state, effect)
+                await self._safe_send(chat_id, *listed)
             case Details(job_id=job_id):
-                await self._safe_send(chat_id, await views.details(self.client, self.store, lang, job_id))
+                answer = await views.details(self.client, self.store, lang, state, job_id)
+                await self._safe_send(chat_id, *answer)
             case SendTemplates():
                 await self._safe_send(chat_id, locales.t(lang, "cmd.templates"))
                 for kind, name in (

@@ -210,6 +210,8 @@ class Store:
         lang: str = "en",
         msg: int | None = None,
         rows: str = "",
+        cost: str = "",
+        currency: str = "",
     ) -> None:
         """A job to watch. Record and schedule in one transaction (one slot): never one
         without the other. `msg` is the job's progress message, when it was already sent."""
@@ -227,6 +229,7 @@ class Store:
                     "count": count if count is not None else "",
                     **({"msg": msg} if msg else {}),
                     **({"rows": rows} if rows else {}),
+                    **({"cost": cost, "currency": currency} if cost else {}),
                 },
             )
             p.zadd(self.k.due(self.k.shard(job_id)), {job_id: t}, nx=True)
@@ -314,6 +317,16 @@ class Store:
     async def release_summary(self, job_id: str) -> None:
         """The send failed, or its sender is stopping: let the next poll try again."""
         await self.r.hdel(self.k.job(job_id), "summary")
+
+    async def jobs_meta(self, job_ids: list[str]) -> list[dict[str, str]]:
+        """What this bot recorded of each job (cost, rows…); {} for a job it never watched."""
+        if not job_ids:
+            return []
+        async with self.r.pipeline(transaction=False) as p:
+            for job_id in job_ids:
+                p.hgetall(self.k.job(job_id))
+            found = await p.execute()
+        return [{_s(k): _s(v) for k, v in (h or {}).items()} for h in found]
 
     async def job(self, job_id: str) -> dict[str, str]:
         return {_s(k): _s(v) for k, v in (await self.r.hgetall(self.k.job(job_id))).items()}

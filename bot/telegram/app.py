@@ -41,7 +41,21 @@ from conversation.settings import ConversationSettings
 log = logging.getLogger("bot.telegram")
 
 ALLOWED_UPDATES = ["message", "callback_query"]
-COMMANDS = ("start", "help", "template", "lang", "status", "jobs", "details", "drop", "again", "cancel")
+COMMANDS = (
+    "start",
+    "help",
+    "template",
+    "lang",
+    "status",
+    "jobs",
+    "details",
+    "drop",
+    "again",
+    "whoami",
+    "cancel",
+    "watch",
+)
+ADMIN_ONLY = frozenset({"cancel", "watch"})  # in admins' menus only
 
 
 class TelegramBot:
@@ -133,7 +147,7 @@ class TelegramBot:
     async def _set_commands(self) -> None:
         """Menus in English and Chinese; /cancel only in admins' own chats (others cancel
         their own jobs with the job's button)."""
-        everyone = [c for c in COMMANDS if c != "cancel"]
+        everyone = [c for c in COMMANDS if c not in ADMIN_ONLY]
         scopes: list[tuple[list[str], Any]] = [(everyone, None)]
         scopes += [(list(COMMANDS), BotCommandScopeChat(admin)) for admin in sorted(self.conv.admin_ids)]
         for names, scope in scopes:
