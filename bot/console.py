@@ -21,15 +21,16 @@ USER_ID = 1
 
 class ConsoleChannel:
     def __init__(self, out_dir: Path, stream=None) -> None:
-        self.out = stream or sys.stdout
+        self.stream = stream  # None: whatever sys.stdout is now (patched while a prompt is open)
         self.out_dir = out_dir
         self.ids = itertools.count(1)
         self.choices: list[str] = []
         self.sent: list[str] = []
 
     def _print(self, text: str) -> None:
-        self.out.write(text + "\n")
-        self.out.flush()
+        out = self.stream or sys.stdout
+        out.write(text + "\n")
+        out.flush()
 
     def _show_buttons(self, buttons: Buttons | None, remember: bool) -> None:
         if not buttons:
@@ -77,3 +78,31 @@ class ConsoleChannel:
         except OSError:
             raise DownloadError("download_failed") from None
         return dest
+
+
+class TypedLines:
+    """What the user types in a terminal, read with prompt_toolkit under `patch_stdout`: the
+    bot's messages (progress edits arrive at any time) print above the input line instead of
+    into the middle of what is being typed."""
+
+    def __init__(self, prompt: str = "you › ", **session_args: object) -> None:
+        from prompt_toolkit import PromptSession
+        from prompt_toolkit.patch_stdout import patch_stdout
+
+        self.session: PromptSession[str] = PromptSession(**session_args)  # type: ignore[arg-type]
+        self.prompt = prompt
+        self.patch = patch_stdout(raw=True)
+
+    def __enter__(self) -> TypedLines:
+        self.patch.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.patch.__exit__(*exc)
+
+    async def next(self) -> str | None:
+        """The next line, or None at the end of input (Ctrl-D) or on Ctrl-C."""
+        try:
+            return await self.session.prompt_async(self.prompt)
+        except (EOFError, KeyboardInterrupt):
+            return None

@@ -210,7 +210,7 @@ async def run_telegram() -> int:
 
 async def run_console(args: argparse.Namespace) -> int:
     from batchjob.client import BatchJobClient
-    from bot.console import CHAT_ID, USER_ID, ConsoleChannel
+    from bot.console import CHAT_ID, USER_ID, ConsoleChannel, TypedLines
     from conversation.app import ConversationApp
     from conversation.settings import ConversationSettings
 
@@ -251,13 +251,19 @@ async def run_console(args: argparse.Namespace) -> int:
     app.start_watcher()
     admin = USER_ID in settings.admin_ids or args.sandbox
     interactive = sys.stdin.isatty()
+    typed = TypedLines() if interactive else None
     try:
+        if typed is not None:
+            typed.__enter__()
         while True:
-            if interactive:
-                print("\nyou › ", end="", flush=True)
-            line = await asyncio.to_thread(sys.stdin.readline)
-            if not line:
-                break
+            if typed is not None:
+                line = await typed.next()
+                if line is None:  # Ctrl-D or Ctrl-C
+                    break
+            else:
+                line = await asyncio.to_thread(sys.stdin.readline)
+                if not line:
+                    break
             text = line.strip()
             if not text:
                 continue
@@ -271,6 +277,8 @@ async def run_console(args: argparse.Namespace) -> int:
         if not interactive:
             await _wait_for_jobs(app, args.wait)
     finally:
+        if typed is not None:
+            typed.__exit__(None, None, None)
         await app.stop()
         await client.aclose()
         await redis.aclose()

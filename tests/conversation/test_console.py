@@ -58,3 +58,25 @@ def test_the_console_leaves_no_folder_behind(tmp_path):
     p = run(f"/file {example_path()}\ngoogle/gemini-2.5-flash-image fast\n", TMPDIR=str(tmp_path))
     assert p.returncode == 0, p.stderr
     assert not list(tmp_path.glob("batchjob-bot-*"))
+
+
+async def test_typed_lines_keep_the_bots_messages_out_of_the_input_line(tmp_path):
+    # While the prompt is open, what the channel prints goes through prompt_toolkit's
+    # stdout proxy (drawn above the input line), and the typed line comes back whole.
+    from prompt_toolkit.input import create_pipe_input
+    from prompt_toolkit.output import DummyOutput
+    from prompt_toolkit.patch_stdout import StdoutProxy
+
+    from bot.console import ConsoleChannel, TypedLines
+
+    channel = ConsoleChannel(tmp_path)
+    seen = []
+    with create_pipe_input() as pipe, TypedLines(input=pipe, output=DummyOutput()) as typed:
+        seen.append(isinstance(sys.stdout, StdoutProxy))
+        await channel.edit_text(1, 1, "Job job_1: Running")  # a progress edit arrives
+        pipe.send_text("google/gemini-2.5-flash-image fast\r")
+        line = await typed.next()
+        pipe.close()
+        end = await typed.next()
+    assert seen == [True] and line == "google/gemini-2.5-flash-image fast" and end is None
+    assert not isinstance(sys.stdout, StdoutProxy)  # restored at exit

@@ -58,6 +58,12 @@ def redis_server(tmp_path_factory):
     r.kill()
 
 
+@pytest.fixture(autouse=True)
+def own_tmp(tmp_path, monkeypatch):
+    # A bot killed on purpose cannot remove its work folder: it goes under the test's own.
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+
+
 def bot_env(redis_server: OwnRedis, sandbox: Any, **extra: str) -> dict[str, str]:
     """This machine's environment without the bot's own settings, then the test's."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BOT_", "BATCHJOB_", "BJB_"))}
