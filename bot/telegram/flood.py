@@ -46,25 +46,26 @@ if ready > now then return ready - now end
 return 0
 """
 # The chat's turn (its own slot): -1 when another request to it is in flight or its next
-# allowed time has not come; 0 when taken (the chat is busy until SENT, or ARGV[1] ms if the
-# sender dies).
+# allowed time has not come; when taken, the time taken (ms on Redis's clock; the chat is
+# busy until SENT, or ARGV[1] ms if the sender dies).
 CHAT_TAKE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if redis.call('EXISTS', KEYS[2]) == 1 then return -1 end
 if tonumber(redis.call('GET', KEYS[1]) or '0') > now then return -1 end
 redis.call('SET', KEYS[2], '1', 'PX', tonumber(ARGV[1]))
-return 0
+return now
 """
-# The bot-wide start slot: the wait (ms) when it is not due yet; 0 when taken. Set at the
-# actual start, so late wake-ups cannot bunch starts together.
+# The bot-wide start slot: the wait (ms, > 0) when it is not due yet; when taken, minus the
+# time taken (ms on Redis's clock). Set at the actual start, so late wake-ups cannot bunch
+# starts together.
 GLOBAL_TAKE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local due = tonumber(redis.call('GET', KEYS[1]) or '0')
 if due > now then return due - now end
 redis.call('SET', KEYS[1], now + tonumber(ARGV[1]), 'PX', 120000)
-return 0
+return -now
 """
 # The chat's request returned: no longer busy, next allowed time from now.
 SENT = """
@@ -125,6 +126,10 @@ class FloodControl:
         self._sent = redis.register_script(SENT)
         self.scale = scale  # tests and benchmarks may shrink the intervals
         self._turns = Turns()
+        # Called with (chat, what, ms on Redis's clock) for "chat" (the chat's turn taken),
+        # "start" (the bot-wide slot taken) and "sent" (returned): the times the limits were
+        # decided on, for tests and benchmarks to count against the limits.
+        self.observer: Callable[[int, str, int], None] | None = None
 
     @staticmethod
     async def _sleep_ms(ms: int) -> None:
@@ -146,11 +151,14 @@ class FloodControl:
             await self._turns.acquire(priority)
             try:
                 # Holding the turn: starts go out in priority order.
-                taken = int(await self._chat_take(keys=keys, args=[IN_FLIGHT_MS])) == 0
+                took = int(await self._chat_take(keys=keys, args=[IN_FLIGHT_MS]))
+                taken = took >= 0
                 if taken:
+                    self._observe(chat_id, "chat", took)
                     slot = [self.k.flood_all]
                     while (wait_ms := int(await self._global_take(keys=slot, args=[global_ms]))) > 0:
                         await asyncio.sleep(wait_ms / 1000)
+                    self._observe(chat_id, "start", -wait_ms)
             finally:
                 self._turns.release()
             if taken:
@@ -159,7 +167,11 @@ class FloodControl:
         try:
             return await self._renewing(keys[1], request)
         finally:
-            await self._sent(keys=keys, args=[interval])
+            self._observe(chat_id, "sent", int(await self._sent(keys=keys, args=[interval])))
+
+    def _observe(self, chat_id: int, what: str, ms: int) -> None:
+        if self.observer is not None:
+            self.observer(chat_id, what, ms)
 
     async def _renewing(self, busy: str, request: Callable[[], Awaitable[T]]) -> T:
         """Run the request, renewing the chat's busy mark each second while it lasts (most

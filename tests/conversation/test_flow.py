@@ -39,7 +39,7 @@ async def app(redis, channel, sandbox, tmp_path):
     await client.aclose()
 
 
-async def drain(app, timeout=15.0):
+async def drain(app, timeout=60.0):
     """Run the watcher until no job is scheduled."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout

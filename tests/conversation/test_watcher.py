@@ -33,7 +33,7 @@ async def submit_jobs(client, write, n, body="prompt\na\nb\n"):
     return [(await client.submit(up.file_id)).job_id for _ in range(n)]
 
 
-async def run_until_empty(store, *watchers, timeout=30.0):
+async def run_until_empty(store, *watchers, timeout=60.0):
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while await store.scheduled():

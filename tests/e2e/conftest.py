@@ -50,7 +50,7 @@ async def bot(telegram, sandbox, redis, tmp_path):
     await b.client.aclose()
 
 
-async def until(predicate, timeout: float = 20.0, what: str = "condition"):
+async def until(predicate, timeout: float = 60.0, what: str = "condition"):
     """Wait for a condition the bot brings about (polled, with a deadline; not a fixed sleep)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout

@@ -9,37 +9,66 @@ from bot.telegram.flood import GLOBAL_INTERVAL_MS, PRIVATE_INTERVAL_MS, FloodCon
 from conversation.channel import ANSWER, BACKGROUND, FIRST_ANSWER, SEND_PRIORITY
 
 
+class Record:
+    """The times the flood control decided on (ms on Redis's clock), per chat and overall.
+
+    These are the times its scripts compared against the limits, so checking them counts
+    sends against the limits without measuring this machine's (busy, noisy) timing."""
+
+    def __init__(self, *floods: FloodControl) -> None:
+        self.events: list[tuple[int, str, int]] = []
+        for flood in floods:
+            flood.observer = self.observe
+
+    def observe(self, chat: int, what: str, ms: int) -> None:
+        self.events.append((chat, what, ms))
+
+    def starts(self) -> list[int]:
+        return sorted(ms for _, what, ms in self.events if what == "start")
+
+    def per_chat(self, chat: int) -> list[tuple[str, int]]:
+        return [(what, ms) for c, what, ms in self.events if c == chat and what != "start"]
+
+
+def assert_within_limits(record: Record, chats: range | tuple[int, ...], scale: float) -> None:
+    per_chat = int(PRIVATE_INTERVAL_MS * scale)
+    overall = int(GLOBAL_INTERVAL_MS * scale)
+    for chat in chats:
+        # In Redis's order (replies on different connections may arrive out of order): a
+        # chat's turn, its return, the next turn at least the interval after that return.
+        turns = sorted(record.per_chat(chat), key=lambda t: (t[1], t[0] == "chat"))
+        assert [what for what, _ in turns] == ["chat", "sent"] * (len(turns) // 2), turns
+        for (_, sent_before), (_, taken_next) in zip(turns[1::2], turns[2::2], strict=False):
+            assert taken_next - sent_before >= per_chat, (chat, turns)
+    starts = record.starts()
+    assert all(b - a >= overall for a, b in itertools.pairwise(starts)), starts
+
+
 async def test_sends_are_spaced_per_chat_and_overall(redis):
     """Per chat: from one request's return to the next one's start. Overall: between starts,
     with several requests in flight at once (the round trip does not cap throughput)."""
     scale = 0.25  # 262 ms per chat, 10 ms overall
     flood = FloodControl(redis, scale=scale)
-    calls: list[tuple[int, float, float]] = []  # chat, start, end
-    loop = asyncio.get_running_loop()
+    record = Record(flood)
+    in_flight: list[int] = [0, 0]  # now, most
 
-    async def request(chat: int) -> None:
-        start = loop.time()
+    async def request() -> None:
+        in_flight[0] += 1
+        in_flight[1] = max(in_flight)
         await asyncio.sleep(0.03)  # the request travelling: longer than the overall interval
-        calls.append((chat, start, loop.time()))
+        in_flight[0] -= 1
 
     async def sender(chat: int, n: int) -> None:
         for _ in range(n):
-            await flood.send(chat, lambda chat=chat: request(chat))
+            await flood.send(chat, request)
 
     async def two_at_once(chat: int) -> None:  # two tasks sending to one chat
         await asyncio.gather(sender(chat, 2), sender(chat, 2))
 
     await asyncio.gather(*(sender(c, 4) for c in (1, 2, 3, 4, 5)), two_at_once(6))
-    assert len(calls) == 24
-    tolerance = 0.002  # timer granularity
-    for chat in range(1, 7):
-        mine = sorted((s, e) for c, s, e in calls if c == chat)
-        for (_, end), (start, _) in itertools.pairwise(mine):
-            assert start - end >= PRIVATE_INTERVAL_MS * scale / 1000 - tolerance
-    starts = sorted(s for _, s, _ in calls)
-    assert all(b - a >= GLOBAL_INTERVAL_MS * scale / 1000 - tolerance for a, b in itertools.pairwise(starts))
-    overlapping = max(sum(1 for _, s, e in calls if s <= t < e) for t in starts)
-    assert overlapping > 1
+    assert len(record.starts()) == 24
+    assert_within_limits(record, range(1, 7), scale)
+    assert in_flight[1] > 1  # several requests travel at once
 
 
 async def test_replicas_share_the_budget(redis):
@@ -47,34 +76,18 @@ async def test_replicas_share_the_budget(redis):
     starts stay spaced overall and per chat, as if one process sent everything."""
     scale = 0.25
     replicas = [FloodControl(redis, scale=scale), FloodControl(redis, scale=scale)]
-    calls: list[tuple[int, float, float]] = []
-    loop = asyncio.get_running_loop()
+    record = Record(*replicas)
 
-    async def request(chat: int) -> None:
-        start = loop.time()
+    async def request() -> None:
         await asyncio.sleep(0.02)
-        calls.append((chat, start, loop.time()))
 
     async def sender(flood: FloodControl, chat: int, n: int) -> None:
         for _ in range(n):
-            await flood.send(chat, lambda chat=chat: request(chat))
+            await flood.send(chat, request)
 
     await asyncio.gather(*(sender(f, chat, 3) for f in replicas for chat in (1, 2, 3)))
-    assert len(calls) == 18
-    tolerance = 0.002
-    for chat in (1, 2, 3):
-        mine = sorted((s, e) for c, s, e in calls if c == chat)
-        for (_, end), (start, _) in itertools.pairwise(mine):
-            assert start - end >= PRIVATE_INTERVAL_MS * scale / 1000 - tolerance
-    # Starts are measured when each sender resumes, which a busy machine delays by a few
-    # milliseconds here and there: one pair may come closer than its slots were (and the
-    # next pair farther). So the gaps are added up, each counted up to the interval: with
-    # shared slots nearly every gap counts whole; two replicas pacing alone would start
-    # side by side whenever several chats are ready, and half the gaps would count nothing.
-    interval = GLOBAL_INTERVAL_MS * scale / 1000
-    starts = sorted(s for _, s, _ in calls)
-    spaced = sum(min(b - a, interval) for a, b in itertools.pairwise(starts))
-    assert spaced >= 0.8 * (len(starts) - 1) * interval, spaced
+    assert len(record.starts()) == 18
+    assert_within_limits(record, (1, 2, 3), scale)
 
 
 async def test_first_answers_then_answers_then_background_sends(redis):
@@ -161,5 +174,5 @@ async def test_a_slow_request_keeps_its_chat_busy_and_a_dead_senders_mark_lapses
     assert renewed  # renewed while the request lives
     assert not await redis.exists(busy)  # done: free at once
     # A sender that dies mid-request renews nothing: its mark lapses within IN_FLIGHT_MS.
-    assert int(await flood._chat_take(keys=flood.k.flood_chat(6), args=[2000])) == 0
+    assert int(await flood._chat_take(keys=flood.k.flood_chat(6), args=[2000])) > 0  # taken
     assert 0 < await redis.pttl(flood.k.flood_chat(6)[1]) <= 2000

@@ -49,7 +49,7 @@ async def test_hostile_files_through_the_bot(bot, telegram, sandbox, tmp_path, c
     assert bot.metrics["errors"] == 0
     # The bot is still here (the files were read in the parse worker) and answers.
     telegram.send_text(9_999, FakeTelegram.user(9_999, "en"), "/help")
-    await until(lambda: telegram.texts(9_999), timeout=30, what="an answer after the hostile files")
+    await until(lambda: telegram.texts(9_999), timeout=60, what="an answer after the hostile files")
     assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
     record_property("peak_rss_mib", peak_mib)
