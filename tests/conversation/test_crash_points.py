@@ -21,7 +21,10 @@ import pytest
 from tests.conftest import TOKEN
 from tests.conversation.test_redis_faults import OwnRedis
 
-pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server")
+pytestmark = [
+    pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server"),
+    pytest.mark.slow,  # processes killed and restarted: CI runs them (scripts/test, CI=true)
+]
 
 POINTS = [
     "handle.after_load:Prechecked",
@@ -91,7 +94,7 @@ def bot(env: dict[str, str], script: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.parametrize("point", POINTS)
 def test_crash_then_restart(point, redis_server, sandbox, tmp_path):
-    subprocess.run(["redis-cli", "-p", str(redis_server.port), "flushall"], check=True, capture_output=True)
+    subprocess.run(["redis-cli", "-s", redis_server.sock, "flushall"], check=True, capture_output=True)
     sandbox.state.config.records_per_second = 2  # three records: long enough to see progress
     sandbox.state.submits = 0
     jobs_before = set(sandbox.state.jobs)
@@ -119,7 +122,7 @@ def test_crash_then_restart(point, redis_server, sandbox, tmp_path):
 def test_crash_between_recording_the_intent_and_the_post(redis_server, sandbox, tmp_path):
     """The intent says SUBMITTING and no job exists: whether the POST left cannot be known, so
     the bot looks for the job, finds none, and tells the user instead of posting again."""
-    subprocess.run(["redis-cli", "-p", str(redis_server.port), "flushall"], check=True, capture_output=True)
+    subprocess.run(["redis-cli", "-s", redis_server.sock, "flushall"], check=True, capture_output=True)
     sandbox.state.submits = 0
     src = tmp_path / "p.csv"
     src.write_text("prompt\nfox\n")

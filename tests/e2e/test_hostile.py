@@ -10,12 +10,15 @@ import logging
 import resource
 from pathlib import Path
 
+import pytest
+
 from batchjob.input.isolation import inspect_file
 from tests.e2e.conftest import until
 from tests.e2e.fake_telegram import FakeTelegram
 from tests.hostile import generate
 
 
+@pytest.mark.slow  # every hostile file through the whole bot: CI runs it (scripts/test, CI=true)
 async def test_hostile_files_through_the_bot(bot, telegram, sandbox, tmp_path, caplog, record_property):
     caplog.set_level(logging.ERROR)
     files = generate(tmp_path / "hostile")

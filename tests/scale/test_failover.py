@@ -23,9 +23,12 @@ from tests.conftest import TOKEN
 from tests.conversation.test_redis_faults import OwnRedis
 from tests.scale.harness import Fleet, Forwarder, Run, drive, dump
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("redis-server") is None and not os.environ.get("REDIS_URL"), reason="needs a Redis"
-)
+pytestmark = [
+    pytest.mark.skipif(
+        shutil.which("redis-server") is None and not os.environ.get("REDIS_URL"), reason="needs a Redis"
+    ),
+    pytest.mark.slow,  # three replicas, kill -9: CI runs them (scripts/test, CI=true)
+]
 
 REPLICAS = 3
 CHATS = 9
