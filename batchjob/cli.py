@@ -212,8 +212,8 @@ def print_report(report: Any, lang: str, as_json: bool, verdict: bool = True) ->
             "cli.report.title",
             path=report.path,
             format=report.format or t(lang, "cli.report.format_unknown"),
-            encoding=f", {report.encoding}" if report.encoding else "",
-            sheet=f", {report.sheet}" if report.sheet else "",
+            encoding=t(lang, "cli.report.sep") + report.encoding if report.encoding else "",
+            sheet=t(lang, "cli.report.sep") + report.sheet if report.sheet else "",
         )
     )
     if report.kind:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from batchjob import DEFAULT_MODE, DEFAULT_MODEL, format_amount
+from batchjob import DEFAULT_MODE, DEFAULT_MODEL
 from conversation import choices
 from conversation.events import Button, Reply, ServiceFailed
 from conversation.state import ChatState, Pending
@@ -13,6 +13,13 @@ from conversation.state import ChatState, Pending
 
 def _reply(key: str, **params: Any) -> Reply:
     return Reply.of(key, **params)
+
+
+def _amount(value: Any) -> float | int | None:
+    """A figure of the estimate as a number (the renderer writes it for the language), or None."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return round(value, 4) if isinstance(value, float) else value
+    return None
 
 
 def fix_buttons(p: Pending) -> tuple[tuple[Button, ...], ...]:
@@ -47,9 +54,9 @@ def estimate_parts(p: Pending) -> list[tuple[str, dict[str, Any]]]:
             "flow.estimate",
             {
                 "count": p.row_count,
-                "cost": format_amount(est.get("estimated_cost")),
+                "cost": _amount(est.get("estimated_cost")),
                 "currency": est.get("currency") or "",
-                "balance": format_amount(est.get("balance")),
+                "balance": _amount(est.get("balance")),
             },
         )
     )
@@ -65,9 +72,9 @@ def estimate_parts(p: Pending) -> list[tuple[str, dict[str, Any]]]:
             (
                 "flow.estimate_shortfall",
                 {
-                    "balance": format_amount(balance),
-                    "required": format_amount(required),
-                    "shortfall": format_amount(short),
+                    "balance": _amount(balance),
+                    "required": _amount(required),
+                    "shortfall": _amount(short),
                     "currency": est.get("currency") or "",
                 },
             )

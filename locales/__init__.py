@@ -85,9 +85,14 @@ def t(lang: str, key: str, /, **params: Any) -> str:
         return text
 
 
+MONEY = frozenset({"cost", "balance", "required", "shortfall", "unit_price", "current"})
+
+
 def _shown(lang: str, name: str, value: Any) -> Any:
     # A plural message's count is a quantity: grouped for the language (12,345). Other
     # numbers may be ports, rows or ids and are formatted by their callers where it fits.
+    if name in MONEY and (value is None or (isinstance(value, int | float) and not isinstance(value, bool))):
+        return "?" if value is None else number(lang, value)  # amounts: the language's grouping
     if name == "currency" and isinstance(value, str) and has(f"unit.{value.strip().lower()}"):
         return t(lang, f"unit.{value.strip().lower()}")  # the service's unit word, translated
     if name == "count" and isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10_000:

@@ -93,12 +93,14 @@ def test_shortfall_shows_the_figures_and_no_submit():
     s, fx = core.step(s, Prechecked(est), ctx())
     assert s.phase == "awaiting_confirm"
     parts = dict(fx[0].parts)
-    assert parts["flow.estimate_shortfall"] == {
-        "balance": "1",
-        "required": "4",
-        "shortfall": "3",
-        "currency": "credits",
-    }
+    shortfall = parts["flow.estimate_shortfall"]
+    assert shortfall == {"balance": 1.0, "required": 4.0, "shortfall": 3.0, "currency": "credits"}
+    import locales
+
+    assert "current 1, required 4, short by 3 credits" in locales.t(
+        "en", "flow.estimate_shortfall", **shortfall
+    )
+    assert "还差 3 积分" in locales.t("zh", "flow.estimate_shortfall", **shortfall)
     assert parts["error.balance_topup"] == {"url": "https://pay.example/top-up"}
     assert "btn.submit" not in [b.label for b in buttons(fx)]
     for press in (ButtonPressed("c:go:tok12345"), TextReceived("ok")):  # an old button, a word
