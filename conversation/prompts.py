@@ -121,9 +121,9 @@ def report_parts(report: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     used = [c["name"] for c in report.get("columns") or [] if c.get("field")]
     unused = [c["name"] for c in report.get("columns") or [] if not c.get("field")]
     if used:
-        parts.append(("flow.columns_used", {"columns": ", ".join(used)}))
+        parts.append(("flow.columns_used", {"columns": used}))
     if unused:
-        parts.append(("flow.columns_unused", {"columns": ", ".join(unused)}))
+        parts.append(("flow.columns_unused", {"columns": unused}))
     counts = report.get("warning_counts") or {}
     if counts.get("sd_weight_syntax"):
         parts.append(("flow.sd_weights", {"count": counts["sd_weight_syntax"]}))

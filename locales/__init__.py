@@ -89,6 +89,8 @@ MONEY = frozenset({"cost", "balance", "required", "shortfall", "unit_price", "cu
 
 
 def _shown(lang: str, name: str, value: Any) -> Any:
+    if isinstance(value, list | tuple):  # a list, with the language's separator (", " or "、")
+        return t(lang, "list.sep").join(str(v) for v in value)
     # A plural message's count is a quantity: grouped for the language (12,345). Other
     # numbers may be ports, rows or ids and are formatted by their callers where it fits.
     if name in MONEY and (value is None or (isinstance(value, int | float) and not isinstance(value, bool))):

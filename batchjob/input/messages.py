@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import locales
 from batchjob.input.report import Issue
 
 
-def _flatten(params: dict[str, Any]) -> dict[str, Any]:
-    return {k: ", ".join(map(str, v)) if isinstance(v, list | tuple) else v for k, v in params.items()}
-
-
 def issue_message(issue: Issue, lang: str) -> str:
-    params = _flatten(issue.params)
+    params = dict(issue.params)  # lists are joined by locales.t, with the language's separator
     reason = params.get("reason")
     if isinstance(reason, str) and locales.has(f"input.reason.{reason}"):
         params["reason"] = locales.t(lang, f"input.reason.{reason}")

@@ -304,7 +304,7 @@ def _table(
                 "no_prompt_column",
                 columns=[c[:40] for c in seen if c][:20] or ["-"],
                 expected=EXPECTED["prompt"],
-                optional=", ".join(v for k, v in EXPECTED.items() if k != "prompt"),
+                optional=[v for k, v in EXPECTED.items() if k != "prompt"],
             )
         report.header_row = rownum
         idx = _map_columns(header, report)

@@ -122,7 +122,10 @@ def test_no_prompt_column_lists_columns_seen_and_expected(write):
     assert r.fatal.code == "no_prompt_column"
     assert r.fatal.params["columns"] == ["name", "size", "notes"]
     assert r.fatal.params["expected"] == "prompt / 提示词"  # the one column that is required
-    assert "aspect_ratio" in r.fatal.params["optional"] and "aspect_ratio" not in r.fatal.params["expected"]
+    assert (
+        "aspect_ratio / 比例" in r.fatal.params["optional"]
+        and "aspect_ratio" not in r.fatal.params["expected"]
+    )
     from batchjob.input.messages import issue_message
 
     assert "optional: aspect_ratio / 比例, image_urls / 参考图" in issue_message(r.fatal, "en")
