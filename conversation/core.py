@@ -33,17 +33,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from batchjob import format_amount, rowmap
-from conversation import choices
+from conversation import choices, job_commands
 from conversation.choices import parse_choice
 from conversation.events import (
-    Adopt,
     Adopted,
     Button,
     ButtonPressed,
-    CancelJob,
     Cleanup,
     CommandReceived,
-    Details,
     Download,
     Effect,
     EffectFailed,
@@ -56,8 +53,6 @@ from conversation.events import (
     Inspect,
     Inspected,
     InspectResumed,
-    JobStatus,
-    ListJobs,
     LookupRows,
     OpenPath,
     Precheck,
@@ -78,7 +73,6 @@ from conversation.events import (
     Whoami,
 )
 from conversation.prompts import again, fix_buttons
-from conversation.prompts import ask_cancel as _ask_cancel
 from conversation.prompts import ask_confirm as _ask_confirm
 from conversation.prompts import error_reply as _error_reply
 from conversation.prompts import estimate_parts as _estimate_parts
@@ -86,10 +80,8 @@ from conversation.prompts import report_parts as _report_parts
 from conversation.state import ChatState, Pending
 
 MAX_ERRORS_INLINE = 10
-RECENT_JOBS = 20
 _FILE_ID = re.compile(r"^file[_-][A-Za-z0-9_-]{4,128}$")
 REFUSALS = frozenset({"auth", "balance", "validation", "not_found", "conflict"})
-_JOB_ID = re.compile(r"^[A-Za-z0-9._~-]{1,64}$")
 
 
 @dataclass(frozen=True)
@@ -375,11 +367,9 @@ def _on_submitted(s: ChatState, e: Submitted, ctx: Context) -> Result:
     if s.phase not in ("submitting", "reconciling") or s.pending is None:
         return s, []
     p = s.pending
-    if e.job_id not in s.jobs:
-        s.jobs.append(e.job_id)
-    s.recent = [e.job_id, *[j for j in s.recent if j != e.job_id]][:RECENT_JOBS]
+    job_commands.remember(s, e.job_id)
     if p.owner:
-        s.owners = {**dict(list(s.owners.items())[-(RECENT_JOBS - 1) :]), e.job_id: p.owner}
+        s.owners = {**dict(list(s.owners.items())[-(job_commands.RECENT_JOBS - 1) :]), e.job_id: p.owner}
     est = p.estimate or {}
     announce = _reply("flow.submitted", job_id=e.job_id, model=p.model, mode=p.mode)
     cost = format_amount(est["estimated_cost"]) if est.get("estimated_cost") is not None else ""
@@ -387,16 +377,6 @@ def _on_submitted(s: ChatState, e: Submitted, ctx: Context) -> Result:
     watch = Watch(e.job_id, p.intent_id, p.row_count, announce, p.rows, cost, currency)
     s, out = _drop(s)
     return s, [watch, *out]
-
-
-def _on_adopted(s: ChatState, e: Adopted, ctx: Context) -> Result:
-    if not e.found:
-        return s, [_reply("cmd.watch_not_found", job_id=e.job_id)]
-    if e.job_id in s.jobs:
-        return s, [_reply("cmd.watch_already", job_id=e.job_id)]
-    s.jobs.append(e.job_id)
-    s.recent = [e.job_id, *[j for j in s.recent if j != e.job_id]][:RECENT_JOBS]
-    return s, [Watch(e.job_id, None, e.total, _reply("cmd.watch_adopted", job_id=e.job_id))]
 
 
 def _on_reconciled(s: ChatState, e: Reconciled, ctx: Context) -> Result:
@@ -441,38 +421,10 @@ def _on_button(s: ChatState, e: ButtonPressed, ctx: Context) -> Result:
         if s.pending is None or s.pending.token != token:
             return s, [_reply("flow.stale_button")]
         return _confirm_action(s, action, ctx, e.user_id)
-    if len(parts) == 3 and parts[0] == "j":
-        _, action, job_id = parts
-        if not _JOB_ID.match(job_id) or job_id not in s.recent:
-            return s, [_reply("flow.unknown_job")]
-        if action == "r":
-            return s, [JobStatus(job_id)]
-        if action == "d":
-            return s, [Details(job_id)]
-        if action == "x":
-            if not _may_cancel(s, ctx, e.user_id, job_id):
-                return s, [_reply("cmd.cancel_refused")]
-            return s, [_ask_cancel(job_id, "")]
-    if len(parts) == 3 and parts[0] == "l" and parts[1].isdigit():  # /jobs: the next page
-        admin = e.user_id in ctx.admins
-        status = parts[2] if admin and re.fullmatch(r"[a-z_]{3,20}", parts[2]) else None
-        return s, [ListJobs(admin=admin, page=min(int(parts[1]), 10_000) or 1, status=status)]
-    if len(parts) == 3 and parts[0] == "k":
-        # The answer to "cancel job X?": k:y:<job_id> or k:n:<job_id>
-        _, answer, job_id = parts
-        if not _may_cancel(s, ctx, e.user_id, job_id):
-            return s, [_reply("cmd.cancel_refused")]
-        reason = s.cancel_reasons.pop(job_id, "")
-        if answer == "n":
-            return s, [_reply("cmd.cancel_aborted")]
-        if answer == "y" and _JOB_ID.match(job_id):
-            return s, [CancelJob(job_id, reason)]
+    answered = job_commands.button(s, parts, e.user_id, ctx.admins)
+    if answered is not None:
+        return answered
     return s, [_reply("flow.stale_button")]
-
-
-def _may_cancel(s: ChatState, ctx: Context, user: int, job_id: str) -> bool:
-    """Admins cancel any job; a user, the jobs this chat submitted on their word."""
-    return user in ctx.admins or (bool(user) and s.owners.get(job_id) == user)
 
 
 def _confirm_action(s: ChatState, action: str, ctx: Context, user: int = 0) -> Result:
@@ -636,45 +588,9 @@ def _on_command(s: ChatState, e: CommandReceived, ctx: Context) -> Result:
         if s.pending is None or s.phase in ("submitting", "reconciling"):
             return s, [_reply("flow.nothing_pending")]
         return _drop(s, "flow.dropped")
-    if name == "status":
-        if args:
-            if not _JOB_ID.match(args[0]) or (args[0] not in s.recent and e.user_id not in ctx.admins):
-                return s, [_reply("flow.unknown_job")]
-            return s, [JobStatus(args[0])]
-        return s, [JobStatus(None)]
-    if name == "jobs":
-        admin = e.user_id in ctx.admins
-        page, status = 1, None
-        for a in args:
-            if a.isdigit():
-                page = max(1, int(a))
-            elif re.fullmatch(r"[a-z_]{3,20}", a):
-                status = a
-        return s, [ListJobs(admin=admin, page=page, status=status if admin else None)]
-    if name == "cancel":
-        if not args or not _JOB_ID.match(args[0]):
-            return s, [_reply("cmd.cancel_usage")]
-        if not _may_cancel(s, ctx, e.user_id, args[0]):
-            return s, [_reply("cmd.cancel_refused")]
-        reason = " ".join(args[1:])[:200]
-        s.cancel_reasons = {**dict(list(s.cancel_reasons.items())[-9:]), args[0]: reason}
-        return s, [_ask_cancel(args[0], reason)]
-    if name == "watch":
-        if not args or not _JOB_ID.match(args[0]):
-            return s, [_reply("cmd.watch_usage")]
-        if e.user_id not in ctx.admins:  # a job of the account, not of this chat: admins only
-            return s, [_reply("cmd.watch_refused")]
-        if args[0] in s.jobs:
-            return s, [_reply("cmd.watch_already", job_id=args[0])]
-        return s, [Adopt(args[0])]
-    if name == "details":
-        if not args and s.recent:  # the chat's latest job
-            return s, [Details(s.recent[0])]
-        if not args or not _JOB_ID.match(args[0]):
-            return s, [_reply("cmd.details_usage")]
-        if args[0] not in s.recent and e.user_id not in ctx.admins:
-            return s, [_reply("flow.unknown_job")]
-        return s, [Details(args[0])]
+    answered = job_commands.command(s, name, args, e.user_id, ctx.admins)
+    if answered is not None:
+        return answered
     return s, [_reply("cmd.unknown", name=name[:32])]
 
 
@@ -689,7 +605,7 @@ _HANDLERS: dict[type, Callable[[ChatState, Any, Context], Result]] = {
     Prechecked: _on_prechecked,
     Submitted: _on_submitted,
     Reconciled: _on_reconciled,
-    Adopted: _on_adopted,
+    Adopted: lambda s, e, ctx: job_commands.on_adopted(s, e),
     RowsKnown: _on_rows_known,
     EffectFailed: _on_effect_failed,
     ServiceFailed: _on_failed,
