@@ -207,3 +207,30 @@ async def test_a_deleted_progress_message_is_started_again(redis, channel, sandb
     assert len(progress) == 1  # started again, once
     assert all(mid == progress[0][0] for _, mid, _ in channel.edits)  # then edited, not 99
     assert sum("finished" in t for t in channel.texts()) == 1
+
+
+async def test_progress_is_edited_when_counts_move_not_for_the_clock(
+    redis, channel, sandbox, write, tmp_path
+):
+    # Every poll makes a new text (elapsed time, ETA); only a change of state or counts is
+    # worth an edit, which spends the send budget every chat shares.
+    sandbox.state.config.records_per_second = 0.0001  # stays at 0 done while polled
+    sandbox.state.config.queue_seconds = 0
+    async with BatchJobClient(sandbox.url, TOKEN) as client:
+        (job_id,) = await submit_jobs(client, write, 1)
+        store = Store(redis)
+        await store.add_job(job_id, 1, count=2)
+        w = Watcher(store, client, channel, settings(tmp_path), lease_ms=10)
+        await due_now(redis, job_id)
+        await w.run_once()  # the first progress message
+        started = int(await redis.hget(keys.current().job(job_id), "started_ms"))
+        for minutes in (1, 2, 3):  # the clock moves on: "Elapsed 1 minute", "2 minutes", …
+            await redis.hset(keys.current().job(job_id), "started_ms", started - minutes * 60_000)
+            await due_now(redis, job_id)
+            await w.run_once()
+        assert channel.edits == [] and len([m for m in channel.messages if job_id in m[2]]) == 1
+        sandbox.state.jobs[job_id].fail_at = []
+        sandbox.state.config.records_per_second = 1000  # now the counts move: one edit or summary
+        await due_now(redis, job_id)
+        await w.run_once()
+    assert channel.edits or any("finished" in t for t in channel.texts())
