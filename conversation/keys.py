@@ -58,6 +58,16 @@ class Keys:
     def job(self, job_id: str) -> str:
         return self.job_prefix(self.shard(job_id)) + job_id
 
+    def active(self, shard: int) -> str:
+        """The shard's jobs not finished yet (a set): what a restart resumes, without
+        reading the finished jobs kept for 30 days."""
+        return f"{self.prefix}:{{jobs:{shard}}}:active"
+
+    def indexed(self, shard: int) -> str:
+        """Set once the shard's `active` set holds every unfinished job (state written
+        before the set existed is indexed by one scan)."""
+        return f"{self.prefix}:{{jobs:{shard}}}:indexed"
+
     def finished(self, shard: int) -> str:
         return f"{self.prefix}:{{jobs:{shard}}}:finished"
 

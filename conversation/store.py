@@ -233,6 +233,7 @@ class Store:
                 },
             )
             p.zadd(self.k.due(self.k.shard(job_id)), {job_id: t}, nx=True)
+            p.sadd(self.k.active(self.k.shard(job_id)), job_id)
             await p.execute()
 
     async def claim(self, now: int, lease_ms: int, limit: int) -> list[tuple[str, dict[str, str]]]:
@@ -281,6 +282,7 @@ class Store:
         async with self.r.pipeline(transaction=True) as p:
             p.hset(self.k.job(job_id), mapping={**fields, "done": "1"})
             p.zrem(self.k.due(shard), job_id)
+            p.srem(self.k.active(shard), job_id)
             p.expire(self.k.job(job_id), 30 * 86_400)
             # Metrics by our state (the service's own words vary by service).
             p.hincrby(
@@ -338,19 +340,40 @@ class Store:
             return sum(int(n) for n in await p.execute())
 
     async def resume(self) -> int:
-        """Reschedule every unfinished job record that lost its schedule entry."""
+        """Reschedule every unfinished job that lost its schedule entry. Reads the shards'
+        sets of unfinished jobs, a few round trips per shard whatever the number of jobs;
+        finished jobs are not read."""
         n = await self.adopt_legacy()
-        for shard in range(self.k.shards):
-            prefix = self.k.job_prefix(shard)
-            async for key in self.r.scan_iter(match=prefix + "*", count=500):
-                job_id = _s(key)[len(prefix) :]
-                if (
-                    await self.r.hget(_s(key), "done") != b"1"
-                    and await self.r.zscore(self.k.due(shard), job_id) is None
-                ):
-                    await self.r.zadd(self.k.due(shard), {job_id: now_ms()})
-                    n += 1
-        return n
+        found = await asyncio.gather(*map(self._resume_shard, range(self.k.shards)))
+        return n + sum(found)
+
+    async def _resume_shard(self, shard: int) -> int:
+        if not await self.r.exists(self.k.indexed(shard)):
+            await self._index_shard(shard)
+        active = [_s(j) for j in await self.r.smembers(self.k.active(shard))]
+        lost: dict[str, int] = {}
+        t = now_ms()
+        for i in range(0, len(active), RESUME_BATCH):
+            batch = active[i : i + RESUME_BATCH]
+            scores = await self.r.zmscore(self.k.due(shard), batch)
+            lost.update({job_id: t for job_id, score in zip(batch, scores, strict=True) if score is None})
+        if lost:
+            await self.r.zadd(self.k.due(shard), lost, nx=True)
+        return len(lost)
+
+    async def _index_shard(self, shard: int) -> None:
+        """Once per deployment: put the shard's unfinished jobs of state written before the
+        `active` sets existed into its set (a scan of its job records, pipelined)."""
+        prefix = self.k.job_prefix(shard)
+        async for keys in _batches(self.r.scan_iter(match=prefix + "*", count=1000), RESUME_BATCH):
+            async with self.r.pipeline(transaction=False) as p:
+                for key in keys:
+                    p.hget(key, "done")
+                done = await p.execute()
+            unfinished = [_s(k)[len(prefix) :] for k, d in zip(keys, done, strict=True) if d != b"1"]
+            if unfinished:
+                await self.r.sadd(self.k.active(shard), *unfinished)
+        await self.r.set(self.k.indexed(shard), "1")
 
     async def adopt_legacy(self) -> int:
         """Move watched jobs of the single-shard layout (`<prefix>:{jobs}:…`, before the
@@ -364,10 +387,25 @@ class Store:
                 await self.r.hset(self.k.job(job_id), mapping=rec)
                 if rec.get(b"done") != b"1":
                     await self.r.zadd(self.k.due(self.k.shard(job_id)), {job_id: now_ms()})
+                    await self.r.sadd(self.k.active(self.k.shard(job_id)), job_id)
                     moved += 1
             await self.r.delete(_s(key))
         await self.r.delete(f"{self.k.prefix}:{{jobs}}:due")
         return moved
+
+
+RESUME_BATCH = 1000  # job ids per command when resuming
+
+
+async def _batches(items: AsyncIterator[Any], size: int) -> AsyncIterator[list[Any]]:
+    batch: list[Any] = []
+    async for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def is_cluster_client(redis: Any) -> bool:

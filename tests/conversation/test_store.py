@@ -198,3 +198,70 @@ async def test_jobs_of_the_single_shard_layout_are_adopted(redis):
     claimed = dict(await store.claim(now_ms() + 1, 30_000, 10))
     assert set(claimed) == {"old1"} and claimed["old1"]["lang"] == "zh"
     assert not await redis.exists(f"{p}:{{jobs}}:due", f"{p}:{{jobs}}:job:old1")
+
+
+class Counting:
+    """The Redis client, counting the commands sent (pipelines count their commands)."""
+
+    def __init__(self, redis) -> None:
+        self._redis, self.sent = redis, 0
+
+    def __getattr__(self, name):
+        attr = getattr(self._redis, name)
+        if name == "pipeline":
+
+            def pipeline(*a, **kw):
+                p = attr(*a, **kw)
+                execute = p.execute
+
+                async def counted(*ea, **ekw):
+                    self.sent += len(p.command_stack)
+                    return await execute(*ea, **ekw)
+
+                p.execute = counted
+                return p
+
+            return pipeline
+        if callable(attr) and asyncio.iscoroutinefunction(attr):
+
+            async def call(*a, **kw):
+                self.sent += 1
+                return await attr(*a, **kw)
+
+            return call
+        return attr
+
+
+async def test_resume_reads_the_unfinished_jobs_only_a_few_commands_per_shard(redis):
+    store = Store(redis)
+    for i in range(300):
+        await store.add_job(f"done_{i}", 1)
+        await store.finish_job(f"done_{i}", {"state": "completed"})
+    for i in range(30):
+        await store.add_job(f"run_{i}", 1)
+    await store.resume()  # the first start after the upgrade indexes; from now on the sets
+    lost = ["run_3", "run_17"]
+    for job_id in lost:  # their schedule entries are lost (a partial restore, say)
+        await redis.zrem(store.k.due(store.k.shard(job_id)), job_id)
+    counting = Counting(redis)
+    store.r = counting
+    assert await store.resume() == 2
+    assert counting.sent <= 5 * store.k.shards  # not one per job, finished or not
+    store.r = redis
+    assert all([await redis.zscore(store.k.due(store.k.shard(j)), j) is not None for j in lost])
+    assert await store.scheduled() == 30
+
+
+async def test_jobs_recorded_before_the_index_existed_are_resumed(redis):
+    """State written by the release before the `active` sets: indexed once by a scan."""
+    store = Store(redis)
+    await store.add_job("old_running", 1)
+    await store.add_job("old_done", 1)
+    await store.finish_job("old_done", {"state": "completed"})
+    for shard in range(store.k.shards):  # as the earlier release left it: no sets
+        await redis.delete(store.k.active(shard), store.k.indexed(shard))
+    await redis.zrem(store.k.due(store.k.shard("old_running")), "old_running")
+    assert await store.resume() == 1
+    assert await redis.sismember(store.k.active(store.k.shard("old_running")), "old_running")
+    assert not await redis.sismember(store.k.active(store.k.shard("old_done")), "old_done")
+    assert await store.resume() == 0  # indexed once; nothing lost since
