@@ -115,6 +115,7 @@ def refused(s: ChatState, message: str, modes: tuple[str, ...]) -> Result | None
     if p is None or p.prior is None:
         return None
     (model, mode), p.prior = p.prior, None
+    p.model_given = False  # the reply that named it confirmed a choice now refused: ask again
     changed_model = p.model != model
     p.model, p.mode = model, mode
     s.phase = "awaiting_model" if changed_model else "awaiting_mode"

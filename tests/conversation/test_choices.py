@@ -74,6 +74,15 @@ def test_a_model_the_service_refuses_restores_the_old_one_and_asks_again():
     assert fx[0].parts[0][1]["message"] == "unknown model"
 
 
+def test_a_refused_choice_named_in_a_confirming_reply_is_not_submitted_later_unasked():
+    s, fx = core.step(at("awaiting_confirm"), TextReceived("acme/gone standard"), ctx())
+    assert fx == [Precheck(2, "acme/gone", "standard")]
+    s, fx = core.step(s, ServiceFailed("precheck", "validation", "unknown model"), ctx())
+    s, fx = core.step(s, TextReceived("google/gemini-2.5-flash-image"), ctx())
+    s, fx = core.step(s, Prechecked({"estimated_cost": 1.0, "sufficient": True}), ctx())
+    assert s.phase == "awaiting_confirm" and not any(isinstance(e, Submit) for e in fx)
+
+
 def test_back_returns_to_the_confirmation():
     s, fx = core.step(
         at("awaiting_mode", estimate={"estimated_cost": 1.0}), ButtonPressed("c:back:tok12345"), ctx()
