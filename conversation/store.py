@@ -107,6 +107,7 @@ class Store:
         self.cluster = is_cluster_client(redis)
         self.pending_ttl_s = pending_ttl_s
         self.lock_ms = lock_ms
+        self.job_added = asyncio.Event()  # set by add_job: this process's watcher wakes at once
         self._unlock = redis.register_script(UNLOCK)
         self._claim = redis.register_script(CLAIM)
         self._intent_move = redis.register_script(INTENT_MOVE)
@@ -235,6 +236,7 @@ class Store:
             p.zadd(self.k.due(self.k.shard(job_id)), {job_id: t}, nx=True)
             p.sadd(self.k.active(self.k.shard(job_id)), job_id)
             await p.execute()
+        self.job_added.set()
 
     async def claim(self, now: int, lease_ms: int, limit: int) -> list[tuple[str, dict[str, str]]]:
         """Due jobs with their records, from every shard (one pipeline: one round trip per
@@ -332,6 +334,16 @@ class Store:
 
     async def job(self, job_id: str) -> dict[str, str]:
         return {_s(k): _s(v) for k, v in (await self.r.hgetall(self.k.job(job_id))).items()}
+
+    async def next_due(self) -> int | None:
+        """The earliest scheduled poll (ms) over every shard, or None when none is scheduled:
+        one pipeline of one read per shard."""
+        async with self.r.pipeline(transaction=False) as p:
+            for shard in range(self.k.shards):
+                p.zrange(self.k.due(shard), 0, 0, withscores=True)
+            firsts = await p.execute()
+        scores = [int(first[0][1]) for first in firsts if first]
+        return min(scores) if scores else None
 
     async def scheduled(self) -> int:
         async with self.r.pipeline(transaction=False) as p:

@@ -55,6 +55,7 @@ class Watcher:
         batch: int = 100,
         lease_ms: int = 30_000,
         idle_sleep: float = 0.05,
+        max_idle: float = 5.0,
         concurrency: int = 50,
     ) -> None:
         self.store = store
@@ -65,6 +66,7 @@ class Watcher:
         self.batch = batch
         self.lease_ms = lease_ms
         self.idle_sleep = idle_sleep
+        self.max_idle = max_idle
         self.sem = asyncio.Semaphore(concurrency)
         self.polls = 0
         self.lags_ms: deque[int] = deque(maxlen=100_000)  # due -> poll, for metrics and the benchmark
@@ -82,17 +84,47 @@ class Watcher:
     async def run(self) -> None:
         await self.store.resume()
         while not self.stopped.is_set():
+            self.store.job_added.clear()  # a job added from here on wakes the next wait
             try:
                 n = await self.run_once()
             except RedisError:
                 log.warning("storage unavailable; watcher waits")
                 n = 0
                 await asyncio.sleep(1.0)
-            if n < self.batch:
+            if 0 < n < self.batch:
                 # Caught up: wait a moment so the next claim gathers a batch (fewer round
                 # trips and less CPU per poll, at the cost of up to idle_sleep of lag).
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.stopped.wait(), self.idle_sleep)
+                await self._wait(self.idle_sleep)
+            elif n == 0:
+                # Nothing due: look (cheaply) when the next poll is, and claim only then.
+                while (wait := await self._until_due()) > 0:
+                    if await self._wait(wait):
+                        break
+
+    async def _until_due(self) -> float:
+        """Seconds until the earliest scheduled poll (0: due now), at most max_idle (a job
+        another replica schedules is seen by then; this process's own new jobs wake it). An
+        idle bot then asks Redis once every few seconds, not twenty rounds a second."""
+        try:
+            due = await self.store.next_due()
+        except RedisError:
+            return 1.0
+        if due is None:
+            return self.max_idle
+        return min(self.max_idle, max(0.0, (due - now_ms()) / 1000))
+
+    async def _wait(self, seconds: float) -> bool:
+        """Sleep `seconds`, or less when stopped or when this process adds a job (True then)."""
+        waits = [
+            asyncio.ensure_future(self.stopped.wait()),
+            asyncio.ensure_future(self.store.job_added.wait()),
+        ]
+        try:
+            await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
+        return self.stopped.is_set() or self.store.job_added.is_set()
 
     def stop(self) -> None:
         self.stopped.set()

@@ -234,3 +234,52 @@ async def test_progress_is_edited_when_counts_move_not_for_the_clock(
         await due_now(redis, job_id)
         await w.run_once()
     assert channel.edits or any("finished" in t for t in channel.texts())
+
+
+async def test_an_idle_watcher_sleeps_until_the_next_due_poll_and_wakes_for_a_new_job(
+    redis, channel, sandbox, write, tmp_path
+):
+    # Nothing due: the watcher asks Redis for the earliest scheduled poll and waits for it
+    # (at most max_idle), instead of claiming twenty times a second; a job this process adds
+    # wakes it at once. Checked by what it waits for and what it claims, not by the clock.
+    from tests.conversation.test_store import Counting
+
+    store = Store(redis)
+    w = Watcher(store, None, channel, settings(tmp_path), max_idle=3600)  # type: ignore[arg-type]
+    assert await w._until_due() == 3600  # nothing scheduled: the longest wait
+    await store.add_job("later", 1)
+    await redis.zadd(store.k.due(store.k.shard("later")), {"later": 10**13})  # due far ahead
+    assert await w._until_due() == 3600
+    await redis.zadd(store.k.due(store.k.shard("later")), {"later": 0})  # due now
+    assert await w._until_due() == 0
+    await store.finish_job("later", {"state": "completed"})
+
+    counting = Counting(redis)
+    store.r = counting
+    rounds = []
+    original = w.run_once
+
+    async def counted_round() -> int:
+        rounds.append(counting.sent)
+        return await original()
+
+    w.run_once = counted_round  # type: ignore[method-assign]
+    task = asyncio.create_task(w.run())
+
+    async def until(condition) -> None:  # a condition the watcher brings about (capped)
+        while not condition():
+            await asyncio.sleep(0.01)
+
+    # the first round (a claim, then the look at the earliest due poll), then asleep
+    await asyncio.wait_for(until(lambda: rounds and counting.sent >= rounds[0] + 2 * store.k.shards), 60)
+    sent_while_idle = counting.sent
+    await asyncio.sleep(0.3)  # six rounds' worth of the earlier 50 ms idle loop
+    assert len(rounds) == 1 and counting.sent == sent_while_idle  # asleep: no command sent
+    async with BatchJobClient(sandbox.url, TOKEN) as client:
+        w.client = client
+        (job_id,) = await submit_jobs(client, write, 1)
+        await store.add_job(job_id, 1)  # wakes it: with max_idle an hour, nothing else would
+        await asyncio.wait_for(until(lambda: w.polls >= 1), 60)
+        w.stop()
+        await task
+    assert w.polls >= 1
