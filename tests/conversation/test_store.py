@@ -215,7 +215,7 @@ class Counting:
                 execute = p.execute
 
                 async def counted(*ea, **ekw):
-                    self.sent += len(p.command_stack)
+                    self.sent += len(p)  # the commands queued (standalone and cluster pipelines)
                     return await execute(*ea, **ekw)
 
                 p.execute = counted
