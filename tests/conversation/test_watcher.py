@@ -256,22 +256,18 @@ async def test_an_idle_watcher_sleeps_until_the_next_due_poll_and_wakes_for_a_ne
 
     counting = Counting(redis)
     store.r = counting
-    rounds = []
-    original = w.run_once
 
-    async def counted_round() -> int:
-        rounds.append(counting.sent)
-        return await original()
+    def logged(method, log: list[int]):  # calls the watcher's own method, noting each call
+        async def call():
+            log.append(counting.sent)
+            return await method()
 
-    w.run_once = counted_round  # type: ignore[method-assign]
-    looks = []
-    look = w._until_due
+        return call
 
-    async def counted_look() -> float:
-        looks.append(counting.sent)
-        return await look()
-
-    w._until_due = counted_look  # type: ignore[method-assign]
+    rounds: list[int] = []
+    looks: list[int] = []
+    w.run_once = logged(w.run_once, rounds)  # type: ignore[method-assign]  # claims
+    w._until_due = logged(w._until_due, looks)  # type: ignore[method-assign]  # looks at the schedule
     task = asyncio.create_task(w.run())
 
     async def until(condition) -> None:  # a condition the watcher brings about (capped)
