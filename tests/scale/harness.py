@@ -275,10 +275,20 @@ async def drive(
                     run.unsummarized[chat] = job_id
         if time.monotonic() > deadline:
             missing = sorted(set(files) - set(run.finished) - set(run.unsummarized))
-            raise AssertionError(f"chats without a summary: {missing}")
+            raise AssertionError(f"chats without a summary: {missing}\n{_last_words(telegram, missing)}")
         await asyncio.sleep(0.02)
     await asyncio.gather(*run.deliveries)
     return run
+
+
+def _last_words(telegram: Any, chats: list[int]) -> str:
+    """What each chat last saw from the bot: where a stalled run stopped."""
+    lines = []
+    for chat in chats:
+        shown = telegram.shown(chat)
+        last = shown[-1][:160].replace("\n", " | ") if shown else "(nothing)"
+        lines.append(f"chat {chat}: {len(shown)} texts; last: {last}")
+    return "\n".join(lines)
 
 
 async def dump(redis_url: str, prefix: str, path: Path) -> None:

@@ -123,9 +123,10 @@ async def test_kill_a_replica_mid_run(moment, media, redis_url, sandbox, tmp_pat
             run = await drive(
                 telegram, fwd, files_for(tmp_path), on_tick=tick, summary_cut=summary_cut, timeout=90
             )
-        except AssertionError:
+        except AssertionError as e:
             await dump(redis_url, fleet.env["BOT_REDIS_PREFIX"], tmp_path / "redis-dump.txt")
-            raise
+            logs = "\n".join(f"replica {i}: ...{fleet.log(i)[-1500:]}" for i in range(REPLICAS))
+            raise AssertionError(f"{e}\n{logs}") from e
     finally:
         await fwd.aclose()
         fleet.stop()
