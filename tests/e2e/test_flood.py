@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 
 from bot.telegram.flood import GLOBAL_INTERVAL_MS, PRIVATE_INTERVAL_MS, FloodControl, Turns
 from conversation.channel import ANSWER, BACKGROUND, FIRST_ANSWER, SEND_PRIORITY
@@ -40,8 +39,15 @@ def assert_within_limits(record: Record, chats: range | tuple[int, ...], scale: 
         assert [what for what, _ in turns] == ["chat", "sent"] * (len(turns) // 2), turns
         for (_, sent_before), (_, taken_next) in zip(turns[1::2], turns[2::2], strict=False):
             assert taken_next - sent_before >= per_chat, (chat, turns)
-    starts = record.starts()
-    assert all(b - a >= overall for a, b in itertools.pairwise(starts)), starts
+    assert_paced(record.starts(), overall)
+
+
+def assert_paced(starts: list[int], interval: int) -> None:
+    """Overall: n + 1 consecutive starts span at least (n - 1/2) intervals: never closer than
+    half an interval, and no more than (W - I/2) / I + 2 starts in any window W."""
+    for i, a in enumerate(starts):
+        for n, b in enumerate(starts[i + 1 :], start=1):
+            assert b - a >= interval // 2 + (n - 1) * interval, (i, n, starts)
 
 
 async def test_sends_are_spaced_per_chat_and_overall(redis):
@@ -69,6 +75,24 @@ async def test_sends_are_spaced_per_chat_and_overall(redis):
     assert len(record.starts()) == 24
     assert_within_limits(record, range(1, 7), scale)
     assert in_flight[1] > 1  # several requests travel at once
+
+
+async def test_a_late_start_keeps_the_pace_without_bunching(redis):
+    """The next slot follows the one that was due, so a sender that woke a little late does
+    not lower the rate; one that woke very late gets the next slot half an interval on."""
+    flood = FloodControl(redis)
+    interval = 36
+    secs, micros = await redis.time()
+    due = secs * 1000 + micros // 1000 - 5  # due 5 ms ago: a little late
+    await redis.set(flood.k.flood_all, due)
+    taken = -int(await flood._global_take(keys=[flood.k.flood_all], args=[interval]))
+    assert taken >= due
+    assert int(await redis.get(flood.k.flood_all)) == due + interval  # as if taken on time
+    await redis.set(flood.k.flood_all, taken - 1000)  # due a second ago: very late
+    taken = -int(await flood._global_take(keys=[flood.k.flood_all], args=[interval]))
+    assert int(await redis.get(flood.k.flood_all)) == taken + interval // 2  # no burst to catch up
+    wait = int(await flood._global_take(keys=[flood.k.flood_all], args=[interval]))
+    assert 0 < wait <= interval // 2  # the next sender waits for it
 
 
 async def test_replicas_share_the_budget(redis):
