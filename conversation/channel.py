@@ -10,9 +10,10 @@ from typing import Protocol
 Buttons = list[list[tuple[str, str]]]  # rows of (label, callback data)
 
 # How long a send can wait, for a channel with a shared send budget: first the first answer
-# to what someone just did, then further answers, then the watcher's progress and summaries
-# (nobody is waiting on a progress edit). Set by the runner and the watcher for their tasks.
-FIRST_ANSWER, ANSWER, BACKGROUND = 0, 1, 2
+# to what someone just did, then further answers, then the watcher's messages (summaries),
+# then progress edits (nobody is waiting on one: they take what is left). Set by the runner
+# and the watcher for their tasks.
+FIRST_ANSWER, ANSWER, BACKGROUND, PROGRESS = 0, 1, 2, 3
 SEND_PRIORITY: ContextVar[int] = ContextVar("send_priority", default=ANSWER)
 
 

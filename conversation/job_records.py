@@ -49,7 +49,12 @@ if redis.call('HGET', KEYS[1], 'summary') ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'summary', 'begun:' .. ARGV[2])
 return 1
 """
-# Intent transition only from an expected state; returns 1 when applied.
+# Fields of a job record that still exists (a late write must not leave a stray hash).
+RECORD_IF_KEPT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV))
+return 1
+"""
 
 
 def now_ms() -> int:
@@ -70,6 +75,7 @@ class JobRecords:
         self._claim = redis.register_script(CLAIM)
         self._claim_summary = redis.register_script(CLAIM_SUMMARY)
         self._begin_summary = redis.register_script(BEGIN_SUMMARY)
+        self._record_if_kept = redis.register_script(RECORD_IF_KEPT)
 
     async def add_job(
         self,
@@ -162,6 +168,14 @@ class JobRecords:
                 self.k.finished(shard), str(fields.get("state") or fields.get("status") or "unknown"), 1
             )
             await p.execute()
+
+    async def job_done(self, job_id: str) -> bool:
+        return _s(await self.r.hget(self.k.job(job_id), "done") or "") == "1"
+
+    async def record_job(self, job_id: str, fields: dict[str, Any]) -> None:
+        """Set fields of a job's record, if it is still kept."""
+        args = [str(x) for kv in fields.items() for x in kv]
+        await self._record_if_kept(keys=[self.k.job(job_id)], args=args)
 
     async def finished_counts(self) -> dict[str, int]:
         total: dict[str, int] = {}

@@ -2,9 +2,12 @@
 
 Each round claims due jobs with one Lua call (which also re-scores them to now + lease,
 so a crashed watcher's jobs simply become due again), polls them concurrently, then
-reschedules each with backoff and jitter (honouring Retry-After) or finishes it. The
-progress message is edited at most every `progress_edit_seconds` and only when its text
-changed. The terminal summary is sent by whoever first sets the job's summary marker.
+reschedules each with backoff and jitter (honouring Retry-After) or finishes it. A poll
+never waits for a send: progress edits are handed to `conversation.progress` (at most every
+`progress_edit_seconds`, only when the state or counts moved), and a job that ended is
+finished by a task of its own (final edit, summary) while the rounds go on; its claim's
+lease keeps it from being polled meanwhile, and brings it back if this process dies. The
+terminal summary is sent by whoever first sets the job's summary marker.
 """
 
 from __future__ import annotations
@@ -31,9 +34,9 @@ from conversation.channel import (
     SEND_PRIORITY,
     Channel,
     DeliveryUnknown,
-    MessageGone,
     SendWithdrawn,
 )
+from conversation.progress import Edit, ProgressEdits
 from conversation.settings import ConversationSettings
 from conversation.store import Store, now_ms
 
@@ -71,6 +74,8 @@ class Watcher:
         self.polls = 0
         self.lags_ms: deque[int] = deque(maxlen=100_000)  # due -> poll, for metrics and the benchmark
         self.stopped = asyncio.Event()
+        self.edits = ProgressEdits(store, channel)
+        self._finishing: dict[str, asyncio.Task[None]] = {}  # job id -> its final edit and summary
 
     def next_delay_ms(self, polls: int, retry_after: float | None = None) -> int:
         """5 s early, growing to the max; 10% jitter; never sooner than Retry-After."""
@@ -82,6 +87,26 @@ class Watcher:
         return int(delay * 1000)
 
     async def run(self) -> None:
+        try:
+            await self._rounds()
+            # Stopped: summaries under way may finish (the caller's grace time bounds this).
+            await asyncio.gather(*list(self._finishing.values()), return_exceptions=True)
+        finally:
+            # Cancelled: summaries still waiting hand their claims on; waiting edits are
+            # dropped (the next poll, here or elsewhere, queues them again).
+            finishing = list(self._finishing.values())
+            for task in finishing:
+                task.cancel()
+            await asyncio.gather(*finishing, return_exceptions=True)
+            await self.edits.close()
+
+    async def settled(self) -> None:
+        """Every summary and progress edit handed off so far has been sent (or failed)."""
+        while self._finishing or self.edits._tasks:
+            await asyncio.gather(*list(self._finishing.values()), return_exceptions=True)
+            await self.edits.settled()
+
+    async def _rounds(self) -> None:
         await self.store.resume()
         while not self.stopped.is_set():
             self.store.job_added.clear()  # a job added from here on wakes the next wait
@@ -188,7 +213,9 @@ class Watcher:
         if job.status != rec.get("status"):
             fields["status"] = job.status
         if job.terminal:
-            return await self._terminal(chat, lang, job, elapsed, hint, rec)
+            if job_id not in self._finishing:
+                self._spawn_terminal(chat, lang, job, elapsed, hint, rec)
+            return None  # the claim's lease keeps it off the schedule meanwhile
         if elapsed > self.settings.watch_max_seconds:
             await self.channel.send_text(chat, locales.t(lang, "job.watch_stopped", job_id=job_id))
             await self._finish(chat, job_id, {"status": job.status, "stopped": "1"})
@@ -196,6 +223,23 @@ class Watcher:
         text = texts.progress(lang, job, elapsed, hint)
         await self._progress(chat, job_id, text, _what_changes(job), rec, fields, now)
         return (job_id, now + self.next_delay_ms(polls), fields)
+
+    def _spawn_terminal(
+        self, chat: int, lang: str, job: Job, elapsed: float, hint: int | None, rec: dict[str, str]
+    ) -> None:
+        async def finish() -> None:
+            # Sent at the watcher's priority (BACKGROUND, from the poll's context): after
+            # answers, before progress edits.
+            try:
+                again = await self._terminal(chat, lang, job, elapsed, hint, rec)
+                if again is not None:
+                    await self.store.reschedule_many([again])
+            except Exception:
+                log.exception("summary of %s failed; the job stays scheduled", job.job_id)
+            finally:
+                self._finishing.pop(job.job_id, None)
+
+        self._finishing[job.job_id] = asyncio.create_task(finish(), name=f"finish-{job.job_id}")
 
     async def _progress(
         self,
@@ -217,18 +261,15 @@ class Watcher:
             return
         lang = rec.get("lang") or "en"
         msg = rec.get("msg")
-        try:
-            if msg:
-                await self.channel.edit_text(chat, int(msg), text, texts.job_buttons(lang, job_id))
-                crash.point("progress.after_edit")
-            else:
-                crash.point("progress.before_send")
-                # Only when the announcement did not go out (or was not recorded): a new one.
-                fields["msg"] = await self.channel.send_text(chat, text, texts.job_buttons(lang, job_id))
-                crash.point("progress.after_send")
-        except MessageGone:
-            fields["msg"] = ""  # deleted by the user: the next update starts a new one
+        if msg:
+            self.edits.put(job_id, Edit(chat, int(msg), text, texts.job_buttons(lang, job_id), digest))
             return
+        # Rare: the announcement did not go out (or was not recorded): a new message, sent
+        # here so that two queued sends cannot make two.
+        try:
+            crash.point("progress.before_send")
+            fields["msg"] = await self.channel.send_text(chat, text, texts.job_buttons(lang, job_id))
+            crash.point("progress.after_send")
         except Exception:
             log.warning("progress update for %s failed", job_id)
             return
@@ -246,6 +287,7 @@ class Watcher:
         if claim > 0:
             crash.point("summary.after_claim")
             final = texts.progress(lang, job, elapsed, hint)
+            await self.edits.withdraw(job.job_id)  # an older text must not land after the final one
             if rec.get("msg") and format(zlib.crc32(_what_changes(job).encode()), "x") != rec.get("text"):
                 try:
                     await self.channel.edit_text(chat, int(rec["msg"]), final)

@@ -47,6 +47,7 @@ async def drain(app, timeout=60.0):
         assert loop.time() < deadline, "jobs still scheduled"
         if not await app.watcher.run_once():
             await asyncio.sleep(0.02)
+    await app.watcher.settled()  # the last summary's task has ended too
 
 
 def press(channel, label_part):
@@ -268,8 +269,9 @@ async def test_reconcile_adopts_only_a_job_created_since_the_intent(app, write, 
 
 async def test_send_priorities_first_answer_answer_background(app, channel, write, sandbox):
     """A shared send budget serves the first answer to each user action first, then further
-    answers, then the watcher's progress and summary (bot/telegram/flood.py orders by this)."""
-    from conversation.channel import ANSWER, BACKGROUND, FIRST_ANSWER, SEND_PRIORITY
+    answers, then the watcher's summary and final edit, then progress edits
+    (bot/telegram/flood.py orders by this)."""
+    from conversation.channel import ANSWER, BACKGROUND, FIRST_ANSWER, PROGRESS, SEND_PRIORITY
 
     seen: list[tuple[str, int]] = []
     send, edit = channel.send_text, channel.edit_text
@@ -289,8 +291,9 @@ async def test_send_priorities_first_answer_answer_background(app, channel, writ
     await asyncio.create_task(app.runner.handle(CHAT, TextReceived("fast")))
     await drain(app)
     assert seen[:3] == [("Checked", FIRST_ANSWER), ("Uploaded:", ANSWER), ("Job", FIRST_ANSWER)]
-    background = seen[3:]  # the progress message (and its edits) and the summary
-    assert len(background) >= 2 and all(p == BACKGROUND for _, p in background)
+    *edits, summary = seen[3:]  # the progress edits, the final edit, the summary
+    assert summary == ("Job", BACKGROUND) and edits[-1] == ("edit", BACKGROUND)  # awaited: before edits
+    assert edits[:-1] and all(e == ("edit", PROGRESS) for e in edits[:-1])  # progress takes what is left
 
 
 async def test_status_without_an_id_after_the_job_ended_shows_it(app, channel, write, sandbox):

@@ -219,6 +219,7 @@ class ConversationMachine(RuleBasedStateMachine):
         self.service.watching = True
         try:
             self.run(self.app.watcher.run_once())
+            self.run(self.app.watcher.settled())
         finally:
             self.service.watching = False
         self._record_finished()
@@ -289,7 +290,9 @@ class ConversationMachine(RuleBasedStateMachine):
                 job["status"] = "completed"
         for _ in range(50):
             self.run(self._all_due_now())
-            if not self.run(self.app.watcher.run_once()) and not self.run(self.app.store.scheduled()):
+            polled = self.run(self.app.watcher.run_once())
+            self.run(self.app.watcher.settled())
+            if not polled and not self.run(self.app.store.scheduled()):
                 break
         watched = set()
         for chat in CHATS:

@@ -41,6 +41,7 @@ async def run_until_empty(store, *watchers, timeout=60.0):
         counts = await asyncio.gather(*(w.run_once() for w in watchers))
         if not any(counts):
             await asyncio.sleep(0.01)
+    await asyncio.gather(*(w.settled() for w in watchers))
 
 
 async def test_100_jobs_two_watchers_one_summary_each(redis, channel, sandbox, write, tmp_path):
@@ -150,6 +151,7 @@ async def test_summary_survives_a_watcher_that_died_while_sending(redis, channel
         w = Watcher(store, client, channel, settings(tmp_path), lease_ms=100)
         await due_now(redis, job_id)
         await w.run_once()
+        await w.settled()
         assert channel.texts() == [] and await store.scheduled() == 1  # not finished while fresh
         await redis.hset(keys.current().job(job_id), "summary", "claimed:1")  # now long dead
         await run_until_empty(store, w)
@@ -233,6 +235,7 @@ async def test_progress_is_edited_when_counts_move_not_for_the_clock(
         sandbox.state.config.records_per_second = 1000  # now the counts move: one edit or summary
         await due_now(redis, job_id)
         await w.run_once()
+        await w.settled()
     assert channel.edits or any("finished" in t for t in channel.texts())
 
 
