@@ -205,7 +205,7 @@ async def run_baseline(jobs: int, interval: float, seconds: float, warmup: float
     channel = SlowChannel(FloodControl(redis, keys=k))
     client = BatchJobClient("http://svc.bench", "t", transport=_transport())
     loop = asyncio.get_running_loop()
-    stats = {"polls": 0, "measure": False}
+    stats = {"polls": 0, "measure": False, "stop": False}
     lags: list[float] = []
     seen_end: dict[str, float] = {}
     t_start = loop.time()
@@ -214,7 +214,7 @@ async def run_baseline(jobs: int, interval: float, seconds: float, warmup: float
         due = t_start + i * interval / jobs
         await asyncio.sleep(max(0.0, due - loop.time()))
         last, last_edit = "", 0.0
-        while True:
+        while not stats["stop"]:
             now = loop.time()
             if stats["measure"]:
                 lags.append((now - due) * 1000)
@@ -239,9 +239,11 @@ async def run_baseline(jobs: int, interval: float, seconds: float, warmup: float
     await asyncio.sleep(seconds)
     polls, edits = stats["polls"] - polls0, channel.edits - edits0
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - t0
-    for t in tasks:
+    stats["stop"] = True  # each task ends after its current poll; the stragglers are cancelled
+    _, late = await asyncio.wait(tasks, timeout=30)
+    for t in late:
         t.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    await asyncio.wait(late, timeout=10)
     await client.aclose()
     async for key in redis.scan_iter(match=f"{k.prefix}:*", count=1000):
         await redis.delete(key)
