@@ -343,6 +343,7 @@ class FakeTelegram:
         name, data = p["document"] if isinstance(p["document"], tuple) else ("file", b"")
         with self.lock:
             self.documents.append((int(p["chat_id"]), name, data))
+            self.sends.append((time.monotonic(), int(p["chat_id"])))  # a message: counts in the limits
             mid = next(self.msg_ids)
         return self._ok(
             {
