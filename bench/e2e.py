@@ -123,6 +123,7 @@ async def run(chats: int, rows: int, timeout: float, spread: float) -> dict:
     conn, child_conn = mp.Pipe()
     child = mp.get_context("spawn").Process(target=services, args=(child_conn, 5000), daemon=True)
     child.start()
+    child_conn.close()  # the child's end is the child's: its death ends our reads (EOFError)
     api_base, file_base, sandbox_url = conn.recv()
     bot = TelegramBot(
         TelegramSettings(
