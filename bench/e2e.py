@@ -178,6 +178,7 @@ async def run(chats: int, rows: int, timeout: float, spread: float) -> dict:
         "lost": len(unanswered),
         "unfinished": chats - len(r["summary"]),
         "breaches": sum(r["kinds"].values()),
+        "kinds": r["kinds"],
     }
 
 
@@ -224,6 +225,8 @@ def main() -> None:
             f"{r['slowest_second']:>8}{r['median_second']:>7.0f}{r['cpu_ms_per_chat']:>7.0f}{r['lost']:>5}"
             f"{r['unfinished']:>6}{r['breaches']:>7}"
         )
+        if r["breaches"]:
+            print("  breaches by kind:", r["kinds"])
         if args.timeline:
             print("  sends per second:", " ".join(map(str, r["per_second"])))
 

@@ -81,7 +81,7 @@ async def test_a_late_start_keeps_the_pace_without_bunching(redis):
     """The next slot follows the one that was due, so a sender that woke a little late does
     not lower the rate; one that woke very late gets the next slot half an interval on."""
     flood = FloodControl(redis)
-    interval = 36
+    interval = GLOBAL_INTERVAL_MS
     secs, micros = await redis.time()
     due = secs * 1000 + micros // 1000 - 5  # due 5 ms ago: a little late
     await redis.set(flood.k.flood_all, due)
@@ -90,9 +90,10 @@ async def test_a_late_start_keeps_the_pace_without_bunching(redis):
     assert int(await redis.get(flood.k.flood_all)) == due + interval  # as if taken on time
     await redis.set(flood.k.flood_all, taken - 1000)  # due a second ago: very late
     taken = -int(await flood._global_take(keys=[flood.k.flood_all], args=[interval]))
-    assert int(await redis.get(flood.k.flood_all)) == taken + interval // 2  # no burst to catch up
+    half_on = interval - interval // 2  # an interval on from half an interval back
+    assert int(await redis.get(flood.k.flood_all)) == taken + half_on  # no burst to catch up
     wait = int(await flood._global_take(keys=[flood.k.flood_all], args=[interval]))
-    assert 0 < wait <= interval // 2  # the next sender waits for it
+    assert 0 < wait <= half_on  # the next sender waits for it
 
 
 async def test_replicas_share_the_budget(redis):
