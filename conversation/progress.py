@@ -77,6 +77,14 @@ class ProgressEdits:
 
     async def _send_waiting(self) -> None:
         SEND_PRIORITY.set(PROGRESS)  # this task's own context
+        try:
+            await self._drain()
+        finally:
+            # Off the list in the same step as its last look at the queue: an edit put
+            # from now on starts a sender of its own instead of waiting for none.
+            self._tasks.discard(asyncio.current_task())  # type: ignore[arg-type]
+
+    async def _drain(self) -> None:
         while self.waiting:
             job_id, edit = self.waiting.popitem(last=False)
             flying = self.sending[job_id] = (edit.digest, asyncio.Event())
