@@ -33,13 +33,14 @@ import argparse
 import csv
 import json
 import os
-import platform
 import random
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from machine import describe  # bench/ is on the path: the scripts run from there
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -266,10 +267,7 @@ def main() -> None:
             ]
             ours, py_only, floor, pandas, vertex = interleaved(cells, args.repeat)
             table.append((name, size, ours, py_only, floor, pandas, vertex))
-    print(
-        f"machine: {platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}; "
-        f"load average {tuple(round(x, 2) for x in os.getloadavg())}"
-    )
+    print(describe())
     print(
         f"{'file':<14}{'MiB':>6}  {'convert s':>9} {'py s':>6} {'floor s':>8} "
         f"{'pandas s':>8} {'pd→vtx s':>8}  "

@@ -23,7 +23,6 @@ import argparse
 import asyncio
 import multiprocessing as mp
 import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -32,6 +31,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from machine import describe  # noqa: E402 (bench/ is on the path: the scripts run from there)
+
 RATE = 30.0  # Telegram: about 30 messages per second for the whole bot
 
 
@@ -192,10 +194,7 @@ def main() -> None:
     )
     ap.add_argument("--timeline", action="store_true", help="print the sends of every second")
     args = ap.parse_args()
-    print(
-        f"machine: {platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}; "
-        f"load average {tuple(round(x, 2) for x in os.getloadavg())}"
-    )
+    print(describe())
     cols = (
         ("chats", 6),
         ("1st p99", 8),

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import platform
 import random
 import secrets
 import shutil
@@ -31,6 +30,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from machine import describe  # noqa: E402 (bench/ is on the path: the scripts run from there)
 
 BOUND = 30.0  # Telegram: about 30 messages per second overall
 
@@ -139,10 +140,7 @@ async def main(chats: int, per_chat: int, repeats: int) -> None:
         if server is not None:
             server.kill()
             server.wait()
-    print(
-        f"machine: {platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}; "
-        f"load average {tuple(round(x, 2) for x in os.getloadavg())}"
-    )
+    print(describe())
     print(f"{chats} chats x {per_chat} messages at once; requests take 50-150 ms; bound {BOUND:.0f}/s")
     heads = (
         ("sends/s", 8),

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import socket
 import subprocess
@@ -26,6 +25,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from machine import describe  # noqa: E402 (bench/ is on the path: the scripts run from there)
 
 
 def free_port() -> int:
@@ -98,10 +99,7 @@ def main(warmup: float, seconds: float) -> None:
         sandbox.stop()
         shutil.rmtree(work, ignore_errors=True)
     rate = (last - first) / seconds
-    print(
-        f"machine: {platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}; "
-        f"load average {tuple(round(x, 2) for x in os.getloadavg())}"
-    )
+    print(describe())
     print(f"idle bot (Telegram long polling), {seconds:.0f} s measured after {warmup:.0f} s:")
     print(f"  Redis commands/s: {rate:.2f}   (target <= 5: {'met' if rate <= 5 else 'NOT met'})")
     print(

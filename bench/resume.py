@@ -20,10 +20,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import platform
 import sys
 import time
 from pathlib import Path
+
+from machine import describe  # bench/ is on the path: the scripts run from there
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -108,10 +109,7 @@ async def main(running: int, finished: int, lost: int) -> None:
             await redis.delete(key)
         await redis.aclose()
 
-    print(
-        f"machine: {platform.machine()} {platform.processor() or ''} {os.cpu_count()} cores, "
-        f"Python {platform.python_version()}; load average {os.getloadavg()}"
-    )
+    print(describe())
     print(f"{running} running jobs ({lost} of them lost their schedule entry), {finished} finished kept")
     print(f"{'':28} {'wall s':>8} {'commands':>9} {'round trips':>12} {'rescheduled':>12}")
     for name, (wall, cmds, trips, n) in (

@@ -27,11 +27,12 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import random
 import subprocess
 import sys
 import time
+
+from machine import describe  # bench/ is on the path: the scripts run from there
 
 ENDING = {"at": float("inf")}  # from then on, one job in a hundred has ended
 
@@ -297,10 +298,7 @@ def main() -> None:
             check=True,
         )
         results[side] = json.loads(out.stdout.strip().splitlines()[-1])
-    print(
-        f"machine: {platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}; "
-        f"load average {tuple(round(x, 2) for x in os.getloadavg())}"
-    )
+    print(describe())
     print(
         f"{args.jobs} active jobs, one poll per job every {args.interval:g} s, measured {args.seconds:g} s; "
         "real flood control, 50-150 ms per send"
