@@ -286,9 +286,13 @@ async def test_send_priorities_first_answer_answer_background(app, channel, writ
 
     channel.send_text, channel.edit_text = send_text, edit_text
     src = write("p.csv", "prompt\nfox\n")
+    sandbox.state.config.records_per_second = 0.0001  # running when first polled: a progress edit
     # Each update is handled in its own task, as the Telegram application does.
     await asyncio.create_task(app.runner.handle(CHAT, FileReceived(str(src), "p.csv", src.stat().st_size)))
     await asyncio.create_task(app.runner.handle(CHAT, TextReceived("fast")))
+    assert await app.watcher.run_once() == 1
+    await app.watcher.settled()
+    sandbox.state.config.records_per_second = 1000  # then it ends
     await drain(app)
     assert seen[:3] == [("Checked", FIRST_ANSWER), ("Uploaded:", ANSWER), ("Job", FIRST_ANSWER)]
     *edits, summary = seen[3:]  # the progress edits, the final edit, the summary
