@@ -46,7 +46,7 @@ async def test_polls_do_not_wait_for_edits(redis, channel, sandbox, write, tmp_p
             rec = await store.job(job_id)
             assert rec["polls"] == "1" and "text" not in rec  # polled; its edit not sent yet
             assert await redis.zscore(k.due(k.shard(job_id)), job_id) is not None
-        assert len(w.edits.waiting) + len(held.started) == 20  # one edit per job, none twice
+        assert len(w.edits.waiting) + len(w.edits.sending) == 20  # one edit per job, none twice
         for job_id in jobs:  # polled again while the edits still hang: no second edit each
             await due_now(redis, job_id)
         assert await asyncio.wait_for(w.run_once(), 30) == 20
