@@ -12,7 +12,8 @@ Reports, each next to its physical bound and the ratio: p99 document -> first re
 N/30 s: one first reply each at 30 messages/s), document -> last "submitted" and -> last
 summary (bound: the messages the flow really sent, counted by the fake server - sends, edits
 and documents - divided by 30/s); sends per second over the run (slowest full second after
-the first, median), the bot's CPU per chat, lost updates (a document or confirmation never
+the first, median), the bot's CPU and Redis round trips per chat (a command or a pipeline
+is one; the watcher's and the flood control's included), lost updates (a document or confirmation never
 answered), flood breaches counted by the fake server. `--spread S` lets the documents arrive
 evenly over S seconds.
 """
@@ -107,6 +108,32 @@ def users(tg, chats: int, csv: Path, spread: float, timeout: float) -> dict:  # 
     }
 
 
+def count_round_trips():  # type: ignore[no-untyped-def]
+    """Count the bot's Redis round trips from now on (a command, or a pipeline, is one);
+    returns a function that stops counting and gives the count."""
+    from redis.asyncio import Redis
+    from redis.asyncio.client import Pipeline
+
+    n = [0]
+    orig_exec, orig_pipe = Redis.execute_command, Pipeline.execute
+
+    async def counted_exec(self, *a, **kw):  # type: ignore[no-untyped-def]
+        n[0] += 1
+        return await orig_exec(self, *a, **kw)
+
+    async def counted_pipe(self, *a, **kw):  # type: ignore[no-untyped-def]
+        n[0] += 1
+        return await orig_pipe(self, *a, **kw)
+
+    Redis.execute_command, Pipeline.execute = counted_exec, counted_pipe  # type: ignore[method-assign]
+
+    def stop() -> int:
+        Redis.execute_command, Pipeline.execute = orig_exec, orig_pipe  # type: ignore[method-assign]
+        return n[0]
+
+    return stop
+
+
 async def run(chats: int, rows: int, timeout: float, spread: float) -> dict:
     from batchjob.client import BatchJobClient, Timeouts
     from bot.telegram.app import TelegramBot
@@ -139,12 +166,14 @@ async def run(chats: int, rows: int, timeout: float, spread: float) -> dict:
     )
     await bot.start()
     loop = asyncio.get_running_loop()
+    trips = count_round_trips()
     try:
         cpu0 = time.process_time()
         conn.send((chats, str(csv), spread, timeout))
         r = await loop.run_in_executor(None, conn.recv)  # the bot's loop runs free meanwhile
         cpu = time.process_time() - cpu0
     finally:
+        round_trips = trips()
         await bot.stop()
         await bot.client.aclose()
         child.join(10)
@@ -177,6 +206,7 @@ async def run(chats: int, rows: int, timeout: float, spread: float) -> dict:
         "median_second": pct([float(x) for x in per_second], 0.5),
         "per_second": per_second,
         "cpu_ms_per_chat": cpu / chats * 1000,
+        "trips_per_chat": round_trips / chats,
         "lost": len(unanswered),
         "unfinished": chats - len(r["summary"]),
         "breaches": sum(r["kinds"].values()),
@@ -209,6 +239,7 @@ def main() -> None:
         ("slowest", 8),
         ("median", 7),
         ("CPU ms", 7),
+        ("RTT", 5),
         ("lost", 5),
         ("unfin", 6),
         ("breach", 7),
@@ -221,7 +252,8 @@ def main() -> None:
             f"{r['first_p99'] / r['first_bound']:>6.2f}"
             f"{r['accepted_last']:>9.1f}{r['summary_last']:>9.1f}{r['flow_bound']:>7.1f}"
             f"{r['summary_last'] / r['flow_bound']:>6.2f}{r['messages_per_chat']:>9.1f}{r['sends_s']:>8.1f}"
-            f"{r['slowest_second']:>8}{r['median_second']:>7.0f}{r['cpu_ms_per_chat']:>7.0f}{r['lost']:>5}"
+            f"{r['slowest_second']:>8}{r['median_second']:>7.0f}{r['cpu_ms_per_chat']:>7.0f}"
+            f"{r['trips_per_chat']:>5.0f}{r['lost']:>5}"
             f"{r['unfinished']:>6}{r['breaches']:>7}"
         )
         if r["breaches"]:
