@@ -14,6 +14,7 @@ Cluster slot, so every multi-key command and script stays within one slot):
     P:{file:<file_id>}:rows      record count of a file this bot uploaded (TTL 30 days)
     P:{upd:<update_id>}          update lease "run:<replica>" (PX), then "done" (TTL one day)
     P:{flood}:all                the bot-wide next send slot (one key: the budget is bot-wide)
+    P:{flood}:log                the bot-wide sends of the last second and those in flight (zset)
     P:{replicas}                 ZSET replica id -> last heartbeat (ms)
     P:{rep:<id>}:chats           SET of chats with work in flight on that replica
     P:{rep:<id>}:reaper          lease of the replica that takes a dead one's work over
@@ -86,6 +87,10 @@ class Keys:
     @property
     def flood_all(self) -> str:
         return f"{self.prefix}:{{flood}}:all"
+
+    @property
+    def flood_log(self) -> str:
+        return f"{self.prefix}:{{flood}}:log"
 
     @property
     def replicas(self) -> str:

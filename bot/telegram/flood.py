@@ -5,13 +5,13 @@ Telegram allows about 1 message/s per chat, 20/min per group and 30/s overall.
 - Per chat, spacing runs from the moment the previous request *completed* (Telegram counts a
   message when it arrives, and a chat's messages are few): a chat is marked busy while its
   request is in flight and gets its next allowed time when it returns.
-- Overall, start slots are 38 ms apart (26.3/s) on Redis's clock, taken atomically at the
-  moment of starting, so several requests can be in flight at once (the round trip to
-  Telegram does not cap throughput) and replicas share the budget. A slot taken late does
-  not push the next one back (up to half an interval), so wake-up delays do not lower the
-  rate; any one second holds at most 27 starts, leaving three messages of room for arrivals
-  bunched by latency jitter or a busy event loop under Telegram's 30 (at 36 and 37 ms, bursts
-  on a busy 2-core machine still bunched into a breach now and then).
+- Overall, two rules on Redis's clock, taken atomically at the moment of starting, so
+  several requests can be in flight at once (the round trip to Telegram does not cap
+  throughput) and replicas share the budget: starts are spaced (34 ms; a slot taken late
+  does not push the next one back), and at most 29 sends may be in flight or have returned
+  within the last second. Telegram counts a message when it arrives, between its start and
+  its return, so no second can see 30 arrivals however late a busy process gets its
+  requests out; the rate is 29 per (1 s + round trip).
 - A send first takes its chat's turn (keys in the chat's own hash tag, spread over a
   cluster's nodes), then the bot-wide slot (one key: the budget is one for the whole bot).
 - Within a process, one sender at a time waits for the next start, in the order of
@@ -27,6 +27,7 @@ import asyncio
 import heapq
 import itertools
 import random
+import secrets
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -59,20 +60,39 @@ if tonumber(redis.call('GET', KEYS[1]) or '0') > now then return -1 end
 redis.call('SET', KEYS[2], '1', 'PX', tonumber(ARGV[1]))
 return now
 """
-# The bot-wide start slot: the wait (ms, > 0) when it is not due yet; when taken, minus the
-# time taken (ms on Redis's clock). The next slot follows the one just due, so a late
-# wake-up does not cost throughput; but never sooner than half an interval after the
-# actual start, so late starts cannot bunch together (any second holds at most
-# (1000 - I/2) / I + 2 starts: 27 at I = 38 ms).
+# The bot-wide start: the wait (ms, > 0) when not allowed yet; when taken, minus the time
+# taken (ms on Redis's clock). Two rules, both on Redis's clock, so replicas share them:
+# - spacing: the next slot follows the one just due, so a late wake-up does not cost
+#   throughput, but never sooner than half an interval after the actual start;
+# - a window: at most ARGV[4] sends that are in flight or returned within the last window
+#   (ARGV[3] ms). Telegram counts a message when it arrives, somewhere between its start and
+#   its return; so however late requests leave a busy process, no window of that length can
+#   see more arrivals than the limit. Entries in flight are scored their lapse time (a
+#   dead sender's lapses) until GLOBAL_DONE scores them their return.
 GLOBAL_TAKE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local due = tonumber(redis.call('GET', KEYS[1]) or '0')
 if due > now then return due - now end
+local window, limit, lapse = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - window)
+if redis.call('ZCARD', KEYS[2]) >= limit then
+  local oldest = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+  return math.max(1, math.min(tonumber(oldest[2]) + window - now + 1, tonumber(ARGV[6])))
+end
 local interval = tonumber(ARGV[1])
 local base = math.max(due, now - math.floor(interval / 2))
 redis.call('SET', KEYS[1], base + interval, 'PX', 120000)
+redis.call('ZADD', KEYS[2], now + lapse, ARGV[2])
+redis.call('PEXPIRE', KEYS[2], lapse + window)
 return -now
+"""
+# The send returned: it counts in the window until a window after now.
+GLOBAL_DONE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[1], 'XX', now, ARGV[1])
+return now
 """
 # The chat's request returned: no longer busy, next allowed time from now.
 SENT = """
@@ -85,7 +105,10 @@ return now
 
 PRIVATE_INTERVAL_MS = 1050  # 1 message/s per chat
 GROUP_INTERVAL_MS = 3050  # 20 messages/min per group
-GLOBAL_INTERVAL_MS = 38  # 26.3 starts/s sustained, at most 27 in any second: under 30 arrivals/s
+GLOBAL_INTERVAL_MS = 34  # spacing: 29.4 starts/s at most
+WINDOW_MS = 1000  # Telegram's window: about 30 messages per second overall
+WINDOW_LIMIT = 29  # sends in flight or returned within the last window: one under 30
+LAPSE_MS = 30_000  # a send in flight counts in the window this long at most (its sender may be dead)
 # A chat is busy while a request to it is in flight: the mark lapses this soon after its
 # sender dies (a killed replica must not hold its chats up), and is renewed while it lives.
 IN_FLIGHT_MS = 3_000
@@ -130,11 +153,15 @@ class FloodControl:
         self._chat_ready = redis.register_script(CHAT_READY)
         self._chat_take = redis.register_script(CHAT_TAKE)
         self._global_take = redis.register_script(GLOBAL_TAKE)
+        self._global_done = redis.register_script(GLOBAL_DONE)
         self._sent = redis.register_script(SENT)
         self.scale = scale  # tests and benchmarks may shrink the intervals
         self._turns = Turns()
+        self._ids = itertools.count()
+        self._me = secrets.token_hex(6)  # unique among the replicas' senders
         # Called with (chat, what, ms on Redis's clock) for "chat" (the chat's turn taken),
-        # "start" (the bot-wide slot taken) and "sent" (returned): the times the limits were
+        # "start" (the bot-wide slot taken), "sent" (the chat's request returned) and
+        # "done" (returned, as the bot-wide window counts it): the times the limits were
         # decided on, for tests and benchmarks to count against the limits.
         self.observer: Callable[[int, str, int], None] | None = None
 
@@ -150,6 +177,8 @@ class FloodControl:
         keys = self.k.flood_chat(chat_id)
         interval = max(1, int((GROUP_INTERVAL_MS if chat_id < 0 else PRIVATE_INTERVAL_MS) * self.scale))
         global_ms = max(1, int(GLOBAL_INTERVAL_MS * self.scale))
+        window_ms = max(1, int(WINDOW_MS * self.scale))
+        member = f"{self._me}:{next(self._ids)}"  # this send's entry in the bot-wide window
         priority = SEND_PRIORITY.get()
         while True:
             # The chat's own pace first, without holding up other chats.
@@ -162,8 +191,9 @@ class FloodControl:
                 taken = took >= 0
                 if taken:
                     self._observe(chat_id, "chat", took)
-                    slot = [self.k.flood_all]
-                    while (wait_ms := int(await self._global_take(keys=slot, args=[global_ms]))) > 0:
+                    slot = [self.k.flood_all, self.k.flood_log]
+                    args = [global_ms, member, window_ms, WINDOW_LIMIT, LAPSE_MS, max(global_ms, 20)]
+                    while (wait_ms := int(await self._global_take(keys=slot, args=args))) > 0:
                         await asyncio.sleep(wait_ms / 1000)
                     self._observe(chat_id, "start", -wait_ms)
             finally:
@@ -175,6 +205,8 @@ class FloodControl:
             return await self._renewing(keys[1], request)
         finally:
             self._observe(chat_id, "sent", int(await self._sent(keys=keys, args=[interval])))
+            done = int(await self._global_done(keys=[self.k.flood_log], args=[member]))
+            self._observe(chat_id, "done", done)
 
     def _observe(self, chat_id: int, what: str, ms: int) -> None:
         if self.observer is not None:

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import asyncio
 
-from bot.telegram.flood import GLOBAL_INTERVAL_MS, PRIVATE_INTERVAL_MS, FloodControl, Turns
+from bot.telegram.flood import (
+    GLOBAL_INTERVAL_MS,
+    PRIVATE_INTERVAL_MS,
+    WINDOW_LIMIT,
+    WINDOW_MS,
+    FloodControl,
+    Turns,
+)
 from conversation.channel import ANSWER, BACKGROUND, FIRST_ANSWER, SEND_PRIORITY
 
 
@@ -26,7 +33,7 @@ class Record:
         return sorted(ms for _, what, ms in self.events if what == "start")
 
     def per_chat(self, chat: int) -> list[tuple[str, int]]:
-        return [(what, ms) for c, what, ms in self.events if c == chat and what != "start"]
+        return [(what, ms) for c, what, ms in self.events if c == chat and what in ("chat", "sent")]
 
 
 def assert_within_limits(record: Record, chats: range | tuple[int, ...], scale: float) -> None:
@@ -82,18 +89,49 @@ async def test_a_late_start_keeps_the_pace_without_bunching(redis):
     not lower the rate; one that woke very late gets the next slot half an interval on."""
     flood = FloodControl(redis)
     interval = GLOBAL_INTERVAL_MS
+    keys, members = [flood.k.flood_all, flood.k.flood_log], iter(range(10))
+
+    async def take() -> int:
+        return int(await flood._global_take(keys=keys, args=[interval, next(members), 1000, 29, 30_000, 20]))
+
     secs, micros = await redis.time()
     due = secs * 1000 + micros // 1000 - 5  # due 5 ms ago: a little late
     await redis.set(flood.k.flood_all, due)
-    taken = -int(await flood._global_take(keys=[flood.k.flood_all], args=[interval]))
+    taken = -(await take())
     assert taken >= due
     assert int(await redis.get(flood.k.flood_all)) == due + interval  # as if taken on time
     await redis.set(flood.k.flood_all, taken - 1000)  # due a second ago: very late
-    taken = -int(await flood._global_take(keys=[flood.k.flood_all], args=[interval]))
+    taken = -(await take())
     half_on = interval - interval // 2  # an interval on from half an interval back
     assert int(await redis.get(flood.k.flood_all)) == taken + half_on  # no burst to catch up
-    wait = int(await flood._global_take(keys=[flood.k.flood_all], args=[interval]))
+    wait = await take()
     assert 0 < wait <= half_on  # the next sender waits for it
+
+
+async def test_no_window_holds_more_sends_than_the_limit_however_slow_the_requests(redis):
+    """Telegram counts a message when it arrives, somewhere between its start and its return:
+    at each start, the sends that could still arrive within one window of it (in flight, or
+    returned less than a window ago) number fewer than the limit, so however late requests
+    get out of a busy process, no window sees more arrivals than the limit."""
+    scale = 0.05  # a 50 ms window
+    flood = FloodControl(redis, scale=scale)
+    record = Record(flood)
+    window = int(WINDOW_MS * scale)
+
+    async def slow_request() -> None:
+        await asyncio.sleep(0.02)  # longer than the spacing: many in flight at once
+
+    await asyncio.gather(*(flood.send(chat, slow_request) for chat in range(1, 81)))
+    start = {chat: ms for chat, what, ms in record.events if what == "start"}  # one send per chat
+    done = {chat: ms for chat, what, ms in record.events if what == "done"}
+    assert len(start) == len(done) == 80
+    spans = [(start[chat], done[chat]) for chat in start]
+    starts = sorted(start.values())
+    for s_j in starts:
+        could_arrive = [1 for s_i, r_i in spans if s_i <= s_j and r_i > s_j - window]
+        assert len(could_arrive) <= WINDOW_LIMIT, (s_j, len(could_arrive))
+    # And the window was what held them back: more than the limit would otherwise have gone.
+    assert max(sum(1 for s in starts if a <= s < a + window) for a in starts) >= WINDOW_LIMIT // 2
 
 
 async def test_replicas_share_the_budget(redis):
