@@ -63,6 +63,11 @@ class ProgressEdits:
         if (flying := self.sending.get(job_id)) is not None:
             await flying[1].wait()
 
+    @property
+    def busy(self) -> bool:
+        """Some edit is waiting or being sent."""
+        return bool(self._tasks)
+
     async def settled(self) -> None:
         """Every queued edit was sent (or failed)."""
         while self._tasks:

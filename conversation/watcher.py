@@ -102,7 +102,7 @@ class Watcher:
 
     async def settled(self) -> None:
         """Every summary and progress edit handed off so far has been sent (or failed)."""
-        while self._finishing or self.edits._tasks:
+        while self._finishing or self.edits.busy:
             await asyncio.gather(*list(self._finishing.values()), return_exceptions=True)
             await self.edits.settled()
 

@@ -16,9 +16,9 @@ Telegram allows about 1 message/s per chat, 20/min per group and 30/s overall.
   cluster's nodes), then the bot-wide slot (one key: the budget is one for the whole bot).
 - Within a process, one sender at a time waits for the next start, in the order of
   `conversation.channel.SEND_PRIORITY` (first answers to what someone just did, further
-  answers, background sends: the watcher's progress and summaries), first come first served
-  within each: when many chats write at once, everyone hears back first, and progress
-  catches up in the gaps.
+  answers, the watcher's summaries, then progress edits), first come first served within
+  each: when many chats write at once, everyone hears back first, and progress catches up
+  in the gaps.
 """
 
 from __future__ import annotations
