@@ -69,7 +69,7 @@ def max_in_a_second(arrivals: list[float]) -> int:
 
 
 async def one_run(redis, variant: str, chats: int, per_chat: int) -> dict[str, float]:  # type: ignore[no-untyped-def]
-    from bot.telegram.flood import FloodControl
+    from bot.flood import FloodControl
     from conversation.keys import Keys
 
     keys = Keys(prefix=f"bf{secrets.token_hex(3)}")

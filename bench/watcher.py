@@ -99,7 +99,7 @@ async def run_watcher(jobs: int, interval: float, seconds: float, warmup: float)
     from redis.asyncio.client import Pipeline
 
     from batchjob.client import BatchJobClient
-    from bot.telegram.flood import FloodControl
+    from bot.flood import FloodControl
     from conversation import keys
     from conversation.settings import ConversationSettings
     from conversation.store import Store, now_ms
@@ -197,7 +197,7 @@ async def run_baseline(jobs: int, interval: float, seconds: float, warmup: float
     from redis.asyncio import Redis
 
     from batchjob.client import BatchJobClient
-    from bot.telegram.flood import FloodControl
+    from bot.flood import FloodControl
     from conversation import keys, texts
 
     url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379")

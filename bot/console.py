@@ -13,10 +13,10 @@ import shutil
 import sys
 from pathlib import Path
 
-from conversation.channel import Buttons, DownloadError, pass_gate
+from conversation.channel import Buttons, DownloadError, MessageId, pass_gate
 
-CHAT_ID = 1
-USER_ID = 1
+CHAT_ID = "cli:1"
+USER_ID = "cli:1"
 
 
 class ConsoleChannel:
@@ -45,7 +45,7 @@ class ConsoleChannel:
             + ("" if remember else ")")
         )
 
-    async def send_text(self, chat_id: int, text: str, buttons: Buttons | None = None) -> int:
+    async def send_text(self, chat_id: str, text: str, buttons: Buttons | None = None) -> int:
         await pass_gate()
         mid = next(self.ids)
         self.sent.append(text)
@@ -54,12 +54,12 @@ class ConsoleChannel:
         return mid
 
     async def edit_text(
-        self, chat_id: int, message_id: int, text: str, buttons: Buttons | None = None
+        self, chat_id: str, message_id: MessageId, text: str, buttons: Buttons | None = None
     ) -> None:
         self._print(f"\nbot (message {message_id}, updated) › {text}")
 
     async def send_document(
-        self, chat_id: int, filename: str, data: bytes, caption: str | None = None
+        self, chat_id: str, filename: str, data: bytes, caption: str | None = None
     ) -> None:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         path = self.out_dir / Path(filename).name

@@ -58,7 +58,7 @@ class ConversationApp:
         self.recovered = asyncio.Event()  # set once in-flight work of a crashed process is resumed
         self._sweeper: asyncio.Task[None] | None = None
 
-    async def _job_finished(self, chat_id: int, job_id: str) -> None:
+    async def _job_finished(self, chat_id: str, job_id: str) -> None:
         """Take a finished job off the chat's active list (its record stays for /status)."""
         async with self.store.chat_lock(chat_id):
             state = await self.store.load(chat_id)

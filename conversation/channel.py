@@ -8,6 +8,9 @@ from pathlib import Path
 from typing import Protocol
 
 Buttons = list[list[tuple[str, str]]]  # rows of (label, callback data)
+# Chats are named by channel-qualified ids (conversation/identity.py); a message by the
+# channel's own id for it (Telegram's integer, Feishu's om_… string).
+MessageId = int | str
 
 # How long a send can wait, for a channel with a shared send budget: first the first answer
 # to what someone just did, then further answers, then the watcher's messages (summaries),
@@ -53,16 +56,29 @@ class DownloadError(Exception):
 
 
 class Channel(Protocol):
-    async def send_text(self, chat_id: int, text: str, buttons: Buttons | None = None) -> int: ...
+    async def send_text(self, chat_id: str, text: str, buttons: Buttons | None = None) -> MessageId: ...
 
     async def edit_text(
-        self, chat_id: int, message_id: int, text: str, buttons: Buttons | None = None
+        self, chat_id: str, message_id: MessageId, text: str, buttons: Buttons | None = None
     ) -> None: ...
 
     async def send_document(
-        self, chat_id: int, filename: str, data: bytes, caption: str | None = None
+        self, chat_id: str, filename: str, data: bytes, caption: str | None = None
     ) -> None: ...
 
     async def download(self, ref: str, dest: Path, max_bytes: int) -> Path:
         """Save the channel file `ref` under `dest` (a file path); raise DownloadError."""
         ...
+
+
+def split_text(text: str, limit: int = 4096) -> list[str]:
+    """Pieces of at most `limit` characters, cut at line ends where possible."""
+    pieces: list[str] = []
+    while len(text) > limit:
+        cut = text.rfind("\n", 0, limit)
+        if cut <= 0:
+            cut = limit
+        pieces.append(text[:cut])
+        text = text[cut:].lstrip("\n")
+    pieces.append(text)
+    return pieces

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from batchjob import format_amount, rowmap
-from conversation import choices, job_commands
+from conversation import choices, identity, job_commands
 from conversation.choices import parse_choice
 from conversation.events import (
     Adopted,
@@ -92,8 +92,11 @@ class Context:
     new_id: str  # fresh random id (pending token, intent id)
     allow_local_paths: bool = False
     pending_ttl_ms: int = 3_600_000
-    admins: frozenset[int] = field(default_factory=frozenset)
+    admins: frozenset[str] = field(default_factory=frozenset)
     modes: tuple[str, ...] = ("fast", "standard", "batch")  # the first is the default
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "admins", identity.qualify_all(self.admins))
 
 
 Result = tuple[ChatState, list[Effect]]
@@ -158,7 +161,7 @@ def _submit(s: ChatState, ctx: Context) -> Result:
 
 
 def _start_input(
-    s: ChatState, ctx: Context, effect: Effect, filename: str, caption: str | None, user: int = 0
+    s: ChatState, ctx: Context, effect: Effect, filename: str, caption: str | None, user: str = ""
 ) -> Result:
     out: list[Effect] = []
     if s.phase in ("submitting", "reconciling"):
@@ -427,7 +430,7 @@ def _on_button(s: ChatState, e: ButtonPressed, ctx: Context) -> Result:
     return s, [_reply("flow.stale_button")]
 
 
-def _confirm_action(s: ChatState, action: str, ctx: Context, user: int = 0) -> Result:
+def _confirm_action(s: ChatState, action: str, ctx: Context, user: str = "") -> Result:
     p = s.pending
     assert p is not None
     if action == "drop":

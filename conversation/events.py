@@ -5,6 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from conversation.identity import qualify
+
+
+def _qualify_user(event: Any) -> None:
+    # A bare number is a Telegram user (events kept from before ids named their channel).
+    object.__setattr__(event, "user_id", qualify(event.user_id))
+
+
 # --- events ------------------------------------------------------------------------------
 
 
@@ -15,27 +23,39 @@ class FileReceived:
     size: int | None = None
     caption: str | None = None
     too_large: bool = False  # known before any download (channel limit)
-    user_id: int = 0  # who sent it (a caption may confirm: the submitter)
+    user_id: str = ""  # who sent it, channel-qualified (a caption may confirm: the submitter)
+
+    def __post_init__(self) -> None:
+        _qualify_user(self)
 
 
 @dataclass(frozen=True)
 class TextReceived:
     text: str
-    user_id: int = 0
+    user_id: str = ""
+
+    def __post_init__(self) -> None:
+        _qualify_user(self)
 
 
 @dataclass(frozen=True)
 class ButtonPressed:
     data: str
-    user_id: int = 0
+    user_id: str = ""
+
+    def __post_init__(self) -> None:
+        _qualify_user(self)
 
 
 @dataclass(frozen=True)
 class CommandReceived:
     name: str
     args: tuple[str, ...] = ()
-    user_id: int = 0
+    user_id: str = ""
     is_admin: bool = False
+
+    def __post_init__(self) -> None:
+        _qualify_user(self)
 
 
 @dataclass(frozen=True)
@@ -261,8 +281,11 @@ class CancelJob:
 class Whoami:
     """/whoami: the user's and the chat's ids (the chat's id is known where effects run)."""
 
-    user_id: int
+    user_id: str
     admin: bool
+
+    def __post_init__(self) -> None:
+        _qualify_user(self)
 
 
 @dataclass(frozen=True)

@@ -36,13 +36,13 @@ def remember(s: ChatState, job_id: str) -> None:
     s.recent = [job_id, *[j for j in s.recent if j != job_id]][:RECENT_JOBS]
 
 
-def may_cancel(s: ChatState, admins: frozenset[int], user: int, job_id: str) -> bool:
+def may_cancel(s: ChatState, admins: frozenset[str], user: str, job_id: str) -> bool:
     """Admins cancel any job; a user, the jobs this chat submitted on their word."""
     return user in admins or (bool(user) and s.owners.get(job_id) == user)
 
 
 def command(
-    s: ChatState, name: str, args: tuple[str, ...], user: int, admins: frozenset[int]
+    s: ChatState, name: str, args: tuple[str, ...], user: str, admins: frozenset[str]
 ) -> Result | None:
     """A job command's answer, or None when `name` is not one."""
     admin = user in admins
@@ -84,7 +84,7 @@ def command(
     return None
 
 
-def button(s: ChatState, parts: list[str], user: int, admins: frozenset[int]) -> Result | None:
+def button(s: ChatState, parts: list[str], user: str, admins: frozenset[str]) -> Result | None:
     """A job button's answer, or None when the data is not one of them."""
     if len(parts) != 3:
         return None

@@ -12,6 +12,8 @@ import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
+from conversation.identity import qualify
+
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
@@ -82,11 +84,11 @@ class JobRecords:
         job_id: str,
         chat_id: int | str,
         *,
-        owner: int = 0,
+        owner: str = "",
         intent: str = "",
         count: int | None = None,
         lang: str = "en",
-        msg: int | None = None,
+        msg: int | str | None = None,
         rows: str = "",
         cost: str = "",
         currency: str = "",
@@ -100,7 +102,7 @@ class JobRecords:
             p.hset(
                 key,
                 mapping={
-                    "chat": str(chat_id),
+                    "chat": qualify(chat_id),
                     "owner": owner,
                     "intent": intent,
                     "lang": lang,

@@ -3,7 +3,9 @@
 Layout (`P` is the prefix, default `bjb`; a hash tag `{…}` keeps each group in one Redis
 Cluster slot, so every multi-key command and script stays within one slot):
 
-    P:{chat:<id>}:state          JSON ChatState; written under the chat lock
+    P:{chat:<id>}:state          JSON ChatState; written under the chat lock (<id>: a Telegram
+                                 chat's number as before channels were named, else the
+                                 channel-qualified id, e.g. lark:oc_…; conversation/identity.py)
     P:{chat:<id>}:lock           per-chat lock: SET NX PX, token-checked release
     P:{chat:<id>}:out            HASH seq -> effect not yet performed (the chat's outbox)
     P:{chat:<id>}:flood[:busy]   next allowed send to the chat; a send in flight
@@ -15,6 +17,7 @@ Cluster slot, so every multi-key command and script stays within one slot):
     P:{upd:<update_id>}          update lease "run:<replica>" (PX), then "done" (TTL one day)
     P:{flood}:all                the bot-wide next send slot (one key: the budget is bot-wide)
     P:{flood}:log                the bot-wide sends of the last second and those in flight (zset)
+    P:{flood:<channel>}:all|log  the same for channels other than Telegram (e.g. {flood:lark})
     P:{replicas}                 ZSET replica id -> last heartbeat (ms)
     P:{rep:<id>}:chats           SET of chats with work in flight on that replica
     P:{rep:<id>}:reaper          lease of the replica that takes a dead one's work over
@@ -29,6 +32,8 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass
 
+from conversation import identity
+
 DEFAULT_PREFIX = "bjb"
 DEFAULT_SHARDS = 8
 
@@ -39,13 +44,14 @@ class Keys:
     shards: int = DEFAULT_SHARDS
 
     def chat(self, chat_id: int | str, part: str) -> str:
-        return f"{self.prefix}:{{chat:{chat_id}}}:{part}"
+        return f"{self.prefix}:{{chat:{identity.key_part(chat_id)}}}:{part}"
 
     def chat_pattern(self) -> str:
         return f"{self.prefix}:{{chat:*}}:state"
 
     def chat_of(self, state_key: str) -> str:
-        return state_key.split("{chat:", 1)[1].split("}", 1)[0]
+        """The qualified chat id of a chat's key."""
+        return identity.qualify(state_key.split("{chat:", 1)[1].split("}", 1)[0])
 
     def shard(self, job_id: str) -> int:
         return zlib.crc32(job_id.encode()) % self.shards
@@ -86,11 +92,25 @@ class Keys:
 
     @property
     def flood_all(self) -> str:
-        return f"{self.prefix}:{{flood}}:all"
+        return self.flood_all_of(identity.TELEGRAM)
 
     @property
     def flood_log(self) -> str:
-        return f"{self.prefix}:{{flood}}:log"
+        return self.flood_log_of(identity.TELEGRAM)
+
+    def _flood(self, channel: str) -> str:
+        # Telegram's as before channels were named; each channel's budget is its own.
+        return (
+            f"{self.prefix}:{{flood}}"
+            if channel == identity.TELEGRAM
+            else f"{self.prefix}:{{flood:{channel}}}"
+        )
+
+    def flood_all_of(self, channel: str) -> str:
+        return f"{self._flood(channel)}:all"
+
+    def flood_log_of(self, channel: str) -> str:
+        return f"{self._flood(channel)}:log"
 
     @property
     def replicas(self) -> str:

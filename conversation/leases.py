@@ -19,6 +19,7 @@ import secrets
 import socket
 from typing import Any, Literal
 
+from conversation.identity import key_part, qualify
 from conversation.keys import Keys
 from conversation.keys import current as current_keys
 from conversation.store import _s, now_ms
@@ -90,13 +91,13 @@ class Leases:
 
     async def working_on(self, chat_id: int | str) -> None:
         """The chat has work in flight here; it stays listed until `finished_with`."""
-        await self.r.sadd(self.k.replica_chats(self.replica), str(chat_id))
+        await self.r.sadd(self.k.replica_chats(self.replica), qualify(chat_id))
 
     async def finished_with(self, chat_id: int | str) -> None:
-        await self.r.srem(self.k.replica_chats(self.replica), str(chat_id))
+        await self.r.srem(self.k.replica_chats(self.replica), qualify(chat_id))
 
     async def chats_of(self, replica: str) -> list[str]:
-        return sorted(_s(c) for c in await self.r.smembers(self.k.replica_chats(replica)))
+        return sorted({qualify(_s(c)) for c in await self.r.smembers(self.k.replica_chats(replica))})
 
     async def reap(self, dead: str, ttl_ms: int = 60_000) -> bool:
         """Become the one replica that takes `dead`'s work over (a lease: if this one dies
@@ -104,7 +105,8 @@ class Leases:
         return bool(await self.r.set(self.k.reaper(dead), self.replica, nx=True, px=ttl_ms))
 
     async def handed_over(self, dead: str, chat_id: str) -> None:
-        await self.r.srem(self.k.replica_chats(dead), chat_id)
+        # Listed before ids named their channel, a Telegram chat is its bare number.
+        await self.r.srem(self.k.replica_chats(dead), chat_id, qualify(chat_id), key_part(chat_id))
 
     async def bury(self, dead: str) -> None:
         """Every chat of `dead` is resumed: forget it."""

@@ -20,7 +20,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from conversation import crash
-from conversation.channel import PROGRESS, SEND_PRIORITY, Buttons, Channel, MessageGone
+from conversation.channel import PROGRESS, SEND_PRIORITY, Buttons, Channel, MessageGone, MessageId
 from conversation.store import Store, now_ms
 
 log = logging.getLogger("conversation.progress")
@@ -28,8 +28,8 @@ log = logging.getLogger("conversation.progress")
 
 @dataclass
 class Edit:
-    chat: int
-    msg: int
+    chat: str
+    msg: MessageId
     text: str
     buttons: Buttons | None
     digest: str

@@ -34,6 +34,7 @@ from conversation.events import (
     Upload,
     Watch,
 )
+from conversation.identity import qualify
 from conversation.runner import Runner
 from conversation.state import ChatState
 from conversation.store import BEGUN
@@ -218,6 +219,5 @@ class Recovery:
             await self.leases.retire()
 
 
-def _chat(chat_id: int | str) -> int | str:
-    s = str(chat_id)
-    return int(s) if s.lstrip("-").isdigit() else s
+def _chat(chat_id: int | str) -> str:
+    return qualify(chat_id)  # listed before ids named their channel: a Telegram number

@@ -70,6 +70,7 @@ from conversation.events import (
     Watch,
     Whoami,
 )
+from conversation.identity import qualify
 from conversation.leases import Leases, replica_id
 from conversation.settings import ConversationSettings
 from conversation.state import ChatState
@@ -116,7 +117,7 @@ class Runner:
     async def working(self, chat_id: int | str) -> AsyncIterator[None]:
         """This process has work in flight for the chat: listed in Redis (before the state
         that asks for it is saved), so that if the process dies another replica resumes it."""
-        key = str(chat_id)
+        key = qualify(chat_id)
         self._active[key] = self._active.get(key, 0) + 1
         try:
             await self.leases.working_on(key)
@@ -130,23 +131,29 @@ class Runner:
 
     async def handle(
         self,
-        chat_id: int,
+        chat_id: str,
         event: Event,
         client_lang: str | None = None,
         *,
         event_id: str | None = None,
         on_applied: Callable[[], Awaitable[None]] | None = None,
+        default_lang: str | None = None,
     ) -> None:
         """Process one event and everything it leads to.
+
+        `client_lang` is the user's language as the channel tells it (it applies until /lang
+        fixes one); `default_lang`, for a channel that may not tell it, the language of a chat
+        the bot has not written to yet.
 
         `event_id` names a delivered event (an update): one already applied to the chat's
         state (a redelivery after its handler died) is not stepped again. `on_applied` runs
         once the event's step is saved, with its effects in the outbox or its phase.
         """
         SEND_PRIORITY.set(FIRST_ANSWER)  # this update's task: its first reply goes out first
+        chat_id = qualify(chat_id)
         try:
             async with self.working(chat_id):
-                await self._handle(chat_id, event, client_lang, event_id, on_applied)
+                await self._handle(chat_id, event, client_lang, event_id, on_applied, default_lang)
         except RedisError:
             log.warning("storage unavailable for chat %s", chat_id)
             lang = locales.normalize_language(client_lang)
@@ -154,11 +161,12 @@ class Runner:
 
     async def _handle(
         self,
-        chat_id: int,
+        chat_id: str,
         event: Event,
         client_lang: str | None,
         event_id: str | None,
         on_applied: Callable[[], Awaitable[None]] | None,
+        default_lang: str | None = None,
     ) -> None:
         queue: list[Event] = [event]
         first = True
@@ -172,6 +180,8 @@ class Runner:
                 if not (first and event_id and event_id in state.applied):
                     if not state.lang_fixed and client_lang:
                         state.lang = locales.normalize_language(client_lang)
+                    elif not state.lang_fixed and default_lang and state.out_seq == 0:
+                        state.lang = locales.normalize_language(default_lang)
                     new, effects = core.step(state, ev, self.context())
                     crash.point(f"handle.after_step:{type(ev).__name__}")
                     if first and event_id:
@@ -203,7 +213,7 @@ class Runner:
                     queue.append(follow)
 
     async def perform_kept(
-        self, chat_id: int, state: ChatState, effect: Effect, seq: int | None
+        self, chat_id: str, state: ChatState, effect: Effect, seq: int | None
     ) -> Event | None:
         """Perform an effect kept in the outbox as entry `seq` (None: not kept). A message is
         begun when its request leaves (the channel passes the send gate, after any flood
@@ -231,7 +241,7 @@ class Runner:
         await self.store.done(chat_id, seq)
         return follow
 
-    async def _safe_send(self, chat_id: int, text: str, buttons: Buttons | None = None) -> int | None:
+    async def _safe_send(self, chat_id: str, text: str, buttons: Buttons | None = None) -> int | None:
         try:
             sent = await self.channel.send_text(chat_id, text, buttons)
             if SEND_PRIORITY.get() == FIRST_ANSWER:
@@ -251,7 +261,7 @@ class Runner:
     def _tmp(self, suffix: str) -> Path:
         return self.media / f"{secrets.token_hex(12)}{suffix}"
 
-    async def perform(self, chat_id: int, state: ChatState, effect: Effect) -> Event | None:
+    async def perform(self, chat_id: str, state: ChatState, effect: Effect) -> Event | None:
         lang = state.lang
         match effect:
             case Reply():
@@ -371,7 +381,8 @@ class Runner:
             case Whoami(user_id=user_id, admin=admin):
                 answer = locales.t(lang, "word.yes" if admin else "word.no")
                 await self._safe_send(
-                    chat_id, locales.t(lang, "cmd.whoami", user_id=user_id, chat_id=chat_id, admin=answer)
+                    chat_id,
+                    locales.t(lang, "cmd.whoami", user_id=qualify(user_id), chat_id=chat_id, admin=answer),
                 )
             case Adopt(job_id=job_id):
                 try:
@@ -426,7 +437,7 @@ class Runner:
         except OSError:
             log.warning("could not remove %s", p.name)
 
-    async def _send_errors(self, chat_id: int, lang: str, rows: tuple[tuple[str, str, str], ...]) -> None:
+    async def _send_errors(self, chat_id: str, lang: str, rows: tuple[tuple[str, str, str], ...]) -> None:
         buf = io.StringIO()
         w = csv.writer(buf)
         w.writerow(["row", "column", "problem"])

@@ -9,11 +9,14 @@ from typing import Annotated
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from conversation import identity
+
 
 class ConversationSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="BOT_", env_file=".env", extra="ignore")
 
-    admin_ids: Annotated[frozenset[int], NoDecode] = frozenset()
+    # Channel-qualified ids (tg:42, lark:ou_…); a bare number is a Telegram user.
+    admin_ids: Annotated[frozenset[str], NoDecode] = frozenset()
     # The modes the service accepts, offered as buttons (comma-separated; the first is the default).
     modes: Annotated[tuple[str, ...], NoDecode] = ("fast", "standard", "batch")
     media_dir: Path = Path("./media")
@@ -36,11 +39,7 @@ class ConversationSettings(BaseSettings):
     @field_validator("admin_ids", mode="before")
     @classmethod
     def _ids(cls, v: object) -> object:
-        if isinstance(v, str):
-            return frozenset(int(x) for x in v.replace(";", ",").split(",") if x.strip())
-        if isinstance(v, int):
-            return frozenset({v})
-        return v
+        return identity.qualify_all(v)
 
     @field_validator("modes", mode="before")
     @classmethod

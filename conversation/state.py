@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from batchjob import DEFAULT_MODE, DEFAULT_MODEL
+from conversation.identity import qualify
 
 Phase = Literal[
     "idle",  # nothing pending
@@ -51,7 +52,7 @@ class Pending(BaseModel):
     # on its disk: kind "channel" (the channel's file handle), "url" or "path".
     source_kind: str = ""
     source_ref: str = ""
-    owner: int = 0  # the user whose word submits it (may cancel the job)
+    owner: str = ""  # the user whose word submits it (may cancel the job), channel-qualified
     count_asked: bool = False  # awaiting_count: asked by an earlier release (else the lookup runs)
     count_source: str = ""  # message key saying where row_count came from (a bare file_id)
     count_job: str = ""  # the job that told the count, for that message
@@ -59,6 +60,11 @@ class Pending(BaseModel):
     # Model and mode before the user changed one: restored when the service refuses the change.
     prior: tuple[str, str] | None = None
     rows: str = ""  # the user's row of each record sent (batchjob.rowmap text); "" unknown
+
+    @field_validator("owner", mode="before")
+    @classmethod
+    def _owner(cls, v: object) -> object:
+        return qualify(v) if isinstance(v, int | str) else v  # a bare number: a Telegram user
 
 
 class ChatState(BaseModel):
@@ -70,6 +76,12 @@ class ChatState(BaseModel):
     jobs: list[str] = Field(default_factory=list)  # active (watched) jobs
     recent: list[str] = Field(default_factory=list)  # recent jobs of this chat, newest first
     cancel_reasons: dict[str, str] = Field(default_factory=dict)  # asked, awaiting the admin's yes
-    owners: dict[str, int] = Field(default_factory=dict)  # job id -> the user who submitted it
+    owners: dict[str, str] = Field(default_factory=dict)  # job id -> the user who submitted it
     applied: list[str] = Field(default_factory=list)  # ids of the last events applied (redelivery)
     out_seq: int = 0  # last outbox entry number
+
+    @field_validator("owners", mode="before")
+    @classmethod
+    def _owners(cls, v: object) -> object:
+        # State saved before ids named their channel holds Telegram user numbers.
+        return {k: qualify(u) for k, u in v.items()} if isinstance(v, dict) else v

@@ -36,6 +36,7 @@ from conversation.channel import (
     DeliveryUnknown,
     SendWithdrawn,
 )
+from conversation.identity import qualify
 from conversation.progress import Edit, ProgressEdits
 from conversation.settings import ConversationSettings
 from conversation.store import Store, now_ms
@@ -190,7 +191,7 @@ class Watcher:
         self.polls += 1
         if rec.get("due"):
             self.lags_ms.append(now_ms() - int(rec["due"]))
-        chat = int(rec.get("chat") or 0)
+        chat = qualify(rec.get("chat") or "")
         lang = rec.get("lang") or "en"
         polls = int(rec.get("polls") or 0) + 1
         started = int(rec.get("started_ms") or now_ms())
@@ -225,7 +226,7 @@ class Watcher:
         return (job_id, now + self.next_delay_ms(polls), fields)
 
     def _spawn_terminal(
-        self, chat: int, lang: str, job: Job, elapsed: float, hint: int | None, rec: dict[str, str]
+        self, chat: str, lang: str, job: Job, elapsed: float, hint: int | None, rec: dict[str, str]
     ) -> None:
         async def finish() -> None:
             # Sent at the watcher's priority (BACKGROUND, from the poll's context): after
@@ -243,7 +244,7 @@ class Watcher:
 
     async def _progress(
         self,
-        chat: int,
+        chat: str,
         job_id: str,
         text: str,
         seen: str,
@@ -262,7 +263,7 @@ class Watcher:
         lang = rec.get("lang") or "en"
         msg = rec.get("msg")
         if msg:
-            self.edits.put(job_id, Edit(chat, int(msg), text, texts.job_buttons(lang, job_id), digest))
+            self.edits.put(job_id, Edit(chat, msg, text, texts.job_buttons(lang, job_id), digest))
             return
         # Rare: the announcement did not go out (or was not recorded): a new message, sent
         # here so that two queued sends cannot make two.
@@ -277,7 +278,7 @@ class Watcher:
         fields["edit_ms"] = now
 
     async def _terminal(
-        self, chat: int, lang: str, job: Job, elapsed: float, hint: int | None, rec: dict[str, str]
+        self, chat: str, lang: str, job: Job, elapsed: float, hint: int | None, rec: dict[str, str]
     ) -> Reschedule | None:
         claimed_at = now_ms()
         claim = await self.store.claim_summary(job.job_id, stale_ms=5 * self.lease_ms, now=claimed_at)
@@ -290,7 +291,7 @@ class Watcher:
             await self.edits.withdraw(job.job_id)  # an older text must not land after the final one
             if rec.get("msg") and format(zlib.crc32(_what_changes(job).encode()), "x") != rec.get("text"):
                 try:
-                    await self.channel.edit_text(chat, int(rec["msg"]), final)
+                    await self.channel.edit_text(chat, rec["msg"], final)
                 except Exception:
                     log.warning("final progress edit for %s failed", job.job_id)
             began = False
@@ -329,7 +330,7 @@ class Watcher:
         await self._finish(chat, job.job_id, {"status": job.status, "state": job.state})
         return None
 
-    async def _finish(self, chat: int, job_id: str, fields: dict[str, Any]) -> None:
+    async def _finish(self, chat: str, job_id: str, fields: dict[str, Any]) -> None:
         await self.store.finish_job(job_id, fields)
         crash.point("watcher.after_finish")
         if self.on_finished is not None:

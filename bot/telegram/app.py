@@ -28,13 +28,14 @@ from telegram.ext import Application, ApplicationBuilder, TypeHandler
 import locales
 from batchjob import doctor
 from batchjob.client import BatchJobClient
+from bot.flood import FloodControl
 from bot.redact import redact_secrets
 from bot.telegram.channel import TelegramChannel
-from bot.telegram.flood import FloodControl
 from bot.telegram.polling import Poller
 from bot.telegram.settings import TelegramSettings
 from bot.telegram.updates import to_event
 from conversation.app import ConversationApp, keys_for
+from conversation.identity import TELEGRAM, channel_of, native
 from conversation.leases import Claim
 from conversation.settings import ConversationSettings
 
@@ -149,7 +150,8 @@ class TelegramBot:
         their own jobs with the job's button)."""
         everyone = [c for c in COMMANDS if c not in ADMIN_ONLY]
         scopes: list[tuple[list[str], Any]] = [(everyone, None)]
-        scopes += [(list(COMMANDS), BotCommandScopeChat(admin)) for admin in sorted(self.conv.admin_ids)]
+        admins = sorted(int(native(a)) for a in self.conv.admin_ids if channel_of(a) == TELEGRAM)
+        scopes += [(list(COMMANDS), BotCommandScopeChat(admin)) for admin in admins]
         for names, scope in scopes:
             for lang, code in (("en", None), ("zh", "zh")):
                 commands = [BotCommand(c, locales.t(lang, f"tg.cmd.{c}")) for c in names]

@@ -10,26 +10,22 @@ import httpx
 from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, InputFile
 from telegram.error import BadRequest, RetryAfter, TelegramError, TimedOut
 
-from bot.telegram.flood import FloodControl
-from conversation.channel import Buttons, DeliveryUnknown, DownloadError, MessageGone, pass_gate
+from bot.flood import FloodControl
+from conversation.channel import (
+    Buttons,
+    DeliveryUnknown,
+    DownloadError,
+    MessageGone,
+    MessageId,
+    pass_gate,
+    split_text,
+)
+from conversation.identity import native
 
 log = logging.getLogger("bot.telegram")
 
 MAX_TEXT = 4096
 MAX_CALLBACK_DATA = 64
-
-
-def split_text(text: str, limit: int = MAX_TEXT) -> list[str]:
-    """Pieces of at most `limit` characters, cut at line ends where possible."""
-    pieces: list[str] = []
-    while len(text) > limit:
-        cut = text.rfind("\n", 0, limit)
-        if cut <= 0:
-            cut = limit
-        pieces.append(text[:cut])
-        text = text[cut:].lstrip("\n")
-    pieces.append(text)
-    return pieces
 
 
 def markup(buttons: Buttons | None) -> InlineKeyboardMarkup | None:
@@ -67,7 +63,7 @@ class TelegramChannel:
         # grows with every queued request, and hold up the messages.
         self._downloads = asyncio.Semaphore(max_downloads)
 
-    async def _call(self, chat_id: int, fn, /, **kwargs):  # type: ignore[no-untyped-def]
+    async def _call(self, chat_id: str, fn, /, **kwargs):  # type: ignore[no-untyped-def]
         """Flood control before each call; a 429 is waited out (Telegram did not process it)."""
 
         async def request():  # type: ignore[no-untyped-def]
@@ -85,7 +81,7 @@ class TelegramChannel:
                 await asyncio.sleep(_retry_after_seconds(e))
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def send_text(self, chat_id: int, text: str, buttons: Buttons | None = None) -> int:
+    async def send_text(self, chat_id: str, text: str, buttons: Buttons | None = None) -> int:
         pieces = split_text(text)
         message_id = 0
         for i, piece in enumerate(pieces):
@@ -94,7 +90,7 @@ class TelegramChannel:
                 msg = await self._call(
                     chat_id,
                     self.bot.send_message,
-                    chat_id=chat_id,
+                    chat_id=int(native(chat_id)),
                     text=piece,
                     reply_markup=markup(buttons) if last else None,
                 )
@@ -106,14 +102,14 @@ class TelegramChannel:
         return message_id
 
     async def edit_text(
-        self, chat_id: int, message_id: int, text: str, buttons: Buttons | None = None
+        self, chat_id: str, message_id: MessageId, text: str, buttons: Buttons | None = None
     ) -> None:
         try:
             await self._call(
                 chat_id,
                 self.bot.edit_message_text,
-                chat_id=chat_id,
-                message_id=message_id,
+                chat_id=int(native(chat_id)),
+                message_id=int(message_id),
                 text=split_text(text)[0],
                 reply_markup=markup(buttons),
             )
@@ -126,12 +122,12 @@ class TelegramChannel:
             raise
 
     async def send_document(
-        self, chat_id: int, filename: str, data: bytes, caption: str | None = None
+        self, chat_id: str, filename: str, data: bytes, caption: str | None = None
     ) -> None:
         await self._call(
             chat_id,
             self.bot.send_document,
-            chat_id=chat_id,
+            chat_id=int(native(chat_id)),
             document=InputFile(data, filename=filename),
             caption=caption[:1024] if caption else None,
         )

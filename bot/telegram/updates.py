@@ -7,13 +7,14 @@ from dataclasses import dataclass
 from telegram import Update
 
 from conversation.events import ButtonPressed, CommandReceived, Event, FileReceived, TextReceived
+from conversation.identity import TELEGRAM
 
 MAX_CALLBACK_DATA = 64
 
 
 @dataclass(frozen=True)
 class Incoming:
-    chat_id: int
+    chat_id: str  # channel-qualified: tg:<chat id>
     event: Event | None  # None: answer with `hint` (or nothing)
     lang: str | None
     hint: str | None = None  # message key
@@ -21,7 +22,7 @@ class Incoming:
 
 
 def to_event(
-    update: Update, bot_username: str, admins: frozenset[int], download_limit: int
+    update: Update, bot_username: str, admins: frozenset[str], download_limit: int
 ) -> Incoming | None:
     """The conversation event of an update, or None when the bot should stay silent."""
     if update.callback_query is not None:
@@ -29,25 +30,28 @@ def to_event(
         msg = q.message
         if msg is None or q.data is None or len(q.data.encode()) > MAX_CALLBACK_DATA:
             return (
-                Incoming(0, None, None, callback_id=q.id)
+                Incoming("", None, None, callback_id=q.id)
                 if msg is None
-                else Incoming(msg.chat.id, None, q.from_user.language_code, callback_id=q.id)
+                else Incoming(_tg(msg.chat.id), None, q.from_user.language_code, callback_id=q.id)
             )
         return Incoming(
-            msg.chat.id, ButtonPressed(q.data, q.from_user.id), q.from_user.language_code, callback_id=q.id
+            _tg(msg.chat.id),
+            ButtonPressed(q.data, _tg(q.from_user.id)),
+            q.from_user.language_code,
+            callback_id=q.id,
         )
     msg = update.message
     if msg is None:  # edited messages, channel posts, polls, ...: nothing a user expects an answer to
         return None
     user = msg.from_user
-    user_id = user.id if user else 0
+    user_id = _tg(user.id) if user else ""
     lang = user.language_code if user else None
     private = msg.chat.type == "private"
     if msg.document is not None:
         doc = msg.document
         size = doc.file_size
         return Incoming(
-            msg.chat.id,
+            _tg(msg.chat.id),
             FileReceived(
                 ref=doc.file_id,
                 filename=doc.file_name or "file",
@@ -61,18 +65,24 @@ def to_event(
     text = msg.text
     if text is None:
         # photos, stickers, voice, ...: a short hint in private chats, silence in groups
-        return Incoming(msg.chat.id, None, lang, hint="tg.send_a_file") if private else None
+        return Incoming(_tg(msg.chat.id), None, lang, hint="tg.send_a_file") if private else None
     if text.startswith("/"):
         head, *args = text[1:].split()
         name, _, target = head.partition("@")
         if target and target.lower() != bot_username.lower():
             return None  # a command for another bot in the same group
         return Incoming(
-            msg.chat.id, CommandReceived(name.lower(), tuple(args), user_id, user_id in admins), lang
+            _tg(msg.chat.id), CommandReceived(name.lower(), tuple(args), user_id, user_id in admins), lang
         )
     if not private and not _addressed_to_bot(msg, bot_username):
         return None
-    return Incoming(msg.chat.id, TextReceived(text.replace(f"@{bot_username}", "").strip(), user_id), lang)
+    return Incoming(
+        _tg(msg.chat.id), TextReceived(text.replace(f"@{bot_username}", "").strip(), user_id), lang
+    )
+
+
+def _tg(raw: int) -> str:
+    return f"{TELEGRAM}:{raw}"
 
 
 def _addressed_to_bot(msg, bot_username: str) -> bool:  # type: ignore[no-untyped-def]

@@ -6,13 +6,14 @@ from pathlib import Path
 import pytest
 
 from conversation.channel import DownloadError, pass_gate
+from conversation.identity import qualify
 
 
 class RecordingChannel:
     """A channel that records everything; downloads copy local files (ref = path)."""
 
     def __init__(self) -> None:
-        self.messages: list[tuple[int, int, str, list | None]] = []  # chat, id, text, buttons
+        self.messages: list[tuple[str, int, str, list | None]] = []  # chat (qualified), id, text, buttons
         self.edits: list[tuple[int, int, str]] = []
         self.documents: list[tuple[int, str, bytes]] = []
         self.next_id = 0
@@ -43,11 +44,11 @@ class RecordingChannel:
         return dest
 
     def texts(self, chat_id=None):
-        return [m[2] for m in self.messages if chat_id is None or m[0] == chat_id]
+        return [m[2] for m in self.messages if chat_id is None or m[0] == qualify(chat_id)]
 
     def last_buttons(self, chat_id=None):
         for m in reversed(self.messages):
-            if m[3] and (chat_id is None or m[0] == chat_id):
+            if m[3] and (chat_id is None or m[0] == qualify(chat_id)):
                 return [b for row in m[3] for b in row]
         return []
 

@@ -550,7 +550,7 @@ def test_the_submitter_may_cancel_their_own_job_and_nobody_elses():
     s = at("awaiting_confirm", file_id="file_abc1", row_count=2)
     s, _ = core.step(s, TextReceived("ok", 42), ctx())  # user 42 confirms
     s, _ = core.step(s, Submitted("job_42"), ctx())
-    assert s.owners == {"job_42": 42}
+    assert s.owners == {"job_42": "tg:42"}  # a bare number is a Telegram user
     _, effects = core.step(s, ButtonPressed("j:x:job_42", 42), ctx())
     assert keys(effects) == ["cmd.cancel_confirm"]  # asked to confirm, as admins are
     _, effects = core.step(s, ButtonPressed("k:y:job_42", 42), ctx())
@@ -568,4 +568,4 @@ def test_the_submitter_may_cancel_their_own_job_and_nobody_elses():
 
 def test_a_caption_that_confirms_makes_its_sender_the_submitter():
     s, _ = core.step(ChatState(), FileReceived("TG1", "p.csv", caption="fast", user_id=7001), ctx())
-    assert s.pending.owner == 7001
+    assert s.pending.owner == "tg:7001"

@@ -270,7 +270,7 @@ async def test_reconcile_adopts_only_a_job_created_since_the_intent(app, write, 
 async def test_send_priorities_first_answer_answer_background(app, channel, write, sandbox):
     """A shared send budget serves the first answer to each user action first, then further
     answers, then the watcher's summary and final edit, then progress edits
-    (bot/telegram/flood.py orders by this)."""
+    (bot/flood.py orders by this)."""
     from conversation.channel import ANSWER, BACKGROUND, FIRST_ANSWER, PROGRESS, SEND_PRIORITY
 
     seen: list[tuple[str, int]] = []

@@ -71,6 +71,6 @@ async def test_watch_adopts_a_job_sent_from_the_cli(app, channel, write, sandbox
 
 async def test_whoami_tells_the_ids(app, channel):  # noqa: F811
     await app.runner.handle(CHAT, CommandReceived("whoami", (), ADMIN), client_lang="en")
-    assert channel.texts()[-1] == f"Your user id: {ADMIN}\nThis chat's id: {CHAT}\nAdmin: yes"
+    assert channel.texts()[-1] == f"Your user id: tg:{ADMIN}\nThis chat's id: tg:{CHAT}\nAdmin: yes"
     await app.runner.handle(CHAT, CommandReceived("whoami", (), USER), client_lang="zh")
     assert channel.texts()[-1].endswith("管理员：否")

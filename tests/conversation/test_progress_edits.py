@@ -53,7 +53,7 @@ async def test_polls_do_not_wait_for_edits(redis, channel, sandbox, write, tmp_p
         assert len(w.edits.waiting) + len(w.edits.sending) == 20
         held.release.set()
         await w.edits.settled()
-    assert sorted(mid for _, mid, _ in channel.edits) == list(range(500, 520))  # each once
+    assert sorted(int(mid) for _, mid, _ in channel.edits) == list(range(500, 520))  # each once
     for job_id in jobs:
         assert (await store.job(job_id))["text"]  # recorded once sent
 

@@ -194,7 +194,7 @@ async def test_a_deleted_progress_message_is_started_again(redis, channel, sandb
     edit = channel.edit_text
 
     async def edit_text(chat_id, message_id, text, buttons=None):
-        if message_id == 99:
+        if str(message_id) == "99":
             raise MessageGone("message to edit not found")
         return await edit(chat_id, message_id, text, buttons)
 
@@ -207,7 +207,7 @@ async def test_a_deleted_progress_message_is_started_again(redis, channel, sandb
         await run_until_empty(store, Watcher(store, client, channel, settings(tmp_path), lease_ms=100))
     progress = [(mid, t) for _, mid, t, _ in channel.messages if t.startswith(f"Job {job_id}:")]
     assert len(progress) == 1  # started again, once
-    assert all(mid == progress[0][0] for _, mid, _ in channel.edits)  # then edited, not 99
+    assert all(str(mid) == str(progress[0][0]) for _, mid, _ in channel.edits)  # then edited, not 99
     assert sum("finished" in t for t in channel.texts()) == 1
 
 

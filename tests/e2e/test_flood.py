@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from bot.telegram.flood import (
+from bot.flood import (
     GLOBAL_INTERVAL_MS,
     PRIVATE_INTERVAL_MS,
     WINDOW_LIMIT,
@@ -216,7 +216,7 @@ def test_secrets_are_redacted_from_every_log_record(caplog):
 
 
 async def test_a_slow_request_keeps_its_chat_busy_and_a_dead_senders_mark_lapses(redis, monkeypatch):
-    from bot.telegram import flood as flood_mod
+    from bot import flood as flood_mod
 
     monkeypatch.setattr(flood_mod, "IN_FLIGHT_MS", 2000)
     monkeypatch.setattr(flood_mod, "RENEW_S", 0.05)

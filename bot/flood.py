@@ -1,6 +1,8 @@
-"""Flood control shared by every replica, kept in Redis.
+"""Flood control shared by every replica, kept in Redis, with each channel's own numbers.
 
-Telegram allows about 1 message/s per chat, 20/min per group and 30/s overall.
+Telegram allows about 1 message/s per chat, 20/min per group and 30/s overall. Feishu/Lark
+allows 5 messages/s per chat (a group's 5 shared by its bots) and, per app, 50/s and
+1,000/min (`LARK_LIMITS`). The rules below are the same for both; only the numbers differ.
 
 - Per chat, spacing runs from the moment the previous request *completed* (Telegram counts a
   message when it arrives, and a chat's messages are few): a chat is marked busy while its
@@ -29,11 +31,13 @@ import itertools
 import random
 import secrets
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TypeVar
 
 from redis.asyncio import Redis
 
 from conversation.channel import SEND_PRIORITY
+from conversation.identity import LARK, TELEGRAM, native
 from conversation.keys import Keys
 from conversation.keys import current as current_keys
 
@@ -103,11 +107,36 @@ redis.call('DEL', KEYS[2])
 return now
 """
 
-PRIVATE_INTERVAL_MS = 1050  # 1 message/s per chat
-GROUP_INTERVAL_MS = 3050  # 20 messages/min per group
-GLOBAL_INTERVAL_MS = 34  # spacing: 29.4 starts/s at most
-WINDOW_MS = 1000  # Telegram's window: about 30 messages per second overall
-WINDOW_LIMIT = 29  # sends in flight or returned within the last window: one under 30
+
+@dataclass(frozen=True)
+class FloodLimits:
+    name: str  # the channel (conversation.identity): its bot-wide keys are its own
+    private_ms: int  # per chat: from one message's return to the next start
+    group_ms: int
+    global_ms: int  # bot-wide spacing of starts
+    window_ms: int  # bot-wide: at most `window_limit` sends in flight or returned within it
+    window_limit: int
+    is_group: Callable[[str], bool] = lambda native: False
+
+
+TELEGRAM_LIMITS = FloodLimits(
+    TELEGRAM,
+    private_ms=1050,  # 1 message/s per chat
+    group_ms=3050,  # 20 messages/min per group
+    global_ms=34,  # spacing: 29.4 starts/s at most
+    window_ms=1000,  # Telegram's window: about 30 messages per second overall
+    window_limit=29,  # one under 30
+    is_group=lambda native: native.startswith("-"),  # groups and channels have negative ids
+)
+# Feishu's "send message" and "update card" limits: 5/s per chat, and per app 50/s and
+# 1,000/min. The spacing keeps under the minute's limit (16.1/s); the window under 50/s.
+LARK_LIMITS = FloodLimits(LARK, private_ms=210, group_ms=210, global_ms=62, window_ms=1000, window_limit=45)
+# Kept for the benchmarks and tests that name Telegram's numbers.
+PRIVATE_INTERVAL_MS = TELEGRAM_LIMITS.private_ms
+GROUP_INTERVAL_MS = TELEGRAM_LIMITS.group_ms
+GLOBAL_INTERVAL_MS = TELEGRAM_LIMITS.global_ms
+WINDOW_MS = TELEGRAM_LIMITS.window_ms
+WINDOW_LIMIT = TELEGRAM_LIMITS.window_limit
 LAPSE_MS = 30_000  # a send in flight counts in the window this long at most (its sender may be dead)
 # A chat is busy while a request to it is in flight: the mark lapses this soon after its
 # sender dies (a killed replica must not hold its chats up), and is renewed while it lives.
@@ -147,8 +176,17 @@ class Turns:
 
 
 class FloodControl:
-    def __init__(self, redis: Redis, *, scale: float = 1.0, keys: Keys | None = None) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        scale: float = 1.0,
+        keys: Keys | None = None,
+        limits: FloodLimits = TELEGRAM_LIMITS,
+    ) -> None:
         self.k = keys or current_keys()
+        self.limits = limits
+        self._slot = [self.k.flood_all_of(limits.name), self.k.flood_log_of(limits.name)]
         self.r = redis
         self._chat_ready = redis.register_script(CHAT_READY)
         self._chat_take = redis.register_script(CHAT_TAKE)
@@ -163,21 +201,24 @@ class FloodControl:
         # "start" (the bot-wide slot taken), "sent" (the chat's request returned) and
         # "done" (returned, as the bot-wide window counts it): the times the limits were
         # decided on, for tests and benchmarks to count against the limits.
-        self.observer: Callable[[int, str, int], None] | None = None
+        self.observer: Callable[[str, str, int], None] | None = None
 
     @staticmethod
     async def _sleep_ms(ms: int) -> None:
         # A little jitter so that many waiting senders do not ask again all at once.
         await asyncio.sleep(ms / 1000 + random.uniform(0, 0.005))
 
-    async def send(self, chat_id: int, request: Callable[[], Awaitable[T]]) -> T:
+    async def send(self, chat_id: str, request: Callable[[], Awaitable[T]]) -> T:
         """Perform `request` (one message to `chat_id`) within the limits."""
         # The chat's keys live in the chat's slot, the bot-wide one in its own: on a cluster,
         # only the one bot-wide command per send goes to a single node.
         keys = self.k.flood_chat(chat_id)
-        interval = max(1, int((GROUP_INTERVAL_MS if chat_id < 0 else PRIVATE_INTERVAL_MS) * self.scale))
-        global_ms = max(1, int(GLOBAL_INTERVAL_MS * self.scale))
-        window_ms = max(1, int(WINDOW_MS * self.scale))
+        lim = self.limits
+        interval = max(
+            1, int((lim.group_ms if lim.is_group(native(chat_id)) else lim.private_ms) * self.scale)
+        )
+        global_ms = max(1, int(lim.global_ms * self.scale))
+        window_ms = max(1, int(lim.window_ms * self.scale))
         member = f"{self._me}:{next(self._ids)}"  # this send's entry in the bot-wide window
         priority = SEND_PRIORITY.get()
         while True:
@@ -191,9 +232,8 @@ class FloodControl:
                 taken = took >= 0
                 if taken:
                     self._observe(chat_id, "chat", took)
-                    slot = [self.k.flood_all, self.k.flood_log]
-                    args = [global_ms, member, window_ms, WINDOW_LIMIT, LAPSE_MS, max(global_ms, 20)]
-                    while (wait_ms := int(await self._global_take(keys=slot, args=args))) > 0:
+                    args = [global_ms, member, window_ms, lim.window_limit, LAPSE_MS, max(global_ms, 20)]
+                    while (wait_ms := int(await self._global_take(keys=self._slot, args=args))) > 0:
                         await asyncio.sleep(wait_ms / 1000)
                     self._observe(chat_id, "start", -wait_ms)
             finally:
@@ -205,10 +245,10 @@ class FloodControl:
             return await self._renewing(keys[1], request)
         finally:
             self._observe(chat_id, "sent", int(await self._sent(keys=keys, args=[interval])))
-            done = int(await self._global_done(keys=[self.k.flood_log], args=[member]))
+            done = int(await self._global_done(keys=self._slot[1:], args=[member]))
             self._observe(chat_id, "done", done)
 
-    def _observe(self, chat_id: int, what: str, ms: int) -> None:
+    def _observe(self, chat_id: str, what: str, ms: int) -> None:
         if self.observer is not None:
             self.observer(chat_id, what, ms)
 
