@@ -1,6 +1,7 @@
 """`batchjob-bot`: run the bot.
 
     batchjob-bot                         the Telegram bot (long polling, or webhook mode)
+    batchjob-bot --channel lark|both     Feishu/Lark (long connection or webhook), or both
     batchjob-bot --console [--sandbox]   the conversation in this terminal (or a pipe)
 
 Configuration comes from the environment (and `.env`): BATCHJOB_BASE_URL,
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import shlex
@@ -33,8 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="batchjob-bot",
         description="Chat front end for BatchJob batch image generation. Without --console it runs "
-        "the Telegram bot: long polling, or webhook mode when BOT_WEBHOOK_URL and BOT_WEBHOOK_SECRET "
-        "are set (see README for every setting).",
+        "the bot on the channels --channel names (default: BOT_CHANNEL, else telegram). Telegram: long "
+        "polling, or webhook mode when BOT_WEBHOOK_URL and BOT_WEBHOOK_SECRET are set. Feishu/Lark "
+        "(LARK_APP_ID, LARK_APP_SECRET): long connection, or webhook mode with LARK_MODE=webhook. "
+        "See README for every setting.",
         epilog="Console mode: type messages; '/file PATH [caption]' sends a file; buttons appear as "
         "numbered choices, answer with the number; /help lists the chat commands. With stdin from a "
         "pipe the script runs to its end and the bot waits for submitted jobs to finish. "
@@ -43,6 +47,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     p.add_argument("--console", action="store_true", help="talk to the bot in this terminal")
+    p.add_argument(
+        "--channel",
+        choices=("telegram", "lark", "both"),
+        default=None,
+        help="the chat channels to serve (default: $BOT_CHANNEL, else telegram); with both, one "
+        "store, watcher and send budget per channel serve Telegram and Feishu/Lark chats",
+    )
     p.add_argument("--sandbox", action="store_true", help="run against an in-process sandbox BatchJob server")
     p.add_argument("--lang", choices=locales.LANGUAGES, default=None, help="console user's language")
     p.add_argument(
@@ -57,7 +68,10 @@ def main(argv: list[str] | None = None) -> int:
         level=os.environ.get("BOT_LOG_LEVEL", "WARNING"), format="%(levelname)s %(name)s: %(message)s"
     )
     try:
-        return asyncio.run(run_console(args) if args.console else run_telegram())
+        channel = args.channel or os.environ.get("BOT_CHANNEL", "telegram").strip().lower() or "telegram"
+        if channel not in ("telegram", "lark", "both"):
+            raise ConfigError("BOT_CHANNEL: telegram, lark or both")
+        return asyncio.run(run_console(args) if args.console else run_bot(channel))
     except ConfigError as e:
         print(f"batchjob-bot: {redaction.redact(str(e))}", file=sys.stderr)
         return 3
@@ -110,15 +124,28 @@ async def _start_bot(bot, tg, lang: str) -> None:  # type: ignore[no-untyped-def
         ptb_log.setLevel(level)
 
 
-def _start_line(lang: str, tg, conv, base_url: str, redis, persistent: bool, bot) -> str:  # type: ignore[no-untyped-def]
+def _mode_line(lang: str, tg) -> str:  # type: ignore[no-untyped-def]
+    if tg.webhook:
+        return locales.t(lang, "start.mode_webhook", host=tg.bot_listen_host, port=tg.bot_listen_port)
+    return locales.t(lang, "start.mode_polling")
+
+
+def _lark_mode_line(lang: str, lk) -> str:  # type: ignore[no-untyped-def]
+    if lk.lark_mode == "webhook":
+        return locales.t(
+            lang,
+            "start.mode_lark_webhook",
+            path=lk.lark_webhook_path,
+            host=lk.bot_listen_host,
+            port=lk.bot_listen_port,
+        )
+    return locales.t(lang, "start.mode_lark_ws", base=lk.base_url)
+
+
+def _start_line(lang: str, mode: str, conv, base_url: str, redis, persistent: bool, app) -> str:  # type: ignore[no-untyped-def]
     """What runs, in one line: mode, Redis, service, admins, languages, replica."""
     from conversation.store import is_cluster_client
 
-    mode = (
-        locales.t(lang, "start.mode_webhook", host=tg.bot_listen_host, port=tg.bot_listen_port)
-        if tg.webhook
-        else locales.t(lang, "start.mode_polling")
-    )
     where = redaction.url_without_credentials(os.environ.get("REDIS_URL", ""))
     store = (
         locales.t(lang, "start.redis_cluster" if is_cluster_client(redis) else "start.redis", url=where)
@@ -134,7 +161,7 @@ def _start_line(lang: str, tg, conv, base_url: str, redis, persistent: bool, bot
         service=redaction.url_without_credentials(base_url),
         admins=len(conv.admin_ids),
         languages=", ".join(locales.LANGUAGES),
-        replica=bot.app.leases.replica,
+        replica=app.leases.replica,
     )
 
 
@@ -145,55 +172,92 @@ def _settings(cls, prefix: str, **overrides):  # type: ignore[no-untyped-def]
         raise ConfigError(describe(e, prefix)) from None
 
 
-async def run_telegram() -> int:
-    """Long polling by default; webhook mode when BOT_WEBHOOK_URL and BOT_WEBHOOK_SECRET are set."""
+async def run_bot(channel: str = "telegram") -> int:
+    """The bot on `channel` (telegram, lark or both): one store, watcher and recovery for all.
+    Telegram: long polling, or webhook mode when BOT_WEBHOOK_URL and BOT_WEBHOOK_SECRET are
+    set. Feishu/Lark: long connection, or webhook mode with LARK_MODE=webhook."""
     import signal
 
     from batchjob.client import BatchJobClient
     from batchjob.settings import load_service_settings
-    from bot.telegram.app import TelegramBot
-    from bot.telegram.settings import TelegramSettings
+    from bot.redact import redact_secrets
     from conversation.settings import ConversationSettings
 
     lang = locales.normalize_language(os.environ.get("LANG"))
-    tg = _settings(TelegramSettings, "")
+    use_tg, use_lark = channel in ("telegram", "both"), channel in ("lark", "both")
+    tg = lk = None
+    if use_tg:
+        from bot.telegram.settings import TelegramSettings
+
+        tg = _settings(TelegramSettings, "")
+        redact_secrets(tg.telegram_bot_token.get_secret_value())
+    if use_lark:
+        from bot.lark.settings import LarkSettings
+
+        lk = _settings(LarkSettings, "")
+        redact_secrets(lk.lark_app_secret.get_secret_value())
     conv = _settings(ConversationSettings, "BOT_")
     svc = load_service_settings()
-    from bot.redact import redact_secrets
-
-    redact_secrets(svc.bearer_token.get_secret_value(), tg.telegram_bot_token.get_secret_value())
+    redact_secrets(svc.bearer_token.get_secret_value())
     redis, persistent = await _connect_redis(lang)
     if not persistent:
         log.warning("REDIS_URL is not set: state lives in this process and is lost on restart")
     client = BatchJobClient(svc.base_url, svc.bearer_token.get_secret_value())
-    bot = TelegramBot(tg, conv, redis, client)
+    shared = None
+    if use_tg and use_lark:
+        from bot.channels import ChannelRouter
+        from conversation.app import ConversationApp
+
+        router = ChannelRouter()
+        shared = ConversationApp(redis, client, router, conv)
+    bots: list = []
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        await _start_bot(bot, tg, lang)
+        if tg is not None:
+            from bot.telegram.app import TelegramBot
+
+            bots.append(TelegramBot(tg, conv, redis, client, app=shared))
+            await _start_bot(bots[-1], tg, lang)
+        if lk is not None:
+            from bot.lark.app import LarkBot
+
+            bots.append(LarkBot(lk, conv, redis, client, app=shared))
+            await _start_lark(bots[-1], lk, lang)
+        if shared is not None:
+            router.add("tg", bots[0].channel)
+            router.add("lark", bots[1].channel)
+            shared.start_watcher()
     except ConfigError:
+        for bot in bots:
+            with contextlib.suppress(Exception):
+                await bot.stop()
         await client.aclose()
         await redis.aclose()
         raise
-    print(
-        f"batchjob-bot: {_start_line(lang, tg, conv, svc.base_url, redis, persistent, bot)}", file=sys.stderr
-    )
+    app = bots[0].app
+    modes = [_mode_line(lang, tg)] if tg is not None else []
+    modes += [_lark_mode_line(lang, lk)] if lk is not None else []
+    line = _start_line(lang, " + ".join(modes), conv, svc.base_url, redis, persistent, app)
+    print(f"batchjob-bot: {line}", file=sys.stderr)
     try:
-        # The webhook needs the server; in polling mode it serves /healthz and /metrics
-        # when BOT_LISTEN_PORT is set.
-        if tg.webhook or os.environ.get("BOT_LISTEN_PORT"):
+        # Webhooks need the server; otherwise it serves /healthz and /metrics when
+        # BOT_LISTEN_PORT is set.
+        webhook = (tg is not None and tg.webhook) or (lk is not None and lk.lark_mode == "webhook")
+        if webhook or os.environ.get("BOT_LISTEN_PORT"):
             import uvicorn
 
+            first = bots[0]
+            lark_bot = bots[-1] if lk is not None else None
+            if tg is not None:
+                extra = [lark_bot.webhook_route()] if lark_bot and lk.lark_mode == "webhook" else []
+                asgi, host, port = first.asgi(extra), tg.bot_listen_host, tg.bot_listen_port
+            else:
+                asgi, host, port = lark_bot.asgi(), lk.bot_listen_host, lk.bot_listen_port
             server = uvicorn.Server(
-                uvicorn.Config(
-                    bot.asgi(),
-                    host=tg.bot_listen_host,
-                    port=tg.bot_listen_port,
-                    log_level="warning",
-                    access_log=False,
-                )
+                uvicorn.Config(asgi, host=host, port=port, log_level="warning", access_log=False)
             )
             serving = asyncio.create_task(server.serve())
             await stop.wait()
@@ -202,10 +266,30 @@ async def run_telegram() -> int:
         else:
             await stop.wait()
     finally:
-        await bot.stop()
+        for bot in bots:
+            await bot.stop()
+        if shared is not None:
+            await shared.stop()
         await client.aclose()
         await redis.aclose()
     return 0
+
+
+async def _start_lark(bot, lk, lang: str) -> None:  # type: ignore[no-untyped-def]
+    """Start the Feishu/Lark side; refused credentials or an unreachable platform is one line."""
+    import httpx
+
+    from bot.lark.channel import LarkError
+
+    try:
+        await bot.start()
+    except LarkError as e:
+        detail = redaction.redact(str(e), 200)
+        raise ConfigError(locales.t(lang, "start.lark_refused", base=lk.base_url, detail=detail)) from None
+    except (httpx.HTTPError, OSError) as e:
+        detail = redaction.redact(f"{type(e).__name__}: {e}", 200)
+        message = locales.t(lang, "start.lark_unreachable", base=lk.base_url, detail=detail)
+        raise ConfigError(message) from None
 
 
 async def run_console(args: argparse.Namespace) -> int:

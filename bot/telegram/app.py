@@ -66,7 +66,11 @@ class TelegramBot:
         conv: ConversationSettings,
         redis: Redis,
         client: BatchJobClient,
+        *,
+        app: ConversationApp | None = None,
     ) -> None:
+        """`app`: a conversation app shared with another channel (its watcher and
+        recovery are run by whoever made it); by default the bot has its own."""
         self.tg = tg
         self.conv = conv
         self.redis = redis
@@ -100,7 +104,8 @@ class TelegramBot:
         self.ptb: Application = builder.build()
         flood = FloodControl(redis, scale=tg.bot_flood_scale, keys=keys_for(conv))
         self.channel = TelegramChannel(self.ptb.bot, flood)
-        self.app = ConversationApp(redis, client, self.channel, conv)
+        self.owns_app = app is None
+        self.app = app or ConversationApp(redis, client, self.channel, conv)
         self.probe = doctor.Probe(client)
         self.poller = Poller(self.ptb.bot, self.process, timeout=tg.telegram_timeout_seconds)
         self.ptb.add_handler(TypeHandler(Update, self._on_update))
@@ -123,7 +128,8 @@ class TelegramBot:
         else:
             await self.ptb.bot.delete_webhook()
             self.poller.start(ALLOWED_UPDATES)
-        self.app.start_watcher()
+        if self.owns_app:
+            self.app.start_watcher()
         await self._probe_service()
 
     async def _probe_service(self) -> None:
@@ -140,7 +146,8 @@ class TelegramBot:
 
     async def stop(self) -> None:
         await self.poller.stop()
-        await self.app.stop()
+        if self.owns_app:
+            await self.app.stop()
         if self.ptb.running:
             await self.ptb.stop()
         await self.ptb.shutdown()
@@ -226,7 +233,7 @@ class TelegramBot:
 
     # --- webhook server ------------------------------------------------------------------
 
-    def asgi(self) -> Starlette:
+    def asgi(self, extra_routes: list[Route] | None = None) -> Starlette:
         secret = self.tg.bot_webhook_secret.get_secret_value().encode() if self.tg.bot_webhook_secret else b""
         path = urlsplit(self.tg.bot_webhook_url or "/telegram/webhook").path or "/telegram/webhook"
 
@@ -288,6 +295,7 @@ class TelegramBot:
                 Route(path, webhook, methods=["POST"]),
                 Route("/healthz", healthz, methods=["GET"]),
                 Route("/metrics", metrics, methods=["GET"]),
+                *(extra_routes or []),
             ]
         )
 

@@ -1,0 +1,1 @@
+"""The Feishu / Lark channel: events by long connection or webhook, messages and cards."""
