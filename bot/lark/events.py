@@ -127,7 +127,8 @@ def _post_text(content: dict[str, Any]) -> tuple[str, str | None]:
                 post, lang = value, ("zh" if key.lower().startswith("zh") else "en")
                 break
     lines: list[str] = []
-    for para in post.get("content") or []:
+    paras = post.get("content")
+    for para in paras if isinstance(paras, list) else []:
         if not isinstance(para, list):
             continue
         parts = []

@@ -10,6 +10,8 @@ import json
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from batchjob.client import BatchJobClient, Timeouts
 from bot.lark.app import LarkBot
@@ -186,3 +188,82 @@ async def test_long_connection_delivers_events_and_acknowledges_them(lark, sandb
     finally:
         await b.stop()
         await b.client.aclose()
+
+
+async def test_one_process_serves_both_channels_with_one_watcher(lark, sandbox, redis, tmp_path):
+    """Telegram and Feishu chats in one process: one store and watcher; each job's messages go
+    to the channel its chat belongs to."""
+    from bot.channels import ChannelRouter
+    from bot.telegram.app import TelegramBot
+    from conversation.app import ConversationApp
+    from tests.e2e.conftest import make_bot as make_tg_bot
+    from tests.e2e.fake_telegram import FakeTelegram
+
+    telegram = FakeTelegram().start()
+    lk = make_bot(lark, sandbox, redis, tmp_path)
+    tg_alone = make_tg_bot(telegram, sandbox, redis, tmp_path)
+    router = ChannelRouter()
+    shared = ConversationApp(redis, lk.client, router, lk.conv)
+    tg = TelegramBot(tg_alone.tg, tg_alone.conv, redis, lk.client, app=shared)
+    lk_shared = LarkBot(lk.settings, lk.conv, redis, lk.client, app=shared)
+    router.add("tg", tg.channel)
+    router.add("lark", lk_shared.channel)
+    await tg.start()
+    await lk_shared.start()
+    shared.start_watcher()
+    try:
+        transport = httpx.ASGITransport(app=lk_shared.asgi())
+        async with httpx.AsyncClient(transport=transport, base_url="http://bot") as c:
+            body = encrypt(lark.file_event("oc_both", EN_USER, "p.csv", b"prompt\na cat\n"))
+            assert (await c.post(HOOK, content=body, headers=signed_headers(body))).status_code == 200
+            telegram.send_document(601, FakeTelegram.user(601, "en"), _csv(tmp_path))
+            await until(has(lark, "oc_both", "预估费用"), what="Feishu estimate")
+            await until(lambda: any("Estimate" in t for t in telegram.shown(601)), what="Telegram estimate")
+            submit = next(d for label, d in lark.buttons("oc_both") if label.startswith("提交"))
+            body = encrypt(lark.card_event("oc_both", EN_USER, submit))
+            assert (await c.post(HOOK, content=body, headers=signed_headers(body))).status_code == 200
+            telegram.send_text(601, FakeTelegram.user(601, "en"), "ok")
+            await until(has(lark, "oc_both", "已结束"), what="Feishu summary")
+            await until(lambda: any("finished" in t for t in telegram.shown(601)), what="Telegram summary")
+        assert sandbox.state.submits == 2
+        assert not any("已结束" in t or "finished" in t for t in telegram.texts(601) if "oc_" in t)
+        assert all(m.chat_id == "oc_both" for m in lark.messages)  # nothing of Telegram's went to Feishu
+    finally:
+        await lk_shared.stop()
+        await tg.stop()
+        await shared.stop()
+        await lk.channel.aclose()
+        await lk.client.aclose()
+        telegram.stop()
+
+
+def _csv(tmp_path):
+    path = tmp_path / "tg.csv"
+    path.write_text("prompt\na dog\n")
+    return path
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    kind=st.sampled_from(["im.message.receive_v1", "card.action.trigger", "other"]),
+    event=_json,
+    content=_json,
+    message_type=st.sampled_from(["text", "post", "file", "image"]),
+)
+def test_any_event_body_becomes_an_event_or_silence(kind, event, content, message_type):
+    """Bodies come from the network: whatever their shape, no exception."""
+    from bot.lark.events import to_event
+
+    body = {"header": {"event_id": "ev_1", "event_type": kind}, "event": event}
+    to_event(body, "ou_bot", frozenset(), frozenset())
+    if isinstance(event, dict) and isinstance(event.get("message"), dict):
+        event["message"].update(content=json.dumps(content), message_type=message_type, chat_id="oc_1")
+        event["message"].setdefault("message_id", "om_1")
+        to_event(body, "ou_bot", frozenset(), frozenset())
