@@ -267,3 +267,72 @@ def test_any_event_body_becomes_an_event_or_silence(kind, event, content, messag
         event["message"].update(content=json.dumps(content), message_type=message_type, chat_id="oc_1")
         event["message"].setdefault("message_id", "om_1")
         to_event(body, "ou_bot", frozenset(), frozenset())
+
+
+async def test_en_xlsx_invalid_rows_then_valid_only(bot, hook, lark, sandbox, tmp_path):
+    chat = "oc_en_rows"
+    rows = [["prompt", "ratio"], ["fox", "16:9"], ["", "1:1"], ["owl", "7:7"]]
+    path = xlsx(tmp_path / "p.xlsx", {"S": rows})
+    await hook(lark.text_event(chat, EN_USER, "/lang en"))
+    await hook(lark.file_event(chat, EN_USER, "p.xlsx", path.read_bytes()))
+    await until(has(lark, chat, "2 rows are invalid"), what="row report")
+    await hook(
+        lark.card_event(chat, EN_USER, next(d for label, d in lark.buttons(chat) if "valid row" in label))
+    )
+    await until(has(lark, chat, "Estimate"))
+    await hook(
+        lark.card_event(
+            chat, EN_USER, next(d for label, d in lark.buttons(chat) if label.startswith("Submit"))
+        )
+    )
+    await until(has(lark, chat, "finished"))
+    assert sum("finished" in t for t in lark.texts(chat)) == 1 and sandbox.state.submits == 1
+
+
+async def test_admin_cancel_with_confirm_and_non_admin_refused(bot, hook, lark, sandbox):
+    chat = "oc_cancel"
+    sandbox.state.config.records_per_second = 0.2
+    await hook(lark.text_event(chat, ADMIN, "/lang en"))
+    await hook(lark.file_event(chat, ADMIN, "p.csv", b"prompt\na\nb\nc\n"))
+    await until(has(lark, chat, "Estimate"))
+    await hook(lark.text_event(chat, ADMIN, "ok"))
+    await until(has(lark, chat, "submitted"))
+    job_id = max(sandbox.state.jobs, key=lambda j: sandbox.state.jobs[j].created)
+    await hook(lark.text_event(chat, EN_USER, f"/cancel {job_id}"))
+    await until(has(lark, chat, "Only the person who submitted"))
+    await hook(lark.text_event(chat, ADMIN, f"/cancel {job_id} too slow"))
+    await until(has(lark, chat, f"Cancel job {job_id}?"))
+    yes = next(d for label, d in lark.buttons(chat) if label.startswith("Yes"))
+    await hook(lark.card_event(chat, EN_USER, yes))
+    await until(lambda: sum("Only the person who submitted" in t for t in lark.texts(chat)) == 2)
+    await hook(lark.card_event(chat, ADMIN, yes))
+    await until(has(lark, chat, "finished: Cancelled"))
+    assert sandbox.state.jobs[job_id].reason == "too slow"
+
+
+async def test_a_file_over_the_limit_is_refused_and_a_recalled_card_is_gone(lark, sandbox, redis, tmp_path):
+    from bot.lark.channel import LarkChannel
+    from conversation.channel import DownloadError, MessageGone
+
+    channel = LarkChannel(lark.url, APP_ID, APP_SECRET, max_attempts=1)
+    try:
+        body = lark.file_event("oc_big", EN_USER, "big.csv", b"prompt\n" + b"x\n" * 5000)
+        message = body["event"]["message"]
+        ref = f"lark:{message['message_id']}:{json.loads(message['content'])['file_key']}"
+        with pytest.raises(DownloadError) as refused:
+            await channel.download(ref, tmp_path / "big.csv", max_bytes=1000)
+        assert refused.value.reason == "too_large" and not (tmp_path / "big.csv").exists()
+        assert (await channel.download(ref, tmp_path / "ok.csv", max_bytes=1 << 20)).stat().st_size > 1000
+        with pytest.raises(DownloadError):
+            await channel.download("lark:om_1:../../etc/passwd", tmp_path / "x", max_bytes=1000)
+        await channel.send_document("lark:oc_big", "row-errors.csv", b"row,column,problem\n")
+        assert lark.uploads == [("row-errors.csv", b"row,column,problem\n")]
+        assert lark.messages[-1].msg_type == "file" and lark.messages[-1].content == {
+            "file_key": "file_up_0001"
+        }
+        mid = await channel.send_text("lark:oc_big", "progress", [[("Cancel", "j:cancel:1")]])
+        lark.recalled.add(mid)
+        with pytest.raises(MessageGone):
+            await channel.edit_text("lark:oc_big", mid, "progress 2")
+    finally:
+        await channel.aclose()
