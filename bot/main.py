@@ -227,6 +227,7 @@ async def run_bot(channel: str = "telegram") -> int:
             bots.append(LarkBot(lk, conv, redis, client, app=shared))
             await _start_lark(bots[-1], lk, lang)
         if shared is not None:
+            bots[0].more_metrics.append(bots[1].metric_lines)
             router.add("tg", bots[0].channel)
             router.add("lark", bots[1].channel)
             shared.start_watcher()

@@ -27,6 +27,7 @@ from bot.flood import LARK_LIMITS, FloodControl
 from bot.lark.channel import LarkChannel
 from bot.lark.events import Incoming, to_event
 from bot.lark.settings import RESOURCE_LIMIT, LarkSettings
+from bot.metrics import endpoint
 from bot.redact import redact_secrets
 from conversation.app import ConversationApp, keys_for
 from conversation.leases import Claim
@@ -221,10 +222,23 @@ class LarkBot:
             except Exception:
                 return JSONResponse({"redis": False}, status_code=503)
 
-        routes = [Route("/healthz", healthz, methods=["GET"])]
+        async def render() -> str:
+            return "\n".join(self.metric_lines()) + "\n"
+
+        token = self.settings.bot_metrics_token
+        metrics = endpoint(render, token.get_secret_value() if token else None)
+        routes = [Route("/healthz", healthz, methods=["GET"]), Route("/metrics", metrics, methods=["GET"])]
         if self.settings.lark_mode == "webhook":
             routes.append(self.webhook_route())
         return Starlette(routes=routes)
+
+    def metric_lines(self) -> list[str]:
+        return [
+            "# TYPE batchjob_bot_lark_events_total counter",
+            f"batchjob_bot_lark_events_total {self.metrics['events']}",
+            f"batchjob_bot_lark_events_duplicate_total {self.metrics['events_duplicate']}",
+            f"batchjob_bot_lark_events_busy_total {self.metrics['events_busy']}",
+        ]
 
     @property
     def download_limit(self) -> int:

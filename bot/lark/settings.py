@@ -30,6 +30,7 @@ class LarkSettings(BaseSettings):
     # The server for webhook mode (and /healthz): the same settings as Telegram's.
     bot_listen_host: str = "0.0.0.0"
     bot_listen_port: int = Field(8080, gt=0, lt=65536)
+    bot_metrics_token: SecretStr | None = None  # /metrics: this bearer token, or loopback only
     lark_timeout_seconds: float = Field(10.0, gt=0)
     lark_flood_scale: float = Field(1.0, gt=0, le=1.0)  # < 1 only for tests and benchmarks
 

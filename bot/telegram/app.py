@@ -13,6 +13,7 @@ import contextlib
 import hmac
 import logging
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -29,6 +30,7 @@ import locales
 from batchjob import doctor
 from batchjob.client import BatchJobClient
 from bot.flood import FloodControl
+from bot.metrics import endpoint
 from bot.redact import redact_secrets
 from bot.telegram.channel import TelegramChannel
 from bot.telegram.polling import Poller
@@ -107,6 +109,7 @@ class TelegramBot:
         self.owns_app = app is None
         self.app = app or ConversationApp(redis, client, self.channel, conv)
         self.probe = doctor.Probe(client)
+        self.more_metrics: list[Callable[[], list[str]]] = []
         self.poller = Poller(self.ptb.bot, self.process, timeout=tg.telegram_timeout_seconds)
         self.ptb.add_handler(TypeHandler(Update, self._on_update))
         self.ptb.add_error_handler(self._on_error)
@@ -277,18 +280,8 @@ class TelegramBot:
             body = {**checks, "probe": self.probe.summary()}
             return JSONResponse(body, status_code=200 if all(checks.values()) else 503)
 
-        metrics_token = (
-            self.tg.bot_metrics_token.get_secret_value().encode() if self.tg.bot_metrics_token else b""
-        )
-
-        async def metrics(request: Request) -> Response:
-            if metrics_token:
-                got = request.headers.get("authorization", "").removeprefix("Bearer ").encode()
-                if not hmac.compare_digest(got, metrics_token):
-                    return PlainTextResponse("unauthorized", status_code=401)
-            elif not request.client or request.client.host not in ("127.0.0.1", "::1", "localhost"):
-                return PlainTextResponse("forbidden: set BOT_METRICS_TOKEN", status_code=403)
-            return PlainTextResponse(await self.render_metrics(), media_type="text/plain; version=0.0.4")
+        token = self.tg.bot_metrics_token.get_secret_value() if self.tg.bot_metrics_token else None
+        metrics = endpoint(self.render_metrics, token)
 
         return Starlette(
             routes=[
@@ -319,4 +312,6 @@ class TelegramBot:
                 lines.append(f'batchjob_bot_jobs{{status="{status}"}} {n}')
         except RedisError:
             lines.append("batchjob_bot_redis_up 0")
+        for more in self.more_metrics:  # another channel served by this process
+            lines += more()
         return "\n".join(lines) + "\n"

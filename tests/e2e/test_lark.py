@@ -336,3 +336,58 @@ async def test_a_file_over_the_limit_is_refused_and_a_recalled_card_is_gone(lark
             await channel.edit_text("lark:oc_big", mid, "progress 2")
     finally:
         await channel.aclose()
+
+
+async def test_an_event_held_by_a_live_handler_is_asked_again_and_handled_once_it_lapses(
+    bot, hook, lark, redis
+):
+    body = lark.text_event("oc_held", EN_USER, "/whoami")
+    update = bot.app.leases.k.update(f"lark:{body['header']['event_id']}")
+    await redis.set(update, "run:other", px=60_000)  # another replica has it (or died with it)
+    assert (await hook(body)).status_code == 503  # not "ok": Feishu delivers it again
+    assert lark.texts("oc_held") == []
+    await redis.delete(update)  # that replica died: its lease lapsed
+    assert (await hook(body)).status_code == 200
+    await until(lambda: lark.texts("oc_held"), what="answer")
+    assert (await hook(body)).status_code == 200 and len(lark.texts("oc_held")) == 1
+    assert await redis.get(update) == b"done"
+
+
+async def test_an_event_not_applied_within_feishus_3_seconds_is_answered_not_yet_and_not_lost(
+    bot, hook, lark, monkeypatch
+):
+    """A chat busy past the answer time: "not yet" (Feishu delivers again), the work goes on."""
+    from bot.lark import app as lark_app
+
+    monkeypatch.setattr(lark_app, "ANSWER_WITHIN_S", 0.05)
+    async with bot.app.store.chat_lock("lark:oc_slow"):  # another event of the chat holds it
+        assert (await hook(lark.text_event("oc_slow", EN_USER, "/whoami"))).status_code == 503
+    await until(lambda: lark.texts("oc_slow"), what="answer once the chat is free")
+    assert len(lark.texts("oc_slow")) == 1
+
+
+async def test_refused_credentials_stop_the_start_with_one_line_and_no_secret(lark, sandbox, redis, tmp_path):
+    from batchjob.settings import ConfigError
+    from bot.main import _start_lark
+
+    b = make_bot(lark, sandbox, redis, tmp_path, lark_mode="ws")
+    b.settings = b.settings.model_copy(update={"lark_app_secret": "wrong-secret-value"})
+    b.channel.token._body["app_secret"] = "wrong-secret-value"
+    with pytest.raises(ConfigError) as refused:
+        await _start_lark(b, b.settings, "en")
+    message = str(refused.value)
+    assert "refused the app's credentials" in message and "LARK_APP_SECRET" in message
+    assert "wrong-secret-value" not in message and APP_SECRET not in message
+    await b.channel.aclose()
+    await b.client.aclose()
+
+
+async def test_metrics_count_events_and_duplicates(bot, hook, lark):
+    body = lark.text_event("oc_m", EN_USER, "/whoami")
+    await hook(body)
+    await hook(body)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=bot.asgi()), base_url="http://bot") as c:
+        text = (await c.get("/metrics")).text
+        assert "batchjob_bot_lark_events_total 2" in text
+        assert "batchjob_bot_lark_events_duplicate_total 1" in text
+        assert (await c.get("/healthz")).json() == {"redis": True}

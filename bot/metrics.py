@@ -1,0 +1,29 @@
+"""The /metrics endpoint of every channel's server: Prometheus text, for a bearer token or,
+without one, for clients on this machine only."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable
+
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+def endpoint(
+    render: Callable[[], Awaitable[str]], token: str | None
+) -> Callable[[Request], Awaitable[Response]]:
+    secret = token.encode() if token else b""
+
+    async def metrics(request: Request) -> Response:
+        if secret:
+            got = request.headers.get("authorization", "").removeprefix("Bearer ").encode()
+            if not hmac.compare_digest(got, secret):
+                return PlainTextResponse("unauthorized", status_code=401)
+        elif not request.client or request.client.host not in LOOPBACK:
+            return PlainTextResponse("forbidden: set BOT_METRICS_TOKEN", status_code=403)
+        return PlainTextResponse(await render(), media_type="text/plain; version=0.0.4")
+
+    return metrics
