@@ -251,6 +251,43 @@ class BatchJobClient:
         payload, _failure = envelope(body)
         return payload if payload is not None else body
 
+    async def download(
+        self, url: str, dest: Path, max_bytes: int, *, allow_loopback: bool = False, timeout_s: float = 300.0
+    ) -> Path:
+        """Save a file the service names (a results file, say) to `dest`, capped. From the
+        service's own origin with the token; from anywhere else without it, through
+        `batchjob.fetch` (public addresses only, redirects checked again). A download cut
+        short leaves no file. Raises BatchJobError (or FetchError for another origin)."""
+        from batchjob.fetch import fetch_url
+
+        target = urlsplit(url if "://" in url else self.base_url + url)
+        if target.scheme not in ("http", "https"):
+            raise BatchJobError("download url is not http(s)")
+        if (target.scheme, target.netloc) != urlsplit(self.base_url)[:2]:
+            await fetch_url(
+                target.geturl(), dest, max_bytes=max_bytes, timeout_s=timeout_s, allow_loopback=allow_loopback
+            )
+            return dest
+        size = 0
+        try:
+            async with asyncio.timeout(timeout_s), self._http.stream("GET", target.geturl()) as resp:
+                if resp.status_code >= 400:
+                    await resp.aread()
+                    raise error_for(resp.status_code, _json_or_text(resp), _retry_after(resp))
+                with dest.open("wb") as f:
+                    async for chunk in resp.aiter_bytes(1 << 16):
+                        size += len(chunk)
+                        if size > max_bytes:
+                            raise BatchJobError("download too large")
+                        f.write(chunk)
+        except (httpx.TransportError, TimeoutError) as e:
+            dest.unlink(missing_ok=True)
+            raise Unavailable(type(e).__name__) from None
+        except BaseException:
+            dest.unlink(missing_ok=True)
+            raise
+        return dest
+
     async def probe(
         self, method: str, path: str, *, json: Any = None, params: dict[str, Any] | None = None
     ) -> tuple[int | None, float, Any]:

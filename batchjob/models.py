@@ -118,6 +118,7 @@ class Job(_Model):
     created_ms: int | None = None
     finished_at: str | float | None = None
     output_summary_url: str | None = None
+    results_url: str | None = None  # a results file (per-record outputs), when the job names one
 
     @model_validator(mode="before")
     @classmethod
@@ -130,6 +131,7 @@ class Job(_Model):
         created = shapes.first(d, "created_at")
         finished = shapes.first(d, "finished_at")
         summary = shapes.first(d, "output_summary_url")
+        results = shapes.first(d, "results_url")
         return {
             **d,
             "job_id": _id(shapes.first(d, "job_id")),
@@ -144,6 +146,7 @@ class Job(_Model):
             "created_ms": shapes.timestamp_ms(created),
             "finished_at": _scalar(finished),
             "output_summary_url": summary if isinstance(summary, str) else None,
+            "results_url": results if isinstance(results, str) else None,
         }
 
     @property

@@ -31,9 +31,10 @@ from typing import Any
 import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from batchjob import sandbox_results as results
 from batchjob.errors import CONTENTS_REQUIRED, NO_VALID_DATA_ROWS, UNSUPPORTED_FILE_TYPE, UNSUPPORTED_SCHEMA
 from batchjob.input import Limits
 from batchjob.input.isolation import convert_file
@@ -86,6 +87,7 @@ class _File:
     fail_at: list[int]  # sorted indexes of records that will fail
     prompts: list[str]
     created_at: str
+    ratios: list[str] = field(default_factory=list)  # each record's aspect ratio (its image's shape)
 
 
 @dataclass
@@ -153,6 +155,12 @@ class SandboxState:
             "finished_at": _iso(wall) if wall is not None else None,
             "output_summary_url": (
                 f"{base}/sandbox/summaries/{job.job_id}/{job.summary_secret}"
+                if status in ("completed", "failed", "partially_failed", "cancelled")
+                else None
+            ),
+            # The records' outputs, images inline (a results file, as Vertex batch jobs write).
+            "output_file_url": (
+                f"{base}/sandbox/results/{job.job_id}/{job.summary_secret}"
                 if status in ("completed", "failed", "partially_failed", "cancelled")
                 else None
             ),
@@ -235,7 +243,7 @@ def create_app(config: SandboxConfig | None = None) -> Starlette:
         result = await asyncio.to_thread(_normalize, raw, ext, Path(tmp.name))
         if isinstance(result, Response):
             return result
-        prompts, fail_at = result
+        prompts, fail_at, ratios = result
         f = _File(
             file_id="file_" + secrets.token_hex(8),
             filename=filename,
@@ -244,6 +252,7 @@ def create_app(config: SandboxConfig | None = None) -> Starlette:
             fail_at=fail_at,
             prompts=prompts,
             created_at=_iso(),
+            ratios=ratios,
         )
         state.files[f.file_id] = f
         return ok(
@@ -283,14 +292,16 @@ def create_app(config: SandboxConfig | None = None) -> Starlette:
                     return _error(400, "unsupported_schema", UNSUPPORTED_SCHEMA)
                 return _error(400, "no_valid_data_rows", NO_VALID_DATA_ROWS)
             marker = state.config.fail_marker
-            prompts, fail_at = [], []
+            prompts, fail_at, ratios = [], [], []
             with open(out, "rb") as f:
                 for i, line in enumerate(f):
-                    text = prompt_of(orjson.loads(line))
+                    parsed = orjson.loads(line)
+                    text = prompt_of(parsed)
                     prompts.append(text[:200])
+                    ratios.append(results.ratio_of(parsed))
                     if marker and marker in text:
                         fail_at.append(i)
-            return prompts, fail_at
+            return prompts, fail_at, ratios
         finally:
             src.unlink(missing_ok=True)
             out.unlink(missing_ok=True)
@@ -422,17 +433,37 @@ def create_app(config: SandboxConfig | None = None) -> Starlette:
         view = state.view(job, base(request))
         f = state.files.get(job.file_id)
         processed = view["completed"] + view["failed"]
-        fail = set(job.fail_at)
-        records = [
-            {
-                "index": i,
-                "status": "failed" if i in fail else "succeeded",
-                "error": "generation failed (sandbox marker)" if i in fail else None,
-                "prompt": f.prompts[i] if f else None,
-            }
-            for i in range(processed)
-        ]
+        images = f"{base(request)}/sandbox/images/{job.job_id}/{job.summary_secret}/{{i}}.png"
+        records = results.summary_records(processed, set(job.fail_at), f.prompts if f else [], images)
         return _json({"job_id": job.job_id, "status": view["status"], "records": records})
+
+    def _finished(request: Request) -> tuple[_Job, _File | None, int] | None:
+        job = state.jobs.get(request.path_params["job_id"])
+        if job is None or not hmac.compare_digest(job.summary_secret, request.path_params["secret"]):
+            return None
+        view = state.view(job, base(request))
+        return job, state.files.get(job.file_id), view["completed"] + view["failed"]
+
+    async def results_file(request: Request) -> Response:
+        found = _finished(request)
+        if found is None:
+            return _error(404, "not_found", "not found")
+        job, f, processed = found
+        lines = results.results_lines(
+            processed, set(job.fail_at), f.prompts if f else [], f.ratios if f else []
+        )
+        return StreamingResponse(lines, media_type="application/jsonl")
+
+    async def image(request: Request) -> Response:
+        found = _finished(request)
+        i = request.path_params["index"]
+        if found is None or not i.isdigit() or int(i) >= found[2] or int(i) in found[0].fail_at:
+            return _error(404, "not_found", "not found")
+        f = found[1]
+        prompt = f.prompts[int(i)] if f and int(i) < len(f.prompts) else ""
+        ratio = f.ratios[int(i)] if f and int(i) < len(f.ratios) else "1:1"
+        png = await asyncio.to_thread(results.draw, int(i), prompt, ratio)
+        return Response(png, media_type="image/png")
 
     async def sandbox_config(request: Request) -> Response:
         got = request.headers.get("authorization", "")
@@ -490,6 +521,8 @@ def create_app(config: SandboxConfig | None = None) -> Starlette:
             Route("/v1/batch/jobs", styled("list", list_jobs), methods=["GET"]),
             Route("/v1/batch/jobs/{rest}", styled("job", job_route), methods=["GET", "POST"]),
             Route("/sandbox/summaries/{job_id}/{secret}", summary, methods=["GET"]),
+            Route("/sandbox/results/{job_id}/{secret}", results_file, methods=["GET"]),
+            Route("/sandbox/images/{job_id}/{secret}/{index}.png", image, methods=["GET"]),
             Route("/_sandbox/config", sandbox_config, methods=["GET", "POST"]),
         ],
     )

@@ -84,6 +84,7 @@ def _env(kind: str, d: Any) -> Any:
             "created_at": int(_epoch(d["created_at"]) or 0),
             "finished_at": int(_epoch(d["finished_at"]) or 0) or None,
             "summary_url": d["output_summary_url"],
+            "results_url": d.get("output_file_url"),
         }
     if kind == "list":
         items = [_env("job", j) for j in d["items"]]
@@ -124,6 +125,7 @@ def _camel(kind: str, d: Any) -> Any:
             "createTime": int(created * 1000) if created else None,
             "endTime": int(finished * 1000) if finished else None,
             "outputSummaryUrl": d["output_summary_url"],
+            "outputUri": d.get("output_file_url"),
         }
     if kind == "list":
         out: dict[str, Any] = {"batches": [_camel("job", j) for j in d["items"]], "totalSize": d["total"]}
