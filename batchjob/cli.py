@@ -104,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     from batchjob import cli_jobs
 
     cli_jobs.register(sub)
+    from batchjob import cli_results
+
+    cli_results.register(sub)
     from batchjob import version
 
     p.add_argument("--version", action="version", version=f"%(prog)s {version()}")

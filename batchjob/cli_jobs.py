@@ -458,5 +458,18 @@ async def _doctor(args: argparse.Namespace, lang: str) -> int:
     return doctor.exit_code(diagnosis)
 
 
-_COMMANDS = {"submit": _submit, "status": _status, "jobs": _jobs, "cancel": _cancel, "doctor": _doctor}
-NAMES = ("submit", "status", "jobs", "cancel", "doctor", "sandbox")
+async def _results(args: argparse.Namespace, lang: str) -> int:
+    from batchjob import cli_results
+
+    return await cli_results.command(args, lang)
+
+
+_COMMANDS = {
+    "submit": _submit,
+    "status": _status,
+    "jobs": _jobs,
+    "cancel": _cancel,
+    "doctor": _doctor,
+    "results": _results,
+}
+NAMES = ("submit", "status", "jobs", "cancel", "doctor", "sandbox", "results")

@@ -166,6 +166,9 @@ class Decoder:
         self.written = 0
 
     def image(self, record: int, n: int, data: str) -> Output | None:
+        for mime, ext in IMAGE_TYPES.items():  # written by an earlier run: kept as it is
+            if (kept := self.out / f"{record + 1}-{n}{ext}").is_file():
+                return Output("image_file", str(kept), mime)
         if self.written >= self.limits.max_images or len(data) > self.limits.max_image_bytes * 4 // 3 + 8:
             return None
         try:
