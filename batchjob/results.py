@@ -52,7 +52,7 @@ class ResultLimits:
 
 @dataclass
 class Output:
-    kind: str  # image_url | image_file | text
+    kind: str  # image_url | image_file | image_skipped (not decoded: outside a window) | text
     value: str  # the URL, the decoded file's path, or the text
     mime: str = ""
 
@@ -73,7 +73,7 @@ class Outcome:
         return self.index if self.index is not None else self.position
 
     def images(self) -> list[Output]:
-        return [o for o in self.outputs if o.kind in ("image_url", "image_file")]
+        return [o for o in self.outputs if o.kind in ("image_url", "image_file", "image_skipped")]
 
 
 class ResultsError(Exception):
@@ -158,14 +158,21 @@ def _parts(d: dict[str, Any]) -> Iterator[dict[str, Any]]:
 
 
 class Decoder:
-    """Base64 images written to `out` as records go by: `<record>-<n>.<ext>`, atomically."""
+    """Base64 images written to `out` as records go by: `<record>-<n>.<ext>`, atomically.
+    With `window` (first, end) only the inline images numbered first..end-1 in the whole
+    file are decoded; the others are counted as "image_skipped" (a page of an album)."""
 
-    def __init__(self, out: Path, limits: ResultLimits) -> None:
+    def __init__(self, out: Path, limits: ResultLimits, window: tuple[int, int] | None = None) -> None:
         self.out = out
         self.limits = limits
+        self.window = window
+        self.seen = 0
         self.written = 0
 
     def image(self, record: int, n: int, data: str) -> Output | None:
+        self.seen += 1
+        if self.window is not None and not self.window[0] < self.seen <= self.window[1]:
+            return Output("image_skipped", "")
         for mime, ext in IMAGE_TYPES.items():  # written by an earlier run: kept as it is
             if (kept := self.out / f"{record + 1}-{n}{ext}").is_file():
                 return Output("image_file", str(kept), mime)

@@ -37,9 +37,12 @@ class ChannelRouter:
         await self._of(chat_id).edit_text(chat_id, message_id, text, buttons)
 
     async def send_document(
-        self, chat_id: str, filename: str, data: bytes, caption: str | None = None
+        self, chat_id: str, filename: str, data: bytes | Path, caption: str | None = None
     ) -> None:
         await self._of(chat_id).send_document(chat_id, filename, data, caption)
+
+    async def send_images(self, chat_id: str, images: list[tuple[Path, str]]) -> None:
+        await self._of(chat_id).send_images(chat_id, images)
 
     async def download(self, ref: str, dest: Path, max_bytes: int) -> Path:
         # A Telegram file_id is bare; other channels' handles name their channel.

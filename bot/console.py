@@ -13,7 +13,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from conversation.channel import Buttons, DownloadError, MessageId, pass_gate
+from conversation.channel import Buttons, DownloadError, MessageId, pass_gate, read_data
 
 CHAT_ID = "cli:1"
 USER_ID = "cli:1"
@@ -59,12 +59,21 @@ class ConsoleChannel:
         self._print(f"\nbot (message {message_id}, updated) › {text}")
 
     async def send_document(
-        self, chat_id: str, filename: str, data: bytes, caption: str | None = None
+        self, chat_id: str, filename: str, data: bytes | Path, caption: str | None = None
     ) -> None:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         path = self.out_dir / Path(filename).name
-        path.write_bytes(data)
+        path.write_bytes(read_data(data))
         self._print(f"\nbot › [file] {path}" + (f" — {caption}" if caption else ""))
+
+    async def send_images(self, chat_id: str, images: list[tuple[Path, str]]) -> None:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        lines = []
+        for src, caption in images:
+            path = self.out_dir / src.name
+            shutil.copyfile(src, path)
+            lines.append(f"  [image] {path} — {caption}")
+        self._print("\nbot › " + "\n".join(lines).lstrip())
 
     async def download(self, ref: str, dest: Path, max_bytes: int) -> Path:
         src = Path(ref).expanduser()

@@ -41,6 +41,13 @@ async def pass_gate() -> None:
         raise SendWithdrawn()
 
 
+ALBUM = 10  # images per album: Telegram's sendMediaGroup takes 2-10
+
+
+def read_data(data: bytes | Path) -> bytes:
+    return data if isinstance(data, bytes) else data.read_bytes()
+
+
 class DeliveryUnknown(Exception):
     """The channel sent a message and got no answer: it may or may not have arrived."""
 
@@ -63,8 +70,14 @@ class Channel(Protocol):
     ) -> None: ...
 
     async def send_document(
-        self, chat_id: str, filename: str, data: bytes, caption: str | None = None
-    ) -> None: ...
+        self, chat_id: str, filename: str, data: bytes | Path, caption: str | None = None
+    ) -> None:
+        """A file: its bytes, or a file on disk (read as it is sent)."""
+        ...
+
+    async def send_images(self, chat_id: str, images: list[tuple[Path, str]]) -> None:
+        """An album of at most ALBUM images (PNG, JPEG or WebP files), each with a caption."""
+        ...
 
     async def download(self, ref: str, dest: Path, max_bytes: int) -> Path:
         """Save the channel file `ref` under `dest` (a file path); raise DownloadError."""

@@ -311,6 +311,19 @@ class Details:
 
 
 @dataclass(frozen=True)
+class ShowResults:
+    """A finished job's results, asked for: album page `page`, then (first page) the files."""
+
+    job_id: str
+    page: int = 0
+
+
+@dataclass(frozen=True)
+class ShowFailed:
+    job_id: str
+
+
+@dataclass(frozen=True)
 class SendTemplates:
     pass
 
@@ -338,5 +351,7 @@ Effect = (
     | ListJobs
     | Details
     | SendTemplates
+    | ShowResults
+    | ShowFailed
     | Cleanup
 )

@@ -16,6 +16,8 @@ from conversation.events import (
     JobStatus,
     ListJobs,
     Reply,
+    ShowFailed,
+    ShowResults,
     Watch,
 )
 from conversation.prompts import ask_cancel
@@ -96,10 +98,18 @@ def button(s: ChatState, parts: list[str], user: str, admins: frozenset[str]) ->
             return s, [JobStatus(arg)]
         if action == "d":
             return s, [Details(arg)]
+        if action == "o":
+            return s, [ShowResults(arg)]
+        if action == "f":
+            return s, [ShowFailed(arg)]
         if action == "x":
             if not may_cancel(s, admins, user, arg):
                 return s, [Reply.of("cmd.cancel_refused")]
             return s, [ask_cancel(arg, "")]
+    if kind == "o" and action.isdigit() and JOB_ID.match(arg):  # results: the next images
+        if arg not in s.recent:
+            return s, [Reply.of("flow.unknown_job")]
+        return s, [ShowResults(arg, min(int(action), MAX_PAGE))]
     if kind == "l" and action.isdigit():  # /jobs: the next page
         admin = user in admins
         status = arg if admin and _STATUS_WORD.fullmatch(arg) else None

@@ -64,6 +64,8 @@ from conversation.events import (
     Reply,
     ResolveFailed,
     SendTemplates,
+    ShowFailed,
+    ShowResults,
     Submit,
     Upload,
     Uploaded,
@@ -72,6 +74,7 @@ from conversation.events import (
 )
 from conversation.identity import qualify
 from conversation.leases import Leases, replica_id
+from conversation.results_view import ResultsView
 from conversation.settings import ConversationSettings
 from conversation.state import ChatState
 from conversation.store import Store, now_ms
@@ -102,6 +105,7 @@ class Runner:
         self.limits = limits or Limits.from_env()
         self.media = Path(settings.media_dir)
         self.media.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.results = ResultsView(client, channel, store, self.media, settings)
 
     def context(self) -> core.Context:
         return core.Context(
@@ -400,6 +404,10 @@ class Runner:
             case Details(job_id=job_id):
                 answer = await views.details(self.client, self.store, lang, state, job_id)
                 await self._safe_send(chat_id, *answer)
+            case ShowResults(job_id=job_id, page=page):
+                await self.results.show(chat_id, lang, job_id, page)
+            case ShowFailed(job_id=job_id):
+                await self.results.failed(chat_id, lang, job_id)
             case SendTemplates():
                 await self._safe_send(chat_id, locales.t(lang, "cmd.templates"))
                 for kind, name in (

@@ -33,6 +33,10 @@ class ConversationSettings(BaseSettings):
     replica_lease_seconds: float = Field(10.0, gt=0)
     redis_prefix: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]{1,32}$")  # default: bjb
     redis_shards: int | None = Field(None, ge=1, le=1024)  # watcher schedule shards; default 8
+    # Results on request: images read per request, and the ZIP of images at most this large
+    # (Feishu takes files up to 30 MB, a Telegram bot up to 50 MB); past it, links only.
+    results_max_images: int = Field(1000, gt=0, le=100_000)
+    results_zip_max_bytes: int = Field(30 * 1024 * 1024, gt=0)
     # Tests only: let URL fetching reach 127.0.0.1. Unsafe (SSRF) anywhere else.
     unsafe_allow_loopback_urls: bool = False
 

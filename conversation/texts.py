@@ -30,6 +30,17 @@ def job_buttons(lang: str, job_id: str) -> list[list[tuple[str, str]]]:
     ]
 
 
+def summary_buttons(lang: str, job: Job) -> list[list[tuple[str, str]]] | None:
+    """Under a summary: the results, and the failed rows when some failed (asked for, never
+    fetched before)."""
+    row = []
+    if job.completed or job.failed:
+        row.append((locales.t(lang, "btn.results"), f"j:o:{job.job_id}"))
+    if job.failed:
+        row.append((locales.t(lang, "btn.failed_rows"), f"j:f:{job.job_id}"))
+    return [row] if row else None
+
+
 def progress(lang: str, job: Job, elapsed_s: float, total_hint: int | None = None) -> str:
     total = job.total if job.total is not None else total_hint
     done = job.processed

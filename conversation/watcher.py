@@ -305,7 +305,8 @@ class Watcher:
 
             gate = SEND_GATE.set(begin)
             try:
-                await self.channel.send_text(chat, texts.summary(lang, job, elapsed, hint))
+                summary = texts.summary(lang, job, elapsed, hint)
+                await self.channel.send_text(chat, summary, texts.summary_buttons(lang, job))
             except SendWithdrawn:
                 return (job.job_id, now_ms() + self.lease_ms, {})  # taken over: the other one sends
             except DeliveryUnknown:

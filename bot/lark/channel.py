@@ -24,12 +24,14 @@ import httpx
 from bot.flood import FloodControl
 from bot.lark.events import parse_file_ref
 from conversation.channel import (
+    ALBUM,
     Buttons,
     DeliveryUnknown,
     DownloadError,
     MessageGone,
     MessageId,
     pass_gate,
+    read_data,
     split_text,
 )
 from conversation.identity import native
@@ -228,8 +230,31 @@ class LarkChannel:
                 raise MessageGone(str(e)) from None
             raise
 
+    async def send_images(self, chat_id: str, images: list[tuple[Path, str]]) -> None:
+        """An album as one rich-text post: each image (uploaded with the image API) under
+        its caption."""
+        from lark_oapi.api.im.v1 import CreateImageRequest, CreateImageRequestBody
+
+        content: list[list[dict[str, str]]] = []
+        for path, caption in images[:ALBUM]:
+            req = (
+                CreateImageRequest.builder()
+                .request_body(
+                    CreateImageRequestBody.builder()
+                    .image_type("message")
+                    .image(io.BytesIO(path.read_bytes()))
+                    .build()
+                )
+                .build()
+            )
+            uploaded = self._check(await self.sdk.im.v1.image.acreate(req, await self._option()))
+            content.append([{"tag": "text", "text": caption[:200]}])
+            content.append([{"tag": "img", "image_key": uploaded.image_key}])
+        post = {"zh_cn": {"title": "", "content": content}}
+        await self._create(chat_id, "post", json.dumps(post, ensure_ascii=False))
+
     async def send_document(
-        self, chat_id: str, filename: str, data: bytes, caption: str | None = None
+        self, chat_id: str, filename: str, data: bytes | Path, caption: str | None = None
     ) -> None:
         from lark_oapi.api.im.v1 import CreateFileRequest, CreateFileRequestBody
 
@@ -239,7 +264,7 @@ class LarkChannel:
                 CreateFileRequestBody.builder()
                 .file_type("xls" if filename.endswith((".xls", ".xlsx")) else "stream")
                 .file_name(filename)
-                .file(io.BytesIO(data))
+                .file(io.BytesIO(read_data(data)))
                 .build()
             )
             .build()

@@ -7,17 +7,19 @@ import logging
 from pathlib import Path
 
 import httpx
-from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, InputFile
+from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, InputFile, InputMediaPhoto
 from telegram.error import BadRequest, RetryAfter, TelegramError, TimedOut
 
 from bot.flood import FloodControl
 from conversation.channel import (
+    ALBUM,
     Buttons,
     DeliveryUnknown,
     DownloadError,
     MessageGone,
     MessageId,
     pass_gate,
+    read_data,
     split_text,
 )
 from conversation.identity import native
@@ -122,15 +124,27 @@ class TelegramChannel:
             raise
 
     async def send_document(
-        self, chat_id: str, filename: str, data: bytes, caption: str | None = None
+        self, chat_id: str, filename: str, data: bytes | Path, caption: str | None = None
     ) -> None:
         await self._call(
             chat_id,
             self.bot.send_document,
             chat_id=int(native(chat_id)),
-            document=InputFile(data, filename=filename),
+            document=InputFile(read_data(data), filename=filename),
             caption=caption[:1024] if caption else None,
         )
+
+    async def send_images(self, chat_id: str, images: list[tuple[Path, str]]) -> None:
+        """sendMediaGroup (2-10 photos); one image alone goes as sendPhoto."""
+        photos = [(p.read_bytes(), caption[:1024]) for p, caption in images[:ALBUM]]
+        if len(photos) == 1:
+            data, caption = photos[0]
+            await self._call(
+                chat_id, self.bot.send_photo, chat_id=int(native(chat_id)), photo=data, caption=caption
+            )
+            return
+        media = [InputMediaPhoto(data, caption=caption) for data, caption in photos]
+        await self._call(chat_id, self.bot.send_media_group, chat_id=int(native(chat_id)), media=media)
 
     async def download(self, ref: str, dest: Path, max_bytes: int) -> Path:
         try:

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from conversation.channel import DownloadError, pass_gate
+from conversation.channel import DownloadError, pass_gate, read_data
 from conversation.identity import qualify
 
 
@@ -16,6 +16,7 @@ class RecordingChannel:
         self.messages: list[tuple[str, int, str, list | None]] = []  # chat (qualified), id, text, buttons
         self.edits: list[tuple[int, int, str]] = []
         self.documents: list[tuple[int, str, bytes]] = []
+        self.albums: list[tuple[str, list[tuple[bytes, str]]]] = []
         self.next_id = 0
         self.fail_sends = 0
 
@@ -32,7 +33,10 @@ class RecordingChannel:
         self.edits.append((chat_id, message_id, text))
 
     async def send_document(self, chat_id, filename, data, caption=None):
-        self.documents.append((chat_id, filename, data))
+        self.documents.append((chat_id, filename, read_data(data)))
+
+    async def send_images(self, chat_id, images):
+        self.albums.append((chat_id, [(path.read_bytes(), caption) for path, caption in images]))
 
     async def download(self, ref, dest: Path, max_bytes):
         src = Path(ref)

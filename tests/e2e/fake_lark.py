@@ -98,6 +98,7 @@ class FakeLark:
         self.file_keys = itertools.count(1)
         self.messages: list[Sent] = []
         self.uploads: list[tuple[str, bytes]] = []
+        self.images: list[bytes] = []
         self.resources: dict[tuple[str, str], bytes] = {}
         self.calls: list[str] = []
         self.sends: list[tuple[float, str]] = []  # (time, chat) of every create and patch
@@ -121,6 +122,7 @@ class FakeLark:
                 Route(f"{api}/im/v1/messages/{{mid}}", self._patch, methods=["PATCH"]),
                 Route(f"{api}/im/v1/messages/{{mid}}/resources/{{key}}", self._resource, methods=["GET"]),
                 Route(f"{api}/im/v1/files", self._upload, methods=["POST"]),
+                Route(f"{api}/im/v1/images", self._upload_image, methods=["POST"]),
                 Route("/callback/ws/endpoint", self._endpoint, methods=["POST"]),
                 WebSocketRoute("/ws", self._ws),
             ]
@@ -360,6 +362,20 @@ class FakeLark:
         with self.lock:
             self.uploads.append((str(form["file_name"]), data))
         return self._ok({"file_key": f"file_up_{len(self.uploads):04d}"})
+
+    async def _upload_image(self, request: Request) -> Response:
+        if not self._authorized(request):
+            return self._err(99991663, "Invalid access token for authorization")
+        form = await request.form()
+        upload = form.get("image")
+        if upload is None or isinstance(upload, str) or form.get("image_type") != "message":
+            return self._err(234001, "invalid image upload")
+        data = await upload.read()
+        if not data.startswith((b"\x89PNG", b"\xff\xd8\xff", b"RIFF")):
+            return self._err(234011, "image type not supported")
+        with self.lock:
+            self.images.append(data)
+            return self._ok({"image_key": f"img_v2_{len(self.images):04d}"})
 
     async def _endpoint(self, request: Request) -> Response:
         body = await request.json()

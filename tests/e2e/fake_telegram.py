@@ -57,6 +57,7 @@ class FakeTelegram:
         self.msg_ids = itertools.count(1000)
         self.messages: list[Sent] = []
         self.documents: list[tuple[int, str, bytes]] = []
+        self.albums: list[tuple[int, list[tuple[bytes, str]]]] = []  # (chat, [(image, caption)])
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self.files: dict[str, tuple[bytes, int]] = {}  # file_id -> (content, declared size)
         self.failures: dict[str, list[tuple[int, str, int | None]]] = {}
@@ -353,6 +354,40 @@ class FakeTelegram:
                 "document": {"file_id": "sent", "file_unique_id": "sentu", "file_name": name},
             }
         )
+
+    def _photo_message(self, chat: int, caption: str) -> dict[str, Any]:
+        return {
+            "message_id": next(self.msg_ids),
+            "date": int(time.time()),
+            "chat": self.chat(chat),
+            "photo": [{"file_id": "p", "file_unique_id": "pu", "width": 1, "height": 1}],
+            "caption": caption,
+        }
+
+    async def _m_sendPhoto(self, p: dict[str, Any]) -> Response:
+        chat = int(p["chat_id"])
+        _, data = p["photo"] if isinstance(p["photo"], tuple) else ("photo", b"")
+        with self.lock:
+            self.albums.append((chat, [(data, str(p.get("caption") or ""))]))
+            self.sends.append((time.monotonic(), chat))
+            return self._ok(self._photo_message(chat, str(p.get("caption") or "")))
+
+    async def _m_sendMediaGroup(self, p: dict[str, Any]) -> Response:
+        """2-10 photos, each uploaded as `attach://<name>`: one album, one message per photo."""
+        chat, media = int(p["chat_id"]), p.get("media")
+        if not isinstance(media, list) or not 2 <= len(media) <= 10:
+            return self._err(400, "Bad Request: wrong number of media")
+        photos = []
+        for item in media:
+            ref = str(item.get("media", ""))
+            upload = p.get(ref.removeprefix("attach://")) if ref.startswith("attach://") else None
+            if item.get("type") != "photo" or not isinstance(upload, tuple):
+                return self._err(400, "Bad Request: media must be uploaded photos")
+            photos.append((upload[1], str(item.get("caption") or "")))
+        with self.lock:
+            self.albums.append((chat, photos))
+            self.sends.append((time.monotonic(), chat))
+            return self._ok([self._photo_message(chat, caption) for _, caption in photos])
 
     async def _m_getFile(self, p: dict[str, Any]) -> Response:
         file_id = str(p["file_id"])
