@@ -114,6 +114,20 @@ async def test_zh_user_xlsx_to_summary_through_cards(bot, hook, lark, sandbox, t
     ]
     assert len(progress) == 1 and progress[0].msg_type == "interactive" and len(progress[0].edits) >= 2
     assert sum("已结束" in t for t in lark.texts(chat)) == 1
+    # → results: the summary card's 结果 button: one post of the images, then the files.
+    results = next(d for label, d in lark.buttons(chat) if label == "结果")
+    assert (await hook(lark.card_event(chat, ZH_USER, results))).status_code == 200
+    files = lambda: [m for m in lark.messages if m.chat_id == chat and m.msg_type == "file"]  # noqa: E731
+    await until(lambda: len(files()) == 3, what="results")
+    (post,) = [m for m in lark.messages if m.chat_id == chat and m.msg_type == "post"]
+    captions = [p[0]["text"] for p in post.content["zh_cn"]["content"] if p[0]["tag"] == "text"]
+    assert captions == ["第 2 行：一只猫", "第 3 行：一只狗"] and len(lark.images) == 2
+    assert [name.rsplit("-", 1)[-1] for name, _ in lark.uploads] == [
+        "results.xlsx",
+        "results.csv",
+        "images.zip",
+    ]
+    assert [m.msg_type for m in lark.messages if m.chat_id == chat][-3:] == ["file", "file", "file"]
     assert lark.flood_breaches() == 0
 
 

@@ -325,3 +325,24 @@ async def test_editing_a_deleted_message_says_it_is_gone():
 
     with pytest.raises(MessageGone):
         await TelegramChannel(Bot(), max_attempts=1).edit_text(1, 5, "hi")
+
+
+async def test_results_album_and_files_through_the_bot_api(bot, telegram, sandbox, write):
+    """A finished job's Results button: sendMediaGroup (the images, captioned with the user's
+    rows), then the XLSX, CSV and ZIP as documents; Failed rows lists the failures."""
+    chat = 505
+    user = FakeTelegram.user(505)
+    sandbox.state.config.fail_marker = "[fail]"
+    telegram.send_document(chat, user, write("p.csv", "prompt\na fox\nan owl\nbad [fail]\n"), caption="fast")
+    await until(has(telegram, chat, "finished"), what="summary")
+    buttons = dict(telegram.buttons(chat))
+    assert set(buttons) == {"Results", "Failed rows"}
+    telegram.press(chat, user, buttons["Results"])
+    await until(lambda: any(name.endswith("images.zip") for c, name, _ in telegram.documents if c == chat))
+    ((album_chat, photos),) = telegram.albums
+    assert album_chat == chat and [c for _, c in photos] == ["Row 2: a fox", "Row 3: an owl"]
+    assert all(data.startswith(b"\x89PNG") for data, _ in photos)
+    names = [name for c, name, _ in telegram.documents if c == chat]
+    assert [n.rsplit("-", 1)[-1] for n in names] == ["results.xlsx", "results.csv", "images.zip"]
+    telegram.press(chat, user, buttons["Failed rows"])
+    await until(has(telegram, chat, "Row 4:"), what="failed rows")
