@@ -71,6 +71,7 @@ class SandboxConfig:
     drop_seconds: float = 60.0
     envelope: bool = False  # wrap answers in {"data": ...}
     style: str = "ours"  # answer shapes: ours | envelope | camel (batchjob/sandbox_styles.py)
+    results_file: bool = True  # jobs name a results file (images inline); off: the summary only (URLs)
 
     def price(self, model: str, mode: str) -> float:
         return self.price_per_record.get(
@@ -161,7 +162,7 @@ class SandboxState:
             # The records' outputs, images inline (a results file, as Vertex batch jobs write).
             "output_file_url": (
                 f"{base}/sandbox/results/{job.job_id}/{job.summary_secret}"
-                if status in ("completed", "failed", "partially_failed", "cancelled")
+                if cfg.results_file and status in ("completed", "failed", "partially_failed", "cancelled")
                 else None
             ),
         }

@@ -79,3 +79,33 @@ async def test_a_job_not_of_this_chat_or_not_finished_gets_no_results(app, chann
     assert channel.albums == [] and "know" in channel.texts(CHAT)[-1].lower()
     await app.runner.handle(CHAT, ButtonPressed("o:1:job_someone_elses", ADMIN))
     assert channel.albums == [] and channel.documents == []
+
+
+async def test_images_given_as_links_are_downloaded_for_the_album_and_zip(app, channel, write, sandbox):  # noqa: F811
+    sandbox.state.config.results_file = False  # the job names only its summary: image URLs
+    job_id = await _finished(app, channel, write, sandbox, "prompt,aspect_ratio\nfox,16:9\nowl,9:16\n")
+    await app.runner.handle(CHAT, ButtonPressed(f"j:o:{job_id}", ADMIN))
+    ((_, album),) = channel.albums
+    assert [c for _, c in album] == ["Row 2: fox", "Row 3: owl"] and all(
+        d.startswith(b"\x89PNG") for d, _ in album
+    )
+    rows = list(csv.reader(io.StringIO(channel.documents[1][2].decode("utf-8-sig"))))
+    assert rows[1][3].startswith(sandbox.url) and rows[1][3].endswith("/0.png")  # the link itself
+    with zipfile.ZipFile(io.BytesIO(channel.documents[2][2])) as z:
+        assert sorted(z.namelist()) == ["row-2.png", "row-3.png"]
+
+
+async def test_no_results_kept_by_the_service_is_said(app, channel, write, sandbox, monkeypatch):  # noqa: F811
+    job_id = await _finished(app, channel, write, sandbox, "prompt\nfox\n")
+    from batchjob import results
+
+    async def nothing(*args, **kwargs):
+        return None
+
+    monkeypatch.setattr(results, "download", nothing)
+    await app.runner.handle(CHAT, ButtonPressed(f"j:o:{job_id}", ADMIN))
+    assert (
+        channel.texts(CHAT)[-1]
+        == f"The service keeps no results for job {job_id} (no results file, no summary)."
+    )
+    assert channel.albums == [] and channel.documents == []
