@@ -65,8 +65,14 @@ def serve(path: Path, port_box) -> None:  # type: ignore[no-untyped-def]
 
     async def job(request):  # type: ignore[no-untyped-def]
         return JSONResponse(
-            {"job_id": JOB, "status": "completed", "total": 1, "completed": 1, "failed": 0,
-             "output_file_url": f"{base}/results.jsonl"}
+            {
+                "job_id": JOB,
+                "status": "completed",
+                "total": 1,
+                "completed": 1,
+                "failed": 0,
+                "output_file_url": f"{base}/results.jsonl",
+            }
         )
 
     async def results(request):  # type: ignore[no-untyped-def]
@@ -103,7 +109,9 @@ def ours(base: str, media: str, out) -> None:  # type: ignore[no-untyped-def]
         from conversation.results_view import ResultsView
         from conversation.settings import ConversationSettings
 
-        settings = ConversationSettings(media_dir=Path(media), results_zip_max_bytes=1 << 40, results_max_images=100_000)
+        settings = ConversationSettings(
+            media_dir=Path(media), results_zip_max_bytes=1 << 40, results_max_images=100_000
+        )
 
         class Store:
             async def job(self, job_id):  # type: ignore[no-untyped-def]
@@ -112,6 +120,8 @@ def ours(base: str, media: str, out) -> None:  # type: ignore[no-untyped-def]
         async with BatchJobClient(base, "t") as client:
             sink = Sink(time.perf_counter())
             await ResultsView(client, sink, Store(), Path(media), settings).show("tg:1", "en", JOB)  # type: ignore[arg-type]
+        if not (sink.album_s and sink.zip_s):
+            raise SystemExit("no album or no ZIP was sent")
         out.put((sink.album_s, sink.zip_s, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
 
     asyncio.run(run())
@@ -188,7 +198,8 @@ def main(records: int, image_kb: int) -> None:
         f"\nratios (ours / naive, same run): to album {ours_full[2] / naive_full[2]:.2f}x, "
         f"to ZIP {ours_full[3] / naive_full[3]:.2f}x, peak RSS {ours_full[4] / naive_full[4]:.3f}x"
     )
-    print(f"ours, peak RSS at {records} vs {records // 4} records: {ours_full[4] / ours_quarter[4]:.2f}x (flat: ~1)")
+    flat = ours_full[4] / ours_quarter[4]
+    print(f"ours, peak RSS at {records} vs {records // 4} records: {flat:.2f}x (flat: ~1)")
 
 
 if __name__ == "__main__":

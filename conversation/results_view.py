@@ -144,7 +144,9 @@ class ResultsView:
         self.store = store
         self.media = media
         self.settings = settings
-        self.limits = ResultLimits(max_images=settings.results_max_images)
+        self.limits = ResultLimits(
+            max_images=settings.results_max_images, max_document_bytes=settings.results_max_bytes
+        )
 
     async def _download(self, job_id: str, work: Path) -> tuple[Path | None, str]:
         """The job's results on disk, or None and the message key saying why."""

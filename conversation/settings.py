@@ -37,6 +37,7 @@ class ConversationSettings(BaseSettings):
     # (Feishu takes files up to 30 MB, a Telegram bot up to 50 MB); past it, links only.
     results_max_images: int = Field(1000, gt=0, le=100_000)
     results_zip_max_bytes: int = Field(30 * 1024 * 1024, gt=0)
+    results_max_bytes: int = Field(4 * 1024**3, gt=0)  # a job's results file, on disk while it is read
     # Tests only: let URL fetching reach 127.0.0.1. Unsafe (SSRF) anywhere else.
     unsafe_allow_loopback_urls: bool = False
 

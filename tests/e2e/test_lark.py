@@ -405,3 +405,28 @@ async def test_metrics_count_events_and_duplicates(bot, hook, lark):
         assert "batchjob_bot_lark_events_total 2" in text
         assert "batchjob_bot_lark_events_duplicate_total 1" in text
         assert (await c.get("/healthz")).json() == {"redis": True}
+
+
+async def test_restart_mid_watch_one_summary_over_the_long_connection(lark, sandbox, redis, tmp_path):
+    chat = "oc_restart"
+    sandbox.state.config.records_per_second = 2
+    first = make_bot(lark, sandbox, redis, tmp_path, lark_mode="ws")
+    await first.start()
+    await until(lambda: lark.ws_queue is not None, what="long connection")
+    lark.push_ws(lark.file_event(chat, EN_USER, "p.csv", b"prompt\na\nb\nc\nd\n"))
+    await until(has(lark, chat, "预估费用"), what="estimate")
+    submit = next(d for label, d in lark.buttons(chat) if label.startswith("提交"))
+    lark.push_ws(lark.card_event(chat, EN_USER, submit))
+    await until(has(lark, chat, "已提交"), what="submitted")
+    await first.stop()  # the process goes away mid-watch
+    await first.client.aclose()
+    assert not any("已结束" in t for t in lark.texts(chat))
+    second = make_bot(lark, sandbox, redis, tmp_path, lark_mode="ws")
+    await second.start()
+    try:
+        await until(has(lark, chat, "已结束"), what="summary after the restart")
+        assert sum("已结束" in t for t in lark.texts(chat)) == 1 and sandbox.state.submits == 1
+        assert lark.ws_acks and set(lark.ws_acks) == {200}
+    finally:
+        await second.stop()
+        await second.client.aclose()
