@@ -19,6 +19,7 @@ import logging
 import secrets
 import shutil
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -65,11 +66,14 @@ def scan(
     *,
     files: bool,
     window: tuple[int, int] | None = None,
+    on_page: Callable[[Scan], None] | None = None,
 ) -> Scan:
     """One pass over the results: inline images decoded into `work` (with `window`, only
     those of the album page), and with `files`, results.csv and results.xlsx written as it
-    goes (cells as text)."""
+    goes (cells as text). `on_page` is called once the window's images are all known (the
+    album need not wait for the rest of the pass)."""
     out = Scan()
+    told = False
     decoder = results.Decoder(work, limits, None if files else window)
     sheet = book = None
     writer = None
@@ -91,6 +95,9 @@ def scan(
             row = rowmap.row_of(runs, o.record) or (o.record + 1)
             out.rows += 1
             images = _collect(out, o, row)
+            if on_page is not None and not told and window is not None and len(out.images) >= window[1]:
+                told = True
+                on_page(_page_of(out, window))
             if writer is not None and sheet is not None:
                 cells = [str(row), o.prompt, o.status, " ".join(_zip_name(row, v) for v in images), o.error]
                 writer.writerow([cells[0], *(_text(c) for c in cells[1:])])
@@ -105,7 +112,15 @@ def scan(
             handle.close()
         if book is not None:
             book.save(work / "results.xlsx")
+    if on_page is not None and not told and window is not None:
+        on_page(_page_of(out, window))
     return out
+
+
+def _page_of(found: Scan, window: tuple[int, int]) -> Scan:
+    """The images of one album page (a copy: the pass goes on in its thread)."""
+    images = found.images[window[0] : window[1]]
+    return Scan(images=images, captions={row: found.captions.get(row, "") for row, *_ in images})
 
 
 def _collect(out: Scan, o: Outcome, row: int) -> list[str]:
@@ -178,16 +193,28 @@ class ResultsView:
                 await self.channel.send_text(chat, locales.t(lang, why, job_id=job_id))
                 return
             runs = await self._runs(job_id)
-            try:
-                window = (page * ALBUM, (page + 1) * ALBUM)
-                found = await asyncio.to_thread(
-                    scan, path, runs, work, self.limits, files=page == 0, window=window
+            loop = asyncio.get_running_loop()
+            first: asyncio.Future[Scan] = loop.create_future()
+
+            def on_page(part: Scan) -> None:  # in the pass's thread
+                loop.call_soon_threadsafe(lambda: first.done() or first.set_result(part))
+
+            window = (page * ALBUM, (page + 1) * ALBUM)
+            passing = asyncio.ensure_future(
+                asyncio.to_thread(
+                    scan, path, runs, work, self.limits, files=page == 0, window=window, on_page=on_page
                 )
+            )
+            await asyncio.wait({passing, first}, return_when=asyncio.FIRST_COMPLETED)
+            if first.done():  # the page's images are known: the album goes out while the pass goes on
+                await self._album(chat, lang, job_id, first.result(), work)
+            try:
+                found = await passing
             except results.ResultsError as e:
                 await self.channel.send_text(chat, locales.t(lang, f"results.{e.reason}", job_id=job_id))
                 return
             path.unlink(missing_ok=True)
-            await self._album(chat, lang, job_id, found, page, work)
+            await self._page_note(chat, lang, job_id, found, page)
             if page == 0:
                 await self._files(chat, lang, job_id, found, work)
         finally:
@@ -220,21 +247,23 @@ class ResultsView:
         target.rename(final)
         return final
 
-    async def _album(self, chat: str, lang: str, job_id: str, found: Scan, page: int, work: Path) -> None:
+    async def _album(self, chat: str, lang: str, job_id: str, part: Scan, work: Path) -> None:
+        album = []
+        for row, n, kind, value in part.images:
+            local = await self._local(kind, value, work, f"album-{row}-{n}")
+            if local is not None:
+                caption = locales.t(lang, "results.caption", row=row, words=part.captions.get(row, ""))
+                album.append((local, caption))
+        if album:
+            await self.channel.send_images(chat, album)
+
+    async def _page_note(self, chat: str, lang: str, job_id: str, found: Scan, page: int) -> None:
+        """Which images the album showed, and a button for the next ones."""
         total = len(found.images)
         if total == 0:
             await self.channel.send_text(chat, locales.t(lang, "results.no_images", job_id=job_id))
             return
         first = page * ALBUM
-        shown = found.images[first : first + ALBUM]
-        album = []
-        for row, n, kind, value in shown:
-            local = await self._local(kind, value, work, f"album-{row}-{n}")
-            if local is not None:
-                caption = locales.t(lang, "results.caption", row=row, words=found.captions.get(row, ""))
-                album.append((local, caption))
-        if album:
-            await self.channel.send_images(chat, album)
         if first + ALBUM < total or page:
             last = min(first + ALBUM, total)
             text = locales.t(lang, "results.page", first=first + 1, last=last, count=total)
