@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(LARK_APP_ID, LARK_APP_SECRET): long connection, or webhook mode with LARK_MODE=webhook. "
         "See README for every setting.",
         epilog="Console mode: type messages; '/file PATH [caption]' sends a file; buttons appear as "
-        "numbered choices, answer with the number; /help lists the chat commands. With stdin from a "
+        "numbered choices, answer with the number; /help lists the chat commands; '/wait' waits for submitted jobs to finish (for scripts). With stdin from a "
         "pipe the script runs to its end and the bot waits for submitted jobs to finish. "
         "--sandbox starts a local sandbox BatchJob server (development only) so that no account is "
         "needed. Without REDIS_URL an in-process store is used and state does not survive a restart.",
@@ -354,6 +354,9 @@ async def run_console(args: argparse.Namespace) -> int:
                 continue
             if not interactive:
                 print(f"\nyou › {text}")
+            if text == "/wait":  # scripts: let submitted jobs finish before the next line
+                await _wait_for_jobs(app, args.wait)
+                continue
             event = _event(text, channel, settings, admin)
             if event is None:
                 print(locales.t(lang, "console.file_usage"))

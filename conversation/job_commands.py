@@ -77,6 +77,12 @@ def command(
         if args[0] in s.jobs:
             return s, [Reply.of("cmd.watch_already", job_id=args[0])]
         return s, [Adopt(args[0])]
+    if name == "results":
+        if not args and s.recent:  # the chat's latest job
+            return s, [ShowResults(s.recent[0])]
+        if not args or not JOB_ID.match(args[0]):
+            return s, [Reply.of("cmd.results_usage")]
+        return s, [ShowResults(args[0]) if known else Reply.of("flow.unknown_job")]
     if name == "details":
         if not args and s.recent:  # the chat's latest job
             return s, [Details(s.recent[0])]

@@ -39,6 +39,7 @@ log = logging.getLogger("conversation.results")
 
 FAILED_INLINE = 20  # failed rows listed in the message; more go in a file
 WORDS = 6  # of the prompt, in a caption
+CAPTION_CHARS = 32
 
 
 @dataclass
@@ -51,7 +52,10 @@ class Scan:
 
 def _caption_words(prompt: str) -> str:
     words = prompt.split()
-    return " ".join(words[:WORDS]) + (" …" if len(words) > WORDS else "")
+    text = " ".join(words[:WORDS])
+    if len(text) > CAPTION_CHARS:  # text without spaces (Chinese): cut by characters
+        return text[:CAPTION_CHARS] + "…"
+    return text + (" …" if len(words) > WORDS else "")
 
 
 def _text(v: str) -> str:

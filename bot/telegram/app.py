@@ -52,6 +52,7 @@ COMMANDS = (
     "status",
     "jobs",
     "details",
+    "results",
     "drop",
     "again",
     "whoami",

@@ -23,8 +23,8 @@ def run(script: str, *args: str, timeout: int = 90, **extra: str) -> subprocess.
     )
 
 
-def test_demo_file_to_summary():
-    p = run(f"/file {example_path()}\ngoogle/gemini-2.5-flash-image fast\n")
+def test_demo_file_to_summary_then_results():
+    p = run(f"/file {example_path()}\ngoogle/gemini-2.5-flash-image fast\n/wait\n/results\n")
     out = p.stdout
     assert p.returncode == 0, p.stderr
     order = [
@@ -33,6 +33,9 @@ def test_demo_file_to_summary():
         "Model: google/gemini-2.5-flash-image",
         "submitted (google/gemini-2.5-flash-image, fast)",
         "finished: Completed",
+        "[image]",  # /wait let the job finish, then /results brought its images and files
+        "results.xlsx",
+        "images.zip",
     ]
     positions = [out.index(s) for s in order]
     assert positions == sorted(positions)

@@ -109,3 +109,21 @@ async def test_no_results_kept_by_the_service_is_said(app, channel, write, sandb
         == f"The service keeps no results for job {job_id} (no results file, no summary)."
     )
     assert channel.albums == [] and channel.documents == []
+
+
+async def test_the_results_command_shows_the_newest_job(app, channel, write, sandbox):  # noqa: F811
+    from conversation.events import CommandReceived
+
+    await app.runner.handle(CHAT, CommandReceived("results", (), ADMIN))
+    assert channel.texts(CHAT)[-1] == "Use /results job_id."
+    job_id = await _finished(
+        app,
+        channel,
+        write,
+        sandbox,
+        "prompt\n一只穿着宇航服的橘猫漂浮在空间站里电影感光线柔和细节丰富色彩温暖构图居中背景深邃\n",
+    )
+    await app.runner.handle(CHAT, CommandReceived("results", (), ADMIN))
+    ((_, album),) = channel.albums
+    assert album[0][1].startswith("Row 2: 一只穿着") and album[0][1].endswith("…") and len(album[0][1]) < 60
+    assert channel.documents[0][1] == f"{job_id}-results.xlsx"
