@@ -40,8 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
         "(LARK_APP_ID, LARK_APP_SECRET): long connection, or webhook mode with LARK_MODE=webhook. "
         "See README for every setting.",
         epilog="Console mode: type messages; '/file PATH [caption]' sends a file; buttons appear as "
-        "numbered choices, answer with the number; /help lists the chat commands; '/wait' waits for submitted jobs to finish (for scripts). With stdin from a "
-        "pipe the script runs to its end and the bot waits for submitted jobs to finish. "
+        "numbered choices, answer with the number; /help lists the chat commands; '/wait' waits "
+        "for submitted jobs to finish (for scripts). With stdin from a pipe the script runs to its "
+        "end and the bot waits for submitted jobs to finish. "
         "--sandbox starts a local sandbox BatchJob server (development only) so that no account is "
         "needed. Without REDIS_URL an in-process store is used and state does not survive a restart.",
     )
