@@ -27,6 +27,7 @@ only" stops after the precheck. Output summaries are fetched only on /details.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -60,6 +61,7 @@ from conversation.events import (
     Reconcile,
     Reconciled,
     Reply,
+    RerunFailed,
     ResolveFailed,
     RowsKnown,
     SendTemplates,
@@ -192,11 +194,15 @@ def _source_of(effect: Effect) -> tuple[str, str]:
             return "url", url
         case OpenPath(path=path):
             return "path", path
+        case RerunFailed(job_id=job_id):
+            return "rerun", job_id
     return "", ""
 
 
 def source_effect(p: Pending) -> Effect | None:
     """The effect that gets the pending input again from where it came from."""
+    if p.source_kind == "rerun":
+        return RerunFailed(p.source_ref)
     if p.source_kind == "channel":
         return Download(p.source_ref, p.filename)
     if p.source_kind == "url":
@@ -291,6 +297,8 @@ def _on_inspect_resumed(s: ChatState, e: InspectResumed, ctx: Context) -> Result
 def _on_resolve_failed(s: ChatState, e: ResolveFailed, ctx: Context) -> Result:
     if s.phase not in ("resolving", "awaiting_input"):
         return s, []
+    if s.pending is not None and s.pending.source_kind == "rerun":
+        return _drop(s, f"rerun.{e.reason}")  # nothing to ask: the original is the bot's own record
     return _fallback(s, ctx, e.reason)
 
 
@@ -377,7 +385,10 @@ def _on_submitted(s: ChatState, e: Submitted, ctx: Context) -> Result:
     announce = _reply("flow.submitted", job_id=e.job_id, model=p.model, mode=p.mode)
     cost = format_amount(est["estimated_cost"]) if est.get("estimated_cost") is not None else ""
     currency = str(est.get("currency") or "")
-    watch = Watch(e.job_id, p.intent_id, p.row_count, announce, p.rows, cost, currency)
+    source = (
+        json.dumps({"kind": p.source_kind, "ref": p.source_ref, "name": p.filename}) if p.source_kind else ""
+    )
+    watch = Watch(e.job_id, p.intent_id, p.row_count, announce, p.rows, cost, currency, source)
     s, out = _drop(s)
     return s, [watch, *out]
 
@@ -424,6 +435,10 @@ def _on_button(s: ChatState, e: ButtonPressed, ctx: Context) -> Result:
         if s.pending is None or s.pending.token != token:
             return s, [_reply("flow.stale_button")]
         return _confirm_action(s, action, ctx, e.user_id)
+    if len(parts) == 3 and parts[:2] == ["j", "a"]:  # run the failed rows of a job again
+        if parts[2] not in s.recent:
+            return s, [_reply("flow.unknown_job")]
+        return _start_input(s, ctx, RerunFailed(parts[2]), f"{parts[2]}-failed-rows", None, e.user_id)
     answered = job_commands.button(s, parts, e.user_id, ctx.admins)
     if answered is not None:
         return answered

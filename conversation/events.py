@@ -269,6 +269,7 @@ class Watch:
     rows: str = ""  # the user's row of each record (batchjob.rowmap), kept with the job
     cost: str = ""  # the estimate it was submitted on, for /jobs
     currency: str = ""
+    source: str = ""  # where the input came from (JSON kind, ref, name): to run failed rows again
 
 
 @dataclass(frozen=True)
@@ -324,6 +325,14 @@ class ShowFailed:
 
 
 @dataclass(frozen=True)
+class RerunFailed:
+    """Build a new input from exactly the failed rows of a job's original file (then the
+    ordinary flow: report, estimate, confirmation)."""
+
+    job_id: str
+
+
+@dataclass(frozen=True)
 class SendTemplates:
     pass
 
@@ -353,5 +362,6 @@ Effect = (
     | SendTemplates
     | ShowResults
     | ShowFailed
+    | RerunFailed
     | Cleanup
 )

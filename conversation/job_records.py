@@ -92,6 +92,7 @@ class JobRecords:
         rows: str = "",
         cost: str = "",
         currency: str = "",
+        source: str = "",
     ) -> None:
         """A job to watch. Record and schedule in one transaction (one slot): never one
         without the other. `msg` is the job's progress message, when it was already sent."""
@@ -110,6 +111,7 @@ class JobRecords:
                     **({"msg": msg} if msg else {}),
                     **({"rows": rows} if rows else {}),
                     **({"cost": cost, "currency": currency} if cost else {}),
+                    **({"src": source} if source else {}),
                 },
             )
             p.zadd(self.k.due(self.k.shard(job_id)), {job_id: t}, nx=True)

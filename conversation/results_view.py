@@ -167,7 +167,7 @@ class ResultsView:
             max_images=settings.results_max_images, max_document_bytes=settings.results_max_bytes
         )
 
-    async def _download(self, job_id: str, work: Path) -> tuple[Path | None, str]:
+    async def download(self, job_id: str, work: Path) -> tuple[Path | None, str]:
         """The job's results on disk, or None and the message key saying why."""
         try:
             job = await self.client.get_job(job_id)
@@ -192,7 +192,7 @@ class ResultsView:
         work = self.media / f"results-{secrets.token_hex(8)}"
         work.mkdir(mode=0o700)
         try:
-            path, why = await self._download(job_id, work)
+            path, why = await self.download(job_id, work)
             if path is None:
                 await self.channel.send_text(chat, locales.t(lang, why, job_id=job_id))
                 return
@@ -304,7 +304,7 @@ class ResultsView:
         work = self.media / f"failed-{secrets.token_hex(8)}"
         work.mkdir(mode=0o700)
         try:
-            path, why = await self._download(job_id, work)
+            path, why = await self.download(job_id, work)
             if path is None:
                 await self.channel.send_text(chat, locales.t(lang, why, job_id=job_id))
                 return

@@ -28,7 +28,7 @@ from batchjob import errors as bj
 from batchjob import templates
 from batchjob.client import BatchJobClient, sanitize_filename
 from batchjob.input import Limits, isolation
-from conversation import core, crash, outbox, resolve, submission, texts, views
+from conversation import core, crash, outbox, rerun, resolve, submission, texts, views
 from conversation.channel import (
     ANSWER,
     FIRST_ANSWER,
@@ -62,6 +62,7 @@ from conversation.events import (
     Prechecked,
     Reconcile,
     Reply,
+    RerunFailed,
     ResolveFailed,
     SendTemplates,
     ShowFailed,
@@ -371,6 +372,7 @@ class Runner:
                     rows=effect.rows,
                     cost=effect.cost,
                     currency=effect.currency,
+                    source=effect.source,
                 )
                 crash.point("watch.after_add")
             case CancelJob(job_id=job_id, reason=reason):
@@ -408,6 +410,8 @@ class Runner:
                 await self.results.show(chat_id, lang, job_id, page)
             case ShowFailed(job_id=job_id):
                 await self.results.failed(chat_id, lang, job_id)
+            case RerunFailed(job_id=job_id):
+                return await rerun.failed_rows(self, job_id, self._tmp(".rerun"))
             case SendTemplates():
                 await self._safe_send(chat_id, locales.t(lang, "cmd.templates"))
                 for kind, name in (

@@ -36,9 +36,11 @@ def summary_buttons(lang: str, job: Job) -> list[list[tuple[str, str]]] | None:
     row = []
     if job.completed or job.failed:
         row.append((locales.t(lang, "btn.results"), f"j:o:{job.job_id}"))
+    rows = [row] if row else []
     if job.failed:
         row.append((locales.t(lang, "btn.failed_rows"), f"j:f:{job.job_id}"))
-    return [row] if row else None
+        rows.append([(locales.t(lang, "btn.rerun_failed"), f"j:a:{job.job_id}")])
+    return rows or None
 
 
 def progress(lang: str, job: Job, elapsed_s: float, total_hint: int | None = None) -> str:

@@ -52,12 +52,15 @@ def worker_env(environ: dict[str, str] | None = None) -> dict[str, str]:
 PathLike = str | os.PathLike[str]
 
 
-def _request(op: str, path: PathLike, out: PathLike | None, skip: bool, limits: Limits) -> dict[str, object]:
+def _request(
+    op: str, path: PathLike, out: PathLike | None, skip: bool, limits: Limits, rows: str = ""
+) -> dict[str, object]:
     return {
         "op": op,
         "path": os.path.abspath(path),
         "out": os.path.abspath(out) if out is not None else None,
         "skip_invalid": skip,
+        "rows": rows,
         "limits": asdict(limits),
     }
 
@@ -90,9 +93,10 @@ class ParseWorker:
         *,
         skip_invalid: bool = False,
         limits: Limits,
+        rows: str = "",
     ) -> Future[Report]:
         fut: Future[Report] = Future()
-        request = _request(op, path, out, skip_invalid, limits)
+        request = _request(op, path, out, skip_invalid, limits, rows)
         spath = str(request["path"])
         with self._lock:
             self._next += 1
@@ -260,6 +264,18 @@ async def convert_file_async(
     """`convert_file` without holding a thread while the worker reads."""
     limits = limits or Limits()
     fut = worker().submit("convert", path, out, skip_invalid=skip_invalid, limits=limits)
+    return await wait_async(fut, path, limits)
+
+
+async def subset_file_async(
+    path: PathLike, out: PathLike, rows: list[tuple[int, int]], limits: Limits | None = None
+) -> Report:
+    """Rows `rows` (runs of the user's row numbers) of a prompt file as a new file, read in
+    the parse worker (batchjob/input/subset.py)."""
+    from batchjob import rowmap
+
+    limits = limits or Limits()
+    fut = worker().submit("subset", path, out, limits=limits, rows=rowmap.encode(rows))
     return await wait_async(fut, path, limits)
 
 

@@ -10,7 +10,7 @@ into a file-level problem with a stable code. Forking the warm zygote costs a co
 milliseconds, where starting Python and importing the readers costs ~80.
 
 Protocol, one JSON object per line: requests on stdin
-`{"id", "op": "inspect"|"convert", "path", "out", "skip_invalid", "limits"}`, answers on
+`{"id", "op": "inspect"|"convert"|"subset", "path", "out", "skip_invalid", "rows", "limits"}`, answers on
 stdout `{"id", "report"}` (the report's wire form). The zygote ends when stdin closes and
 its children are done.
 """
@@ -107,6 +107,12 @@ def _run_child(req: dict[str, Any], wfd: int, efd: int) -> None:
             report = pipeline.convert_file(
                 req["path"], req["out"], skip_invalid=bool(req.get("skip_invalid")), limits=limits
             )
+        elif req["op"] == "subset":
+            from batchjob import rowmap
+            from batchjob.input.subset import subset_file
+
+            wanted = {first + i for first, n in rowmap.decode(req.get("rows") or "") for i in range(n)}
+            report = subset_file(req["path"], req["out"], wanted, limits)
         else:
             report = pipeline.inspect_file(req["path"], limits)
         payload = orjson.dumps({"id": req["id"], "report": report.to_wire()})

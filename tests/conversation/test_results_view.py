@@ -127,3 +127,30 @@ async def test_the_results_command_shows_the_newest_job(app, channel, write, san
     ((_, album),) = channel.albums
     assert album[0][1].startswith("Row 2: 一只穿着") and album[0][1].endswith("…") and len(album[0][1]) < 60
     assert channel.documents[0][1] == f"{job_id}-results.xlsx"
+
+
+async def test_run_failed_rows_again_builds_them_and_waits_for_the_word(app, channel, write, sandbox):  # noqa: F811
+    body = "note,prompt,aspect_ratio\n,fox,16:9\n,,\n,bad one [fail],1:1\n,owl,9:16\n,worse [fail],1:1\n"
+    job_id = await _finished(app, channel, write, sandbox, body)
+    rerun = dict(channel.last_buttons(CHAT))["Run failed rows again"]
+    submits = sandbox.state.submits
+    await app.runner.handle(CHAT, ButtonPressed(rerun, ADMIN))
+    texts = channel.texts(CHAT)
+    assert any("Checked your file" in t and "2 rows" in t for t in texts[-3:]), texts[-3:]
+    assert "Estimate" in texts[-1] and sandbox.state.submits == submits  # nothing without the word
+    state = await app.store.load(CHAT)
+    assert state.phase == "awaiting_confirm" and state.pending.filename == "p-failed-rows.csv"
+    f = sandbox.state.files[state.pending.file_id]
+    assert f.prompts == ["bad one [fail]", "worse [fail]"]  # exactly the failed rows, in order
+    await app.runner.handle(CHAT, TextReceived("ok", ADMIN))
+    await drain(app)
+    assert sandbox.state.submits == submits + 1
+    assert job_id in state.recent
+
+
+async def test_run_failed_rows_again_when_the_original_is_gone(app, channel, write, sandbox):  # noqa: F811
+    job_id = await _finished(app, channel, write, sandbox, "prompt\nfox\nbad [fail]\n")
+    (write("p.csv", "x")).unlink()  # the original file is no longer where it came from
+    await app.runner.handle(CHAT, ButtonPressed(f"j:a:{job_id}", ADMIN))
+    assert channel.texts(CHAT)[-1].startswith("The original file cannot be fetched again")
+    assert (await app.store.load(CHAT)).phase == "idle"
