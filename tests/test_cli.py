@@ -148,3 +148,15 @@ def test_version():
     for module in ("batchjob.cli", "bot.main"):
         p = subprocess.run([sys.executable, "-m", module, "--version"], capture_output=True, text=True)
         assert p.returncode == 0 and p.stdout.split()[-1][0].isdigit(), p.stdout + p.stderr
+
+
+def test_inspect_in_a_child_of_a_process_with_many_open_files(write, tmp_path):
+    """The reading child limits its open files; a parent that holds many (a test runner, a
+    busy bot) must not leave it none for the file itself."""
+    good = write("g.csv", "prompt\nfox\n")
+    held = [open(tmp_path / f"held-{i}", "w") for i in range(150)]  # noqa: SIM115
+    try:
+        assert main(["inspect", str(good)]) == 0
+    finally:
+        for f in held:
+            f.close()

@@ -73,15 +73,17 @@ def kept_environment(environ: Any) -> dict[str, str]:
     return {k: environ[k] for k in ENV_KEPT if k in environ}
 
 
-def _limit_self(limits: Limits) -> None:
-    """OS limits on this child: the pipeline's own bounds, enforced where Python cannot."""
+def _limit_self(limits: Limits, inherited: int = 0) -> None:
+    """OS limits on this child: the pipeline's own bounds, enforced where Python cannot.
+    `inherited`: the highest descriptor number it came with (kept open, pointing at
+    /dev/null): the reading gets 64 more, however many its parent had open."""
     cpu = int(limits.max_parse_seconds) + 2
     resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     if limits.max_memory_bytes > 0:
         resource.setrlimit(resource.RLIMIT_AS, (limits.max_memory_bytes, limits.max_memory_bytes))
     with contextlib.suppress(ValueError, OSError):
-        resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (inherited + 64, inherited + 64))
 
 
 def _run_child(req: dict[str, Any], wfd: int, efd: int) -> None:
@@ -94,10 +96,10 @@ def _run_child(req: dict[str, Any], wfd: int, efd: int) -> None:
         # Nothing but the answer pipe and stderr: a child taken over by a crafted file
         # cannot read other requests or forge the answers of other children.
         os.dup2(efd, 2)
-        _blank_descriptors(keep=wfd)
+        inherited = _blank_descriptors(keep=wfd)
         os.setsid()  # a signal meant for the bot's process group does not reach a parse
         limits = Limits(**req["limits"])
-        _limit_self(limits)
+        _limit_self(limits, inherited)
         out = req.get("out")
         with contextlib.suppress(OSError):  # a kernel that refuses a rule: the other limits stay
             landlock.confine([req["path"]], os.path.dirname(out) if out else None)
@@ -131,18 +133,22 @@ def _run_child(req: dict[str, Any], wfd: int, efd: int) -> None:
     os._exit(code)
 
 
-def _blank_descriptors(keep: int) -> None:
-    """Every inherited descriptor but `keep` (and stderr) now points at /dev/null.
+def _blank_descriptors(keep: int) -> int:
+    """Every inherited descriptor but `keep` (and stderr) now points at /dev/null; returns
+    the highest descriptor number in use.
 
     Not closed: a Python object of the parent that owned one may still close it when it
     is collected, and a closed number would by then belong to a file this child opened."""
     null = os.open(os.devnull, os.O_RDWR)
     listing = "/proc/self/fd" if os.path.isdir("/proc/self/fd") else "/dev/fd"
+    highest = max(null, keep, 2)
     for name in os.listdir(listing):
         fd = int(name)
+        highest = max(highest, fd)
         if fd not in (2, keep, null):
             with contextlib.suppress(OSError):  # the listing's own descriptor is gone by now
                 os.dup2(null, fd)
+    return highest
 
 
 def _fatal(req: dict[str, Any], code: str, limits: dict[str, Any], **params: Any) -> dict[str, Any]:
