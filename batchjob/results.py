@@ -257,7 +257,6 @@ def _json_prefix(f: BinaryIO) -> str | None:
 
 def records(path: Path, limits: ResultLimits, decoder: Decoder | None = None) -> Iterator[Outcome]:
     """The outcomes in a downloaded results file (JSON Lines or a JSON document), one at a time."""
-    import ijson
 
     with path.open("rb") as f:
         head = f.read(4096).lstrip()
@@ -267,35 +266,36 @@ def records(path: Path, limits: ResultLimits, decoder: Decoder | None = None) ->
         lines = head[:1] == b"{" and _is_jsonl(f)
         f.seek(0)
         position = 0
-        if lines:
-            while line := f.readline(LINE_CAP):
-                if not line.strip():
-                    continue
-                try:
-                    raw = orjson.loads(line)
-                except orjson.JSONDecodeError:
-                    raise ResultsError("malformed") from None
-                got = outcome(raw, position, limits, decoder)
-                if got is not None:
-                    yield got
-                    position += 1
-                    if position >= limits.max_records:
-                        raise ResultsError("too_many")
-            return
-        prefix = _json_prefix(f)
-        if prefix is None:
-            raise ResultsError("malformed")
-        f.seek(0)
-        try:
-            for raw in ijson.items(f, prefix, use_float=True):
-                got = outcome(raw, position, limits, decoder)
-                if got is not None:
-                    yield got
-                    position += 1
-                    if position >= limits.max_records:
-                        raise ResultsError("too_many")
-        except ijson.JSONError:
-            raise ResultsError("malformed") from None
+        for raw in _json_lines(f) if lines else _json_items(f):
+            got = outcome(raw, position, limits, decoder)
+            if got is not None:
+                yield got
+                position += 1
+                if position >= limits.max_records:
+                    raise ResultsError("too_many")
+
+
+def _json_lines(f: BinaryIO) -> Iterator[Any]:
+    while line := f.readline(LINE_CAP):
+        if line.strip():
+            try:
+                yield orjson.loads(line)
+            except orjson.JSONDecodeError:
+                raise ResultsError("malformed") from None
+
+
+def _json_items(f: BinaryIO) -> Iterator[Any]:
+    """The records of a JSON document, one at a time (ijson: never the whole list)."""
+    import ijson
+
+    prefix = _json_prefix(f)
+    if prefix is None:
+        raise ResultsError("malformed")
+    f.seek(0)
+    try:
+        yield from ijson.items(f, prefix, use_float=True)
+    except ijson.JSONError:
+        raise ResultsError("malformed") from None
 
 
 def _is_jsonl(f: BinaryIO) -> bool:

@@ -14,12 +14,13 @@ one record and the list of image names.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import logging
 import secrets
 import shutil
 import zipfile
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -40,6 +41,13 @@ log = logging.getLogger("conversation.results")
 FAILED_INLINE = 20  # failed rows listed in the message; more go in a file
 WORDS = 6  # of the prompt, in a caption
 CAPTION_CHARS = 32
+
+
+@dataclass
+class Fetched:
+    work: Path
+    path: Path
+    runs: list[tuple[int, int]]
 
 
 @dataclass
@@ -188,15 +196,27 @@ class ResultsView:
         rec = await self.store.job(job_id)
         return rowmap.decode((rec or {}).get("rows", ""))
 
-    async def show(self, chat: str, lang: str, job_id: str, page: int = 0) -> None:
-        work = self.media / f"results-{secrets.token_hex(8)}"
+    @contextlib.asynccontextmanager
+    async def _fetched(self, kind: str, chat: str, lang: str, job_id: str) -> AsyncIterator[Fetched | None]:
+        """A directory of this request (removed after), the job's results in it and its row
+        map; None (the user told why) when there are no results to read."""
+        work = self.media / f"{kind}-{secrets.token_hex(8)}"
         work.mkdir(mode=0o700)
         try:
             path, why = await self.download(job_id, work)
             if path is None:
                 await self.channel.send_text(chat, locales.t(lang, why, job_id=job_id))
+                yield None
+            else:
+                yield Fetched(work, path, await self._runs(job_id))
+        finally:
+            await asyncio.to_thread(shutil.rmtree, work, True)
+
+    async def show(self, chat: str, lang: str, job_id: str, page: int = 0) -> None:
+        async with self._fetched("results", chat, lang, job_id) as got:
+            if got is None:
                 return
-            runs = await self._runs(job_id)
+            work, path, runs = got.work, got.path, got.runs
             loop = asyncio.get_running_loop()
             first: asyncio.Future[Scan] = loop.create_future()
 
@@ -221,8 +241,6 @@ class ResultsView:
             await self._page_note(chat, lang, job_id, found, page)
             if page == 0:
                 await self._files(chat, lang, job_id, found, work)
-        finally:
-            await asyncio.to_thread(shutil.rmtree, work, True)
 
     async def _local(self, kind: str, value: str, work: Path, stem: str) -> Path | None:
         """An image as a file: decoded already, or downloaded now (the URL rules apply)."""
@@ -301,14 +319,10 @@ class ResultsView:
             await self.channel.send_document(chat, f"{job_id}-images.zip", archive)
 
     async def failed(self, chat: str, lang: str, job_id: str) -> None:
-        work = self.media / f"failed-{secrets.token_hex(8)}"
-        work.mkdir(mode=0o700)
-        try:
-            path, why = await self.download(job_id, work)
-            if path is None:
-                await self.channel.send_text(chat, locales.t(lang, why, job_id=job_id))
+        async with self._fetched("failed", chat, lang, job_id) as got:
+            if got is None:
                 return
-            runs = await self._runs(job_id)
+            work, path, runs = got.work, got.path, got.runs
             try:
                 found = await asyncio.to_thread(
                     scan, path, runs, work, self.limits, files=False, window=(0, 0)
@@ -334,8 +348,6 @@ class ResultsView:
                 chat, locales.t(lang, "results.failed_file", count=len(rows), job_id=job_id)
             )
             await self.channel.send_document(chat, f"{job_id}-failed-rows.csv", out)
-        finally:
-            await asyncio.to_thread(shutil.rmtree, work, True)
 
 
 def _zip(archive: Path, files: list[tuple[Path, str]]) -> None:

@@ -30,7 +30,7 @@ async def test_results_album_files_and_zip_then_failed_rows(app, channel, write,
     )
     summary = channel.messages[-1]
     assert "finished" in summary[2]
-    assert [label for label, _ in _buttons(channel).items()] == ["Results", "Failed rows"]
+    assert list(_buttons(channel)) == ["Results", "Failed rows", "Run failed rows again"]
     await app.runner.handle(CHAT, ButtonPressed(f"j:o:{job_id}", ADMIN))
     ((chat, album),) = channel.albums
     assert chat == "tg:100" and [caption for _, caption in album] == ["Row 2: fox", "Row 3: =1+1 owl"]

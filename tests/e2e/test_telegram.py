@@ -336,7 +336,7 @@ async def test_results_album_and_files_through_the_bot_api(bot, telegram, sandbo
     telegram.send_document(chat, user, write("p.csv", "prompt\na fox\nan owl\nbad [fail]\n"), caption="fast")
     await until(has(telegram, chat, "finished"), what="summary")
     buttons = dict(telegram.buttons(chat))
-    assert set(buttons) == {"Results", "Failed rows"}
+    assert set(buttons) == {"Results", "Failed rows", "Run failed rows again"}
     telegram.press(chat, user, buttons["Results"])
     await until(lambda: any(name.endswith("images.zip") for c, name, _ in telegram.documents if c == chat))
     ((album_chat, photos),) = telegram.albums
