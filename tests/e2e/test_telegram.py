@@ -346,3 +346,33 @@ async def test_results_album_and_files_through_the_bot_api(bot, telegram, sandbo
     assert [n.rsplit("-", 1)[-1] for n in names] == ["results.xlsx", "results.csv", "images.zip"]
     telegram.press(chat, user, buttons["Failed rows"])
     await until(has(telegram, chat, "Row 4:"), what="failed rows")
+
+
+async def test_results_given_as_links_and_failed_rows_run_again_through_the_bot_api(
+    bot, telegram, sandbox, write
+):
+    """A service whose job names only its summary (image links): the album and the ZIP from
+    the links. Then "Run failed rows again": a report and an estimate of exactly the failed
+    rows, and a second job only after Submit."""
+    chat = 506
+    user = FakeTelegram.user(506)
+    sandbox.state.config.fail_marker = "[fail]"
+    sandbox.state.config.results_file = False
+    telegram.send_document(chat, user, write("p.csv", "prompt\na fox\nbad [fail]\nan owl\n"), caption="fast")
+    await until(has(telegram, chat, "finished"), what="summary")
+    buttons = dict(telegram.buttons(chat))
+    telegram.press(chat, user, buttons["Results"])
+    await until(lambda: any(name.endswith("images.zip") for c, name, _ in telegram.documents if c == chat))
+    ((_, photos),) = telegram.albums
+    assert [c for _, c in photos] == ["Row 2: a fox", "Row 4: an owl"]
+    submits = sandbox.state.submits
+    telegram.press(chat, user, buttons["Run failed rows again"])
+    await until(lambda: count(telegram, chat, "Estimate") == 2, what="estimate of the failed rows")
+    assert sandbox.state.submits == submits  # not without the user's word
+    assert any("1 row" in t for t in telegram.texts(chat)[-2:])
+    submit = next(d for label, d in telegram.buttons(chat) if label.startswith("Submit"))
+    telegram.press(chat, user, submit)
+    await until(lambda: count(telegram, chat, "finished") == 2, what="the second job's summary")
+    assert sandbox.state.submits == submits + 1
+    newest = max(sandbox.state.jobs.values(), key=lambda j: j.created)
+    assert newest.total == 1 and sandbox.state.files[newest.file_id].prompts == ["bad [fail]"]
