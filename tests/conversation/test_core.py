@@ -105,7 +105,9 @@ def test_happy_path():
     assert s.phase == "idle" and s.pending is None and s.jobs == ["job_9"] and s.recent == ["job_9"]
     # The job is announced by the message that then shows its progress.
     announce = Reply.of("flow.submitted", job_id="job_9", model="google/gemini-2.5-flash-image", mode="fast")
-    assert Watch("job_9", "intent0001", 2, announce, cost="0.04") in fx  # the estimate, for /jobs
+    # The estimate, for /jobs; where the input came from, to run its failed rows again.
+    source = '{"kind": "channel", "ref": "ref1", "name": "p.csv"}'
+    assert Watch("job_9", "intent0001", 2, announce, cost="0.04", source=source) in fx
     assert not any(isinstance(e, Reply) for e in fx)  # no second message for the same news
     assert any(isinstance(e, Cleanup) and "/m/a.jsonl" in e.paths for e in fx)
 
