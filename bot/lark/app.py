@@ -90,11 +90,20 @@ class LarkBot:
         bot = body.get("bot") if isinstance(body, dict) else None
         return str(bot.get("open_id") or "") if isinstance(bot, dict) else ""
 
-    async def stop(self) -> None:
+    async def stop(self, grace_s: float = 5.0) -> None:
         if self._ws is not None:
             await self._ws.stop()
-        for task in list(self._tasks):
-            task.cancel()
+        # Events being handled may finish; past the grace time they are cancelled (what is
+        # left is in Redis: the recovery of the next start, or another replica, carries on).
+        tasks = list(self._tasks)
+        if tasks:
+            _, late = await asyncio.wait(tasks, timeout=grace_s)
+            for task in late:
+                task.cancel()
+            if late:
+                # Bounded: a command cut short by the cancel can leave a Redis Cluster
+                # connection that never answers again; stopping must not wait on it.
+                await asyncio.wait(late, timeout=grace_s)
         if self.owns_app:
             await self.app.stop()
         await self.channel.aclose()
