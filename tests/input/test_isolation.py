@@ -369,3 +369,23 @@ def test_a_reading_child_reaches_only_its_own_files(tmp_path):
         "write_tmp": "denied",
         "connect": "denied",
     }, p.stdout + p.stderr
+
+
+async def test_rows_of_a_file_are_copied_out_in_the_worker_and_hostile_input_is_a_report(tmp_path):
+    import csv
+
+    from batchjob.input.isolation import subset_file_async
+
+    def read(path):
+        with path.open(encoding="utf-8") as f:
+            return list(csv.reader(f))
+
+    src = tmp_path / "p.csv"
+    src.write_text("prompt\na\nb\n")
+    out = tmp_path / "f.csv"
+    report = await subset_file_async(src, out, [(3, 1)])
+    assert report.fatal is None and read(out) == [["prompt", "original_row"], ["b", "3"]]
+    junk = tmp_path / "x.xlsx"
+    junk.write_bytes(b"PK\x03\x04 not a workbook")
+    report = await subset_file_async(junk, tmp_path / "g.csv", [(2, 1)])
+    assert report.fatal is not None and not (tmp_path / "g.csv").exists()

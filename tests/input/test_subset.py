@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 
 from batchjob.input import Limits, inspect_file
-from batchjob.input.isolation import subset_file_async
 from batchjob.input.subset import subset_file
 from tests.files import xlsx
 
@@ -45,15 +44,3 @@ def test_a_spreadsheet_and_a_jsonl_file(tmp_path):
     out = tmp_path / "f.jsonl"
     assert subset_file(lines, out, {1, 3}, Limits()).valid == 2
     assert out.read_text() == '{"prompt": "a"}\n{"prompt": "c"}\n'
-
-
-async def test_in_the_parse_worker_and_hostile_input_is_a_report(tmp_path):
-    src = tmp_path / "p.csv"
-    src.write_text("prompt\na\nb\n")
-    out = tmp_path / "f.csv"
-    report = await subset_file_async(src, out, [(3, 1)])
-    assert report.fatal is None and read(out) == [["prompt", "original_row"], ["b", "3"]]
-    junk = tmp_path / "x.xlsx"
-    junk.write_bytes(b"PK\x03\x04 not a workbook")
-    report = await subset_file_async(junk, tmp_path / "g.csv", [(2, 1)])
-    assert report.fatal is not None and not (tmp_path / "g.csv").exists()
