@@ -18,7 +18,6 @@ import hashlib
 import itertools
 import json
 import os
-import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -29,6 +28,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from tests.e2e.served import Served
 
 APP_ID = "cli_test_app"
 APP_SECRET = "test-app-secret-xyz"
@@ -90,7 +91,7 @@ def signed_headers(raw: bytes, key: str = ENCRYPT_KEY) -> dict[str, str]:
     }
 
 
-class FakeLark:
+class FakeLark(Served):
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.event_ids = itertools.count(1)
@@ -107,12 +108,7 @@ class FakeLark:
         self.ws_queue: asyncio.Queue[bytes] | None = None
         self.ws_loop: asyncio.AbstractEventLoop | None = None
         self.ws_acks: list[int] = []  # the code of each event acknowledgement on the long connection
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        import uvicorn
-
+        super().__init__()
         api = "/open-apis"
         app = Starlette(
             routes=[
@@ -127,22 +123,7 @@ class FakeLark:
                 WebSocketRoute("/ws", self._ws),
             ]
         )
-        self.server = uvicorn.Server(
-            uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=1)
-        )
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
-
-    def start(self) -> FakeLark:
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
-        return self
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=5)
+        self.serve(app)
 
     # --- events as Feishu sends them ----------------------------------------------------------
 

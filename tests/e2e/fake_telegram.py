@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -23,6 +22,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+from tests.e2e.served import Served
 
 TOKEN = "123456:TEST-token-aBcDeF"
 BOT = {
@@ -47,7 +48,7 @@ class Sent:
     at: float = field(default_factory=time.monotonic)
 
 
-class FakeTelegram:
+class FakeTelegram(Served):
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.closing = False
@@ -63,37 +64,20 @@ class FakeTelegram:
         self.failures: dict[str, list[tuple[int, str, int | None]]] = {}
         self.delays: dict[str, list[float]] = {}  # method -> answer delays (the request is served first)
         self.sends: list[tuple[float, int]] = []  # (time, chat) of every send and edit, for flood checks
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        super().__init__()
         self.api_base = self.url + "/bot"
         self.file_base = self.url + "/file/bot"
-        import uvicorn
-
         app = Starlette(
             routes=[
                 Route("/bot{token}/{method}", self._method, methods=["GET", "POST"]),
                 Route("/file/bot{token}/{path:path}", self._file, methods=["GET"]),
             ]
         )
-        self.server = uvicorn.Server(
-            uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=1)
-        )
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
-
-    def start(self) -> FakeTelegram:
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
-        return self
+        self.serve(app)
 
     def stop(self) -> None:
         self.closing = True  # open long polls answer at once
-        self.server.should_exit = True
-        self.thread.join(timeout=5)
+        super().stop()
 
     # --- what users do ---------------------------------------------------------------------
 
