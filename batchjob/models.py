@@ -119,6 +119,7 @@ class Job(_Model):
     finished_at: str | float | None = None
     output_summary_url: str | None = None
     results_url: str | None = None  # a results file (per-record outputs), when the job names one
+    result_file_id: str | None = None  # or the id of that file at the service
 
     @model_validator(mode="before")
     @classmethod
@@ -132,6 +133,7 @@ class Job(_Model):
         finished = shapes.first(d, "finished_at")
         summary = shapes.first(d, "output_summary_url")
         results = shapes.first(d, "results_url")
+        result_file = shapes.first(d, "result_file_id")
         return {
             **d,
             "job_id": _id(shapes.first(d, "job_id")),
@@ -147,6 +149,7 @@ class Job(_Model):
             "finished_at": _scalar(finished),
             "output_summary_url": summary if isinstance(summary, str) else None,
             "results_url": results if isinstance(results, str) else None,
+            "result_file_id": _id(result_file) if result_file is not None else None,
         }
 
     @property

@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
+from urllib.parse import quote
 
 import orjson
 
@@ -322,7 +323,10 @@ async def download(
     from batchjob.errors import BatchJobError
     from batchjob.fetch import FetchError
 
-    for url in (job.results_url, job.output_summary_url):
+    # A file named by id is read from the service's files endpoint (as OpenAI-style batch
+    # services serve output files).
+    by_id = f"/v1/batch/files/{quote(job.result_file_id, safe='')}/content" if job.result_file_id else None
+    for url in (job.results_url, by_id, job.output_summary_url):
         if not url:
             continue
         try:

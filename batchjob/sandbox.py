@@ -72,6 +72,7 @@ class SandboxConfig:
     envelope: bool = False  # wrap answers in {"data": ...}
     style: str = "ours"  # answer shapes: ours | envelope | camel (batchjob/sandbox_styles.py)
     results_file: bool = True  # jobs name a results file (images inline); off: the summary only (URLs)
+    results_file_id: bool = False  # jobs name their results file by id only (`result_file_id`)
 
     def price(self, model: str, mode: str) -> float:
         return self.price_per_record.get(
@@ -162,7 +163,14 @@ class SandboxState:
             # The records' outputs, images inline (a results file, as Vertex batch jobs write).
             "output_file_url": (
                 f"{base}/sandbox/results/{job.job_id}/{job.summary_secret}"
-                if cfg.results_file and status in ("completed", "failed", "partially_failed", "cancelled")
+                if cfg.results_file
+                and not cfg.results_file_id
+                and status in ("completed", "failed", "partially_failed", "cancelled")
+                else None
+            ),
+            "result_file_id": (
+                f"res_{job.job_id}"
+                if cfg.results_file_id and status in ("completed", "failed", "partially_failed", "cancelled")
                 else None
             ),
         }
@@ -449,11 +457,26 @@ def create_app(config: SandboxConfig | None = None) -> Starlette:
         found = _finished(request)
         if found is None:
             return _error(404, "not_found", "not found")
-        job, f, processed = found
+        return _results_of(*found)
+
+    def _results_of(job: _Job, f: _File | None, processed: int) -> Response:
         lines = results.results_lines(
             processed, set(job.fail_at), f.prompts if f else [], f.ratios if f else []
         )
         return StreamingResponse(lines, media_type="application/jsonl")
+
+    async def file_content(request: Request) -> Response:
+        """A results file by its id (`result_file_id`), with the token, as OpenAI-style
+        services serve output files."""
+        if (denied := await guard(request)) is not None:
+            return denied
+        job = state.jobs.get(request.path_params["file_id"].removeprefix("res_"))
+        if job is None or not request.path_params["file_id"].startswith("res_"):
+            return _error(404, "not_found", "no such file")
+        view = state.view(job, base(request))
+        if view["output_file_url"] is None and not state.config.results_file_id:
+            return _error(404, "not_found", "no such file")
+        return _results_of(job, state.files.get(job.file_id), view["completed"] + view["failed"])
 
     async def image(request: Request) -> Response:
         found = _finished(request)
@@ -517,6 +540,7 @@ def create_app(config: SandboxConfig | None = None) -> Starlette:
     app = Starlette(
         routes=[
             Route("/v1/batch/files:upload", styled("upload", upload), methods=["POST"]),
+            Route("/v1/batch/files/{file_id}/content", file_content, methods=["GET"]),
             Route("/v1/batch/jobs:precheck", styled("estimate", precheck), methods=["POST"]),
             Route("/v1/batch/jobs", styled("job", create_job), methods=["POST"]),
             Route("/v1/batch/jobs", styled("list", list_jobs), methods=["GET"]),

@@ -85,6 +85,7 @@ def _env(kind: str, d: Any) -> Any:
             "finished_at": int(_epoch(d["finished_at"]) or 0) or None,
             "summary_url": d["output_summary_url"],
             "results_url": d.get("output_file_url"),
+            "result_file_id": d.get("result_file_id"),
         }
     if kind == "list":
         items = [_env("job", j) for j in d["items"]]
@@ -126,6 +127,7 @@ def _camel(kind: str, d: Any) -> Any:
             "endTime": int(finished * 1000) if finished else None,
             "outputSummaryUrl": d["output_summary_url"],
             "outputUri": d.get("output_file_url"),
+            "outputFileId": d.get("result_file_id"),
         }
     if kind == "list":
         out: dict[str, Any] = {"batches": [_camel("job", j) for j in d["items"]], "totalSize": d["total"]}

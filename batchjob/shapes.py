@@ -126,6 +126,7 @@ SPELLINGS: dict[str, tuple[str, ...]] = {
         "updateTime",
     ),
     "output_summary_url": ("output_summary_url", "outputSummaryUrl", "summary_url", "summaryUrl"),
+    "result_file_id": ("result_file_id", "resultFileId", "output_file_id", "outputFileId"),
     # A results file named by the job (per-record outputs), where the service has one.
     "results_url": (
         "output_file_url",

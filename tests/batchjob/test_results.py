@@ -167,3 +167,21 @@ async def test_the_sandbox_serves_both_routes(sandbox, write, tmp_path):
             await results.download(client, Job.model_validate({"job_id": "x"}), tmp_path / "n", LIMITS)
             is None
         )
+
+
+async def test_a_results_file_named_only_by_its_id_is_read_with_the_token(sandbox, write, tmp_path):
+    sandbox.state.config.results_file_id = True
+    async with BatchJobClient(sandbox.url, TOKEN) as client:
+        up = await client.upload(write("p.csv", "prompt\na fox\nan owl\n"))
+        job = await client.submit(up.file_id)
+        while not (job := await client.get_job(job.job_id)).terminal:
+            await asyncio.sleep(0.02)
+        assert job.result_file_id and not job.results_url
+        only_id = Job.model_validate({"job_id": job.job_id, "result_file_id": job.result_file_id})
+        path = await results.download(client, only_id, tmp_path / "r", LIMITS)
+        out = tmp_path / "img"
+        out.mkdir()
+        got = list(records(path, LIMITS, Decoder(out, LIMITS)))
+        assert [o.status for o in got] == ["succeeded", "succeeded"] and len(list(out.iterdir())) == 2
+    async with BatchJobClient(sandbox.url, "wrong-token") as stranger:
+        assert await results.download(stranger, only_id, tmp_path / "s", LIMITS) is None
