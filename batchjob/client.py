@@ -258,7 +258,7 @@ class BatchJobClient:
         service's own origin with the token; from anywhere else without it, through
         `batchjob.fetch` (public addresses only, redirects checked again). A download cut
         short leaves no file. Raises BatchJobError (or FetchError for another origin)."""
-        from batchjob.fetch import fetch_url
+        from batchjob.fetch import TooLarge, fetch_url, save_capped
 
         target = urlsplit(url if "://" in url else self.base_url + url)
         if target.scheme not in ("http", "https"):
@@ -268,18 +268,15 @@ class BatchJobClient:
                 target.geturl(), dest, max_bytes=max_bytes, timeout_s=timeout_s, allow_loopback=allow_loopback
             )
             return dest
-        size = 0
         try:
             async with asyncio.timeout(timeout_s), self._http.stream("GET", target.geturl()) as resp:
                 if resp.status_code >= 400:
                     await resp.aread()
                     raise error_for(resp.status_code, _json_or_text(resp), _retry_after(resp))
-                with dest.open("wb") as f:
-                    async for chunk in resp.aiter_bytes(1 << 16):
-                        size += len(chunk)
-                        if size > max_bytes:
-                            raise BatchJobError("download too large")
-                        f.write(chunk)
+                await save_capped(resp, dest, max_bytes)
+        except TooLarge:
+            dest.unlink(missing_ok=True)
+            raise BatchJobError("download too large") from None
         except (httpx.TransportError, TimeoutError) as e:
             dest.unlink(missing_ok=True)
             raise Unavailable(type(e).__name__) from None

@@ -44,6 +44,28 @@ def _allowed(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, allow_loopback: 
     return is_public_ip(ip) or (allow_loopback and ip.is_loopback)
 
 
+class TooLarge(Exception):
+    """An answer's body is (or says it is) larger than allowed."""
+
+
+async def save_capped(resp: httpx.Response, dest: Path, max_bytes: int) -> int:
+    """Stream an answer's body into `dest` (mode 0600), refused past `max_bytes` whether the
+    answer declares it or only sends it: raises TooLarge (the caller removes what was
+    written). Returns the size."""
+    declared = resp.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise TooLarge()
+    size = 0
+    fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        async for chunk in resp.aiter_bytes(1 << 16):
+            size += len(chunk)
+            if size > max_bytes:
+                raise TooLarge()
+            f.write(chunk)
+    return size
+
+
 async def fetch_url(
     url: str,
     dest: Path,
@@ -118,17 +140,10 @@ async def _fetch(
                     kind = resp.headers.get("content-type", "").split(";", 1)[0].strip().lower()
                     if content_types is not None and kind not in content_types:
                         raise FetchError("url_wrong_type")
-                    declared = resp.headers.get("content-length")
-                    if declared and declared.isdigit() and int(declared) > max_bytes:
-                        raise FetchError("url_too_large")
-                    size = 0
-                    fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-                    with os.fdopen(fd, "wb") as f:
-                        async for chunk in resp.aiter_bytes():
-                            size += len(chunk)
-                            if size > max_bytes:
-                                raise FetchError("url_too_large")
-                            f.write(chunk)
+                    try:
+                        await save_capped(resp, dest, max_bytes)
+                    except TooLarge:
+                        raise FetchError("url_too_large") from None
                     name = os.path.basename(parts.path) or "download"
                     return dest, name
             except httpx.HTTPError:

@@ -21,6 +21,7 @@ from typing import Any
 
 import httpx
 
+from batchjob.fetch import TooLarge, save_capped
 from bot.flood import FloodControl
 from bot.lark.events import parse_file_ref
 from conversation.channel import (
@@ -282,27 +283,20 @@ class LarkChannel:
             raise DownloadError("download_refused")
         message_id, key = parsed
         url = f"{self.base_url}/open-apis/im/v1/messages/{message_id}/resources/{key}"
-        size = 0
         try:
             async with self._downloads:
                 headers = {"Authorization": f"Bearer {await self.token.get()}"}
                 async with self.http.stream("GET", url, params={"type": "file"}, headers=headers) as r:
                     if r.status_code != 200:
                         raise DownloadError("too_large" if r.status_code == 413 else "download_failed")
-                    declared = r.headers.get("content-length", "")
-                    if declared.isdigit() and int(declared) > max_bytes:
-                        raise DownloadError("too_large")
-                    with dest.open("wb") as f:
-                        async for chunk in r.aiter_bytes(1 << 16):
-                            size += len(chunk)
-                            if size > max_bytes:
-                                raise DownloadError("too_large")
-                            f.write(chunk)
+                    await save_capped(r, dest, max_bytes)
+        except TooLarge:
+            dest.unlink(missing_ok=True)
+            raise DownloadError("too_large") from None
         except DownloadError:
             dest.unlink(missing_ok=True)
             raise
         except (httpx.HTTPError, LarkError, OSError):
             dest.unlink(missing_ok=True)
             raise DownloadError("download_failed") from None
-        dest.chmod(0o600)
         return dest

@@ -185,3 +185,14 @@ async def test_a_results_file_named_only_by_its_id_is_read_with_the_token(sandbo
         assert [o.status for o in got] == ["succeeded", "succeeded"] and len(list(out.iterdir())) == 2
     async with BatchJobClient(sandbox.url, "wrong-token") as stranger:
         assert await results.download(stranger, only_id, tmp_path / "s", LIMITS) is None
+
+
+async def test_a_results_file_over_the_cap_is_not_kept(sandbox, write, tmp_path):
+    async with BatchJobClient(sandbox.url, TOKEN) as client:
+        up = await client.upload(write("p.csv", "prompt\na fox\n"))
+        job = await client.submit(up.file_id)
+        while not (job := await client.get_job(job.job_id)).terminal:
+            await asyncio.sleep(0.02)
+        tiny = ResultLimits(max_document_bytes=100)  # the results file and the summary are larger
+        assert await results.download(client, job, tmp_path / "r", tiny) is None
+        assert not (tmp_path / "r").exists()
