@@ -90,9 +90,11 @@ class ConversationApp:
             self._sweeper.cancel()
         if self._recovering is not None:
             self._recovering.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._recovering
-            await self.recovery.retire()
+            # Bounded: a Redis command cut short by the cancel can leave a cluster connection
+            # that never answers; stopping must not wait on it.
+            await asyncio.wait({self._recovering}, timeout=grace_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.recovery.retire(), grace_s)
         if self._task is not None:
             # The round in progress may finish; past the grace time it is cancelled, which is
             # safe: its leases lapse and a watcher (another replica, or this bot restarted)
