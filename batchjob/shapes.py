@@ -58,7 +58,8 @@ SPELLINGS: dict[str, tuple[str, ...]] = {
     "shortfall": ("shortfall", "missing", "lack", "deficit", "insufficient_amount"),
     "currency": ("currency", "unit", "currency_code", "currencyCode", "unit_name"),
     "sufficient": ("sufficient", "enough_balance", "enoughBalance", "is_sufficient", "affordable", "ok"),
-    "recharge_url": ("recharge_url", "rechargeUrl", "topup_url", "topupUrl", "top_up_url", "billing_url"),
+    "recharge_url": ("recharge_url", "rechargeUrl", "topup_url", "topupUrl", "top_up_url", "billing_url",
+                     "checkout_url", "checkoutUrl"),
     "progress": ("progress", "percent", "percentage", "progress_percent", "completion"),
     "counts": (
         "request_counts",

@@ -13,7 +13,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from conversation.channel import Buttons, DownloadError, MessageId, pass_gate, read_data
+from conversation.channel import Buttons, DownloadError, MessageId, is_link, pass_gate, read_data
 
 CHAT_ID = "cli:1"
 USER_ID = "cli:1"
@@ -35,10 +35,12 @@ class ConsoleChannel:
     def _show_buttons(self, buttons: Buttons | None, remember: bool) -> None:
         if not buttons:
             return
-        flat = [b for row in buttons for b in row]
+        links = [f"{label}: {data}" for row in buttons for label, data in row if is_link(data)]
+        flat = [b for row in buttons for b in row if not is_link(b[1])]
         if remember:
             self.choices = [data for _, data in flat]
         numbered = "  ".join(f"[{i}] {label}" for i, (label, _) in enumerate(flat, 1))
+        numbered += "".join(f"\n  {link}" for link in links)
         self._print(
             ("  " if remember else "  (buttons of the progress message: ")
             + numbered

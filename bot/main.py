@@ -153,16 +153,27 @@ def _start_line(lang: str, mode: str, conv, base_url: str, redis, persistent: bo
         if persistent
         else locales.t(lang, "start.redis_memory")
     )
-    return locales.t(
-        lang,
-        "start.running",
-        version=version(),
-        mode=mode,
-        store=store,
-        service=redaction.url_without_credentials(base_url),
-        admins=len(conv.admin_ids),
-        languages=", ".join(locales.LANGUAGES),
-        replica=app.leases.replica,
+    access = (
+        locales.t(
+            lang, "start.access_restricted", users=len(conv.allowed_users), chats=len(conv.allowed_chats)
+        )
+        if conv.restricted
+        else locales.t(lang, "start.access_open")
+    )
+    return (
+        access
+        + "\n"
+        + locales.t(
+            lang,
+            "start.running",
+            version=version(),
+            mode=mode,
+            store=store,
+            service=redaction.url_without_credentials(base_url),
+            admins=len(conv.admin_ids),
+            languages=", ".join(locales.LANGUAGES),
+            replica=app.leases.replica,
+        )
     )
 
 

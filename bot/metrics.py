@@ -12,6 +12,11 @@ from starlette.responses import PlainTextResponse, Response
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
+def label_value(v: str) -> str:
+    """A Prometheus label value: backslash, quote and new line escaped (ids are user input)."""
+    return v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
 def endpoint(
     render: Callable[[], Awaitable[str]], token: str | None
 ) -> Callable[[Request], Awaitable[Response]]:

@@ -7,6 +7,7 @@ import contextlib
 import logging
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from batchjob.client import BatchJobClient
 from batchjob.input import Limits
@@ -51,12 +52,14 @@ class ConversationApp:
             channel,
             settings,
             on_finished=self._job_finished,
+            settle=self.runner.spending.settle,
             lease_ms=int(settings.watch_lease_seconds * 1000),
         )
         self._task: asyncio.Task[None] | None = None
         self._recovering: asyncio.Task[None] | None = None
         self.recovered = asyncio.Event()  # set once in-flight work of a crashed process is resumed
         self._sweeper: asyncio.Task[None] | None = None
+        self._approvals: asyncio.Task[None] | None = None
 
     async def _job_finished(self, chat_id: str, job_id: str) -> None:
         """Take a finished job off the chat's active list (its record stays for /status)."""
@@ -69,6 +72,7 @@ class ConversationApp:
     def start_watcher(self) -> None:
         self._task = asyncio.create_task(self._run_watcher(), name="watcher")
         self._sweeper = asyncio.create_task(self._sweep(), name="media-sweeper")
+        self._approvals = asyncio.create_task(self._sweep_approvals(), name="approvals")
 
     async def _run_watcher(self) -> None:
         # In-flight work of a crashed process first; then, all along, that of dead replicas.
@@ -84,8 +88,22 @@ class ConversationApp:
                 log.warning("media sweep failed")
             await asyncio.sleep(every_s)
 
+    async def _sweep_approvals(self) -> None:
+        # Expiries need not be to the second: a tenth of the time allowed, at most every 10 s.
+        every_s = min(10.0, self.runner.settings.approval_ttl_seconds / 10)
+        while True:
+            try:
+                await self.runner.spending.sweep()
+            except RedisError:
+                log.warning("approvals sweep: storage unavailable")
+            except Exception:
+                log.exception("approvals sweep failed")
+            await asyncio.sleep(every_s)
+
     async def stop(self, grace_s: float = 5.0) -> None:
         self.watcher.stop()
+        if self._approvals is not None:
+            self._approvals.cancel()
         if self._sweeper is not None:
             self._sweeper.cancel()
         if self._recovering is not None:

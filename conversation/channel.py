@@ -7,7 +7,14 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Protocol
 
-Buttons = list[list[tuple[str, str]]]  # rows of (label, callback data)
+Buttons = list[list[tuple[str, str]]]  # rows of (label, callback data or an http(s) link to open)
+
+
+def is_link(data: str) -> bool:
+    """A button that opens a link (the core checked it) rather than calling the bot back."""
+    return data.startswith(("https://", "http://"))
+
+
 # Chats are named by channel-qualified ids (conversation/identity.py); a message by the
 # channel's own id for it (Telegram's integer, Feishu's om_… string).
 MessageId = int | str

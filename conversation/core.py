@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from batchjob import format_amount, rowmap
-from conversation import choices, identity, job_commands
+from conversation import choices, flow_ops, identity, job_commands, spending_rules
 from conversation.choices import parse_choice
 from conversation.events import (
     Adopted,
@@ -66,7 +66,6 @@ from conversation.events import (
     RowsKnown,
     SendTemplates,
     ServiceFailed,
-    Submit,
     Submitted,
     TextReceived,
     Upload,
@@ -79,6 +78,7 @@ from conversation.prompts import ask_confirm as _ask_confirm
 from conversation.prompts import error_reply as _error_reply
 from conversation.prompts import estimate_parts as _estimate_parts
 from conversation.prompts import report_parts as _report_parts
+from conversation.spending_events import ApprovalDecided, ApprovalNeeded, OverBudget
 from conversation.state import ChatState, Pending
 
 MAX_ERRORS_INLINE = 10
@@ -113,6 +113,7 @@ def step(state: ChatState, event: Event, ctx: Context) -> Result:
         not in (
             "submitting",
             "reconciling",
+            "awaiting_approval",  # its own time limit (the approval's) applies
         )
     ):
         s, out = _drop(s, "flow.expired")
@@ -129,37 +130,10 @@ def step(state: ChatState, event: Event, ctx: Context) -> Result:
 # --- helpers -------------------------------------------------------------------------------
 
 
-def _reply(key: str, **params: Any) -> Reply:
-    return Reply.of(key, **params)
-
-
-def _drop(s: ChatState, key: str | None = None, **params: Any) -> Result:
-    out: list[Effect] = []
-    if s.pending is not None:
-        paths = tuple(p for p in (s.pending.path, s.pending.converted) if p)
-        if paths:
-            out.append(Cleanup(paths))
-    s.pending = None
-    s.phase = "idle"
-    if key:
-        out.insert(0, _reply(key, **params))
-    return s, out
-
-
-def _new_pending(ctx: Context, filename: str = "") -> Pending:
-    return Pending(token=ctx.new_id[:8], created_ms=ctx.now_ms, filename=filename)
-
-
-def _submit(s: ChatState, ctx: Context) -> Result:
-    p = s.pending
-    assert p is not None
-    if not p.file_id or not p.row_count or p.row_count <= 0:
-        return _drop(s, "flow.nothing_to_submit")
-    p.intent_id = ctx.new_id
-    s.phase = "submitting"
-    # No "submitting…" message: the answer comes in a moment, and every message counts
-    # against the chat's flood limit.
-    return s, [Submit(p.intent_id, p.file_id, p.model, p.mode, p.row_count)]
+_reply = flow_ops.reply
+_drop = flow_ops.drop
+_new_pending = flow_ops.new_pending
+_submit = flow_ops.submit
 
 
 def _start_input(
@@ -363,15 +337,20 @@ def _on_prechecked(s: ChatState, e: Prechecked, ctx: Context) -> Result:
     p = s.pending
     p.estimate = {k: v for k, v in e.estimate.items() if isinstance(v, int | float | str | bool | type(None))}
     p.prior = None  # the service accepted the choice
+    rechecked, p.recheck = p.recheck, False
     parts = _estimate_parts(p)
+    short = p.estimate.get("sufficient") is False
+    notice: list[Effect] = [spending_rules.shortfall_notice(p.estimate)] if short else []
     if p.estimate_only:
         s, out = _drop(s)
-        return s, [Reply((*parts, ("flow.estimate_only_done", {"file_id": p.file_id}))), *out]
-    if p.model_given and p.estimate.get("sufficient") is not False:
+        return s, [Reply((*parts, ("flow.estimate_only_done", {"file_id": p.file_id}))), *out, *notice]
+    if p.model_given and not short and not rechecked:
         s, out = _submit(s, ctx)
         return s, [Reply(tuple(parts)), *out]
     s.phase = "awaiting_confirm"
-    return s, [_ask_confirm(p, parts)]
+    if rechecked and not short:
+        parts.insert(0, ("balance.enough_now", {}))
+    return s, [_ask_confirm(p, parts), *notice]
 
 
 def _on_submitted(s: ChatState, e: Submitted, ctx: Context) -> Result:
@@ -418,6 +397,8 @@ def _on_failed(s: ChatState, e: ServiceFailed, ctx: Context) -> Result:
         if asked is not None:
             return asked
     file_id = s.pending.file_id if (s.pending.converted or s.pending.path) else None
+    if e.step == "submit" and e.kind == "balance":
+        return spending_rules.on_submit_short(s, e)
     if e.step == "submit":
         # Never repeated automatically; the user decides. A service that answered "no" refused
         # it (nothing was made); only a service that could not answer leaves it open.
@@ -440,6 +421,8 @@ def _on_button(s: ChatState, e: ButtonPressed, ctx: Context) -> Result:
             return s, [_reply("flow.unknown_job")]
         return _start_input(s, ctx, RerunFailed(parts[2]), f"{parts[2]}-failed-rows", None, e.user_id)
     answered = job_commands.button(s, parts, e.user_id, ctx.admins)
+    if answered is None:
+        answered = spending_rules.on_button(s, parts, e.user_id, ctx)
     if answered is not None:
         return answered
     return s, [_reply("flow.stale_button")]
@@ -450,6 +433,8 @@ def _confirm_action(s: ChatState, action: str, ctx: Context, user: str = "") -> 
     assert p is not None
     if action == "drop":
         return _drop(s, "flow.dropped")
+    if action == "chk":
+        return spending_rules.recheck(s)
     if action == "valid" and s.phase == "awaiting_fix":
         s.phase = "uploading"
         return s, [_reply("flow.sending_valid", count=p.valid), Upload(p.converted or "", p.filename, p.mode)]
@@ -509,6 +494,8 @@ def _on_text(s: ChatState, e: TextReceived, ctx: Context) -> Result:
         return s, [_reply("flow.confirm_hint", model=p.model, mode=p.mode)]
     if phase in ("awaiting_model", "awaiting_mode"):
         return choices.on_text(s, text, ctx.modes)
+    if phase == "awaiting_approval":
+        return s, [again(s, ctx.modes)]
     if phase == "awaiting_count":
         p = s.pending
         assert p is not None
@@ -607,6 +594,8 @@ def _on_command(s: ChatState, e: CommandReceived, ctx: Context) -> Result:
             return s, [_reply("flow.nothing_pending")]
         return _drop(s, "flow.dropped")
     answered = job_commands.command(s, name, args, e.user_id, ctx.admins)
+    if answered is None:
+        answered = spending_rules.command(s, name, args, e.user_id, ctx)
     if answered is not None:
         return answered
     return s, [_reply("cmd.unknown", name=name[:32])]
@@ -631,4 +620,7 @@ _HANDLERS: dict[type, Callable[[ChatState, Any, Context], Result]] = {
     TextReceived: _on_text,
     CommandReceived: _on_command,
     Expired: lambda s, e, ctx: (s, []),
+    ApprovalNeeded: spending_rules.on_approval_needed,
+    OverBudget: spending_rules.on_over_budget,
+    ApprovalDecided: spending_rules.on_decided,
 }

@@ -159,8 +159,22 @@ class InspectResumed:
     """A restart found the chat inspecting: the last reading of its file never finished."""
 
 
+from conversation.spending_events import (  # noqa: E402
+    ApprovalDecided,
+    ApprovalNeeded,
+    AskApproval,
+    BudgetCommand,
+    Decide,
+    OverBudget,
+    ShortfallNotice,
+    ShowAudit,
+)
+
 Event = (
-    FileReceived
+    ApprovalNeeded
+    | OverBudget
+    | ApprovalDecided
+    | FileReceived
     | TextReceived
     | InspectResumed
     | FileMissing
@@ -244,6 +258,11 @@ class Submit:
     model: str
     mode: str
     record_count: int
+    # For budgets and approvals: the estimate, who submits, and whether the approval
+    # threshold is already passed (approved by an admin, or an admin's own job).
+    cost: float | None = None
+    user: str = ""
+    approved: bool = False
 
 
 @dataclass(frozen=True)
@@ -343,7 +362,12 @@ class Cleanup:
 
 
 Effect = (
-    Reply
+    AskApproval
+    | Decide
+    | BudgetCommand
+    | ShowAudit
+    | ShortfallNotice
+    | Reply
     | Download
     | FetchUrl
     | OpenPath

@@ -21,6 +21,18 @@ Cluster slot, so every multi-key command and script stays within one slot):
     P:{replicas}                 ZSET replica id -> last heartbeat (ms)
     P:{rep:<id>}:chats           SET of chats with work in flight on that replica
     P:{rep:<id>}:reaper          lease of the replica that takes a dead one's work over
+    P:{spend}:limits             HASH <scope>:<period> -> limit set by an admin (micro-units; -1 none)
+    P:{spend}:d:<YYYYMMDD>       HASH <scope> -> spent that UTC day (micro-units; TTL 3 days)
+    P:{spend}:m:<YYYYMM>         HASH <scope> -> spent that UTC month (TTL 40 days)
+    P:{spend}:res                HASH submit intent -> its reservation (settled once, then deleted)
+    P:{approval}:<id>            HASH an approval asked of the admins (state, requester, job, …)
+    P:{approval}:due             ZSET approval id -> when it expires (ms)
+    P:{balance}:short            a shortfall episode the admins were told of (SET NX)
+    P:{audit}                    STREAM of submits, approvals, rejections, budget changes (capped)
+
+Every budget a submit reserves against (the user's and the chat's, day and month) is in the
+one slot `{spend}`: a single script checks and reserves them all at once. A submit is rare
+next to messages, so one slot does not limit throughput.
 
 A job's shard is crc32(job_id) mod `shards`: the schedule is spread over several slots
 (nodes of a cluster) instead of one hot key. `shards` must stay the same for a deployment's
@@ -124,6 +136,24 @@ class Keys:
 
     def health(self, replica: str) -> str:
         return f"{self.prefix}:{{rep:{replica}}}:health"
+
+    def spend(self, part: str) -> str:
+        return f"{self.prefix}:{{spend}}:{part}"
+
+    def approval(self, approval_id: str) -> str:
+        return f"{self.prefix}:{{approval}}:{approval_id}"
+
+    @property
+    def approvals_due(self) -> str:
+        return f"{self.prefix}:{{approval}}:due"
+
+    @property
+    def balance_short(self) -> str:
+        return f"{self.prefix}:{{balance}}:short"
+
+    @property
+    def audit(self) -> str:
+        return f"{self.prefix}:{{audit}}"
 
 
 # Tests give each test its own prefix here, so that they touch only their own keys.

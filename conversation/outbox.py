@@ -13,10 +13,23 @@ import logging
 from typing import Any
 
 from conversation.events import Button, CancelJob, Details, Effect, JobStatus, ListJobs, Reply, SendTemplates
+from conversation.spending_events import AskApproval, BudgetCommand, Decide, ShortfallNotice, ShowAudit
 
 log = logging.getLogger("conversation.outbox")
 
-DURABLE = (Reply, CancelJob, JobStatus, ListJobs, Details, SendTemplates)
+DURABLE = (
+    Reply,
+    CancelJob,
+    JobStatus,
+    ListJobs,
+    Details,
+    SendTemplates,
+    AskApproval,
+    Decide,
+    BudgetCommand,
+    ShowAudit,
+    ShortfallNotice,
+)
 
 
 def durable(effect: Effect) -> bool:

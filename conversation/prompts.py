@@ -4,6 +4,7 @@ confirmation, the row report, the questions a chat waits on (again, after /again
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 from batchjob import DEFAULT_MODE, DEFAULT_MODEL
 from conversation import choices
@@ -32,11 +33,28 @@ def fix_buttons(p: Pending) -> tuple[tuple[Button, ...], ...]:
 def confirm_buttons(p: Pending) -> tuple[tuple[Button, ...], ...]:
     t = p.token
     rows: list[tuple[Button, ...]] = []
-    if (p.estimate or {}).get("sufficient") is not False:  # no Submit the service would refuse
+    est = p.estimate or {}
+    if est.get("sufficient") is not False:  # no Submit the service would refuse
         rows.append((Button("btn.submit", f"c:go:{t}", {"model": p.model, "mode": p.mode}),))
+    else:
+        url = safe_url(est.get("recharge_url"))
+        top = (Button("btn.topup", url),) if url else ()
+        rows.append((*top, Button("btn.check_again", f"c:chk:{t}")))
     rows.append((Button("btn.change_model", f"c:model:{t}"), Button("btn.change_mode", f"c:mode:{t}")))
     rows.append((Button("btn.estimate_only", f"c:est:{t}"), Button("btn.drop", f"c:drop:{t}")))
     return tuple(rows)
+
+
+def safe_url(v: object) -> str | None:
+    """The service's top-up link, when it is one a button can open: http(s), a host, no
+    spaces or control characters, not absurdly long (a channel refuses the whole message
+    for one bad button)."""
+    if not isinstance(v, str) or len(v) > 512 or any(c.isspace() or ord(c) < 32 for c in v):
+        return None
+    parts = urlsplit(v)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        return None
+    return v
 
 
 def estimate_parts(p: Pending) -> list[tuple[str, dict[str, Any]]]:
@@ -133,7 +151,10 @@ def report_parts(report: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
 def error_reply(e: ServiceFailed, file_id: str | None = None) -> Reply:
     """The failure in the user's words; what already happened at the service (`file_id`:
     the file is uploaded) is said too, never "nothing happened"."""
-    params = {"message": e.message, **{k: v for k, v in e.params.items() if k != "recharge_url"}}
+    params = {
+        "message": e.message,
+        **{k: v for k, v in e.params.items() if k not in ("recharge_url", "numbers")},
+    }
     parts: list[tuple[str, dict[str, Any]]] = [(f"error.{e.kind}", params)]
     if e.params.get("recharge_url"):
         parts.append(("error.balance_topup", {"url": e.params["recharge_url"]}))
@@ -155,6 +176,11 @@ def again(s: ChatState, modes: tuple[str, ...]) -> Reply:
         return ask_confirm(p, parts)
     if s.phase == "awaiting_fix":
         return Reply((("flow.fix_or_valid", {"count": p.valid}),), fix_buttons(p))
+    if s.phase == "awaiting_approval":
+        return Reply(
+            (("approval.still_waiting", {"id": p.approval_id}),),
+            ((Button("btn.withdraw", f"c:drop:{p.token}"),),),
+        )
     if s.phase == "awaiting_model":
         return choices.ask_model(p)
     if s.phase == "awaiting_mode":

@@ -22,7 +22,7 @@ import logging
 
 from redis.exceptions import RedisError
 
-from conversation import core, outbox
+from conversation import core, flow_ops, outbox
 from conversation.events import (
     Effect,
     InspectResumed,
@@ -30,7 +30,6 @@ from conversation.events import (
     Precheck,
     Reconcile,
     Reply,
-    Submit,
     Upload,
     Watch,
 )
@@ -59,7 +58,7 @@ def phase_effects(state: ChatState) -> list[Effect]:
             return [Precheck(p.row_count, p.model, p.mode)]
         case "submitting" if p.intent_id and p.file_id and p.row_count:
             # A recorded intent is never POSTed twice: a SUBMITTING one is reconciled instead.
-            return [Submit(p.intent_id, p.file_id, p.model, p.mode, p.row_count)]
+            return [flow_ops.submit_effect(p)]
         case "reconciling" if p.file_id:
             return [Reconcile(p.intent_id or "", p.file_id)]
         case "awaiting_count" if p.file_id and not p.count_asked:

@@ -77,6 +77,7 @@ from conversation.identity import qualify
 from conversation.leases import Leases, replica_id
 from conversation.results_view import ResultsView
 from conversation.settings import ConversationSettings
+from conversation.spending_events import AskApproval, BudgetCommand, Decide, ShortfallNotice, ShowAudit
 from conversation.state import ChatState
 from conversation.store import Store, now_ms
 from conversation.submission import service_failure
@@ -107,6 +108,9 @@ class Runner:
         self.media = Path(settings.media_dir)
         self.media.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.results = ResultsView(client, channel, store, self.media, settings)
+        from conversation.spending import Spending  # it calls back into this runner
+
+        self.spending = Spending(self)
 
     def context(self) -> core.Context:
         return core.Context(
@@ -156,6 +160,15 @@ class Runner:
         """
         SEND_PRIORITY.set(FIRST_ANSWER)  # this update's task: its first reply goes out first
         chat_id = qualify(chat_id)
+        user = getattr(event, "user_id", "")
+        if user and not self.settings.allows(user, chat_id):
+            # Not on the lists: one answer with the ids to give the operator; nothing else
+            # (no download, no state).
+            lang = locales.normalize_language(client_lang or default_lang)
+            await self._safe_send(chat_id, locales.t(lang, "access.denied", user_id=user, chat_id=chat_id))
+            if on_applied is not None:
+                await on_applied()
+            return
         try:
             async with self.working(chat_id):
                 await self._handle(chat_id, event, client_lang, event_id, on_applied, default_lang)
@@ -335,6 +348,8 @@ class Runner:
                     est = await self.client.precheck(n, model, mode)
                 except bj.BatchJobError as e:
                     return service_failure("precheck", e)
+                if est.sufficient:
+                    await self.spending.balance_sufficient()
                 return Prechecked(
                     est.model_dump(
                         include={
@@ -350,9 +365,18 @@ class Runner:
                     )
                 )
             case Submit():
-                return await submission.submit(self.store, self.client, chat_id, effect)
+                refused = await self.spending.before_submit(chat_id, effect)
+                if refused is not None:
+                    return refused
+                submitted = await submission.submit(self.store, self.client, chat_id, effect)
+                await self.spending.after_submit(chat_id, effect, submitted)
+                return submitted
             case Reconcile(intent_id=intent_id, file_id=file_id):
-                return await submission.reconcile(self.store, self.client, intent_id, file_id)
+                found = await submission.reconcile(self.store, self.client, intent_id, file_id)
+                await self.spending.after_reconcile(intent_id, found)
+                return found
+            case AskApproval() | Decide() | BudgetCommand() | ShowAudit() | ShortfallNotice():
+                return await self.spending.perform(chat_id, state, effect)
             case LookupRows(file_id=file_id):
                 return await submission.rows_of(self.store, self.client, file_id)
             case Watch(job_id=job_id, intent_id=intent_id, record_count=count, announce=announce):

@@ -38,13 +38,43 @@ class ConversationSettings(BaseSettings):
     results_max_images: int = Field(1000, gt=0, le=100_000)
     results_zip_max_bytes: int = Field(30 * 1024 * 1024, gt=0)
     results_max_bytes: int = Field(4 * 1024**3, gt=0)  # a job's results file, on disk while it is read
+    # Who may use the bot (channel-qualified ids; a bare number is Telegram's). Both empty:
+    # everyone. Admins always may; a chat on the list lets everyone in it.
+    allowed_users: Annotated[frozenset[str], NoDecode] = frozenset()
+    allowed_chats: Annotated[frozenset[str], NoDecode] = frozenset()
+    # Budgets in the service's unit (the precheck's estimate), per UTC day and month; unset:
+    # no limit. Admins set them per id with /budget (kept in Redis).
+    budget_user_day: float | None = Field(None, ge=0)
+    budget_user_month: float | None = Field(None, ge=0)
+    budget_chat_day: float | None = Field(None, ge=0)
+    budget_chat_month: float | None = Field(None, ge=0)
+    budget_bills_failed: bool = False  # the service bills failed records: they are not given back
+    # An estimate above this waits for an admin's approval (unset: none does).
+    approval_threshold: float | None = Field(None, ge=0)
+    approval_ttl_seconds: int = Field(86400, gt=0, le=30 * 86400)
+    admin_chat: str | None = None  # where approvals go; unset: each admin's private chat
     # Tests only: let URL fetching reach 127.0.0.1. Unsafe (SSRF) anywhere else.
     unsafe_allow_loopback_urls: bool = False
 
-    @field_validator("admin_ids", mode="before")
+    @field_validator("admin_ids", "allowed_users", "allowed_chats", mode="before")
     @classmethod
     def _ids(cls, v: object) -> object:
         return identity.qualify_all(v)
+
+    @field_validator("admin_chat", mode="before")
+    @classmethod
+    def _chat(cls, v: object) -> object:
+        return identity.qualify(v) if isinstance(v, int | str) and str(v).strip() else None
+
+    @property
+    def restricted(self) -> bool:
+        return bool(self.allowed_users or self.allowed_chats)
+
+    def allows(self, user: str, chat: str) -> bool:
+        """May this user, in this chat, use the bot? (ids channel-qualified)"""
+        if not self.restricted or user in self.admin_ids:
+            return True
+        return user in self.allowed_users or chat in self.allowed_chats
 
     @field_validator("modes", mode="before")
     @classmethod

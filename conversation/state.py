@@ -23,6 +23,7 @@ Phase = Literal[
     "awaiting_mode",
     "submitting",
     "reconciling",  # the submit's answer was lost: looking for the job
+    "awaiting_approval",  # above the approval threshold: an admin decides
 ]
 
 STATE_VERSION = 1
@@ -60,6 +61,9 @@ class Pending(BaseModel):
     # Model and mode before the user changed one: restored when the service refuses the change.
     prior: tuple[str, str] | None = None
     rows: str = ""  # the user's row of each record sent (batchjob.rowmap text); "" unknown
+    approved: bool = False  # an admin approved it: the threshold no longer applies
+    approval_id: str = ""  # the approval it waits for (awaiting_approval)
+    recheck: bool = False  # "check again" pressed: the new estimate asks, never submits
 
     @field_validator("owner", mode="before")
     @classmethod

@@ -33,6 +33,7 @@ def service_failure(step: str, e: bj.BatchJobError) -> ServiceFailed:
             "required": format_amount(e.required) + unit,
             "shortfall": format_amount(e.shortfall) + unit,
             "recharge_url": e.recharge_url or "",
+            "numbers": {"current": e.current, "required": e.required, "currency": e.currency or ""},
         }
     # The service's own words, shown to the user: without any secret, and short.
     return ServiceFailed(step, kind, redaction.redact(e.message or e.code or e.kind, 300), params)

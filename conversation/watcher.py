@@ -56,6 +56,7 @@ class Watcher:
         settings: ConversationSettings,
         *,
         on_finished: OnTerminal | None = None,
+        settle: Callable[[Job, dict[str, str]], Awaitable[None]] | None = None,
         batch: int = 100,
         lease_ms: int = 30_000,
         idle_sleep: float = 0.05,
@@ -67,6 +68,7 @@ class Watcher:
         self.channel = channel
         self.settings = settings
         self.on_finished = on_finished
+        self.settle = settle  # the budgets' share a job did not spend goes back (once)
         self.batch = batch
         self.lease_ms = lease_ms
         self.idle_sleep = idle_sleep
@@ -280,6 +282,8 @@ class Watcher:
     async def _terminal(
         self, chat: str, lang: str, job: Job, elapsed: float, hint: int | None, rec: dict[str, str]
     ) -> Reschedule | None:
+        if self.settle is not None:
+            await self.settle(job, rec)  # settled once whoever calls; before the summary's claim
         claimed_at = now_ms()
         claim = await self.store.claim_summary(job.job_id, stale_ms=5 * self.lease_ms, now=claimed_at)
         if claim < 0:

@@ -85,7 +85,21 @@ def t(lang: str, key: str, /, **params: Any) -> str:
         return text
 
 
-MONEY = frozenset({"cost", "balance", "required", "shortfall", "unit_price", "current"})
+MONEY = frozenset(
+    {
+        "cost",
+        "balance",
+        "required",
+        "shortfall",
+        "unit_price",
+        "current",
+        "limit",
+        "used",
+        "left",
+        "threshold",
+        "amount",
+    }
+)
 
 
 def _shown(lang: str, name: str, value: Any) -> Any:

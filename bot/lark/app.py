@@ -225,11 +225,12 @@ class LarkBot:
         from starlette.routing import Route
 
         async def healthz(request: Request) -> Response:
+            access = "restricted" if self.app.runner.settings.restricted else "open"
             try:
                 await asyncio.wait_for(self.app.leases.health(), 2)
-                return JSONResponse({"redis": True})
+                return JSONResponse({"redis": True, "access": access})
             except Exception:
-                return JSONResponse({"redis": False}, status_code=503)
+                return JSONResponse({"redis": False, "access": access}, status_code=503)
 
         async def render() -> str:
             return "\n".join(self.metric_lines()) + "\n"

@@ -31,6 +31,7 @@ from conversation.channel import (
     DownloadError,
     MessageGone,
     MessageId,
+    is_link,
     pass_gate,
     read_data,
     split_text,
@@ -62,10 +63,10 @@ def card(text: str, buttons: Buttons | None) -> str:
                 "tag": "button",
                 "text": {"tag": "plain_text", "content": label[:64]},
                 "type": "default",
-                "value": {"d": data},
+                **({"url": data} if is_link(data) else {"value": {"d": data}}),
             }
             for label, data in row
-            if len(data.encode()) <= 64
+            if is_link(data) or len(data.encode()) <= 64
         ]
         if actions:
             elements.append({"tag": "action", "actions": actions})
@@ -179,7 +180,8 @@ class LarkChannel:
 
         req = (
             CreateMessageRequest.builder()
-            .receive_id_type("chat_id")
+            # An admin named by user (open id, ou_…) is written to in their private chat.
+            .receive_id_type("open_id" if native(chat_id).startswith("ou_") else "chat_id")
             .request_body(
                 CreateMessageRequestBody.builder()
                 .receive_id(native(chat_id))

@@ -30,7 +30,7 @@ import locales
 from batchjob import doctor
 from batchjob.client import BatchJobClient
 from bot.flood import FloodControl
-from bot.metrics import endpoint
+from bot.metrics import endpoint, label_value
 from bot.redact import redact_secrets
 from bot.telegram.channel import TelegramChannel
 from bot.telegram.polling import Poller
@@ -56,10 +56,14 @@ COMMANDS = (
     "drop",
     "again",
     "whoami",
+    "budget",
     "cancel",
     "watch",
+    "approve",
+    "reject",
+    "audit",
 )
-ADMIN_ONLY = frozenset({"cancel", "watch"})  # in admins' menus only
+ADMIN_ONLY = frozenset({"cancel", "watch", "approve", "reject", "audit"})  # in admins' menus only
 
 
 class TelegramBot:
@@ -278,7 +282,11 @@ class TelegramBot:
             # the bot can read.
             diagnosis = await self.probe.current()
             checks["service_probe"] = diagnosis is not None and diagnosis.ok
-            body = {**checks, "probe": self.probe.summary()}
+            body = {
+                **checks,
+                "probe": self.probe.summary(),
+                "access": "restricted" if self.conv.restricted else "open",
+            }
             return JSONResponse(body, status_code=200 if all(checks.values()) else 503)
 
         token = self.tg.bot_metrics_token.get_secret_value() if self.tg.bot_metrics_token else None
@@ -311,6 +319,9 @@ class TelegramBot:
             lines.append(f'batchjob_bot_jobs{{status="active"}} {await self.app.store.scheduled()}')
             for status, n in (await self.app.store.finished_counts()).items():
                 lines.append(f'batchjob_bot_jobs{{status="{status}"}} {n}')
+            lines.append("# TYPE batchjob_bot_spend_month gauge")
+            for user, spent in (await self.app.runner.spending.budgets.spent_this_month()).items():
+                lines.append(f'batchjob_bot_spend_month{{user="{label_value(user)}"}} {spent}')
         except RedisError:
             lines.append("batchjob_bot_redis_up 0")
         for more in self.more_metrics:  # another channel served by this process

@@ -18,6 +18,7 @@ from conversation.channel import (
     DownloadError,
     MessageGone,
     MessageId,
+    is_link,
     pass_gate,
     read_data,
     split_text,
@@ -35,9 +36,11 @@ def markup(buttons: Buttons | None) -> InlineKeyboardMarkup | None:
         return None
     rows = [
         [
-            InlineKeyboardButton(label[:64], callback_data=data)
+            InlineKeyboardButton(label[:64], url=data)
+            if is_link(data)
+            else InlineKeyboardButton(label[:64], callback_data=data)
             for label, data in row
-            if len(data.encode()) <= MAX_CALLBACK_DATA
+            if is_link(data) or len(data.encode()) <= MAX_CALLBACK_DATA
         ]
         for row in buttons
     ]

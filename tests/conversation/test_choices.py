@@ -129,7 +129,6 @@ def test_a_cheaper_mode_named_at_a_shortfall_is_estimated_then_submitted_when_it
 @pytest.mark.parametrize(
     "kind,after",
     [
-        ("balance", "flow.submit_refused"),
         ("validation", "flow.submit_refused"),
         ("unavailable", "flow.submit_not_repeated"),
     ],

@@ -43,6 +43,7 @@ from conversation.events import (
     Uploaded,
     Watch,
 )
+from conversation.spending_events import ShortfallNotice
 from conversation.state import ChatState, Pending
 
 ADMIN = 7
@@ -100,7 +101,7 @@ def test_happy_path():
     assert all(len(b.data.encode()) <= 64 for row in fx[0].buttons for b in row)
     s, fx = core.step(s, TextReceived("fast google/gemini-2.5-flash-image"), ctx(new_id="intent0001"))
     assert s.phase == "submitting"
-    assert fx[-1] == Submit("intent0001", "file_1", "google/gemini-2.5-flash-image", "fast", 2)
+    assert fx[-1] == Submit("intent0001", "file_1", "google/gemini-2.5-flash-image", "fast", 2, 0.04)
     s, fx = core.step(s, Submitted("job_9"), ctx())
     assert s.phase == "idle" and s.pending is None and s.jobs == ["job_9"] and s.recent == ["job_9"]
     # The job is announced by the message that then shows its progress.
@@ -125,7 +126,11 @@ def test_caption_does_not_submit_when_balance_is_short():
     s.phase, s.pending.file_id, s.pending.row_count = "prechecking", "file_1", 3
     s, fx = core.step(s, Prechecked({"sufficient": False}), ctx())
     assert s.phase == "awaiting_confirm" and "flow.estimate_shortfall" in keys(fx)
-    assert not any(b.label == "btn.submit" for row in fx[-1].buttons for b in row)
+    asked = next(e for e in fx if isinstance(e, Reply))
+    assert not any(b.label == "btn.submit" for row in asked.buttons for b in row)
+    # Check again instead; the admins are told (once per episode: the runner keeps count).
+    assert [b.data for row in asked.buttons for b in row][0] == f"c:chk:{s.pending.token}"
+    assert isinstance(fx[-1], ShortfallNotice)
 
 
 def test_estimate_only_caption_stops_after_precheck():
@@ -163,7 +168,7 @@ def test_buttons_change_model_and_mode():
     s, fx = core.step(s, Prechecked({"estimated_cost": 0.2}), ctx())
     assert s.phase == "awaiting_confirm" and s.pending.mode == "standard" and "flow.uploaded" not in keys(fx)
     s, fx = core.step(s, ButtonPressed("c:go:tok12345"), ctx(new_id="i3"))
-    assert fx[-1] == Submit("i3", "file_1", "other/model-2", "standard", 2)
+    assert fx[-1] == Submit("i3", "file_1", "other/model-2", "standard", 2, 0.2)
 
 
 def test_estimate_only_button_and_drop():

@@ -408,7 +408,7 @@ async def test_metrics_count_events_and_duplicates(bot, hook, lark):
         text = (await c.get("/metrics")).text
         assert "batchjob_bot_lark_events_total 2" in text
         assert "batchjob_bot_lark_events_duplicate_total 1" in text
-        assert (await c.get("/healthz")).json() == {"redis": True}
+        assert (await c.get("/healthz")).json() == {"redis": True, "access": "open"}
 
 
 async def test_restart_mid_watch_one_summary_over_the_long_connection(lark, sandbox, redis, tmp_path):

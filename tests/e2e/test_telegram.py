@@ -219,7 +219,13 @@ async def test_webhook_dedupes_and_checks_the_secret(telegram, sandbox, redis, t
             assert len(telegram.texts(700)) == 1  # answered once: state committed before the 200
             health = await c.get("/healthz")
             assert health.status_code == 200
-            assert health.json() == {"redis": True, "batchjob": True, "service_probe": True, "probe": "ok"}
+            assert health.json() == {
+                "redis": True,
+                "batchjob": True,
+                "service_probe": True,
+                "probe": "ok",
+                "access": "open",
+            }
             metrics = (await c.get("/metrics")).text
             assert (
                 "batchjob_bot_updates_total 2" in metrics
