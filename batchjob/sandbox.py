@@ -73,6 +73,7 @@ class SandboxConfig:
     style: str = "ours"  # answer shapes: ours | envelope | camel (batchjob/sandbox_styles.py)
     results_file: bool = True  # jobs name a results file (images inline); off: the summary only (URLs)
     results_file_id: bool = False  # jobs name their results file by id only (`result_file_id`)
+    topup_url: str = ""  # a short balance names this page to top up at (precheck and 402)
 
     def price(self, model: str, mode: str) -> float:
         return self.price_per_record.get(
@@ -338,6 +339,7 @@ def create_app(config: SandboxConfig | None = None) -> Starlette:
                 "currency": "credits",
                 "balance": round(state.balance, 6),
                 "sufficient": cost <= state.balance,
+                **({"recharge_url": state.config.topup_url} if state.config.topup_url and cost > state.balance else {}),
             }
         )
 
@@ -363,6 +365,7 @@ def create_app(config: SandboxConfig | None = None) -> Starlette:
                     current_balance=round(state.balance, 6),
                     required=cost,
                     shortfall=round(cost - state.balance, 6),
+                    **({"topup_url": state.config.topup_url} if state.config.topup_url else {}),
                 )
             state.balance -= cost
             job = _Job(

@@ -198,6 +198,9 @@ class Spending:
             if mid is not None:
                 sent.append((admin, str(mid), alang))
         await self.approvals.add_messages(rec.id, sent)
+        decided = await self.approvals.get(rec.id)
+        if decided is not None and decided.state != "waiting":
+            await self._show_decided(decided)  # decided while the messages went out
         if not sent:
             log.warning("approval %s: no admin could be told", rec.id)
             await self._say(chat_id, lang, "approval.no_admin")
@@ -244,7 +247,7 @@ class Spending:
         await self._show_decided(rec)
         if d.state in DECIDED:
             await self.deliver(rec)
-        if e.verdict != "withdrawn" and chat_id not in {m[0] for m in rec.messages}:
+        if e.typed:  # a button shows the decision on itself; a command is answered
             await self._say(chat_id, lang, f"approval.state.{d.state}", id=rec.id, by=rec.by or "-")
 
     async def _show_decided(self, rec: Approval) -> None:

@@ -62,6 +62,7 @@ class Decide:
     verdict: str  # approved | rejected | withdrawn | info
     by: str
     reason: str = ""
+    typed: bool = False  # a command (answered in words), not a button (which shows it)
 
 
 @dataclass(frozen=True)

@@ -149,7 +149,7 @@ def command(s: ChatState, name: str, args: tuple[str, ...], user: str, ctx: Cont
             return s, [reply("approval.usage")]
         verdict = "approved" if name == "approve" else "rejected"
         reason = " ".join(args[1:])[:300] if name == "reject" else ""
-        return s, [Decide(args[0].lower(), verdict, user, reason)]
+        return s, [Decide(args[0].lower(), verdict, user, reason, typed=True)]
     if name == "budget":
         return s, [_budget(args, user, admin)]
     if name == "audit":
@@ -194,10 +194,11 @@ def _budget(args: tuple[str, ...], user: str, admin: bool) -> Effect:
 
 
 def _audit(args: tuple[str, ...]) -> Effect:
+    """/audit [N] [user]: a first argument of digits is the count; the user as /whoami shows it."""
     count, who = AUDIT_DEFAULT, None
-    for a in args[:2]:
-        if a.isdigit():
-            count = max(1, min(int(a), AUDIT_MAX))
-        elif len(a) <= 128:
-            who = identity.qualify(a)
+    rest = list(args[:2])
+    if rest and rest[0].isdigit():
+        count = max(1, min(int(rest.pop(0)), AUDIT_MAX))
+    if rest and len(rest[0]) <= 128:
+        who = identity.qualify(rest[0])
     return ShowAudit(count, who)

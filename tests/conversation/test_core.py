@@ -129,7 +129,7 @@ def test_caption_does_not_submit_when_balance_is_short():
     asked = next(e for e in fx if isinstance(e, Reply))
     assert not any(b.label == "btn.submit" for row in asked.buttons for b in row)
     # Check again instead; the admins are told (once per episode: the runner keeps count).
-    assert [b.data for row in asked.buttons for b in row][0] == f"c:chk:{s.pending.token}"
+    assert next(b.data for row in asked.buttons for b in row) == f"c:chk:{s.pending.token}"
     assert isinstance(fx[-1], ShortfallNotice)
 
 

@@ -21,7 +21,7 @@ def telegram():
     fake.stop()
 
 
-def make_bot(telegram, sandbox, redis, tmp_path, **tg_overrides) -> TelegramBot:
+def make_bot(telegram, sandbox, redis, tmp_path, conv_overrides=None, **tg_overrides) -> TelegramBot:
     tg = TelegramSettings(
         telegram_bot_token=TOKEN,
         telegram_api_base_url=telegram.api_base,
@@ -36,6 +36,7 @@ def make_bot(telegram, sandbox, redis, tmp_path, **tg_overrides) -> TelegramBot:
         poll_max_seconds=0.2,
         progress_edit_seconds=0,
         unsafe_allow_loopback_urls=True,
+        **(conv_overrides or {}),
     )
     client = BatchJobClient(sandbox.url, SANDBOX_TOKEN, timeouts=Timeouts(read=2))
     return TelegramBot(tg, conv, redis, client)

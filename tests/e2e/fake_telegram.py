@@ -158,24 +158,26 @@ class FakeTelegram(Served):
         self._push(update)
         return update
 
-    def press(self, chat_id: int, user: dict[str, Any], data: str, message_id: int = 1) -> None:
+    def callback(self, chat_id: int, user: dict[str, Any], data: str, message_id: int = 1) -> dict[str, Any]:
+        """A button press as an update's body (without its update_id)."""
         message = {
             "message_id": message_id,
             "date": int(time.time()),
             "chat": self.chat(chat_id),
             "text": "x",
         }
-        self._push(
-            {
-                "callback_query": {
-                    "id": f"cb{next(self.msg_ids)}",
-                    "from": user,
-                    "chat_instance": "ci",
-                    "data": data,
-                    "message": message,
-                }
+        return {
+            "callback_query": {
+                "id": f"cb{next(self.msg_ids)}",
+                "from": user,
+                "chat_instance": "ci",
+                "data": data,
+                "message": message,
             }
-        )
+        }
+
+    def press(self, chat_id: int, user: dict[str, Any], data: str, message_id: int = 1) -> None:
+        self._push(self.callback(chat_id, user, data, message_id))
 
     def delay(self, method: str, seconds: float, times: int = 1) -> None:
         """Serve the next `times` calls of `method`, then answer only after `seconds` (a timeout)."""
@@ -210,7 +212,9 @@ class FakeTelegram(Served):
             for m in reversed(self.messages):
                 if m.chat_id == chat_id and m.markup:
                     return [
-                        (b["text"], b["callback_data"]) for row in m.markup["inline_keyboard"] for b in row
+                        (b["text"], b.get("callback_data") or b.get("url", ""))
+                        for row in m.markup["inline_keyboard"]
+                        for b in row
                     ]
         return []
 
@@ -302,23 +306,42 @@ class FakeTelegram(Served):
             }
         )
 
+    def _bad_markup(self, markup: Any) -> Response | None:
+        """As the Bot API checks an inline keyboard: each button has exactly one of
+        callback_data (1-64 bytes) and url (http, https or tg)."""
+        for row in (markup or {}).get("inline_keyboard") or []:
+            for b in row:
+                kinds = [k for k in ("callback_data", "url") if k in b]
+                if len(kinds) != 1:
+                    return self._err(400, "Bad Request: can't parse inline keyboard button")
+                if "url" in b and not str(b["url"]).startswith(("http://", "https://", "tg://")):
+                    return self._err(400, "Bad Request: BUTTON_URL_INVALID")
+                if "callback_data" in b and not 1 <= len(str(b["callback_data"]).encode()) <= 64:
+                    return self._err(400, "Bad Request: BUTTON_DATA_INVALID")
+        return None
+
     async def _m_sendMessage(self, p: dict[str, Any]) -> Response:
+        if (bad := self._bad_markup(p.get("reply_markup"))) is not None:
+            return bad
         return self._sent(int(p["chat_id"]), str(p["text"]), p.get("reply_markup"))
 
     async def _m_editMessageText(self, p: dict[str, Any]) -> Response:
         chat_id, mid, text = int(p["chat_id"]), int(p["message_id"]), str(p["text"])
+        if (bad := self._bad_markup(p.get("reply_markup"))) is not None:
+            return bad
         with self.lock:
             msg = next((m for m in self.messages if m.chat_id == chat_id and m.message_id == mid), None)
             if msg is None:
                 return self._err(400, "Bad Request: message to edit not found")
             current = msg.edits[-1] if msg.edits else msg.text
-            if current == text:
+            if current == text and msg.markup == p.get("reply_markup"):
                 return self._err(
                     400,
                     "Bad Request: message is not modified: specified new message content and "
                     "reply markup are exactly the same as a current content",
                 )
             msg.edits.append(text)
+            msg.markup = p.get("reply_markup")  # an edit without a keyboard removes it
             self.sends.append((time.monotonic(), chat_id))
         return self._ok(
             {"message_id": mid, "date": int(time.time()), "chat": self.chat(chat_id), "text": text}
