@@ -329,6 +329,7 @@ def create_app(config: SandboxConfig | None = None) -> Starlette:
         mode = str(data.get("mode") or "fast")
         price = state.config.price(model, mode)
         cost = round(count * price, 6)
+        short = cost > state.balance
         return ok(
             {
                 "record_count": count,
@@ -339,7 +340,7 @@ def create_app(config: SandboxConfig | None = None) -> Starlette:
                 "currency": "credits",
                 "balance": round(state.balance, 6),
                 "sufficient": cost <= state.balance,
-                **({"recharge_url": state.config.topup_url} if state.config.topup_url and cost > state.balance else {}),
+                **({"recharge_url": state.config.topup_url} if short and state.config.topup_url else {}),
             }
         )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
@@ -15,6 +16,14 @@ LOOPBACK = ("127.0.0.1", "::1", "localhost")
 def label_value(v: str) -> str:
     """A Prometheus label value: backslash, quote and new line escaped (ids are user input)."""
     return v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+async def spend_lines(budgets: Any) -> list[str]:
+    """This month's spending per user (the budgets' counters), largest first."""
+    lines = ["# TYPE batchjob_bot_spend_month gauge"]
+    for user, spent in (await budgets.spent_this_month()).items():
+        lines.append(f'batchjob_bot_spend_month{{user="{label_value(user)}"}} {spent}')
+    return lines
 
 
 def endpoint(

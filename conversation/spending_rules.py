@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from conversation import budgets, identity
 from conversation.events import Button, Effect, Precheck, Reply, ServiceFailed
 from conversation.flow_ops import Result, cost_of, drop, reply, submit
-from conversation.prompts import ask_confirm, error_reply, estimate_parts
+from conversation.prompts import ask_confirm, estimate_parts
 from conversation.spending_events import (
     ApprovalDecided,
     ApprovalNeeded,
@@ -122,7 +122,8 @@ def on_submit_short(s: ChatState, e: ServiceFailed) -> Result:
     }
     s.phase = "awaiting_confirm"
     figures = [part for part in estimate_parts(p) if part[0] != "flow.uploaded"]
-    return s, [error_reply(e), ask_confirm(p, figures), shortfall_notice(p.estimate)]
+    refused = [("balance.submit_refused", {}), *figures]
+    return s, [ask_confirm(p, refused), shortfall_notice(p.estimate)]
 
 
 # --- admins ------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from bot.flood import LARK_LIMITS, FloodControl
 from bot.lark.channel import LarkChannel
 from bot.lark.events import Incoming, to_event
 from bot.lark.settings import RESOURCE_LIMIT, LarkSettings
-from bot.metrics import endpoint
+from bot.metrics import endpoint, spend_lines
 from bot.redact import redact_secrets
 from conversation.app import ConversationApp, keys_for
 from conversation.leases import Claim
@@ -233,7 +233,12 @@ class LarkBot:
                 return JSONResponse({"redis": False, "access": access}, status_code=503)
 
         async def render() -> str:
-            return "\n".join(self.metric_lines()) + "\n"
+            lines = self.metric_lines()
+            try:
+                lines += await spend_lines(self.app.runner.spending.budgets)
+            except RedisError:
+                lines.append("batchjob_bot_redis_up 0")
+            return "\n".join(lines) + "\n"
 
         token = self.settings.bot_metrics_token
         metrics = endpoint(render, token.get_secret_value() if token else None)

@@ -30,7 +30,7 @@ import locales
 from batchjob import doctor
 from batchjob.client import BatchJobClient
 from bot.flood import FloodControl
-from bot.metrics import endpoint, label_value
+from bot.metrics import endpoint, spend_lines
 from bot.redact import redact_secrets
 from bot.telegram.channel import TelegramChannel
 from bot.telegram.polling import Poller
@@ -319,9 +319,7 @@ class TelegramBot:
             lines.append(f'batchjob_bot_jobs{{status="active"}} {await self.app.store.scheduled()}')
             for status, n in (await self.app.store.finished_counts()).items():
                 lines.append(f'batchjob_bot_jobs{{status="{status}"}} {n}')
-            lines.append("# TYPE batchjob_bot_spend_month gauge")
-            for user, spent in (await self.app.runner.spending.budgets.spent_this_month()).items():
-                lines.append(f'batchjob_bot_spend_month{{user="{label_value(user)}"}} {spent}')
+            lines += await spend_lines(self.app.runner.spending.budgets)
         except RedisError:
             lines.append("batchjob_bot_redis_up 0")
         for more in self.more_metrics:  # another channel served by this process

@@ -146,8 +146,8 @@ def test_a_402_keeps_the_file_offers_top_up_and_check_again_and_notifies():
     )
     s, fx = core.step(at("submitting", intent_id="i1"), failed, ctx())
     assert s.phase == "awaiting_confirm" and s.pending.file_id == "file_1"
-    assert keys(fx)[0] == "error.balance" and "flow.estimate_shortfall" in keys(fx)
-    asked = of(fx, Reply)[-1]
+    assert keys(fx)[0] == "balance.submit_refused" and "flow.estimate_shortfall" in keys(fx)
+    [asked] = of(fx, Reply)  # one message: what happened, the figures, what to do
     datas = [b.data for row in asked.buttons for b in row]
     assert datas[:2] == ["https://pay.example/top-up?a=1", "c:chk:tok12345"]
     assert "c:go:tok12345" not in datas
@@ -169,7 +169,7 @@ def test_a_402_keeps_the_file_offers_top_up_and_check_again_and_notifies():
 def test_a_top_up_link_a_button_cannot_open_is_left_out(url):
     s = at("awaiting_confirm", estimate={**EST, "sufficient": False, "recharge_url": url})
     _, fx = core.step(s, CommandReceived("again", (), "42"), ctx())
-    assert [b.data for row in fx[0].buttons for b in row][0] == "c:chk:tok12345"
+    assert next(b.data for row in fx[0].buttons for b in row) == "c:chk:tok12345"
 
 
 @pytest.mark.parametrize(

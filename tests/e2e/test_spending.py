@@ -87,13 +87,16 @@ async def test_a_large_job_approved_by_an_admin_on_another_replica_is_submitted_
         ) as c:
             r = await c.post("/tg/hook", json={"update_id": 990001, **press}, headers=SECRET)
             assert r.status_code == 200
-        await until(has(telegram, 601, "submitted"), what="the job submitted")
+        await until(has(telegram, 601, "submitted (google"), what="the job submitted")
         await until(has(telegram, 601, "finished"), what="the summary")
         assert len(jobs_of(sandbox, "approve-me.jsonl")) == 1
         await until(lambda: any("Approved by tg:7" in label for label, _ in telegram.buttons(ADMIN)))
         await until(has(telegram, ADMIN, "was approved by tg:7"), what="the second press answered")
         audit = await spend_bot.app.runner.spending.audit.last(10)
         assert [e.kind for e in audit][:3] == ["submit", "approved", "approval_asked"]
+        local = httpx.ASGITransport(app=other.asgi(), client=("127.0.0.1", 40000))
+        async with httpx.AsyncClient(transport=local, base_url="http://b") as c:
+            assert 'batchjob_bot_spend_month{user="tg:601"} 1.2' in (await c.get("/metrics")).text
     finally:
         await other.stop()
         await other.client.aclose()
@@ -147,5 +150,5 @@ async def test_a_402_with_a_top_up_link_then_check_again_after_the_balance_is_ra
     assert jobs_of(sandbox, "short.jsonl") == []  # checked again: asked again, never submitted by itself
     assert sum("service balance is short" in t for t in telegram.texts(ADMIN)) == 1
     telegram.send_text(601, USER, "ok")
-    await until(has(telegram, 601, "submitted"))
+    await until(has(telegram, 601, "submitted (google"))
     assert len(jobs_of(sandbox, "short.jsonl")) == 1
