@@ -7,8 +7,10 @@ import pytest
 
 from batchjob.client import BatchJobClient, Timeouts
 from conversation.app import ConversationApp
+from conversation.approvals import REDELIVER_MS
 from conversation.events import CommandReceived, FileReceived, TextReceived
 from conversation.settings import ConversationSettings
+from conversation.store import now_ms
 from tests.batchjob.conftest import TOKEN
 from tests.conversation.test_flow import drain
 
@@ -88,3 +90,35 @@ async def test_nonsense_budgets_are_refused_with_a_clear_answer(app, channel):
     }
     await app.runner.handle(CHAT, CommandReceived("budget", ("set", "user", str(CHAT), "day", "99"), CHAT))
     assert "Only admins" in channel.texts()[-1]
+
+
+async def test_a_decision_cut_off_before_its_delivery_is_delivered_by_the_sweep_once(
+    redis, channel, sandbox, tmp_path, write
+):
+    settings = ConversationSettings(
+        media_dir=tmp_path / "media", admin_ids=frozenset({ADMIN}), approval_threshold=0.01
+    )
+    client = BatchJobClient(sandbox.url, TOKEN, timeouts=Timeouts(read=1.0), backoff_base=0.01)
+    app = ConversationApp(redis, client, channel, settings)
+    try:
+        await submit(app, write, "p.csv", "prompt\na\nb\n")
+        state = await app.store.load(CHAT)
+        assert state.phase == "awaiting_approval"
+        approval_id = state.pending.approval_id
+        spending = app.runner.spending
+        # The admin's press was decided in Redis by a replica that died before delivering it.
+        assert (await spending.approvals.decide(approval_id, "approved", "tg:7", "", now_ms())).won
+        submits = sandbox.state.submits
+        assert await spending.sweep(now=now_ms()) == 0  # not yet: that replica may still deliver
+        assert await spending.sweep(now=now_ms() + REDELIVER_MS + 1) == 1
+        assert sandbox.state.submits == submits + 1 and (await app.store.load(CHAT)).phase == "idle"
+        # Delivered again (the sweep's own delivery cut short): the chat applies it once.
+        await spending.deliver(await spending.approvals.get(approval_id))
+        assert sandbox.state.submits == submits + 1
+        assert await spending.sweep(now=now_ms() + 10 * REDELIVER_MS) == 0
+        # A press on the decided approval is answered, and changes nothing.
+        await app.runner.handle(ADMIN, CommandReceived("approve", (approval_id,), ADMIN))
+        assert channel.texts()[-1] == f"Approval {approval_id} was approved by tg:7."
+        assert sandbox.state.submits == submits + 1
+    finally:
+        await client.aclose()

@@ -111,6 +111,7 @@ async def test_kill_a_replica_mid_run(moment, media, redis_url, sandbox, tmp_pat
         for i in range(REPLICAS):  # one start line says what runs
             assert f"running: Telegram webhook on 127.0.0.1:{fleet.ports[i]}; Redis" in fleet.log(i)
             assert f"replica r{i}." in fleet.log(i) and TOKEN not in fleet.log(i)
+            assert "access: open to everyone" in fleet.log(i)  # no lists set: said at start
         tick, seen = kill_when(fleet, fwd, moment)
         store_redis, _ = await connect(redis_url)
         store = Store(store_redis, keys=Keys(prefix=fleet.env["BOT_REDIS_PREFIX"]))
