@@ -545,7 +545,9 @@ def test_a_balance_failure_shows_where_to_top_up():
     )
     _, effects = core.step(at("submitting", file_id="file_abc1", intent_id="i"), failure, ctx())
     assert "error.balance_topup" in keys(effects)
-    assert "https://t.test" in [b.data for e in effects if isinstance(e, Reply) for row in e.buttons for b in row]
+    assert "https://t.test" in [
+        b.data for e in effects if isinstance(e, Reply) for row in e.buttons for b in row
+    ]
 
 
 def test_details_without_an_id_means_the_chats_latest_job():
