@@ -14,6 +14,7 @@ import ipaddress
 import os
 import socket
 from pathlib import Path
+from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import httpx
@@ -89,6 +90,28 @@ async def fetch_url(
         raise
 
 
+async def pinned(url: str, allow_loopback: bool = False) -> tuple[str, dict[str, str], dict[str, Any]]:
+    """The URL to request instead of `url`: its host resolved once, every address public
+    (loopback too with the test-only switch), the request pinned to that address (no second
+    lookup can point it elsewhere), with the Host header and TLS name of the original."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.username or parts.password:
+        raise FetchError("url_refused")
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        raise FetchError("url_refused") from None
+    host = parts.hostname
+    addresses = await _addresses(host, port)
+    if not addresses or not all(_allowed(a, allow_loopback) for a in addresses):
+        raise FetchError("url_refused")
+    ip = addresses[0]
+    netloc = f"[{ip}]" if ip.version == 6 else str(ip)
+    target = parts._replace(netloc=f"{netloc}:{port}").geturl()
+    headers = {"Host": parts.netloc.rsplit("@", 1)[-1]}
+    return target, headers, ({"sni_hostname": host} if parts.scheme == "https" else {})
+
+
 async def _fetch(
     url: str,
     dest: Path,
@@ -107,26 +130,8 @@ async def _fetch(
         current = url
         for _ in range(MAX_REDIRECTS + 1):
             parts = urlsplit(current)
-            if (
-                parts.scheme not in ("http", "https")
-                or not parts.hostname
-                or parts.username
-                or parts.password
-            ):
-                raise FetchError("url_refused")
-            try:
-                port = parts.port or (443 if parts.scheme == "https" else 80)
-            except ValueError:
-                raise FetchError("url_refused") from None
-            host = parts.hostname
-            addresses = await _addresses(host, port)
-            if not addresses or not all(_allowed(a, allow_loopback) for a in addresses):
-                raise FetchError("url_refused")
-            ip = addresses[0]
-            netloc = f"[{ip}]" if ip.version == 6 else str(ip)
-            target = parts._replace(netloc=f"{netloc}:{port}").geturl()
-            headers = {"Host": parts.netloc.rsplit("@", 1)[-1], "Accept": "*/*"}
-            extensions = {"sni_hostname": host} if parts.scheme == "https" else {}
+            target, headers, extensions = await pinned(current, allow_loopback)
+            headers["Accept"] = "*/*"
             try:
                 async with client.stream("GET", target, headers=headers, extensions=extensions) as resp:
                     if resp.is_redirect:

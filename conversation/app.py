@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -55,6 +56,7 @@ class ConversationApp:
             settle=self.runner.spending.settle,
             lease_ms=int(settings.watch_lease_seconds * 1000),
         )
+        self.finished_hooks: list[Callable[[str, str], Awaitable[None]]] = []
         self._task: asyncio.Task[None] | None = None
         self._recovering: asyncio.Task[None] | None = None
         self.recovered = asyncio.Event()  # set once in-flight work of a crashed process is resumed
@@ -68,6 +70,8 @@ class ConversationApp:
             if job_id in state.jobs:
                 state.jobs.remove(job_id)
                 await self.store.save(chat_id, state)
+        for hook in self.finished_hooks:
+            await hook(chat_id, job_id)
 
     def start_watcher(self) -> None:
         self._task = asyncio.create_task(self._run_watcher(), name="watcher")

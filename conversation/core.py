@@ -78,7 +78,7 @@ from conversation.prompts import ask_confirm as _ask_confirm
 from conversation.prompts import error_reply as _error_reply
 from conversation.prompts import estimate_parts as _estimate_parts
 from conversation.prompts import report_parts as _report_parts
-from conversation.spending_events import ApprovalDecided, ApprovalNeeded, OverBudget
+from conversation.spending_events import ApprovalDecided, ApprovalNeeded, InputGiven, OverBudget
 from conversation.state import ChatState, Pending
 
 MAX_ERRORS_INLINE = 10
@@ -303,6 +303,9 @@ def _on_inspected(s: ChatState, e: Inspected, ctx: Context) -> Result:
         if not p.valid:
             s, out = _drop(s)
             return s, [Reply((*parts, ("flow.no_valid_rows", {}), ("flow.fix_hint", {}))), *out]
+        if p.skip_invalid:  # asked for beforehand (an agent): the valid rows go on
+            s.phase = "uploading"
+            return s, [Reply(tuple(parts)), Upload(e.converted or p.path or "", p.filename, p.mode)]
         s.phase = "awaiting_fix"
         buttons = fix_buttons(p)
         document = (
@@ -623,4 +626,5 @@ _HANDLERS: dict[type, Callable[[ChatState, Any, Context], Result]] = {
     ApprovalNeeded: spending_rules.on_approval_needed,
     OverBudget: spending_rules.on_over_budget,
     ApprovalDecided: spending_rules.on_decided,
+    InputGiven: spending_rules.on_input_given,
 }

@@ -165,13 +165,15 @@ from conversation.spending_events import (  # noqa: E402
     AskApproval,
     BudgetCommand,
     Decide,
+    InputGiven,
     OverBudget,
     ShortfallNotice,
     ShowAudit,
 )
 
 Event = (
-    ApprovalNeeded
+    InputGiven
+    | ApprovalNeeded
     | OverBudget
     | ApprovalDecided
     | FileReceived

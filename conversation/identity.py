@@ -12,7 +12,8 @@ from __future__ import annotations
 TELEGRAM = "tg"
 LARK = "lark"
 CONSOLE = "cli"
-CHANNELS = (TELEGRAM, LARK, CONSOLE)
+API = "api"  # agents over the HTTP API: a submission is a chat (api:sub_…), a key a user (api:key_…)
+CHANNELS = (TELEGRAM, LARK, CONSOLE, API)
 
 
 def qualify(raw: int | str) -> str:

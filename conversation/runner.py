@@ -111,6 +111,8 @@ class Runner:
         from conversation.spending import Spending  # it calls back into this runner
 
         self.spending = Spending(self)
+        # Told of each step once it is saved (the agents' API follows its submissions so).
+        self.observers: list[Callable[[str, Event, ChatState, list[Effect]], Awaitable[None]]] = []
 
     def context(self) -> core.Context:
         return core.Context(
@@ -191,6 +193,7 @@ class Runner:
         while queue:
             ev = queue.pop(0)
             todo: list[tuple[Effect, int | None]] = []
+            effects: list[Effect] = []
             async with self.store.chat_lock(chat_id):
                 state = await self.store.load(chat_id)
                 crash.point(f"handle.after_load:{type(ev).__name__}")
@@ -217,6 +220,8 @@ class Runner:
             if first and on_applied is not None:
                 await on_applied()
             first = False
+            for observe in self.observers:
+                await observe(chat_id, ev, new, effects)
             for effect, seq in todo:
                 crash.point(f"effect.before:{type(effect).__name__}")
                 try:

@@ -53,6 +53,10 @@ class ConversationSettings(BaseSettings):
     approval_threshold: float | None = Field(None, ge=0)
     approval_ttl_seconds: int = Field(86400, gt=0, le=30 * 86400)
     admin_chat: str | None = None  # where approvals go; unset: each admin's private chat
+    # The agents' API alone (batchjob-bot --api) listens here; with a channel, on its server.
+    listen_host: str = "127.0.0.1"
+    listen_port: int = Field(8080, ge=1, le=65535)
+    api_progress_seconds: float = Field(10.0, gt=0)  # progress callbacks at most this often
     # Tests only: let URL fetching reach 127.0.0.1. Unsafe (SSRF) anywhere else.
     unsafe_allow_loopback_urls: bool = False
 
@@ -72,8 +76,8 @@ class ConversationSettings(BaseSettings):
 
     def allows(self, user: str, chat: str) -> bool:
         """May this user, in this chat, use the bot? (ids channel-qualified)"""
-        if not self.restricted or user in self.admin_ids:
-            return True
+        if not self.restricted or user in self.admin_ids or chat.startswith(f"{identity.API}:"):
+            return True  # (an API key is the operator's own grant)
         return user in self.allowed_users or chat in self.allowed_chats
 
     @field_validator("modes", mode="before")

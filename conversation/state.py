@@ -64,6 +64,7 @@ class Pending(BaseModel):
     approved: bool = False  # an admin approved it: the threshold no longer applies
     approval_id: str = ""  # the approval it waits for (awaiting_approval)
     recheck: bool = False  # "check again" pressed: the new estimate asks, never submits
+    skip_invalid: bool = False  # an agent asked for the valid rows only, whatever is invalid
 
     @field_validator("owner", mode="before")
     @classmethod

@@ -219,7 +219,7 @@ class LarkBot:
 
         return Route(self.settings.lark_webhook_path, endpoint, methods=["POST"])
 
-    def asgi(self):  # type: ignore[no-untyped-def]
+    def asgi(self, extra_routes: list | None = None):  # type: ignore[no-untyped-def]
         """The webhook (in webhook mode) and /healthz, for a bot serving Feishu/Lark alone."""
         from starlette.applications import Starlette
         from starlette.routing import Route
@@ -245,7 +245,7 @@ class LarkBot:
         routes = [Route("/healthz", healthz, methods=["GET"]), Route("/metrics", metrics, methods=["GET"])]
         if self.settings.lark_mode == "webhook":
             routes.append(self.webhook_route())
-        return Starlette(routes=routes)
+        return Starlette(routes=[*routes, *(extra_routes or [])])
 
     def metric_lines(self) -> list[str]:
         return [

@@ -1,0 +1,1 @@
+"""The agents' HTTP API: submissions through the same pipeline as the chat channels."""

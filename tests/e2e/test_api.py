@@ -1,0 +1,270 @@
+"""The agents' HTTP API over real HTTP, against the sandbox: submissions through the chat
+pipeline, the confirm gate, idempotency, bad requests, signed callbacks with retries, an
+OpenClaw stand-in, and a callback sent by another replica."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import time
+
+import httpx
+import pytest
+import uvicorn
+from standardwebhooks.webhooks import Webhook
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from batchjob.client import BatchJobClient, Timeouts
+from bot.api.server import attach, standalone
+from bot.channels import ChannelRouter
+from conversation.app import ConversationApp
+from conversation.settings import ConversationSettings
+from tests.conftest import TOKEN
+from tests.e2e.conftest import until
+from tests.e2e.served import Served
+
+CSV = b"prompt,aspect_ratio\na red fox,1:1\na blue owl,16:9\n,\nbad row,7:7\n"
+
+
+class Receiver(Served):
+    """Records what it is sent; answers 500 to the first `failures` requests."""
+
+    def __init__(self, failures: int = 0) -> None:
+        super().__init__()
+        self.got: list[tuple[str, dict[str, str], bytes]] = []
+        self.failures = failures
+        self.lock = threading.Lock()
+
+        async def take(request: Request) -> JSONResponse:
+            body = await request.body()
+            with self.lock:
+                self.got.append((request.url.path, dict(request.headers), body))
+                if self.failures > 0:
+                    self.failures -= 1
+                    return JSONResponse({"no": 1}, status_code=500)
+            return JSONResponse({"ok": True})
+
+        self.serve(Starlette(routes=[Route("/{path:path}", take, methods=["POST"])]))
+
+
+def make_app(redis, sandbox, tmp_path, replica="r1"):
+    settings = ConversationSettings(
+        media_dir=tmp_path / replica,
+        poll_min_seconds=0.05,
+        poll_max_seconds=0.2,
+        progress_edit_seconds=0,
+        unsafe_allow_loopback_urls=True,
+        api_progress_seconds=3600,
+    )
+    client = BatchJobClient(sandbox.url, TOKEN, timeouts=Timeouts(read=2))
+    router = ChannelRouter()
+    app = ConversationApp(redis, client, router, settings, replica=replica)
+    return app, attach(app, router)
+
+
+@pytest.fixture
+async def api(redis, sandbox, tmp_path):
+    app, agents = make_app(redis, sandbox, tmp_path)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(standalone(agents), log_level="warning", access_log=False))
+    serving = asyncio.create_task(server.serve(sockets=[sock]))
+    await until(lambda: server.started, what="the API server")
+    app.start_watcher()
+    key, rec = await agents.keys.create(name="agent")
+    base = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=30) as c:
+        yield c, agents, rec
+    server.should_exit = True
+    await serving
+    await app.stop()
+    await app.client.aclose()
+
+
+async def finished(c, sub_id):
+    async def done():
+        return (await c.get(f"/v1/submissions/{sub_id}")).json()["state"]
+
+    for _ in range(3000):  # polled, bounded: the sandbox runs the job in well under a minute
+        state = await done()
+        if state in ("completed", "partially_completed", "failed", "cancelled"):
+            return state
+        await asyncio.sleep(0.02)
+    raise AssertionError("the job did not finish")
+
+
+async def test_an_upload_waits_at_the_confirm_gate_then_runs_and_calls_back_signed(api):
+    c, agents, key = api
+    receiver = Receiver().start()
+    try:
+        r = await c.post(
+            "/v1/submissions",
+            files={"file": ("prompts.csv", CSV, "text/csv")},
+            data={
+                "skip_invalid": "true",
+                "callback": f'{{"url": "{receiver.url}/hook"}}',
+                "metadata": '{"n": 7}',
+            },
+        )
+        assert r.status_code == 202, r.text
+        sub = r.json()
+        assert sub["state"] == "awaiting_confirmation" and sub["metadata"] == {"n": 7}
+        assert sub["report"]["rows"] == {"total": 4, "valid": 2, "invalid": 1, "skipped": 1}
+        assert sub["report"]["errors"][0]["row"] == 5  # the user's own row number
+        assert sub["estimate"]["estimated_cost"] == pytest.approx(0.04)
+        r = await c.post(f"/v1/submissions/{sub['id']}/confirm")
+        assert r.json()["state"] in ("submitted", "running", "completed")
+        assert await finished(c, sub["id"]) == "completed"
+        r = await c.get(f"/v1/submissions/{sub['id']}/results")
+        records = r.json()["records"]
+        assert [x["row"] for x in records] == [2, 3], records
+        assert all(x["status"] != "failed" and (x["images"] or x["inline_images"]) for x in records), records
+        while await agents.callbacks.run_once():
+            pass
+        events = [json.loads(b) for _, _, b in receiver.got]
+        kinds = [e["event"] for e in events]
+        assert kinds[:2] == ["awaiting_confirmation", "submitted"] and kinds[-1] == "terminal", kinds
+        assert events[-1]["state"] == "completed" and events[-1]["metadata"] == {"n": 7}
+        for _, headers, body in receiver.got:
+            Webhook(key.webhook_secret).verify(body, headers)  # raises when forged
+    finally:
+        receiver.stop()
+
+
+async def test_url_rows_inline_and_file_id(api, sandbox):
+    c, agents, _ = api
+    r = await c.post(
+        "/v1/submissions", json={"rows": [{"prompt": "a cat"}, {"prompt": "a dog"}], "confirm": True}
+    )
+    assert r.status_code == 202 and r.json()["state"] in ("submitted", "running", "completed"), r.text
+    file_id = next(iter(sandbox.state.files))
+    r = await c.post("/v1/submissions", json={"file_id": file_id, "count": 2, "estimate_only": True})
+    assert r.json()["state"] == "estimated" and r.json()["estimate"]["record_count"] == 2
+    r = await c.post("/v1/submissions", json={"url": f"{sandbox.url}/no/such/prompts.csv"})
+    assert r.status_code == 202 and r.json()["state"] == "failed" and r.json()["message"], r.text
+    public = Served()
+    public.serve(Starlette(routes=[Route("/p.csv", lambda request: Response(CSV, media_type="text/csv"))]))
+    public.start()
+    try:
+        r = await c.post("/v1/submissions", json={"url": f"{public.url}/p.csv", "skip_invalid": True})
+        assert r.json()["state"] == "awaiting_confirmation" and r.json()["report"]["rows"]["valid"] == 2
+    finally:
+        public.stop()
+
+
+async def test_an_idempotency_key_makes_one_submission_whatever_the_repeats(api, sandbox):
+    c, agents, _ = api
+    body = {"rows": [{"prompt": "one fox"}], "confirm": True, "idempotency_key": "nightly-2026-12-03"}
+    got = await asyncio.gather(*(c.post("/v1/submissions", json=body) for _ in range(8)))
+    ids = {r.json().get("id") for r in got}
+    assert None not in ids, [r.text for r in got]
+    assert len(ids) == 1 and sorted(r.status_code for r in got).count(202) == 1
+    jobs = [j for j in sandbox.state.jobs.values() if sandbox.state.files[j.file_id].filename == "rows.jsonl"]
+    r = await c.post("/v1/submissions", json={**body, "rows": [{"prompt": "another"}]})
+    assert r.status_code == 409 and r.json()["error"]["code"] == "idempotency_conflict"
+    assert len(
+        [j for j in sandbox.state.jobs.values() if sandbox.state.files[j.file_id].filename == "rows.jsonl"]
+    ) == len(jobs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "status", "code"),
+    [
+        ({"json": {"rows": [{"prompt": "x"}], "colour": "red"}}, 400, "unknown_field"),
+        (
+            {"json": {"rows": [{"prompt": "x"}], "callback": {"url": "http://10.0.0.1/x"}}},
+            400,
+            "callback_refused",
+        ),
+        (
+            {"json": {"rows": [{"prompt": "x"}], "callback": {"url": "file:///etc/passwd"}}},
+            400,
+            "callback_refused",
+        ),
+        ({"json": {"rows": "nope"}}, 400, "invalid_field"),
+        ({"json": {"file_id": "file_abc"}}, 400, "invalid_input"),
+        ({"json": {"url": "https://x.example/a.csv", "rows": [{"prompt": "x"}]}}, 400, "invalid_input"),
+        ({"json": {"rows": [{"prompt": "x"}], "confirm": "maybe"}}, 400, "invalid_field"),
+        ({"json": {"rows": [{"prompt": "x"}], "metadata": {"k": "v" * 5000}}}, 400, "invalid_field"),
+        ({"content": b"{not json", "headers": {"content-type": "application/json"}}, 400, "invalid_json"),
+        ({"content": b"x" * 100, "headers": {"content-type": "text/plain"}}, 415, "unsupported_media_type"),
+        ({"json": {"rows": [{"prompt": "x" * 1000}] * 20_000}}, 413, "too_large"),
+    ],
+)
+async def test_bad_requests_get_a_clear_error_and_change_nothing(api, kwargs, status, code):
+    c, agents, key = api
+    r = await c.post("/v1/submissions", **kwargs)
+    assert (r.status_code, r.json()["error"]["code"]) == (status, code)
+    assert await agents.subs.page(key.id, None, 10) == []
+
+
+async def test_keys_see_only_their_own_and_a_revoked_key_nothing(api):
+    c, agents, key = api
+    sub = (await c.post("/v1/submissions", json={"rows": [{"prompt": "x"}]})).json()
+    other, other_rec = await agents.keys.create(name="other")
+    headers = {"Authorization": f"Bearer {other}"}
+    assert (await c.get(f"/v1/submissions/{sub['id']}", headers=headers)).status_code == 404
+    assert (await c.post(f"/v1/submissions/{sub['id']}/cancel", headers=headers)).status_code == 404
+    assert (await c.get("/v1/submissions", headers=headers)).json()["items"] == []
+    assert (await c.get("/v1/submissions")).json()["items"][0]["id"] == sub["id"]
+    await agents.keys.revoke(other_rec.id)
+    assert (await c.get("/v1/submissions", headers=headers)).status_code == 401
+    assert (await c.get("/v1/submissions", headers={"Authorization": "Bearer bjk_x"})).status_code == 401
+    assert (await c.get("/v1/openapi.json")).json()["openapi"].startswith("3.")
+    r = await c.post(f"/v1/submissions/{sub['id']}/cancel")
+    assert r.json()["state"] == "cancelled"
+
+
+async def test_callbacks_are_retried_with_the_same_id_and_sent_by_another_replica(
+    api, redis, sandbox, tmp_path
+):
+    c, agents, key = api
+    receiver = Receiver(failures=2).start()
+    try:
+        r = await c.post(
+            "/v1/submissions", json={"rows": [{"prompt": "x"}], "callback": {"url": f"{receiver.url}/cb"}}
+        )
+        assert r.json()["state"] == "awaiting_confirmation"
+        # This replica dies before sending; another one (same Redis) sends, retries, succeeds.
+        _, other = make_app(redis, sandbox, tmp_path, replica="r2")
+        now = int(time.time() * 1000)
+        assert await other.callbacks.run_once(now=now) == 1
+        assert await other.callbacks.run_once(now=now + 5_000) == 1
+        assert await other.callbacks.run_once(now=now + 15_000) == 1
+        assert await other.callbacks.run_once(now=now + 60_000) == 0  # delivered: nothing left
+        ids = {h["webhook-id"] for _, h, _ in receiver.got}
+        assert len(receiver.got) == 3 and len(ids) == 1  # one delivery, retried: receivers dedupe
+        Webhook(key.webhook_secret).verify(receiver.got[-1][2], receiver.got[-1][1])
+        with pytest.raises(Exception):
+            Webhook("whsec_" + "A" * 44).verify(receiver.got[-1][2], receiver.got[-1][1])
+    finally:
+        receiver.stop()
+
+
+async def test_openclaw_gets_the_terminal_summary_in_its_session(api):
+    c, agents, _ = api
+    claw = Receiver().start()
+    try:
+        callback = {"openclaw": {"url": claw.url, "token": "oc-token", "session_key": "agent:main:cron"}}
+        r = await c.post(
+            "/v1/submissions", json={"rows": [{"prompt": "x"}], "confirm": True, "callback": callback}
+        )
+        assert await finished(c, r.json()["id"]) == "completed"
+        await until(lambda: agents.callbacks.r is not None)
+        for _ in range(100):
+            if claw.got:
+                break
+            await agents.callbacks.run_once()
+            await asyncio.sleep(0.02)
+        path, headers, body = claw.got[0]
+        doc = json.loads(body)
+        assert path == "/hooks/agent" and headers["authorization"] == "Bearer oc-token"
+        assert doc["sessionKey"] == "agent:main:cron" and "ended: completed" in doc["message"]
+        assert len(claw.got) == 1  # the end only: a session is not spammed with progress
+    finally:
+        claw.stop()
