@@ -55,6 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="the chat channels to serve (default: $BOT_CHANNEL, else telegram); with both, one "
         "store, watcher and send budget per channel serve Telegram and Feishu/Lark chats",
     )
+    p.add_argument(
+        "--api",
+        action="store_true",
+        help="serve the agents' HTTP API (/v1/submissions) too; alone (no --channel): the API only, on "
+        "BOT_LISTEN_HOST:BOT_LISTEN_PORT. Keys: batchjob-bot keys create|list|revoke",
+    )
     p.add_argument("--sandbox", action="store_true", help="run against an in-process sandbox BatchJob server")
     p.add_argument("--lang", choices=locales.LANGUAGES, default=None, help="console user's language")
     p.add_argument(
@@ -64,15 +70,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["keys"]:
+        from bot.api.keys_cli import main as keys_main
+
+        return keys_main(argv[1:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=os.environ.get("BOT_LOG_LEVEL", "WARNING"), format="%(levelname)s %(name)s: %(message)s"
     )
     try:
-        channel = args.channel or os.environ.get("BOT_CHANNEL", "telegram").strip().lower() or "telegram"
-        if channel not in ("telegram", "lark", "both"):
+        default = "none" if args.api else "telegram"
+        channel = args.channel or os.environ.get("BOT_CHANNEL", default).strip().lower() or default
+        if channel not in ("telegram", "lark", "both", "none"):
             raise ConfigError("BOT_CHANNEL: telegram, lark or both")
-        return asyncio.run(run_console(args) if args.console else run_bot(channel))
+        return asyncio.run(run_console(args) if args.console else run_bot(channel, args.api))
     except ConfigError as e:
         print(f"batchjob-bot: {redaction.redact(str(e))}", file=sys.stderr)
         return 3
@@ -160,21 +172,18 @@ def _start_line(lang: str, mode: str, conv, base_url: str, redis, persistent: bo
         if conv.restricted
         else locales.t(lang, "start.access_open")
     )
-    return (
-        access
-        + "\n"
-        + locales.t(
-            lang,
-            "start.running",
-            version=version(),
-            mode=mode,
-            store=store,
-            service=redaction.url_without_credentials(base_url),
-            admins=len(conv.admin_ids),
-            languages=", ".join(locales.LANGUAGES),
-            replica=app.leases.replica,
-        )
+    running = locales.t(
+        lang,
+        "start.running",
+        version=version(),
+        mode=mode,
+        store=store,
+        service=redaction.url_without_credentials(base_url),
+        admins=len(conv.admin_ids),
+        languages=", ".join(locales.LANGUAGES),
+        replica=app.leases.replica,
     )
+    return f"{running} {access}"
 
 
 def _settings(cls, prefix: str, **overrides):  # type: ignore[no-untyped-def]
@@ -184,7 +193,7 @@ def _settings(cls, prefix: str, **overrides):  # type: ignore[no-untyped-def]
         raise ConfigError(describe(e, prefix)) from None
 
 
-async def run_bot(channel: str = "telegram") -> int:
+async def run_bot(channel: str = "telegram", api: bool = False) -> int:
     """The bot on `channel` (telegram, lark or both): one store, watcher and recovery for all.
     Telegram: long polling, or webhook mode when BOT_WEBHOOK_URL and BOT_WEBHOOK_SECRET are
     set. Feishu/Lark: long connection, or webhook mode with LARK_MODE=webhook."""
@@ -215,13 +224,18 @@ async def run_bot(channel: str = "telegram") -> int:
     if not persistent:
         log.warning("REDIS_URL is not set: state lives in this process and is lost on restart")
     client = BatchJobClient(svc.base_url, svc.bearer_token.get_secret_value())
-    shared = None
-    if use_tg and use_lark:
+    shared = agents = sender = None
+    if (use_tg and use_lark) or api:
         from bot.channels import ChannelRouter
         from conversation.app import ConversationApp
 
         router = ChannelRouter()
         shared = ConversationApp(redis, client, router, conv)
+        if api:
+            from bot.api.server import Sender, attach
+
+            agents = attach(shared, router)
+            sender = Sender(agents)
     bots: list = []
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -239,10 +253,15 @@ async def run_bot(channel: str = "telegram") -> int:
             bots.append(LarkBot(lk, conv, redis, client, app=shared))
             await _start_lark(bots[-1], lk, lang)
         if shared is not None:
-            bots[0].more_metrics.append(bots[1].metric_lines)
-            router.add("tg", bots[0].channel)
-            router.add("lark", bots[1].channel)
+            if tg is not None:
+                router.add("tg", bots[0].channel)
+            if lk is not None:
+                router.add("lark", bots[-1].channel)
+            if len(bots) == 2:
+                bots[0].more_metrics.append(bots[1].metric_lines)
             shared.start_watcher()
+        if sender is not None:
+            sender.start()
     except ConfigError:
         for bot in bots:
             with contextlib.suppress(Exception):
@@ -250,25 +269,31 @@ async def run_bot(channel: str = "telegram") -> int:
         await client.aclose()
         await redis.aclose()
         raise
-    app = bots[0].app
+    app = bots[0].app if bots else shared
     modes = [_mode_line(lang, tg)] if tg is not None else []
     modes += [_lark_mode_line(lang, lk)] if lk is not None else []
+    if api:
+        modes.append(locales.t(lang, "start.mode_api", host=conv.listen_host, port=conv.listen_port))
     line = _start_line(lang, " + ".join(modes), conv, svc.base_url, redis, persistent, app)
     print(f"batchjob-bot: {line}", file=sys.stderr)
     try:
         # Webhooks need the server; otherwise it serves /healthz and /metrics when
         # BOT_LISTEN_PORT is set.
         webhook = (tg is not None and tg.webhook) or (lk is not None and lk.lark_mode == "webhook")
-        if webhook or os.environ.get("BOT_LISTEN_PORT"):
+        if webhook or api or os.environ.get("BOT_LISTEN_PORT"):
             import uvicorn
 
-            first = bots[0]
+            from bot.api.server import api_routes, standalone
+
             lark_bot = bots[-1] if lk is not None else None
+            extra = api_routes(agents) if agents is not None else []
             if tg is not None:
-                extra = [lark_bot.webhook_route()] if lark_bot and lk.lark_mode == "webhook" else []
-                asgi, host, port = first.asgi(extra), tg.bot_listen_host, tg.bot_listen_port
+                extra += [lark_bot.webhook_route()] if lark_bot and lk.lark_mode == "webhook" else []
+                asgi, host, port = bots[0].asgi(extra), tg.bot_listen_host, tg.bot_listen_port
+            elif lark_bot is not None:
+                asgi, host, port = lark_bot.asgi(extra), lk.bot_listen_host, lk.bot_listen_port
             else:
-                asgi, host, port = lark_bot.asgi(), lk.bot_listen_host, lk.bot_listen_port
+                asgi, host, port = standalone(agents), conv.listen_host, conv.listen_port
             server = uvicorn.Server(
                 uvicorn.Config(asgi, host=host, port=port, log_level="warning", access_log=False)
             )
@@ -279,6 +304,8 @@ async def run_bot(channel: str = "telegram") -> int:
         else:
             await stop.wait()
     finally:
+        if sender is not None:
+            await sender.stop()
         for bot in bots:
             await bot.stop()
         if shared is not None:

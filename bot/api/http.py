@@ -6,6 +6,7 @@ changes nothing. Auth: `Authorization: Bearer bjk_…`; a key sees only its own 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import secrets
@@ -13,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from starlette.background import BackgroundTask
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Message
 
@@ -269,6 +271,18 @@ def routes(agents: Agents, max_upload_bytes: int) -> list[Route]:
         key = await auth(request)
         return JSONResponse(await agents.results(key, request.path_params["sub"]))
 
+    async def image(request: Request) -> Response:
+        key = await auth(request)
+        record, n = request.path_params["record"], request.path_params["n"]
+        path, mime = await agents.image(key, request.path_params["sub"], record, n)
+
+        def remove() -> None:
+            path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                path.parent.rmdir()
+
+        return FileResponse(path, media_type=mime, background=BackgroundTask(remove))
+
     async def openapi(request: Request) -> Response:
         return JSONResponse(DOCUMENT)
 
@@ -280,4 +294,5 @@ def routes(agents: Agents, max_upload_bytes: int) -> list[Route]:
         Route("/v1/submissions/{sub}/confirm", handler(confirm), methods=["POST"]),
         Route("/v1/submissions/{sub}/cancel", handler(cancel), methods=["POST"]),
         Route("/v1/submissions/{sub}/results", handler(results), methods=["GET"]),
+        Route("/v1/submissions/{sub}/results/{record:int}/{n:int}", handler(image), methods=["GET"]),
     ]

@@ -9,6 +9,7 @@ import json
 import logging
 import secrets
 import time
+from pathlib import Path
 from typing import Any
 
 from batchjob import errors as bj
@@ -24,6 +25,13 @@ from conversation.spending_events import InputGiven
 from conversation.state import ChatState
 
 log = logging.getLogger("bot.api")
+
+
+# States that speak for themselves: the chat's words (which ask a person to press a button)
+# would only confuse an agent.
+QUIET_STATES = frozenset(
+    {"checking", "awaiting_confirmation", "submitting", "submitted", "running", "completed"}
+)
 
 
 class Refused(Exception):
@@ -159,12 +167,14 @@ class Agents:
             "report": json.loads(rec["report"]) if rec.get("report") else None,
             "estimate": json.loads(rec["estimate"]) if rec.get("estimate") else None,
             "metadata": json.loads(rec.get("metadata") or "{}"),
-            "message": rec.get("message") or None,
+            "message": None,
             "job": None,
         }
         job_id = rec.get("job")
         if job_id:
             out["job"], out["state"] = await self._job(job_id)
+        if out["state"] not in QUIET_STATES:
+            out["message"] = rec.get("message") or None  # why it stopped, in words
         return out
 
     async def _job(self, job_id: str) -> tuple[dict[str, Any], str]:
@@ -187,10 +197,9 @@ class Agents:
             return info, "completed" if not job.failed else "partially_completed"
         return info, "cancelled" if job.state == "cancelled" else "failed"
 
-    async def results(self, key: ApiKey, sub_id: str, limit: int = 1000) -> dict[str, Any]:
-        """The manifest of a finished submission's results: per record, the user's row, the
-        outcome, the error, the images' URLs (inline images counted). Read from disk, record
-        by record (never the whole document in memory)."""
+    async def _results_file(self, key: ApiKey, sub_id: str) -> tuple[Path, list[tuple[int, int]], str]:
+        """The finished job's results on disk (downloaded once, kept beside the media until
+        the media sweep), the row map, the job id."""
         rec = await self._own(key, sub_id)
         if not rec.get("job"):
             raise Refused(409, "no_job", "the submission has no job (yet)")
@@ -200,35 +209,61 @@ class Agents:
             raise Refused(502, "service_error", str(e.message or e.kind)[:300]) from None
         if not job.terminal:
             raise Refused(409, "not_finished", "the job has not finished yet")
-        job_rec = await self.store.job(job.job_id)
-        runs = rowmap.decode(job_rec.get("rows", ""))
-        work = self.uploads / f"results-{secrets.token_hex(8)}"
-        limits = results.ResultLimits(max_document_bytes=self.runner.settings.results_max_bytes)
-        items: list[dict[str, Any]] = []
-        try:
+        runs = rowmap.decode((await self.store.job(job.job_id)).get("rows", ""))
+        kept = self.runner.media / f"results-{sub_id}.doc"
+        if not kept.is_file():
+            work = self.runner.media / f"results-{sub_id}.{secrets.token_hex(4)}"
             path = await results.download(
-                self.client, job, work, limits, allow_loopback=self.runner.settings.unsafe_allow_loopback_urls
+                self.client,
+                job,
+                work,
+                self.result_limits,
+                allow_loopback=self.runner.settings.unsafe_allow_loopback_urls,
             )
-            if path is not None:
-                # Inline images are counted, not decoded here (window: none).
-                decoder = results.Decoder(self.uploads, limits, window=(0, 0))
-                for o in results.records(path, limits, decoder):
-                    if len(items) >= limit:
-                        break
-                    images = o.images()
-                    items.append(
-                        {
-                            "record": o.record,
-                            "row": rowmap.row_of(runs, o.record) or (o.record + 1),
-                            "status": o.status,
-                            "error": o.error or None,
-                            "images": [i.value for i in images if i.kind == "image_url"],
-                            "inline_images": sum(i.kind != "image_url" for i in images),
-                        }
-                    )
-        finally:
-            work.unlink(missing_ok=True)
-        return {"id": sub_id, "job": job.job_id, "records": items, "truncated": len(items) >= limit}
+            if path is None:
+                raise Refused(404, "no_results", "the service keeps no results for this job")
+            path.replace(kept)
+        return kept, runs, job.job_id
+
+    @property
+    def result_limits(self) -> results.ResultLimits:
+        return results.ResultLimits(max_document_bytes=self.runner.settings.results_max_bytes)
+
+    async def results(self, key: ApiKey, sub_id: str, limit: int = 1000) -> dict[str, Any]:
+        """The manifest of a finished submission's results: per record, the user's row, the
+        outcome, the error, its images (the service's URLs; inline ones as this API's URLs).
+        Read from disk record by record: never the whole document in memory."""
+        path, runs, job_id = await self._results_file(key, sub_id)
+        items: list[dict[str, Any]] = []
+        decoder = results.Decoder(self.runner.media, self.result_limits, window=(0, 0))  # count, not decode
+        for o in results.records(path, self.result_limits, decoder):
+            if len(items) >= limit:
+                break
+            urls, n = [], 0
+            for image in o.images():
+                if image.kind == "image_url":
+                    urls.append(image.value)
+                else:
+                    n += 1
+                    urls.append(f"/v1/submissions/{sub_id}/results/{o.record}/{n}")
+            row = rowmap.row_of(runs, o.record) or (o.record + 1)
+            items.append(
+                {"record": o.record, "row": row, "status": o.status, "error": o.error or None, "images": urls}
+            )
+        return {"id": sub_id, "job": job_id, "records": items, "truncated": len(items) >= limit}
+
+    async def image(self, key: ApiKey, sub_id: str, record: int, n: int) -> tuple[Path, str]:
+        """One inline image of the results, decoded to a file of its own (streamed from there)."""
+        path, _, _ = await self._results_file(key, sub_id)
+        out = self.runner.media / f"img-{secrets.token_hex(8)}"
+        out.mkdir(mode=0o700)
+        decoder = _OneImage(out, self.result_limits, (record, n))
+        for o in results.records(path, self.result_limits, decoder):
+            if o.record == record:
+                for image in o.images():
+                    if image.kind == "image_file":
+                        return Path(image.value), image.mime
+        raise Refused(404, "not_found", "no such image")
 
     async def page(
         self, key: ApiKey, state: str | None, cursor: int | None, limit: int = 50
@@ -316,3 +351,16 @@ def _summary(view: dict[str, Any]) -> str:
         f"{job.get('failed') or 0} failed. "
         f"Results: GET /v1/submissions/{view['id']}/results"
     )
+
+
+class _OneImage(results.Decoder):
+    """Decodes one inline image (record, n) of a results file; skips the others unread."""
+
+    def __init__(self, out: Path, limits: results.ResultLimits, want: tuple[int, int]) -> None:
+        super().__init__(out, limits)
+        self.want = want
+
+    def image(self, record: int, n: int, data: str) -> results.Output | None:
+        if (record, n) != self.want:
+            return results.Output("image_skipped", "")
+        return super().image(record, n, data)

@@ -13,7 +13,7 @@ import time
 import httpx
 import pytest
 import uvicorn
-from standardwebhooks.webhooks import Webhook
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -123,7 +123,10 @@ async def test_an_upload_waits_at_the_confirm_gate_then_runs_and_calls_back_sign
         r = await c.get(f"/v1/submissions/{sub['id']}/results")
         records = r.json()["records"]
         assert [x["row"] for x in records] == [2, 3], records
-        assert all(x["status"] != "failed" and (x["images"] or x["inline_images"]) for x in records), records
+        assert all(x["status"] == "succeeded" and len(x["images"]) == 1 for x in records), records
+        image = await c.get(records[1]["images"][0])  # an inline image, decoded and streamed
+        assert image.status_code == 200 and image.content[:8] == b"\x89PNG\r\n\x1a\n"
+        assert (await c.get(f"/v1/submissions/{sub['id']}/results/1/9")).status_code == 404
         while await agents.callbacks.run_once():
             pass
         events = [json.loads(b) for _, _, b in receiver.got]
@@ -137,7 +140,7 @@ async def test_an_upload_waits_at_the_confirm_gate_then_runs_and_calls_back_sign
 
 
 async def test_url_rows_inline_and_file_id(api, sandbox):
-    c, agents, _ = api
+    c, _agents, _ = api
     r = await c.post(
         "/v1/submissions", json={"rows": [{"prompt": "a cat"}, {"prompt": "a dog"}], "confirm": True}
     )
@@ -158,7 +161,7 @@ async def test_url_rows_inline_and_file_id(api, sandbox):
 
 
 async def test_an_idempotency_key_makes_one_submission_whatever_the_repeats(api, sandbox):
-    c, agents, _ = api
+    c, _agents, _ = api
     body = {"rows": [{"prompt": "one fox"}], "confirm": True, "idempotency_key": "nightly-2026-12-03"}
     got = await asyncio.gather(*(c.post("/v1/submissions", json=body) for _ in range(8)))
     ids = {r.json().get("id") for r in got}
@@ -204,7 +207,7 @@ async def test_bad_requests_get_a_clear_error_and_change_nothing(api, kwargs, st
 
 
 async def test_keys_see_only_their_own_and_a_revoked_key_nothing(api):
-    c, agents, key = api
+    c, agents, _key = api
     sub = (await c.post("/v1/submissions", json={"rows": [{"prompt": "x"}]})).json()
     other, other_rec = await agents.keys.create(name="other")
     headers = {"Authorization": f"Bearer {other}"}
@@ -223,7 +226,7 @@ async def test_keys_see_only_their_own_and_a_revoked_key_nothing(api):
 async def test_callbacks_are_retried_with_the_same_id_and_sent_by_another_replica(
     api, redis, sandbox, tmp_path
 ):
-    c, agents, key = api
+    c, _agents, key = api
     receiver = Receiver(failures=2).start()
     try:
         r = await c.post(
@@ -240,7 +243,7 @@ async def test_callbacks_are_retried_with_the_same_id_and_sent_by_another_replic
         ids = {h["webhook-id"] for _, h, _ in receiver.got}
         assert len(receiver.got) == 3 and len(ids) == 1  # one delivery, retried: receivers dedupe
         Webhook(key.webhook_secret).verify(receiver.got[-1][2], receiver.got[-1][1])
-        with pytest.raises(Exception):
+        with pytest.raises(WebhookVerificationError):
             Webhook("whsec_" + "A" * 44).verify(receiver.got[-1][2], receiver.got[-1][1])
     finally:
         receiver.stop()
