@@ -61,6 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve the agents' HTTP API (/v1/submissions) too; alone (no --channel): the API only, on "
         "BOT_LISTEN_HOST:BOT_LISTEN_PORT. Keys: batchjob-bot keys create|list|revoke",
     )
+    p.add_argument(
+        "--mcp",
+        action="store_true",
+        help="an MCP server on stdin/stdout for the agent that starts it (key: BATCHJOB_BOT_API_KEY, "
+        "optional); MCP over HTTP is at /mcp of --api",
+    )
     p.add_argument("--sandbox", action="store_true", help="run against an in-process sandbox BatchJob server")
     p.add_argument("--lang", choices=locales.LANGUAGES, default=None, help="console user's language")
     p.add_argument(
@@ -84,6 +90,10 @@ def main(argv: list[str] | None = None) -> int:
         channel = args.channel or os.environ.get("BOT_CHANNEL", default).strip().lower() or default
         if channel not in ("telegram", "lark", "both", "none"):
             raise ConfigError("BOT_CHANNEL: telegram, lark or both")
+        if args.mcp:
+            from bot.api.entry import run_mcp
+
+            return asyncio.run(run_mcp())
         return asyncio.run(run_console(args) if args.console else run_bot(channel, args.api))
     except ConfigError as e:
         print(f"batchjob-bot: {redaction.redact(str(e))}", file=sys.stderr)
