@@ -123,17 +123,21 @@ async def _callback(cb: Any, allow_loopback: bool) -> dict[str, Any]:
         raise Refused(
             400,
             "invalid_callback",
-            "callback must be an object: {url} or {openclaw: {url, token, session_key}}",
+            "callback must be an object: {url} or {openclaw: {url, token, session_key?, agent_id?}}",
         )
     if "openclaw" in cb:
         oc = cb["openclaw"]
+        optional = ("session_key", "agent_id")
         if (
             not isinstance(oc, dict)
-            or set(oc) - {"url", "token", "session_key"}
+            or set(oc) - {"url", "token", *optional}
             or not all(isinstance(oc.get(k), str) and 0 < len(oc[k]) <= 500 for k in ("url", "token"))
+            or not all(isinstance(oc[k], str) and len(oc[k]) <= 200 for k in optional if k in oc)
         ):
             raise Refused(
-                400, "invalid_callback", "openclaw needs url and token (strings), session_key optional"
+                400,
+                "invalid_callback",
+                "openclaw needs url and token (strings); session_key, agent_id optional",
             )
         url = oc["url"]
         target: dict[str, Any] = {"openclaw": {k: str(v) for k, v in oc.items()}}
