@@ -155,7 +155,7 @@ class SandboxState:
             "failed": failed,
             "progress": round(100 * (completed + failed) / job.total, 2) if job.total else 100.0,
             "created_at": job.created_at,
-            "finished_at": _iso(wall) if wall is not None else None,
+            "finished_at": _iso(wall, "milliseconds") if wall is not None else None,
             "output_summary_url": (
                 f"{base}/sandbox/summaries/{job.job_id}/{job.summary_secret}"
                 if status in ("completed", "failed", "partially_failed", "cancelled")
@@ -177,8 +177,8 @@ class SandboxState:
         }
 
 
-def _iso(ts: float | None = None) -> str:
-    return datetime.fromtimestamp(ts if ts is not None else time.time(), UTC).isoformat(timespec="seconds")
+def _iso(ts: float | None = None, timespec: str = "seconds") -> str:
+    return datetime.fromtimestamp(ts if ts is not None else time.time(), UTC).isoformat(timespec=timespec)
 
 
 def _json(

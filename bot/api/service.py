@@ -190,6 +190,7 @@ class Agents:
             "completed": job.completed,
             "failed": job.failed,
             "progress": job.fraction,
+            "finished_at": job.finished_at,
         }
         if not job.terminal:
             return info, "running" if job.state != "queued" else "submitted"
