@@ -205,6 +205,8 @@ def main() -> None:
                     TOKEN,
                     "--records-per-second",
                     "2000",
+                    "--balance",
+                    "1e12",  # both sides spend: neither may run short
                 ],
                 env,
             )

@@ -149,8 +149,10 @@ def _micro_or_none(v: float | None) -> str:
 
 
 def scopes_of(user: str, chat: str) -> list[str]:
-    # A private chat is its user: its spending is counted once.
-    return [f"user:{user}"] + ([f"chat:{chat}"] if chat and chat != user else [])
+    # A private chat is its user: its spending is counted once. An agent's submission is a
+    # chat of its own: only its key's owner has budgets.
+    shared_chat = chat and chat != user and not chat.startswith("api:")
+    return [f"user:{user}"] + ([f"chat:{chat}"] if shared_chat else [])
 
 
 class Budgets:

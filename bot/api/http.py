@@ -253,7 +253,15 @@ def routes(agents: Agents, max_upload_bytes: int) -> list[Route]:
 
     async def one(request: Request) -> Response:
         key = await auth(request)
-        return JSONResponse(await agents.view(key, request.path_params["sub"]))
+        view = await agents.view(key, request.path_params["sub"])
+        if request.query_params.get("include") == "results" and view["state"] in (
+            "completed",
+            "partially_completed",
+            "failed",
+            "cancelled",
+        ):
+            view["results"] = await agents.results(key, view["id"])
+        return JSONResponse(view)
 
     async def listing(request: Request) -> Response:
         key = await auth(request)

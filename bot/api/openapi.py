@@ -138,7 +138,12 @@ DOCUMENT: dict[str, Any] = {
                 ],
             },
         },
-        "/v1/submissions/{sub}": {"get": {**_op("One submission"), "parameters": _ID}},
+        "/v1/submissions/{sub}": {
+            "get": {
+                **_op("One submission (include=results: with the results' manifest once finished)"),
+                "parameters": [*_ID, {"name": "include", "in": "query", "schema": {"enum": ["results"]}}],
+            }
+        },
         "/v1/submissions/{sub}/confirm": {"post": {**_op("Confirm: submit the job"), "parameters": _ID}},
         "/v1/submissions/{sub}/cancel": {
             "post": {**_op("Cancel (before or after the submit)"), "parameters": _ID}

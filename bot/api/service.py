@@ -193,6 +193,10 @@ class Agents:
             "finished_at": job.finished_at,
         }
         if not job.terminal:
+            fraction, started = job.fraction, job.created_ms
+            if fraction and 0 < fraction < 1 and started:  # at the pace so far
+                elapsed = max(0.0, time.time() - started / 1000)
+                info["eta_seconds"] = round(elapsed / fraction * (1 - fraction))
             return info, "running" if job.state != "queued" else "submitted"
         if job.state == "completed":
             return info, "completed" if not job.failed else "partially_completed"

@@ -101,3 +101,9 @@ async def test_spending_renews_with_the_utc_day(redis):
 )
 def test_amounts_admins_type(text, value):
     assert budgets.parse_amount(text) == value
+
+
+def test_which_budgets_apply():
+    assert budgets.scopes_of("tg:7", "tg:7") == ["user:tg:7"]  # a private chat is its user
+    assert budgets.scopes_of("tg:7", "tg:-100") == ["user:tg:7", "chat:tg:-100"]
+    assert budgets.scopes_of("api:key_a", "api:sub_b") == ["user:api:key_a"]  # an agent's submission

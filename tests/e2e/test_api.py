@@ -122,6 +122,8 @@ async def test_an_upload_waits_at_the_confirm_gate_then_runs_and_calls_back_sign
         assert await finished(c, sub["id"]) == "completed"
         r = await c.get(f"/v1/submissions/{sub['id']}/results")
         records = r.json()["records"]
+        whole = (await c.get(f"/v1/submissions/{sub['id']}?include=results")).json()
+        assert whole["results"]["records"] == records and whole["job"]["completed"] == 2
         assert [x["row"] for x in records] == [2, 3], records
         assert all(x["status"] == "succeeded" and len(x["images"]) == 1 for x in records), records
         image = await c.get(records[1]["images"][0])  # an inline image, decoded and streamed
@@ -282,7 +284,7 @@ async def test_mcp_over_http_with_the_same_keys_and_progress(api):
     from mcp import ClientSession
     from mcp.client.streamable_http import streamable_http_client
 
-    c, agents, _ = api
+    c, _agents, _ = api
     url = str(c.base_url).rstrip("/") + "/mcp"
     progress: list[tuple[float, float | None]] = []
 
@@ -290,31 +292,40 @@ async def test_mcp_over_http_with_the_same_keys_and_progress(api):
         progress.append((done, total))
 
     def client(key_header):
-        return streamable_http_client(url, http_client=httpx.AsyncClient(headers={"Authorization": key_header}))
+        return streamable_http_client(
+            url, http_client=httpx.AsyncClient(headers={"Authorization": key_header})
+        )
 
-    async with client(c.headers["authorization"]) as (r, w, _):
-        async with ClientSession(r, w) as s:
-            await s.initialize()
-            names = {t.name for t in (await s.list_tools()).tools}
-            assert {"inspect_file", "submit_batch", "job_status", "job_results", "cancel_job", "list_jobs"} <= names
-            sub = _structured(await s.call_tool("submit_batch", {"rows": [{"prompt": "a"}, {"prompt": "b"}]}))
-            assert sub["state"] == "awaiting_confirmation"  # estimate first: no job without confirm
-            sub = _structured(await s.call_tool("confirm_submission", {"submission_id": sub["id"]}))
-            done = _structured(
-                await s.call_tool(
-                    "job_status", {"submission_id": sub["id"], "wait_seconds": 60}, progress_callback=on_progress
-                )
+    async with client(c.headers["authorization"]) as (r, w, _), ClientSession(r, w) as s:
+        await s.initialize()
+        names = {t.name for t in (await s.list_tools()).tools}
+        assert {
+            "inspect_file",
+            "submit_batch",
+            "job_status",
+            "job_results",
+            "cancel_job",
+            "list_jobs",
+        } <= names
+        sub = _structured(await s.call_tool("submit_batch", {"rows": [{"prompt": "a"}, {"prompt": "b"}]}))
+        assert sub["state"] == "awaiting_confirmation"  # estimate first: no job without confirm
+        sub = _structured(await s.call_tool("confirm_submission", {"submission_id": sub["id"]}))
+        done = _structured(
+            await s.call_tool(
+                "job_status",
+                {"submission_id": sub["id"], "wait_seconds": 60},
+                progress_callback=on_progress,
             )
-            assert done["state"] == "completed" and progress and progress[-1][1] == 2
-            results = _structured(await s.call_tool("job_results", {"submission_id": sub["id"]}))
-            assert [x["row"] for x in results["records"]] == [1, 2]
-            refused = await s.call_tool("submit_batch", {"path": "/etc/passwd"})
-            assert refused.isError and "stdio only" in refused.content[0].text  # no paths over HTTP
-    async with client("Bearer bjk_nope") as (r, w, _):
-        async with ClientSession(r, w) as s:
-            await s.initialize()
-            denied = await s.call_tool("list_jobs", {})
-            assert denied.isError and "unauthorized" in denied.content[0].text
+        )
+        assert done["state"] == "completed" and progress and progress[-1][1] == 2
+        results = _structured(await s.call_tool("job_results", {"submission_id": sub["id"]}))
+        assert [x["row"] for x in results["records"]] == [1, 2]
+        refused = await s.call_tool("submit_batch", {"path": "/etc/passwd"})
+        assert refused.isError and "stdio only" in refused.content[0].text  # no paths over HTTP
+    async with client("Bearer bjk_nope") as (r, w, _), ClientSession(r, w) as s:
+        await s.initialize()
+        denied = await s.call_tool("list_jobs", {})
+        assert denied.isError and "unauthorized" in denied.content[0].text
 
 
 async def test_mcp_over_stdio_driven_by_the_sdk_client(sandbox, tmp_path):
@@ -335,19 +346,22 @@ async def test_mcp_over_stdio_driven_by_the_sdk_client(sandbox, tmp_path):
         "BOT_POLL_MAX_SECONDS": "0.2",
     }
     server = StdioServerParameters(command=sys.executable, args=["-m", "bot.main", "--mcp"], env=env)
-    async with stdio_client(server) as (r, w):
-        async with ClientSession(r, w) as s:
-            await s.initialize()
-            checked = _structured(await s.call_tool("inspect_file", {"path": str(prompts)}))
-            assert checked["report"]["rows"]["valid"] == 2 and checked["estimate"]["record_count"] == 2
-            sub = _structured(
-                await s.call_tool("submit_batch", {"path": str(prompts), "confirm": True, "idempotency_key": "k1"})
+    async with stdio_client(server) as (r, w), ClientSession(r, w) as s:
+        await s.initialize()
+        checked = _structured(await s.call_tool("inspect_file", {"path": str(prompts)}))
+        assert checked["report"]["rows"]["valid"] == 2 and checked["estimate"]["record_count"] == 2
+        sub = _structured(
+            await s.call_tool(
+                "submit_batch", {"path": str(prompts), "confirm": True, "idempotency_key": "k1"}
             )
-            again = _structured(
-                await s.call_tool("submit_batch", {"path": str(prompts), "confirm": True, "idempotency_key": "k1"})
+        )
+        again = _structured(
+            await s.call_tool(
+                "submit_batch", {"path": str(prompts), "confirm": True, "idempotency_key": "k1"}
             )
-            assert again["id"] == sub["id"]
-            done = _structured(await s.call_tool("job_status", {"submission_id": sub["id"], "wait_seconds": 60}))
-            assert done["state"] == "completed"
-            listed = _structured(await s.call_tool("list_jobs", {}))
-            assert [x["id"] for x in listed["items"]][0] == sub["id"]
+        )
+        assert again["id"] == sub["id"]
+        done = _structured(await s.call_tool("job_status", {"submission_id": sub["id"], "wait_seconds": 60}))
+        assert done["state"] == "completed"
+        listed = _structured(await s.call_tool("list_jobs", {}))
+        assert next(x["id"] for x in listed["items"]) == sub["id"]
