@@ -343,6 +343,8 @@ class Agents:
         if kind != "terminal" and "openclaw" in target:
             return  # the agent's session hears of the end only
         view["event"] = kind  # a state it moved to, "progress" or "terminal"
+        # Deliveries may arrive out of order (retries, several senders): numbered per submission.
+        view["sequence"] = await self.subs.r.hincrby(self.subs.key(sub_id), "cb_seq", 1)
         if kind == "terminal":
             view["summary_text"] = _summary(view)
         await self.callbacks.enqueue(target, view, key.webhook_secret)

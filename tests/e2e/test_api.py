@@ -131,7 +131,8 @@ async def test_an_upload_waits_at_the_confirm_gate_then_runs_and_calls_back_sign
         assert (await c.get(f"/v1/submissions/{sub['id']}/results/1/9")).status_code == 404
         while await agents.callbacks.run_once():
             pass
-        events = [json.loads(b) for _, _, b in receiver.got]
+        events = sorted((json.loads(b) for _, _, b in receiver.got), key=lambda e: e["sequence"])
+        assert [e["sequence"] for e in events] == list(range(1, len(events) + 1))
         kinds = [e["event"] for e in events]
         assert kinds[:2] == ["awaiting_confirmation", "submitted"] and kinds[-1] == "terminal", kinds
         assert events[-1]["state"] == "completed" and events[-1]["metadata"] == {"n": 7}
