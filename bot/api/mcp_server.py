@@ -23,17 +23,9 @@ from batchjob.client import sanitize_filename
 from bot.api.http import _callback
 from bot.api.keys import ApiKey
 from bot.api.service import Agents, Refused
+from bot.api.submissions import TERMINAL
 
-FINISHED = (
-    "completed",
-    "partially_completed",
-    "failed",
-    "cancelled",
-    "rejected",
-    "expired",
-    "estimated",
-    "invalid",
-)
+FINISHED = TERMINAL  # a submission in one of these changes no more
 MAX_WAIT_S = 600
 
 
