@@ -9,9 +9,10 @@ its `webhook-id`, so receivers dedupe. Retried with backoff (5 s doubling, at mo
 apart) for 24 h. URLs must resolve to public addresses (loopback only with the test switch);
 the request is pinned to the address checked, and redirects are not followed.
 
-An OpenClaw target (`{"openclaw": {"url", "token", "session_key"}}`) gets the terminal
-summary as an agent turn: `POST {url}/hooks/agent` with `Authorization: Bearer <token>` and
-`{"message", "name", "sessionKey", "deliver"}` (docs/agents.md says what is relied on).
+An OpenClaw target (`{"openclaw": {"url", "token", "session_key"?, "agent_id"?}}`) gets the
+terminal summary as an agent turn: `POST {url}/hooks/agent` with `Authorization: Bearer
+<token>` and `{"message", "name", "deliver", "sessionKey"?, "agentId"?}` (docs/agents.md says
+what is relied on).
 """
 
 from __future__ import annotations
@@ -124,14 +125,18 @@ class Callbacks:
             oc = target["openclaw"]
             url = str(oc["url"]).rstrip("/") + "/hooks/agent"
             doc = json.loads(body)
-            payload = json.dumps(
-                {
-                    "message": doc.get("summary_text") or json.dumps(doc)[:4000],
-                    "name": "batchjob",
-                    "sessionKey": oc.get("session_key") or "",
-                    "deliver": True,
-                }
-            )
+            turn: dict[str, Any] = {
+                "message": doc.get("summary_text") or json.dumps(doc)[:4000],
+                "name": "BatchJob",
+                "deliver": True,
+            }
+            # OpenClaw refuses a sessionKey unless its hooks.allowRequestSessionKey is on:
+            # sent only when the agent gave one.
+            if oc.get("session_key"):
+                turn["sessionKey"] = oc["session_key"]
+            if oc.get("agent_id"):
+                turn["agentId"] = oc["agent_id"]
+            payload = json.dumps(turn)
             headers = {"Authorization": f"Bearer {oc.get('token', '')}", "Content-Type": "application/json"}
         else:
             url, payload = str(target["url"]), body

@@ -252,25 +252,28 @@ async def test_callbacks_are_retried_with_the_same_id_and_sent_by_another_replic
         receiver.stop()
 
 
-async def test_openclaw_gets_the_terminal_summary_in_its_session(api):
+@pytest.mark.parametrize("session_key", ["agent:main:cron", None])
+async def test_openclaw_gets_the_terminal_summary_in_its_session(api, session_key):
     c, agents, _ = api
     claw = Receiver().start()
     try:
-        callback = {"openclaw": {"url": claw.url, "token": "oc-token", "session_key": "agent:main:cron"}}
-        r = await c.post(
-            "/v1/submissions", json={"rows": [{"prompt": "x"}], "confirm": True, "callback": callback}
+        target = {"url": claw.url, "token": "oc-token"} | (
+            {"session_key": session_key} if session_key else {}
         )
+        body = {"rows": [{"prompt": "x"}], "confirm": True, "callback": {"openclaw": target}}
+        r = await c.post("/v1/submissions", json=body)
         assert await finished(c, r.json()["id"]) == "completed"
-        await until(lambda: agents.callbacks.r is not None)
-        for _ in range(100):
+        for _ in range(100):  # bounded: the terminal delivery is queued once the watcher saw the end
             if claw.got:
                 break
             await agents.callbacks.run_once()
             await asyncio.sleep(0.02)
-        path, headers, body = claw.got[0]
-        doc = json.loads(body)
+        path, headers, raw = claw.got[0]
+        doc = json.loads(raw)
         assert path == "/hooks/agent" and headers["authorization"] == "Bearer oc-token"
-        assert doc["sessionKey"] == "agent:main:cron" and "ended: completed" in doc["message"]
+        assert "ended: completed" in doc["message"] and doc["name"] == "BatchJob" and doc["deliver"] is True
+        # A Gateway refuses a sessionKey it does not allow: sent only when the agent gave one.
+        assert doc.get("sessionKey") == session_key and "agentId" not in doc
         assert len(claw.got) == 1  # the end only: a session is not spammed with progress
     finally:
         claw.stop()
