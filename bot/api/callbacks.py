@@ -152,6 +152,8 @@ class Callbacks:
         except FetchError:
             log.warning("callback %s: the URL is not a public address", delivery_id)
             return False
+        # A client per delivery: requests go to the pinned address, and a pool keyed by address
+        # would let one receiver's TLS connection carry a request meant for another name.
         async with httpx.AsyncClient(timeout=TIMEOUT_S, follow_redirects=False, trust_env=False) as c:
             try:
                 resp = await c.post(pinned_url, content=payload, headers={**headers, **host}, extensions=ext)
