@@ -21,22 +21,33 @@ CHAT = 100
 ADMIN = 7
 
 
-@pytest.fixture
-async def app(redis, channel, sandbox, tmp_path):
+def make_app(redis, channel, sandbox, tmp_path, **overrides) -> ConversationApp:
+    """The conversation app of these flows: fast polls, admin 7, the sandbox (overrides: settings)."""
     settings = ConversationSettings(
         media_dir=tmp_path / "media",
         admin_ids=frozenset({ADMIN}),
         poll_min_seconds=0.01,
         poll_max_seconds=0.05,
         progress_edit_seconds=0,
+        **overrides,
+    )
+    client = BatchJobClient(sandbox.url, TOKEN, timeouts=Timeouts(read=1.0), backoff_base=0.01)
+    return ConversationApp(redis, client, channel, settings)
+
+
+@pytest.fixture
+async def app(redis, channel, sandbox, tmp_path):
+    (tmp_path / "inbox").mkdir()
+    a = make_app(
+        redis,
+        channel,
+        sandbox,
+        tmp_path,
         local_path_roots=[tmp_path / "inbox"],
         unsafe_allow_loopback_urls=True,
     )
-    (tmp_path / "inbox").mkdir()
-    client = BatchJobClient(sandbox.url, TOKEN, timeouts=Timeouts(read=1.0), backoff_base=0.01)
-    a = ConversationApp(redis, client, channel, settings)
     yield a
-    await client.aclose()
+    await a.client.aclose()
 
 
 async def drain(app, timeout=60.0):

@@ -5,33 +5,20 @@ from __future__ import annotations
 
 import pytest
 
-from batchjob.client import BatchJobClient, Timeouts
-from conversation.app import ConversationApp
 from conversation.approvals import REDELIVER_MS
 from conversation.events import CommandReceived, FileReceived, TextReceived
-from conversation.settings import ConversationSettings
 from conversation.store import now_ms
-from tests.batchjob.conftest import TOKEN
-from tests.conversation.test_flow import drain
+from tests.conversation.test_flow import ADMIN, drain, make_app
 
 CHAT = 100  # a user's private chat: its spending counts once, as the user's
-ADMIN = 7
 
 
 @pytest.fixture
 async def app(redis, channel, sandbox, tmp_path):
-    settings = ConversationSettings(
-        media_dir=tmp_path / "media",
-        admin_ids=frozenset({ADMIN}),
-        poll_min_seconds=0.01,
-        poll_max_seconds=0.05,
-        progress_edit_seconds=0,
-        budget_user_day=0.1,  # fast is 0.02 a record in the sandbox: 5 records a day
-    )
-    client = BatchJobClient(sandbox.url, TOKEN, timeouts=Timeouts(read=1.0), backoff_base=0.01)
-    a = ConversationApp(redis, client, channel, settings)
+    # fast is 0.02 a record in the sandbox: 5 records a day
+    a = make_app(redis, channel, sandbox, tmp_path, budget_user_day=0.1)
     yield a
-    await client.aclose()
+    await a.client.aclose()
 
 
 async def submit(app, write, name, body):
@@ -95,11 +82,8 @@ async def test_nonsense_budgets_are_refused_with_a_clear_answer(app, channel):
 async def test_a_decision_cut_off_before_its_delivery_is_delivered_by_the_sweep_once(
     redis, channel, sandbox, tmp_path, write
 ):
-    settings = ConversationSettings(
-        media_dir=tmp_path / "media", admin_ids=frozenset({ADMIN}), approval_threshold=0.01
-    )
-    client = BatchJobClient(sandbox.url, TOKEN, timeouts=Timeouts(read=1.0), backoff_base=0.01)
-    app = ConversationApp(redis, client, channel, settings)
+    app = make_app(redis, channel, sandbox, tmp_path, approval_threshold=0.01)
+    client = app.client
     try:
         await submit(app, write, "p.csv", "prompt\na\nb\n")
         state = await app.store.load(CHAT)
