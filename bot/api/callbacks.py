@@ -83,11 +83,14 @@ class Callbacks:
         await self.r.zadd(self._due, {delivery_id: now})
         return delivery_id
 
-    async def run_once(self, now: int | None = None, limit: int = 50) -> int:
-        """Send what is due; the number sent (delivered or not)."""
-        now = int(time.time() * 1000) if now is None else now
+    async def _take(self, now: int, limit: int) -> list[str]:
         due = await self._claim(keys=[self._due], args=[now, now + LEASE_MS, limit])
-        ids = [d.decode() if isinstance(d, bytes) else d for d in due]
+        return [d.decode() if isinstance(d, bytes) else d for d in due]
+
+    async def run_once(self, now: int | None = None, limit: int = 50) -> int:
+        """Send what is due, all of it before returning; the number sent (delivered or not)."""
+        now = int(time.time() * 1000) if now is None else now
+        ids = await self._take(now, limit)
         await asyncio.gather(*(self._send(i, now) for i in ids))
         return len(ids)
 
@@ -156,18 +159,37 @@ class Callbacks:
         # would let one receiver's TLS connection carry a request meant for another name.
         async with httpx.AsyncClient(timeout=TIMEOUT_S, follow_redirects=False, trust_env=False) as c:
             try:
-                resp = await c.post(pinned_url, content=payload, headers={**headers, **host}, extensions=ext)
+                # The status is the answer; the body is never read (a receiver may send no end).
+                request = c.build_request(
+                    "POST", pinned_url, content=payload, headers={**headers, **host}, extensions=ext
+                )
+                resp = await c.send(request, stream=True)
+                await resp.aclose()
             except httpx.HTTPError:
                 return False
         return 200 <= resp.status_code < 300
 
-    async def run(self, every_s: float = 1.0) -> None:
-        while True:
-            try:
-                if not await self.run_once():
+    async def run(self, every_s: float = 1.0, concurrency: int = 50) -> None:
+        """Send deliveries as they fall due, each in a task of its own (at most `concurrency`):
+        a receiver that takes its time (up to the timeout) holds only its own delivery."""
+        sending: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                try:
+                    now = int(time.time() * 1000)
+                    room = concurrency - len(sending)
+                    ids = await self._take(now, room) if room > 0 else []
+                    for delivery_id in ids:
+                        task = asyncio.create_task(self._send(delivery_id, now))
+                        sending.add(task)
+                        task.add_done_callback(sending.discard)
+                    if len(ids) < max(room, 1):
+                        await asyncio.sleep(every_s if room > 0 else 0.05)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("callback round failed")
                     await asyncio.sleep(every_s)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("callback round failed")
-                await asyncio.sleep(every_s)
+        finally:
+            for task in sending:  # their leases lapse: any replica sends them again
+                task.cancel()

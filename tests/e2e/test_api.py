@@ -369,3 +369,61 @@ async def test_mcp_over_stdio_driven_by_the_sdk_client(sandbox, tmp_path):
         assert done["state"] == "completed"
         listed = _structured(await s.call_tool("list_jobs", {}))
         assert next(x["id"] for x in listed["items"]) == sub["id"]
+
+
+async def test_a_receiver_that_answers_without_end_is_not_read(api):
+    """Only the status counts: a callback receiver streaming an endless body neither holds
+    the sender nor fills its memory."""
+    from starlette.responses import StreamingResponse
+
+    c, agents, _ = api
+
+    async def endless():
+        while True:
+            yield b"x" * 65536
+            await asyncio.sleep(0)
+
+    flood = Served()
+    flood.serve(
+        Starlette(routes=[Route("/cb", lambda request: StreamingResponse(endless()), methods=["POST"])])
+    )
+    flood.start()
+    try:
+        r = await c.post(
+            "/v1/submissions", json={"rows": [{"prompt": "x"}], "callback": {"url": f"{flood.url}/cb"}}
+        )
+        assert r.json()["state"] == "awaiting_confirmation"
+        assert await agents.callbacks.run_once() == 1
+        assert (
+            agents.callbacks.sent == 1
+            and await agents.callbacks.run_once(now=int(time.time() * 1000) + 60_000) == 0
+        )
+    finally:
+        flood.server.force_exit = True
+        flood.stop()
+
+
+async def test_a_receiver_that_never_answers_holds_only_its_own_delivery(api):
+    c, agents, _ = api
+
+    async def never(request):
+        await asyncio.Event().wait()
+
+    hole = Served()
+    hole.serve(Starlette(routes=[Route("/cb", never, methods=["POST"])]))
+    hole.start()
+    receiver = Receiver().start()
+    sender = asyncio.create_task(agents.callbacks.run(every_s=0.02))
+    try:
+        for url in (f"{hole.url}/cb", f"{receiver.url}/cb"):
+            r = await c.post("/v1/submissions", json={"rows": [{"prompt": "x"}], "callback": {"url": url}})
+            assert r.json()["state"] == "awaiting_confirmation"
+        await until(lambda: receiver.got, what="the other receiver's callback")
+        # Delivered while the first one still waits for its receiver (10 s before it gives up).
+        assert agents.callbacks.failed == 0 and agents.callbacks.sent == 1
+    finally:
+        sender.cancel()
+        await asyncio.gather(sender, return_exceptions=True)
+        receiver.stop()
+        hole.server.force_exit = True
+        hole.stop()
