@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from batchjob import format_amount, rowmap
-from conversation import choices, flow_ops, identity, job_commands, spending_rules
+from conversation import agent_input, choices, flow_ops, identity, job_commands, spending_rules
 from conversation.choices import parse_choice
 from conversation.events import (
     Adopted,
@@ -51,6 +51,7 @@ from conversation.events import (
     FileMissing,
     FileReady,
     FileReceived,
+    InputGiven,
     Inspect,
     Inspected,
     InspectResumed,
@@ -78,7 +79,7 @@ from conversation.prompts import ask_confirm as _ask_confirm
 from conversation.prompts import error_reply as _error_reply
 from conversation.prompts import estimate_parts as _estimate_parts
 from conversation.prompts import report_parts as _report_parts
-from conversation.spending_events import ApprovalDecided, ApprovalNeeded, InputGiven, OverBudget
+from conversation.spending_events import ApprovalDecided, ApprovalNeeded, OverBudget
 from conversation.state import ChatState, Pending
 
 MAX_ERRORS_INLINE = 10
@@ -626,5 +627,5 @@ _HANDLERS: dict[type, Callable[[ChatState, Any, Context], Result]] = {
     ApprovalNeeded: spending_rules.on_approval_needed,
     OverBudget: spending_rules.on_over_budget,
     ApprovalDecided: spending_rules.on_decided,
-    InputGiven: spending_rules.on_input_given,
+    InputGiven: agent_input.on_input_given,
 }

@@ -36,22 +36,6 @@ class ApprovalDecided:
     reason: str = ""
 
 
-@dataclass(frozen=True)
-class InputGiven:
-    """An agent's submission (HTTP API, MCP): the input and every choice at once."""
-
-    kind: str  # upload (ref: the channel's handle) | url | file_id
-    ref: str
-    filename: str
-    model: str = ""
-    mode: str = ""
-    confirm: bool = False  # submit once checked and estimated (else wait for /confirm)
-    estimate_only: bool = False
-    skip_invalid: bool = False  # send the valid rows when some are invalid (else stop there)
-    count: int = 0  # file_id: how many records it holds
-    user_id: str = ""
-
-
 # --- effects -----------------------------------------------------------------------------
 
 

@@ -8,8 +8,8 @@ import re
 from typing import TYPE_CHECKING
 
 from conversation import budgets, identity
-from conversation.events import Button, Download, Effect, FetchUrl, Precheck, Reply, ServiceFailed
-from conversation.flow_ops import Result, cost_of, drop, new_pending, reply, submit
+from conversation.events import Button, Effect, Precheck, Reply, ServiceFailed
+from conversation.flow_ops import Result, cost_of, drop, reply, submit
 from conversation.prompts import ask_confirm, estimate_parts
 from conversation.spending_events import (
     ApprovalDecided,
@@ -17,7 +17,6 @@ from conversation.spending_events import (
     AskApproval,
     BudgetCommand,
     Decide,
-    InputGiven,
     OverBudget,
     ShortfallNotice,
     ShowAudit,
@@ -125,28 +124,6 @@ def on_submit_short(s: ChatState, e: ServiceFailed) -> Result:
     figures = [part for part in estimate_parts(p) if part[0] != "flow.uploaded"]
     refused = [("balance.submit_refused", {}), *figures]
     return s, [ask_confirm(p, refused), shortfall_notice(p.estimate)]
-
-
-def on_input_given(s: ChatState, e: InputGiven, ctx: Context) -> Result:
-    """An agent's submission: a chat of its own, given everything at once."""
-    if s.pending is not None or s.phase != "idle":
-        return s, [reply("flow.busy")]
-    p = new_pending(ctx, e.filename[:100])
-    p.owner = e.user_id
-    p.model = e.model or p.model
-    p.mode = e.mode or p.mode
-    p.model_given, p.estimate_only, p.skip_invalid = e.confirm, e.estimate_only, e.skip_invalid
-    s.pending = p
-    if e.kind == "file_id":
-        if e.count <= 0:
-            return drop(s, "flow.file_id_count_unknown", file_id=e.ref)
-        p.file_id, p.row_count = e.ref, e.count
-        s.phase = "prechecking"
-        return s, [Precheck(e.count, p.model, p.mode)]
-    effect: Effect = FetchUrl(e.ref) if e.kind == "url" else Download(e.ref, p.filename)
-    p.source_kind, p.source_ref = ("url", e.ref) if e.kind == "url" else ("channel", e.ref)
-    s.phase = "resolving"
-    return s, [effect]
 
 
 # --- admins ------------------------------------------------------------------------------

@@ -20,8 +20,7 @@ from bot.api.keys import ApiKey, ApiKeys
 from bot.api.submissions import TERMINAL, Submissions, chat_of, new_id
 from conversation import identity
 from conversation.app import ConversationApp
-from conversation.events import ButtonPressed, CommandReceived, Effect, Event
-from conversation.spending_events import InputGiven
+from conversation.events import ButtonPressed, CommandReceived, Effect, Event, InputGiven
 from conversation.state import ChatState
 
 log = logging.getLogger("bot.api")
@@ -77,7 +76,17 @@ class Agents:
         digest: str = "",
     ) -> tuple[dict[str, Any], bool]:
         """(the submission, whether it is new). `options`: model, mode, confirm, estimate_only,
-        skip_invalid, count, idempotency_key, callback, metadata."""
+        skip_invalid, count, idempotency_key, callback, metadata. An upload (`ref`, a file the
+        caller saved under `uploads`) is removed once read, or refused."""
+        try:
+            return await self._submit(key, kind, ref, filename, options, digest)
+        finally:
+            if kind == "upload":
+                (self.uploads / ref).unlink(missing_ok=True)
+
+    async def _submit(
+        self, key: ApiKey, kind: str, ref: str, filename: str, options: dict[str, Any], digest: str
+    ) -> tuple[dict[str, Any], bool]:
         sub_id = new_id()
         idem = options.get("idempotency_key")
         if idem:
@@ -87,10 +96,11 @@ class Agents:
                 "kind": kind,
                 "source": source,
             }
-            first = await self.subs.claim_idempotency(key.id, idem, body_hash(fields, digest), sub_id)
+            this = body_hash(fields, digest)
+            first = await self.subs.claim_idempotency(key.id, idem, this, sub_id)
             if first is not None:
                 first_hash, first_id = first
-                if first_hash != body_hash(fields, digest):
+                if first_hash != this:
                     raise Refused(
                         409, "idempotency_conflict", "this idempotency_key was used with another body"
                     )
@@ -118,8 +128,6 @@ class Agents:
             key.user,
         )
         await self.runner.handle(chat_of(sub_id), event, default_lang="en")
-        if kind == "upload":
-            (self.uploads / ref).unlink(missing_ok=True)
         return await self.view(key, sub_id), True
 
     async def confirm(self, key: ApiKey, sub_id: str) -> dict[str, Any]:
