@@ -107,7 +107,7 @@ async def _options(raw: dict[str, Any], allow_loopback: bool) -> dict[str, Any]:
     cb = raw.get("callback")
     if isinstance(cb, str):
         cb = _json_field(cb, "callback")
-    out["callback"] = await _callback(cb, allow_loopback) if cb is not None else None
+    out["callback"] = await check_callback(cb, allow_loopback) if cb is not None else None
     return out
 
 
@@ -118,7 +118,7 @@ def _json_field(text: str, name: str) -> Any:
         raise Refused(400, "invalid_field", f"{name} must be JSON") from None
 
 
-async def _callback(cb: Any, allow_loopback: bool) -> dict[str, Any]:
+async def check_callback(cb: Any, allow_loopback: bool) -> dict[str, Any]:
     if not isinstance(cb, dict):
         raise Refused(
             400,
@@ -244,11 +244,7 @@ def routes(agents: Agents, max_upload_bytes: int) -> list[Route]:
     async def _accepted(
         key: ApiKey, kind: str, ref: str, name: str, options: dict[str, Any], digest: str = ""
     ) -> Response:
-        try:
-            view, new = await agents.submit(key, kind, ref, name, options, digest)
-        finally:
-            if kind == "upload":
-                (agents.uploads / ref).unlink(missing_ok=True)
+        view, new = await agents.submit(key, kind, ref, name, options, digest)  # removes the upload
         return JSONResponse(view, status_code=202 if new else 200)
 
     async def one(request: Request) -> Response:

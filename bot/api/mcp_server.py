@@ -12,6 +12,7 @@ progress token.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import secrets
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Any
 from mcp.server.fastmcp import Context, FastMCP
 
 from batchjob.client import sanitize_filename
-from bot.api.http import _callback
+from bot.api.http import check_callback
 from bot.api.keys import ApiKey
 from bot.api.service import Agents, Refused
 from bot.api.submissions import TERMINAL
@@ -73,27 +74,29 @@ def build(agents: Agents, stdio_key: ApiKey | None = None, allow_paths: bool = F
 
     async def source(
         path: str | None, url: str | None, rows: list[dict[str, Any]] | None, file_id: str | None
-    ) -> tuple[str, str, str]:
+    ) -> tuple[str, str, str, str]:
+        """(kind, ref, name, digest): an upload is saved under the uploads folder and named by
+        its SHA-256 for idempotency (the HTTP API does the same)."""
         given = [x for x in (path, url, rows, file_id) if x]
         if len(given) != 1:
             raise ToolError("give exactly one of path, url, rows, file_id")
         if url:
-            return "url", url, url.rsplit("/", 1)[-1][:100] or "download"
+            return "url", url, url.rsplit("/", 1)[-1][:100] or "download", ""
         if file_id:
-            return "file_id", file_id, file_id
+            return "file_id", file_id, file_id, ""
         name = f"mcp-{secrets.token_hex(8)}"
         if rows:
             if not all(isinstance(r, dict) for r in rows):
                 raise ToolError("rows must be objects")
-            data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
-            await asyncio.to_thread((agents.uploads / f"{name}.jsonl").write_text, data)
-            return "upload", f"{name}.jsonl", "rows.jsonl"
+            data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode()
+            await asyncio.to_thread((agents.uploads / f"{name}.jsonl").write_bytes, data)
+            return "upload", f"{name}.jsonl", "rows.jsonl", hashlib.sha256(data).hexdigest()
         src = local(path or "")
         if src.stat().st_size > agents.runner.settings.max_download_bytes:
             raise ToolError("the file is too large")
         dest = f"{name}{src.suffix[:10]}"
-        await asyncio.to_thread(lambda: (agents.uploads / dest).write_bytes(src.read_bytes()))
-        return "upload", dest, sanitize_filename(src.name)
+        digest = await asyncio.to_thread(_copy_hashed, src, agents.uploads / dest)
+        return "upload", dest, sanitize_filename(src.name), digest
 
     @mcp.tool()
     async def submit_batch(
@@ -115,7 +118,7 @@ def build(agents: Agents, stdio_key: ApiKey | None = None, allow_paths: bool = F
         submission waits (confirm it with confirm_submission). Same idempotency_key within 24 h:
         the same submission, never a second job."""
         key = await key_of(ctx)
-        kind, ref, name = await source(path, url, rows, file_id)
+        kind, ref, name, digest = await source(path, url, rows, file_id)
         options: dict[str, Any] = {
             "model": model,
             "mode": mode,
@@ -126,10 +129,12 @@ def build(agents: Agents, stdio_key: ApiKey | None = None, allow_paths: bool = F
         }
         if callback_url:
             try:
-                options["callback"] = await _callback({"url": callback_url}, agents.callbacks.allow_loopback)
+                options["callback"] = await check_callback(
+                    {"url": callback_url}, agents.callbacks.allow_loopback
+                )
             except Refused as e:
                 raise ToolError(f"{e.code}: {e.message}") from None
-        view, _ = await call(agents.submit(key, kind, ref, name, options))
+        view, _ = await call(agents.submit(key, kind, ref, name, options, digest))
         return view  # type: ignore[no-any-return]
 
     @mcp.tool()
@@ -141,8 +146,8 @@ def build(agents: Agents, stdio_key: ApiKey | None = None, allow_paths: bool = F
     ) -> dict[str, Any]:
         """Check a prompt file without submitting anything: the row report and the estimate."""
         key = await key_of(ctx)
-        kind, ref, name = await source(path, url, rows, None)
-        view, _ = await call(agents.submit(key, kind, ref, name, {"estimate_only": True}))
+        kind, ref, name, digest = await source(path, url, rows, None)
+        view, _ = await call(agents.submit(key, kind, ref, name, {"estimate_only": True}, digest))
         return {k: view.get(k) for k in ("report", "estimate", "state", "message")}
 
     @mcp.tool()
@@ -183,3 +188,13 @@ def build(agents: Agents, stdio_key: ApiKey | None = None, allow_paths: bool = F
         return await call(agents.page(await key_of(ctx), state, cursor, limit=20))  # type: ignore[no-any-return]
 
     return mcp
+
+
+def _copy_hashed(src: Path, dest: Path) -> str:
+    """Copy a local file in pieces (never whole in memory); its SHA-256."""
+    h = hashlib.sha256()
+    with src.open("rb") as f, dest.open("wb") as out:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+            out.write(chunk)
+    return h.hexdigest()

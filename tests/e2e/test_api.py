@@ -164,7 +164,7 @@ async def test_url_rows_inline_and_file_id(api, sandbox):
 
 
 async def test_an_idempotency_key_makes_one_submission_whatever_the_repeats(api, sandbox):
-    c, _agents, _ = api
+    c, agents, _ = api
     body = {"rows": [{"prompt": "one fox"}], "confirm": True, "idempotency_key": "nightly-2026-12-03"}
     got = await asyncio.gather(*(c.post("/v1/submissions", json=body) for _ in range(8)))
     ids = {r.json().get("id") for r in got}
@@ -173,6 +173,7 @@ async def test_an_idempotency_key_makes_one_submission_whatever_the_repeats(api,
     jobs = [j for j in sandbox.state.jobs.values() if sandbox.state.files[j.file_id].filename == "rows.jsonl"]
     r = await c.post("/v1/submissions", json={**body, "rows": [{"prompt": "another"}]})
     assert r.status_code == 409 and r.json()["error"]["code"] == "idempotency_conflict"
+    assert list(agents.uploads.iterdir()) == []  # read or refused, every upload is removed
     assert len(
         [j for j in sandbox.state.jobs.values() if sandbox.state.files[j.file_id].filename == "rows.jsonl"]
     ) == len(jobs)
@@ -288,7 +289,7 @@ async def test_mcp_over_http_with_the_same_keys_and_progress(api):
     from mcp import ClientSession
     from mcp.client.streamable_http import streamable_http_client
 
-    c, _agents, _ = api
+    c, agents, _ = api
     url = str(c.base_url).rstrip("/") + "/mcp"
     progress: list[tuple[float, float | None]] = []
 
@@ -324,6 +325,10 @@ async def test_mcp_over_http_with_the_same_keys_and_progress(api):
         assert done["state"] == "completed" and progress and progress[-1][1] == 2
         results = _structured(await s.call_tool("job_results", {"submission_id": sub["id"]}))
         assert [x["row"] for x in results["records"]] == [1, 2]
+        await s.call_tool("submit_batch", {"rows": [{"prompt": "a"}], "idempotency_key": "m1"})
+        clash = await s.call_tool("submit_batch", {"rows": [{"prompt": "b"}], "idempotency_key": "m1"})
+        assert clash.isError and "idempotency_conflict" in clash.content[0].text
+        assert list(agents.uploads.iterdir()) == []  # rows written for a refused call are removed
         refused = await s.call_tool("submit_batch", {"path": "/etc/passwd"})
         assert refused.isError and "stdio only" in refused.content[0].text  # no paths over HTTP
     async with client("Bearer bjk_nope") as (r, w, _), ClientSession(r, w) as s:
