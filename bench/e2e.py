@@ -28,6 +28,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -108,28 +109,50 @@ def users(tg, chats: int, csv: Path, spread: float, timeout: float) -> dict:  # 
     }
 
 
+def script_names() -> dict[str, str]:
+    """SHA-1 -> NAME of the Lua scripts in the bot's modules (upper-case str constants)."""
+    import hashlib
+    import importlib
+
+    names = {}
+    for mod in ("bot.flood", "conversation.store", "conversation.job_records", "conversation.budgets",
+                "conversation.approvals", "conversation.leases", "conversation.outbox"):
+        try:
+            m = importlib.import_module(mod)
+        except ImportError:
+            continue
+        for k, v in vars(m).items():
+            if k.isupper() and isinstance(v, str) and "redis.call" in v:
+                names[hashlib.sha1(v.encode()).hexdigest()] = f"{mod.rsplit('.', 1)[1]}.{k}"
+    return names
+
+
 def count_round_trips():  # type: ignore[no-untyped-def]
     """Count the bot's Redis round trips from now on (a command, or a pipeline, is one);
-    returns a function that stops counting and gives the count."""
+    returns a function that stops counting and gives the counts by command (pipelines by the
+    commands they held)."""
     from redis.asyncio import Redis
     from redis.asyncio.client import Pipeline
 
-    n = [0]
+    kinds: Counter[str] = Counter()
+    SCRIPTS = script_names()
     orig_exec, orig_pipe = Redis.execute_command, Pipeline.execute
 
     async def counted_exec(self, *a, **kw):  # type: ignore[no-untyped-def]
-        n[0] += 1
+        name = str(a[0]).upper() if a else "?"
+        kinds[f"EVALSHA {SCRIPTS.get(a[1], a[1][:8])}" if name == "EVALSHA" else name] += 1
         return await orig_exec(self, *a, **kw)
 
     async def counted_pipe(self, *a, **kw):  # type: ignore[no-untyped-def]
-        n[0] += 1
+        names = sorted({str(c[0][0]).upper() for c in self.command_stack})
+        kinds["pipeline(" + "+".join(names) + ")"] += 1
         return await orig_pipe(self, *a, **kw)
 
     Redis.execute_command, Pipeline.execute = counted_exec, counted_pipe  # type: ignore[method-assign]
 
-    def stop() -> int:
+    def stop() -> Counter[str]:
         Redis.execute_command, Pipeline.execute = orig_exec, orig_pipe  # type: ignore[method-assign]
-        return n[0]
+        return kinds
 
     return stop
 
@@ -206,7 +229,8 @@ async def run(chats: int, rows: int, timeout: float, spread: float) -> dict:
         "median_second": pct([float(x) for x in per_second], 0.5),
         "per_second": per_second,
         "cpu_ms_per_chat": cpu / chats * 1000,
-        "trips_per_chat": round_trips / chats,
+        "trips_per_chat": sum(round_trips.values()) / chats,
+        "trips_by_kind": round_trips,
         "lost": len(unanswered),
         "unfinished": chats - len(r["summary"]),
         "breaches": sum(r["kinds"].values()),
@@ -223,6 +247,7 @@ def main() -> None:
         "--spread", type=float, default=0.0, help="seconds over which the documents arrive (0: at once)"
     )
     ap.add_argument("--timeline", action="store_true", help="print the sends of every second")
+    ap.add_argument("--commands", action="store_true", help="print the Redis round trips per chat by command")
     args = ap.parse_args()
     print(describe())
     cols = (
@@ -258,6 +283,9 @@ def main() -> None:
         )
         if r["breaches"]:
             print("  breaches by kind:", r["kinds"])
+        if args.commands:
+            for kind, k in r["trips_by_kind"].most_common():
+                print(f"  {k / n:8.2f}  {kind}")
         if args.timeline:
             print("  sends per second:", " ".join(map(str, r["per_second"])))
 

@@ -65,11 +65,11 @@ class ConversationApp:
 
     async def _job_finished(self, chat_id: str, job_id: str) -> None:
         """Take a finished job off the chat's active list (its record stays for /status)."""
-        async with self.store.chat_lock(chat_id):
-            state = await self.store.load(chat_id)
+        async with self.store.locked(chat_id) as held:
+            state = held.state
             if job_id in state.jobs:
                 state.jobs.remove(job_id)
-                await self.store.save(chat_id, state)
+                await held.save(state)
         for hook in self.finished_hooks:
             await hook(chat_id, job_id)
 

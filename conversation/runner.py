@@ -194,8 +194,8 @@ class Runner:
             ev = queue.pop(0)
             todo: list[tuple[Effect, int | None]] = []
             effects: list[Effect] = []
-            async with self.store.chat_lock(chat_id):
-                state = await self.store.load(chat_id)
+            async with self.store.locked(chat_id) as held:
+                state = held.state
                 crash.point(f"handle.after_load:{type(ev).__name__}")
                 new = state
                 if not (first and event_id and event_id in state.applied):
@@ -215,7 +215,7 @@ class Runner:
                             seq = new.out_seq
                             entries[seq] = outbox.encode(effect)
                         todo.append((effect, seq))
-                    await self.store.save(chat_id, new, entries)
+                    await held.save(new, entries)
                     crash.point(f"handle.after_save:{type(ev).__name__}")
             if first and on_applied is not None:
                 await on_applied()

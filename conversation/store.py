@@ -46,6 +46,30 @@ return 1
 """
 
 
+# Take the chat's lock (KEYS[1], token ARGV[1] for ARGV[2] ms) and read its state (KEYS[2])
+# in one round trip: {1, state} ({1} with no state) when taken, {0, ms the lock has left} when not.
+LOCK_LOAD = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', tonumber(ARGV[2])) then
+  return {1, redis.call('GET', KEYS[2])}
+end
+return {0, redis.call('PTTL', KEYS[1])}
+"""
+# SAVE, then the lock (KEYS[3]) released if it is still ARGV[1]'s: one round trip.
+SAVE_UNLOCK = """
+redis.call('SET', KEYS[1], ARGV[2])
+for i = 3, #ARGV, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
+if redis.call('GET', KEYS[3]) == ARGV[1] then redis.call('DEL', KEYS[3]) end
+return 1
+"""
+# An intent recorded once (0 when it exists), its fields and expiry with it.
+INTENT_BEGIN = """
+if redis.call('HSETNX', KEYS[1], 'state', 'SUBMITTING') == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'chat', ARGV[1], 'file_id', ARGV[2], 'created_ms', ARGV[3])
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
+return 1
+"""
+
+
 BEGUN = "begun:"  # an outbox entry being performed (its outcome unknown if its performer dies)
 BEGIN = """
 local v = redis.call('HGET', KEYS[1], ARGV[1])
@@ -57,6 +81,25 @@ return 1
 
 class LockTimeout(Exception):
     pass
+
+
+class Held:
+    """A chat's state read under its lock (`Store.locked`); `save` writes it and releases
+    the lock in the same round trip."""
+
+    def __init__(self, store: Store, chat_id: int | str, token: str, raw: bytes | None) -> None:
+        self._store, self._chat, self._token = store, chat_id, token
+        self.state = ChatState() if raw is None else ChatState.model_validate_json(raw)
+        self.released = False
+
+    async def save(self, state: ChatState, outbox: dict[int, str] | None = None) -> None:
+        k, chat = self._store.k, self._chat
+        flat: list[str | int] = [self._token, state.model_dump_json(exclude_defaults=False)]
+        for seq, entry in (outbox or {}).items():
+            flat += [seq, entry]
+        keys = [k.chat(chat, "state"), k.chat(chat, "out"), k.chat(chat, "lock")]
+        await self._store._save_unlock(keys=keys, args=flat)
+        self.released = True
 
 
 class Store(JobRecords):
@@ -78,6 +121,9 @@ class Store(JobRecords):
         self._intent_move = redis.register_script(INTENT_MOVE)
         self._save = redis.register_script(SAVE)
         self._begin = redis.register_script(BEGIN)
+        self._lock_load = redis.register_script(LOCK_LOAD)
+        self._save_unlock = redis.register_script(SAVE_UNLOCK)
+        self._intent_begin = redis.register_script(INTENT_BEGIN)
 
     # --- chats -------------------------------------------------------------------------------
 
@@ -123,19 +169,32 @@ class Store(JobRecords):
         Held only for load → step → save (milliseconds; effects run outside it), so a short
         TTL is safe and a crashed holder blocks its chat for at most `lock_ms`.
         """
-        key = self.k.chat(chat_id, "lock")
+        async with self.locked(chat_id, wait_s):
+            yield
+
+    @asynccontextmanager
+    async def locked(self, chat_id: int | str, wait_s: float = 30.0) -> AsyncIterator[Held]:
+        """`chat_lock` with the chat's state read in the same round trip; `Held.save` writes
+        it back and releases the lock in one more (two round trips per event, not four)."""
+        keys = [self.k.chat(chat_id, "lock"), self.k.chat(chat_id, "state")]
         token = secrets.token_hex(8)
         deadline = time.monotonic() + wait_s
         delay = 0.005
-        while not await self.r.set(key, token, nx=True, px=self.lock_ms):
+        while True:
+            got = await self._lock_load(keys=keys, args=[token, self.lock_ms])
+            if int(got[0]):
+                raw = got[1] if len(got) > 1 else None  # Lua ends a table at its first nil
+                break
             if time.monotonic() > deadline:
                 raise LockTimeout(str(chat_id))
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.2)
+        held = Held(self, chat_id, token, raw)
         try:
-            yield
+            yield held
         finally:
-            await self._unlock(keys=[key], args=[token])
+            if not held.released:
+                await self._unlock(keys=keys[:1], args=[token])
 
     # --- files and intents ----------------------------------------------------------------------
 
@@ -148,12 +207,8 @@ class Store(JobRecords):
 
     async def intent_begin(self, intent_id: str, chat_id: int | str, file_id: str) -> bool:
         """Record the intent as SUBMITTING before the POST. False if it exists already."""
-        key = self.k.intent(intent_id)
-        created = await self.r.hsetnx(key, "state", "SUBMITTING")
-        if created:
-            await self.r.hset(key, mapping={"chat": str(chat_id), "file_id": file_id, "created_ms": now_ms()})
-            await self.r.expire(key, 30 * 86_400)
-        return bool(created)
+        args = [str(chat_id), file_id, now_ms(), 30 * 86_400]
+        return bool(await self._intent_begin(keys=[self.k.intent(intent_id)], args=args))
 
     async def intent(self, intent_id: str) -> dict[bytes, bytes]:
         return await self.r.hgetall(self.k.intent(intent_id))
