@@ -115,8 +115,15 @@ def script_names() -> dict[str, str]:
     import importlib
 
     names = {}
-    for mod in ("bot.flood", "conversation.store", "conversation.job_records", "conversation.budgets",
-                "conversation.approvals", "conversation.leases", "conversation.outbox"):
+    for mod in (
+        "bot.flood",
+        "conversation.store",
+        "conversation.job_records",
+        "conversation.budgets",
+        "conversation.approvals",
+        "conversation.leases",
+        "conversation.outbox",
+    ):
         try:
             m = importlib.import_module(mod)
         except ImportError:

@@ -10,10 +10,10 @@ allows 5 messages/s per chat (a group's 5 shared by its bots) and, per app, 50/s
 - Overall, two rules on Redis's clock, taken atomically at the moment of starting, so
   several requests can be in flight at once (the round trip to Telegram does not cap
   throughput) and replicas share the budget: starts are spaced (34 ms; a slot taken late
-  does not push the next one back), and at most 29 sends may be in flight or have returned
+  does not push the next one back), and at most 30 sends may be in flight or have returned
   within the last second. Telegram counts a message when it arrives, between its start and
   its return, so no second can see 30 arrivals however late a busy process gets its
-  requests out; the rate is 29 per (1 s + round trip).
+  requests out; the rate is 30 per (1 s + round trip).
 - A send first takes its chat's turn (keys in the chat's own hash tag, spread over a
   cluster's nodes), then the bot-wide slot (one key: the budget is one for the whole bot).
 - Within a process, one sender at a time waits for the next start, in the order of
@@ -43,60 +43,52 @@ from conversation.keys import current as current_keys
 
 T = TypeVar("T")
 
-# Wait (ms) until the chat's next allowed time; 0 when it has passed. While a request to the
-# chat is in flight (KEYS[2]) the wait is short: its end sets the next allowed time.
-CHAT_READY = """
-if redis.call('EXISTS', KEYS[2]) == 1 then return tonumber(ARGV[1]) end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local ready = tonumber(redis.call('GET', KEYS[1]) or '0')
-if ready > now then return ready - now end
-return 0
-"""
-# The chat's turn (its own slot): -1 when another request to it is in flight or its next
-# allowed time has not come; when taken, the time taken (ms on Redis's clock; the chat is
-# busy until SENT, or ARGV[1] ms if the sender dies).
+# The chat's turn (its own slot): when taken, minus the time taken (ms on Redis's clock; the
+# chat is busy until SENT, or ARGV[1] ms if the sender dies); otherwise the wait (ms, > 0):
+# until its next allowed time, or ARGV[2] while another request to it is in flight.
 CHAT_TAKE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-if redis.call('EXISTS', KEYS[2]) == 1 then return -1 end
-if tonumber(redis.call('GET', KEYS[1]) or '0') > now then return -1 end
+if redis.call('EXISTS', KEYS[2]) == 1 then return tonumber(ARGV[2]) end
+local ready = tonumber(redis.call('GET', KEYS[1]) or '0')
+if ready > now then return ready - now end
 redis.call('SET', KEYS[2], '1', 'PX', tonumber(ARGV[1]))
-return now
+return -now
 """
-# The bot-wide start: the wait (ms, > 0) when not allowed yet; when taken, minus the time
-# taken (ms on Redis's clock). Two rules, both on Redis's clock, so replicas share them:
+# The bot-wide start: {0, wait ms} when not allowed yet; when taken, {the time taken, ms
+# until the next slot} (ms on Redis's clock). First the returns of earlier sends (ARGV[7..]
+# as member, time pairs) are scored their return, so one round trip per send does both.
+# Two rules, both on Redis's clock, so replicas share them:
 # - spacing: the next slot follows the one just due, so a late wake-up does not cost
 #   throughput, but never sooner than half an interval after the actual start;
 # - a window: at most ARGV[4] sends that are in flight or returned within the last window
 #   (ARGV[3] ms). Telegram counts a message when it arrives, somewhere between its start and
 #   its return; so however late requests leave a busy process, no window of that length can
 #   see more arrivals than the limit. Entries in flight are scored their lapse time (a
-#   dead sender's lapses) until GLOBAL_DONE scores them their return.
+#   dead sender's lapses) until their return is recorded.
 GLOBAL_TAKE = """
+for i = 7, #ARGV, 2 do redis.call('ZADD', KEYS[2], 'XX', tonumber(ARGV[i + 1]), ARGV[i]) end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local due = tonumber(redis.call('GET', KEYS[1]) or '0')
-if due > now then return due - now end
+if due > now then return {0, due - now} end
 local window, limit, lapse = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - window)
 if redis.call('ZCARD', KEYS[2]) >= limit then
   local oldest = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
-  return math.max(1, math.min(tonumber(oldest[2]) + window - now + 1, tonumber(ARGV[6])))
+  return {0, math.max(1, math.min(tonumber(oldest[2]) + window - now + 1, tonumber(ARGV[6])))}
 end
 local interval = tonumber(ARGV[1])
 local base = math.max(due, now - math.floor(interval / 2))
 redis.call('SET', KEYS[1], base + interval, 'PX', 120000)
 redis.call('ZADD', KEYS[2], now + lapse, ARGV[2])
 redis.call('PEXPIRE', KEYS[2], lapse + window)
-return -now
+return {now, base + interval - now}
 """
-# The send returned: it counts in the window until a window after now.
+# Returns of sends (ARGV as member, time pairs) when no start carries them soon.
 GLOBAL_DONE = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('ZADD', KEYS[1], 'XX', now, ARGV[1])
-return now
+for i = 1, #ARGV, 2 do redis.call('ZADD', KEYS[1], 'XX', tonumber(ARGV[i + 1]), ARGV[i]) end
+return 1
 """
 # The chat's request returned: no longer busy, next allowed time from now.
 SENT = """
@@ -125,7 +117,9 @@ TELEGRAM_LIMITS = FloodLimits(
     group_ms=3050,  # 20 messages/min per group
     global_ms=34,  # spacing: 29.4 starts/s at most
     window_ms=1000,  # Telegram's window: about 30 messages per second overall
-    window_limit=29,  # one under 30
+    # Telegram's 30: every send that could arrive within a second is counted, from its start
+    # to its return as recorded no earlier than it was, so no second sees more than 30.
+    window_limit=30,
     is_group=lambda native: native.startswith("-"),  # groups and channels have negative ids
 )
 # Feishu's "send message" and "update card" limits: 5/s per chat, and per app 50/s and
@@ -143,6 +137,7 @@ LAPSE_MS = 30_000  # a send in flight counts in the window this long at most (it
 IN_FLIGHT_MS = 3_000
 RENEW_S = 1.0
 BUSY_POLL_MS = 20  # how often a sender looks again while another request to its chat is in flight
+DONE_FLUSH_S = 0.05  # returns not carried by a start by then are recorded on their own
 
 
 class Turns:
@@ -176,6 +171,11 @@ class Turns:
 
 
 class FloodControl:
+    """What this process knows of its own sends (when each chat it wrote to is ready again,
+    when the next bot-wide slot is due, which returns are not recorded yet) only saves round
+    trips: the scripts on Redis decide every start. Per send: the chat's turn, the bot-wide
+    start (carrying earlier sends' returns) and the chat's return, three round trips."""
+
     def __init__(
         self,
         redis: Redis,
@@ -188,7 +188,6 @@ class FloodControl:
         self.limits = limits
         self._slot = [self.k.flood_all_of(limits.name), self.k.flood_log_of(limits.name)]
         self.r = redis
-        self._chat_ready = redis.register_script(CHAT_READY)
         self._chat_take = redis.register_script(CHAT_TAKE)
         self._global_take = redis.register_script(GLOBAL_TAKE)
         self._global_done = redis.register_script(GLOBAL_DONE)
@@ -197,6 +196,17 @@ class FloodControl:
         self._turns = Turns()
         self._ids = itertools.count()
         self._me = secrets.token_hex(6)  # unique among the replicas' senders
+        # This process's view, on the loop's clock: chats with a request in flight from here,
+        # when each chat it wrote to may be written to again, when the next slot is due.
+        self._in_flight: dict[str, asyncio.Event] = {}
+        self._ready: dict[str, float] = {}
+        self._slot_due = 0.0
+        # Redis's clock minus the loop's (ms), at most: read off each start's reply. A return
+        # recorded as (loop time + this) is never earlier than it really was on Redis.
+        self._offset_hi = 0.0  # set by the start every send takes before its request
+        self._offset_at = 0.0
+        self._returns: list[str | int] = []  # member, Redis ms: returns not recorded yet
+        self._flush: asyncio.TimerHandle | None = None
         # Called with (chat, what, ms on Redis's clock) for "chat" (the chat's turn taken),
         # "start" (the bot-wide slot taken), "sent" (the chat's request returned) and
         # "done" (returned, as the bot-wide window counts it): the times the limits were
@@ -208,6 +218,17 @@ class FloodControl:
         # A little jitter so that many waiting senders do not ask again all at once.
         await asyncio.sleep(ms / 1000 + random.uniform(0, 0.005))
 
+    async def _chat_known_ready(self, chat_id: str) -> None:
+        """Wait, without a round trip, for what this process knows holds the chat up."""
+        loop = asyncio.get_running_loop()
+        while True:
+            if (busy := self._in_flight.get(chat_id)) is not None:
+                await busy.wait()
+            elif (ready := self._ready.get(chat_id, 0.0) - loop.time()) > 0:
+                await asyncio.sleep(ready)
+            else:
+                return
+
     async def send(self, chat_id: str, request: Callable[[], Awaitable[T]]) -> T:
         """Perform `request` (one message to `chat_id`) within the limits."""
         # The chat's keys live in the chat's slot, the bot-wide one in its own: on a cluster,
@@ -217,36 +238,86 @@ class FloodControl:
         interval = max(
             1, int((lim.group_ms if lim.is_group(native(chat_id)) else lim.private_ms) * self.scale)
         )
-        global_ms = max(1, int(lim.global_ms * self.scale))
-        window_ms = max(1, int(lim.window_ms * self.scale))
         member = f"{self._me}:{next(self._ids)}"  # this send's entry in the bot-wide window
         priority = SEND_PRIORITY.get()
         while True:
             # The chat's own pace first, without holding up other chats.
-            while (wait_ms := int(await self._chat_ready(keys=keys, args=[BUSY_POLL_MS]))) > 0:
-                await self._sleep_ms(wait_ms)
+            await self._chat_known_ready(chat_id)
             await self._turns.acquire(priority)
             try:
                 # Holding the turn: starts go out in priority order.
-                took = int(await self._chat_take(keys=keys, args=[IN_FLIGHT_MS]))
-                taken = took >= 0
-                if taken:
-                    self._observe(chat_id, "chat", took)
-                    args = [global_ms, member, window_ms, lim.window_limit, LAPSE_MS, max(global_ms, 20)]
-                    while (wait_ms := int(await self._global_take(keys=self._slot, args=args))) > 0:
-                        await asyncio.sleep(wait_ms / 1000)
-                    self._observe(chat_id, "start", -wait_ms)
+                took = int(await self._chat_take(keys=keys, args=[IN_FLIGHT_MS, BUSY_POLL_MS]))
+                if took <= 0:
+                    self._observe(chat_id, "chat", -took)
+                    await self._take_slot(chat_id, member)
+                    self._in_flight[chat_id] = asyncio.Event()
             finally:
                 self._turns.release()
-            if taken:
+            if took <= 0:
                 break
-            # Another sender to this chat got there first: wait for the chat again.
+            # Another sender (elsewhere) holds the chat, or wrote to it last: wait and ask again.
+            await self._sleep_ms(took)
+        loop = asyncio.get_running_loop()
         try:
             return await self._renewing(keys[1], request)
         finally:
-            self._observe(chat_id, "sent", int(await self._sent(keys=keys, args=[interval])))
-            done = int(await self._global_done(keys=self._slot[1:], args=[member]))
-            self._observe(chat_id, "done", done)
+            returned = loop.time()
+            self._record_return(chat_id, member, returned)
+            try:
+                sent = int(await self._sent(keys=keys, args=[interval]))
+                self._ready[chat_id] = loop.time() + interval / 1000
+                self._observe(chat_id, "sent", sent)
+            finally:
+                self._in_flight.pop(chat_id).set()
+                if len(self._ready) > 10_000:  # forget chats whose pause is over
+                    now = loop.time()
+                    self._ready = {c: t for c, t in self._ready.items() if t > now}
+
+    async def _take_slot(self, chat_id: str, member: str) -> None:
+        lim = self.limits
+        global_ms = max(1, int(lim.global_ms * self.scale))
+        window_ms = max(1, int(lim.window_ms * self.scale))
+        args: list[str | int] = [global_ms, member, window_ms, lim.window_limit, LAPSE_MS, max(global_ms, 20)]
+        loop = asyncio.get_running_loop()
+        while True:
+            if (early := self._slot_due - loop.time()) > 0:
+                await asyncio.sleep(early)  # the slot this process saw set is not due yet
+            returns, self._returns = self._returns, []
+            before = loop.time()
+            try:
+                now, wait_ms = (int(x) for x in await self._global_take(keys=self._slot, args=args + returns))
+            except BaseException:
+                self._returns = returns + self._returns  # recorded again later (ZADD XX is idempotent)
+                raise
+            after = loop.time()
+            if now:
+                self._learn_offset(now - before * 1000, before)
+                self._slot_due = after + wait_ms / 1000  # never early: Redis's now was before `after`
+                self._observe(chat_id, "start", now)
+                return
+            await asyncio.sleep(wait_ms / 1000)
+
+    def _learn_offset(self, sample: float, at: float) -> None:
+        """Each start's reply bounds the offset from above (Redis read its clock after
+        `before`); the least bound is the closest. An older bound is widened by the most the
+        two clocks can drift apart since (1 ms/s, twice NTP's largest slew), so it stays one."""
+        drifted = self._offset_hi + (at - self._offset_at) * 1.0 if self._offset_at else sample
+        self._offset_hi, self._offset_at = min(sample, drifted), at
+
+    def _record_return(self, chat_id: str, member: str, returned: float) -> None:
+        """The send returned (loop time): recorded with the next start, or on its own soon."""
+        at = int(returned * 1000 + self._offset_hi) + 1  # +1: Redis's TIME is cut to the ms
+        self._observe(chat_id, "done", at)
+        self._returns += [member, at]
+        if self._flush is None:
+            self._flush = asyncio.get_running_loop().call_later(DONE_FLUSH_S, self._flush_returns)
+
+    def _flush_returns(self) -> None:
+        self._flush = None
+        returns, self._returns = self._returns, []
+        if returns:
+            task = asyncio.ensure_future(self._global_done(keys=self._slot[1:], args=returns))
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())  # lapses if Redis fails
 
     def _observe(self, chat_id: str, what: str, ms: int) -> None:
         if self.observer is not None:

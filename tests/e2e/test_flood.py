@@ -92,7 +92,9 @@ async def test_a_late_start_keeps_the_pace_without_bunching(redis):
     keys, members = [flood.k.flood_all, flood.k.flood_log], iter(range(10))
 
     async def take() -> int:
-        return int(await flood._global_take(keys=keys, args=[interval, next(members), 1000, 29, 30_000, 20]))
+        """Minus the time taken, or the wait."""
+        now, wait = await flood._global_take(keys=keys, args=[interval, next(members), 1000, 29, 30_000, 20])
+        return -int(now) if int(now) else int(wait)
 
     secs, micros = await redis.time()
     due = secs * 1000 + micros // 1000 - 5  # due 5 ms ago: a little late
@@ -237,5 +239,53 @@ async def test_a_slow_request_keeps_its_chat_busy_and_a_dead_senders_mark_lapses
     assert renewed  # renewed while the request lives
     assert not await redis.exists(busy)  # done: free at once
     # A sender that dies mid-request renews nothing: its mark lapses within IN_FLIGHT_MS.
-    assert int(await flood._chat_take(keys=flood.k.flood_chat(6), args=[2000])) > 0  # taken
+    assert int(await flood._chat_take(keys=flood.k.flood_chat(6), args=[2000, 20])) < 0  # taken
     assert 0 < await redis.pttl(flood.k.flood_chat(6)[1]) <= 2000
+
+
+async def test_a_send_costs_three_round_trips(redis, monkeypatch):
+    """The chat's turn, the bot-wide start (carrying earlier sends' returns) and the chat's
+    return: what this process knows of its own sends saves the rest."""
+    flood = FloodControl(redis, scale=0.05)
+    calls: list[str] = []
+    execute = redis.execute_command
+
+    async def counted(*args, **kw):  # type: ignore[no-untyped-def]
+        calls.append(str(args[0]))
+        return await execute(*args, **kw)
+
+    monkeypatch.setattr(redis, "execute_command", counted)
+
+    async def request() -> None:
+        return None
+
+    await flood.send(100, request)  # loads the scripts
+    calls.clear()
+    for chat in range(1, 21):
+        await flood.send(chat, request)
+    assert len(calls) <= 3 * 20 + 1, calls  # + at most one return recorded on its own
+
+
+async def test_returns_ride_on_the_next_start_or_are_recorded_on_their_own(redis):
+    flood = FloodControl(redis)
+    record = Record(flood)
+    log = flood.k.flood_log
+
+    async def request() -> None:
+        return None
+
+    await flood.send(1, request)
+    first = f"{flood._me}:0"
+    done = {chat: ms for chat, what, ms in record.events if what == "done"}
+    await flood.send(2, request)  # its start records the first send's return
+    assert int(await redis.zscore(log, first)) == done[1]
+    done = {chat: ms for chat, what, ms in record.events if what == "done"}
+    second = f"{flood._me}:1"
+    for _ in range(1000):  # nothing else starts: recorded on its own, soon
+        if (await redis.zscore(log, second) or 0) < done[2] + 1000:
+            break
+        await asyncio.sleep(0.01)
+    assert int(await redis.zscore(log, second)) == done[2]
+    # Each return is recorded no earlier than the start that followed its request on Redis.
+    starts = {chat: ms for chat, what, ms in record.events if what == "start"}
+    assert done[1] >= starts[1] and done[2] >= starts[2]
