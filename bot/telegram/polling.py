@@ -5,7 +5,12 @@ updater (which moves the offset as soon as updates are fetched) loses the update
 process killed mid-handling. Here the offset stays at the oldest update not yet applied
 to its chat's state: a restarted bot gets it again, and its lease in Redis (lapsed by
 then) lets it be handled again. Updates fetched again while they are being handled here
-are skipped.
+are skipped, unparsed: while a burst is being handled, every poll brings back the same
+hundred updates, and parsing them all again cost more CPU than handling them. A poll that
+brings nothing new waits for an update to be applied (the offset can move then) or a
+quarter of a second, instead of asking again at once (so does an empty answer that came
+back at once, from a server that does not hold the poll). An update that cannot be read is
+logged and passed over, not allowed to stop the batch it came in.
 """
 
 from __future__ import annotations
@@ -13,15 +18,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import warnings
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from telegram import Bot, Update
 from telegram.error import Conflict, InvalidToken, NetworkError, RetryAfter, TimedOut
+from telegram.warnings import PTBUserWarning
 
 log = logging.getLogger("bot.telegram.polling")
 
 Process = Callable[..., Awaitable[Any]]
+NOTHING_NEW_WAIT_S = 0.25  # a poll that brought only updates in hand: the most to wait for progress
+
+# getUpdates is asked for raw (only new updates are parsed); PTB suggests its own method.
+warnings.filterwarnings("ignore", message=r"Please use 'Bot\.get_?[uU]pdates'", category=PTBUserWarning)
 
 
 class Poller:
@@ -34,6 +45,7 @@ class Poller:
         self.applied: set[int] = set()  # applied here, at or past the offset (Telegram resends them)
         self.offset: int | None = None
         self._task: asyncio.Task[None] | None = None
+        self._progress = asyncio.Event()  # an update was applied or its handling ended
 
     def start(self, allowed_updates: list[str]) -> None:
         self._task = asyncio.create_task(self._run(allowed_updates), name="telegram-polling")
@@ -50,11 +62,16 @@ class Poller:
         last_seen: int | None = None
         while True:
             self.offset = self.next_offset(last_seen)
+            self._progress.clear()
+            asked = asyncio.get_running_loop().time()
             try:
-                updates = await self.bot.get_updates(
-                    offset=self.offset,
-                    timeout=self.poll_seconds,
-                    allowed_updates=allowed_updates,
+                updates = await self.bot.do_api_request(
+                    "get_updates",
+                    api_kwargs={
+                        "offset": self.offset,
+                        "timeout": self.poll_seconds,
+                        "allowed_updates": allowed_updates,
+                    },
                     read_timeout=self.timeout + self.poll_seconds,
                 )
                 delay = 1.0
@@ -70,12 +87,29 @@ class Poller:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
                 continue
-            for update in updates:
-                uid = update.update_id
+            new = 0
+            for raw in updates if isinstance(updates, list) else ():
+                uid = raw.get("update_id") if isinstance(raw, dict) else None
+                if not isinstance(uid, int) or isinstance(uid, bool):
+                    log.warning("getUpdates returned an update without an id; passed over")
+                    continue
                 last_seen = max(uid, last_seen or uid)
                 if uid in self.handling or uid in self.applied:
                     continue  # fetched again: being handled here, or applied already
+                try:
+                    update = Update.de_json(raw, self.bot)
+                except Exception:
+                    log.warning("update %s cannot be read; passed over", uid)
+                    self.applied.add(uid)  # as good as applied: the offset may pass it
+                    continue
+                new += 1
                 self.handling[uid] = asyncio.create_task(self._handle(update))
+            quick = asyncio.get_running_loop().time() - asked < self.poll_seconds / 2
+            if not new and (updates or quick):
+                # Only updates in hand (or an empty answer that did not wait, as a long poll
+                # does): asking again at once would bring the same back.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._progress.wait(), NOTHING_NEW_WAIT_S)
 
     async def _handle(self, update: Update) -> None:
         uid = update.update_id
@@ -85,10 +119,12 @@ class Poller:
             log.exception("update %s failed", uid)
         finally:
             self.handling.pop(uid, None)  # not applied (failed): fetched and handled again
+            self._progress.set()
 
     def mark_applied(self, update_id: int) -> None:
         if self._task is not None:  # polling (in webhook mode there is no offset to keep)
             self.applied.add(update_id)
+            self._progress.set()
 
     async def stop(self, grace_s: float = 5.0) -> None:
         if self._task is None:

@@ -4,7 +4,6 @@ offset, and a health check that fails when Redis answers with errors."""
 from __future__ import annotations
 
 import asyncio
-from types import SimpleNamespace
 
 import httpx
 from redis.exceptions import ResponseError
@@ -82,13 +81,15 @@ class FakeBot:
         self.offsets: list[int | None] = []
         self.calls = asyncio.Event()
 
-    async def get_updates(self, offset=None, **kw):
+    async def do_api_request(self, endpoint, api_kwargs=None, **kw):
+        assert endpoint == "get_updates"
+        offset = (api_kwargs or {}).get("offset")
         self.offsets.append(offset)
         self.calls.set()
         await asyncio.sleep(0)
         if len(self.offsets) > 1:
             await asyncio.sleep(0.01)  # a long poll with nothing new
-        return [SimpleNamespace(update_id=i) for i in self.ids if offset is None or i >= offset]
+        return [{"update_id": i} for i in self.ids if offset is None or i >= offset]
 
 
 async def test_the_polling_offset_stays_at_the_oldest_update_not_yet_applied():
@@ -108,6 +109,43 @@ async def test_the_polling_offset_stays_at_the_oldest_update_not_yet_applied():
     await until(lambda: len(bot.offsets) >= 4, what="several polls")
     assert bot.offsets[-1] == 6  # 5 and 7 are applied, 6 is not: Telegram keeps 6 and 7
     assert sorted(handled) == [5, 6, 7]  # each handled once, though 6 and 7 came back
+    release.set()
+    await until(lambda: bot.offsets[-1] == 8, what="the offset to move on")
+    await poller.stop()
+
+
+async def test_a_poll_that_brings_nothing_new_waits_for_progress_and_unreadable_updates_pass(monkeypatch):
+    """Updates in hand come back at once from every poll (the offset cannot pass them):
+    polling waits for one to be applied instead of asking again and again; an update that
+    cannot be read does not hold up the others."""
+    from bot.telegram import polling
+
+    monkeypatch.setattr(polling, "NOTHING_NEW_WAIT_S", 600)  # only progress ends the wait
+    bot = FakeBot([5, 6, 7])
+    bot.raw = {6: {"update_id": 6, "message": "not an object"}}
+    release = asyncio.Event()
+    handled: list[int] = []
+    poller: Poller
+
+    async def process(update):
+        handled.append(update.update_id)
+        await release.wait()
+        poller.mark_applied(update.update_id)
+
+    async def answer_at_once(endpoint, api_kwargs=None, **kw):  # the server answers at once
+        offset = (api_kwargs or {}).get("offset")
+        bot.offsets.append(offset)
+        await asyncio.sleep(0)
+        return [bot.raw.get(i, {"update_id": i}) for i in bot.ids if offset is None or i >= offset]
+
+    bot.do_api_request = answer_at_once  # type: ignore[method-assign]
+    poller = Poller(bot, process, timeout=1)  # type: ignore[arg-type]
+    poller.start(["message"])
+    await until(lambda: len(bot.offsets) >= 2, what="a second poll")
+    for _ in range(1000):
+        await asyncio.sleep(0)
+    assert len(bot.offsets) == 2  # waiting for progress, not asking again
+    assert sorted(handled) == [5, 7]  # 6 could not be read: passed over
     release.set()
     await until(lambda: bot.offsets[-1] == 8, what="the offset to move on")
     await poller.stop()
