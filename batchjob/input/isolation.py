@@ -125,6 +125,11 @@ class ParseWorker:
                 _settle(fut, _report(spath, "worker_unavailable"))
         return fut
 
+    def start(self) -> int:
+        """Start the worker now rather than on the first file; its pid."""
+        with self._lock:
+            return self._ensure().pid
+
     def _ensure(self) -> subprocess.Popen[bytes]:
         if self._proc is not None and self._proc.poll() is None:
             return self._proc
