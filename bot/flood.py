@@ -9,10 +9,10 @@ allows 5 messages/s per chat (a group's 5 shared by its bots) and, per app, 50/s
   request is in flight and gets its next allowed time when it returns.
 - Overall, two rules on Redis's clock, taken atomically at the moment of starting, so
   several requests can be in flight at once (the round trip to Telegram does not cap
-  throughput) and replicas share the budget: starts are spaced (34 ms; a slot taken late
+  throughput) and replicas share the budget: starts are spaced (33 ms; a slot taken late
   does not push the next one back), and at most 30 sends may be in flight or have returned
   within the last second. Telegram counts a message when it arrives, between its start and
-  its return, so no second can see 30 arrivals however late a busy process gets its
+  its return, so no second can see more than 30 arrivals however late a busy process gets its
   requests out; the rate is 30 per (1 s + round trip).
 - A send first takes its chat's turn (keys in the chat's own hash tag, spread over a
   cluster's nodes), then the bot-wide slot (one key: the budget is one for the whole bot).
@@ -75,15 +75,23 @@ if due > now then return {0, due - now} end
 local window, limit, lapse = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - window)
 if redis.call('ZCARD', KEYS[2]) >= limit then
-  local oldest = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
-  return {0, math.max(1, math.min(tonumber(oldest[2]) + window - now + 1, tonumber(ARGV[6])))}
+  -- Full: the oldest return leaves the window at a known time; if every entry is still in
+  -- flight (scored its lapse), one may return any moment: ask again soon.
+  local oldest = tonumber(redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')[2])
+  if oldest <= now then return {0, oldest + window - now + 1} end
+  return {0, tonumber(ARGV[6])}
 end
 local interval = tonumber(ARGV[1])
 local base = math.max(due, now - math.floor(interval / 2))
 redis.call('SET', KEYS[1], base + interval, 'PX', 120000)
 redis.call('ZADD', KEYS[2], now + lapse, ARGV[2])
 redis.call('PEXPIRE', KEYS[2], lapse + window)
-return {now, base + interval - now}
+local next = base + interval - now
+if redis.call('ZCARD', KEYS[2]) >= limit then  -- full now: the next start waits for the oldest return too
+  local oldest = tonumber(redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')[2])
+  if oldest <= now then next = math.max(next, oldest + window - now + 1) end
+end
+return {now, next}
 """
 # Returns of sends (ARGV as member, time pairs) when no start carries them soon.
 GLOBAL_DONE = """
@@ -115,7 +123,7 @@ TELEGRAM_LIMITS = FloodLimits(
     TELEGRAM,
     private_ms=1050,  # 1 message/s per chat
     group_ms=3050,  # 20 messages/min per group
-    global_ms=34,  # spacing: 29.4 starts/s at most
+    global_ms=33,  # spacing: 30.3 starts/s at most (the window keeps any second to 30)
     window_ms=1000,  # Telegram's window: about 30 messages per second overall
     # Telegram's 30: every send that could arrive within a second is counted, from its start
     # to its return as recorded no earlier than it was, so no second sees more than 30.
