@@ -232,6 +232,10 @@ async def run(chats: int, rows: int, timeout: float, spread: float) -> dict:
     window = [t for t in sends if t >= start]
     span = (window[-1] - start) if window else 0.0
     per_second = [sum(1 for t in window if start + i <= t < start + i + 1) for i in range(int(span))]
+    first_times = sorted(r["first"].values())
+    firsts_per_second = [
+        sum(1 for t in first_times if start + i <= t < start + i + 1) for i in range(int(span))
+    ]
     last_accepted = max(r["accepted"].values(), default=float("nan")) - start
     last_summary = max(r["summary"].values(), default=float("nan")) - start
     messages = len(window)
@@ -247,6 +251,7 @@ async def run(chats: int, rows: int, timeout: float, spread: float) -> dict:
         "slowest_second": min(per_second[1:], default=float("nan")),
         "median_second": pct([float(x) for x in per_second], 0.5),
         "per_second": per_second,
+        "firsts_per_second": firsts_per_second,
         "cpu_ms_per_chat": (cpu + parser_cpu) / chats * 1000,
         "parser_ms_per_chat": parser_cpu / chats * 1000,
         "trips_per_chat": sum(round_trips.values()) / chats,
@@ -309,6 +314,7 @@ def main() -> None:
                 print(f"  {k / n:8.2f}  {kind}")
         if args.timeline:
             print("  sends per second:", " ".join(map(str, r["per_second"])))
+            print("  of which first replies:", " ".join(map(str, r["firsts_per_second"])))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,11 @@ hundred updates, and parsing them all again cost more CPU than handling them. A 
 brings nothing new waits for an update to be applied (the offset can move then) or a
 quarter of a second, instead of asking again at once (so does an empty answer that came
 back at once, from a server that does not hold the poll). An update that cannot be read is
-logged and passed over, not allowed to stop the batch it came in.
+logged and passed over, not allowed to stop the batch it came in. An update applied here
+no longer holds the offset, however long the rest of its handling takes (it held it
+until its upload ended, and each hundred chats of a burst waited for the hundred before).
+One whose handling failed holds it until it comes again and is handled, at most
+`MAX_ATTEMPTS` times.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ log = logging.getLogger("bot.telegram.polling")
 
 Process = Callable[..., Awaitable[Any]]
 NOTHING_NEW_WAIT_S = 0.25  # a poll that brought only updates in hand: the most to wait for progress
+MAX_ATTEMPTS = 5  # an update whose handling fails this often is passed over (logged), not retried for ever
 
 # getUpdates is asked for raw (only new updates are parsed); PTB suggests its own method.
 warnings.filterwarnings("ignore", message=r"Please use 'Bot\.get_?[uU]pdates'", category=PTBUserWarning)
@@ -43,6 +48,7 @@ class Poller:
         self.poll_seconds = poll_seconds
         self.handling: dict[int, asyncio.Task[Any]] = {}
         self.applied: set[int] = set()  # applied here, at or past the offset (Telegram resends them)
+        self.failed: dict[int, int] = {}  # not applied when its handling ended: attempts so far
         self.offset: int | None = None
         self._task: asyncio.Task[None] | None = None
         self._progress = asyncio.Event()  # an update was applied or its handling ended
@@ -51,10 +57,12 @@ class Poller:
         self._task = asyncio.create_task(self._run(allowed_updates), name="telegram-polling")
 
     def next_offset(self, last_seen: int | None) -> int | None:
-        pending = [uid for uid in self.handling if uid not in self.applied]
+        pending = [uid for uid in self.handling if uid not in self.applied] + list(self.failed)
         offset = min(pending) if pending else (last_seen + 1 if last_seen is not None else self.offset)
         if offset is not None:
-            self.applied = {uid for uid in self.applied if uid >= offset}
+            # Forget what the offset has passed, except updates still being handled: one
+            # applied long ago may still be at its upload, and must not count as pending.
+            self.applied = {uid for uid in self.applied if uid >= offset or uid in self.handling}
         return offset
 
     async def _run(self, allowed_updates: list[str]) -> None:
@@ -114,16 +122,24 @@ class Poller:
     async def _handle(self, update: Update) -> None:
         uid = update.update_id
         try:
-            await self.process(update)
+            if await self.process(update) == "done":
+                self.applied.add(uid)  # a duplicate: applied before, here or elsewhere
         except Exception:
             log.exception("update %s failed", uid)
         finally:
-            self.handling.pop(uid, None)  # not applied (failed): fetched and handled again
+            self.handling.pop(uid, None)
+            if uid not in self.applied:  # failed or busy elsewhere: the offset waits, it comes again
+                attempts = self.failed[uid] = self.failed.get(uid, 0) + 1
+                if attempts >= MAX_ATTEMPTS:
+                    log.error("update %s was not handled in %s attempts; passed over", uid, attempts)
+                    del self.failed[uid]
+                    self.applied.add(uid)
             self._progress.set()
 
     def mark_applied(self, update_id: int) -> None:
         if self._task is not None:  # polling (in webhook mode there is no offset to keep)
             self.applied.add(update_id)
+            self.failed.pop(update_id, None)
             self._progress.set()
 
     async def stop(self, grace_s: float = 5.0) -> None:

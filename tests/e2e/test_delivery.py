@@ -114,6 +114,52 @@ async def test_the_polling_offset_stays_at_the_oldest_update_not_yet_applied():
     await poller.stop()
 
 
+async def test_an_applied_update_still_being_handled_does_not_hold_the_offset_back():
+    """Applied, then busy for long (an upload): the offset passes it and stays past it, so
+    the next updates come in while it works."""
+    bot = FakeBot([5, 6, 7])
+    release = asyncio.Event()
+    poller: Poller
+
+    async def process(update):
+        poller.mark_applied(update.update_id)
+        await release.wait()
+
+    poller = Poller(bot, process, timeout=1)  # type: ignore[arg-type]
+    poller.start(["message"])
+    await until(lambda: bot.offsets[-1:] == [8], what="the offset to pass the applied updates")
+    polls = len(bot.offsets)
+    bot.ids.append(8)  # a new update arrives while 5-7 are still being handled
+    await until(lambda: 8 in poller.handling and len(bot.offsets) > polls + 2, what="more polls")
+    assert all(o is not None and o >= 8 for o in bot.offsets[polls:]), bot.offsets[polls:]
+    release.set()
+    await poller.stop()
+
+
+async def test_an_update_whose_handling_failed_comes_again_a_few_times_at_most(monkeypatch):
+    from bot.telegram import polling
+
+    monkeypatch.setattr(polling, "MAX_ATTEMPTS", 3)
+    bot = FakeBot([5, 6])
+    tries: dict[int, int] = {}
+    poller: Poller
+
+    async def process(update):
+        uid = update.update_id
+        tries[uid] = tries.get(uid, 0) + 1
+        if uid == 5 and tries[uid] == 1:
+            raise RuntimeError("storage hiccup")  # once: handled again when it comes again
+        if uid == 6:
+            raise RuntimeError("always")  # never: passed over after MAX_ATTEMPTS
+        poller.mark_applied(uid)
+
+    poller = Poller(bot, process, timeout=1)  # type: ignore[arg-type]
+    poller.start(["message"])
+    await until(lambda: bot.offsets[-1:] == [7], what="the offset to pass both")
+    assert tries == {5: 2, 6: 3}
+    await poller.stop()
+
+
 async def test_a_poll_that_brings_nothing_new_waits_for_progress_and_unreadable_updates_pass(monkeypatch):
     """Updates in hand come back at once from every poll (the offset cannot pass them):
     polling waits for one to be applied instead of asking again and again; an update that
