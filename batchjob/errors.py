@@ -13,6 +13,10 @@ NO_VALID_DATA_ROWS = "no valid data rows"
 CONTENTS_REQUIRED = "at least one contents field is required"
 
 
+class ConfigError(Exception):
+    """One line naming the variable that is missing or malformed."""
+
+
 class BatchJobError(Exception):
     """Base class. `status` is the HTTP status (None when there was no answer)."""
 

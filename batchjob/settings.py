@@ -5,9 +5,7 @@ from __future__ import annotations
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-
-class ConfigError(Exception):
-    """One line naming the variable that is missing or malformed."""
+from batchjob.errors import ConfigError  # here too: where callers have looked for it
 
 
 class ServiceSettings(BaseSettings):

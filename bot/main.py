@@ -12,7 +12,6 @@ BATCHJOB_BEARER_TOKEN, REDIS_URL, BOT_ADMIN_IDS, BOT_MEDIA_DIR, BOT_LOCAL_PATH_R
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import logging
 import os
@@ -22,11 +21,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from pydantic import ValidationError
-
 import locales
 from batchjob import redaction, version
-from batchjob.settings import ConfigError, describe
+from batchjob.errors import ConfigError  # settings (pydantic) and asyncio wait: --help needs neither
 
 log = logging.getLogger("bot")
 
@@ -90,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         channel = args.channel or os.environ.get("BOT_CHANNEL", default).strip().lower() or default
         if channel not in ("telegram", "lark", "both", "none"):
             raise ConfigError("BOT_CHANNEL: telegram, lark or both")
+        import asyncio
+
         if args.mcp:
             from bot.api.entry import run_mcp
 
@@ -197,6 +196,10 @@ def _start_line(lang: str, mode: str, conv, base_url: str, redis, persistent: bo
 
 
 def _settings(cls, prefix: str, **overrides):  # type: ignore[no-untyped-def]
+    from pydantic import ValidationError
+
+    from batchjob.settings import describe
+
     try:
         return cls(**overrides)
     except ValidationError as e:
@@ -207,6 +210,7 @@ async def run_bot(channel: str = "telegram", api: bool = False) -> int:
     """The bot on `channel` (telegram, lark or both): one store, watcher and recovery for all.
     Telegram: long polling, or webhook mode when BOT_WEBHOOK_URL and BOT_WEBHOOK_SECRET are
     set. Feishu/Lark: long connection, or webhook mode with LARK_MODE=webhook."""
+    import asyncio
     import signal
 
     from batchjob.client import BatchJobClient
@@ -343,6 +347,8 @@ async def _start_lark(bot, lk, lang: str) -> None:  # type: ignore[no-untyped-de
 
 
 async def run_console(args: argparse.Namespace) -> int:
+    import asyncio
+
     from batchjob.client import BatchJobClient
     from bot.console import CHAT_ID, USER_ID, ConsoleChannel, TypedLines
     from conversation.app import ConversationApp
@@ -368,10 +374,7 @@ async def run_console(args: argparse.Namespace) -> int:
 
         redact_secrets(token)
     work = Path(tempfile.mkdtemp(prefix="batchjob-bot-"))
-    try:
-        settings = ConversationSettings(**{"media_dir": work / "media", **overrides})
-    except ValidationError as e:
-        raise ConfigError(describe(e, "BOT_")) from None
+    settings = _settings(ConversationSettings, "BOT_", media_dir=work / "media", **overrides)
     redis, persistent = await _connect_redis(lang)
     channel = ConsoleChannel(work / "files")
     print(locales.t(lang, "console.intro"))
@@ -459,6 +462,8 @@ def _event(text: str, channel, settings, admin: bool):
 
 
 async def _wait_for_jobs(app, timeout: float) -> None:
+    import asyncio
+
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     # Work a crashed earlier run left in flight is resumed first (it may add jobs).
