@@ -72,7 +72,11 @@ async def api(redis, sandbox, tmp_path):
     app, agents = make_app(redis, sandbox, tmp_path)
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(standalone(agents), log_level="warning", access_log=False))
+    # A connection left open must not hold the teardown (uvicorn waits for them unbounded).
+    config = uvicorn.Config(
+        standalone(agents), log_level="warning", access_log=False, timeout_graceful_shutdown=5
+    )
+    server = uvicorn.Server(config)
     serving = asyncio.create_task(server.serve(sockets=[sock]))
     await until(lambda: server.started, what="the API server")
     app.start_watcher()
