@@ -250,8 +250,9 @@ async def test_storage_outage_gives_a_localized_message(app, channel, monkeypatc
     async def down(*a, **k):
         raise RedisConnectionError("down")
 
-    monkeypatch.setattr(app.store.r, "execute_command", down)  # every command, scripts too
-    await app.runner.handle(CHAT, TextReceived("hello"), client_lang="zh")
+    with monkeypatch.context() as m:  # storage back before the app's own teardown
+        m.setattr(app.store.r, "execute_command", down)  # every command, scripts too
+        await app.runner.handle(CHAT, TextReceived("hello"), client_lang="zh")
     assert channel.texts()[-1] == "机器人暂时不可用，请一分钟后再试。"
 
 
