@@ -248,6 +248,7 @@ class FloodControl:
         )
         member = f"{self._me}:{next(self._ids)}"  # this send's entry in the bot-wide window
         priority = SEND_PRIORITY.get()
+        mine = asyncio.Event()  # set when this send is over
         while True:
             # The chat's own pace first, without holding up other chats.
             await self._chat_known_ready(chat_id)
@@ -258,7 +259,7 @@ class FloodControl:
                 if took <= 0:
                     self._observe(chat_id, "chat", -took)
                     await self._take_slot(chat_id, member)
-                    self._in_flight[chat_id] = asyncio.Event()
+                    self._in_flight[chat_id] = mine
             finally:
                 self._turns.release()
             if took <= 0:
@@ -276,7 +277,10 @@ class FloodControl:
                 self._ready[chat_id] = loop.time() + interval / 1000
                 self._observe(chat_id, "sent", sent)
             finally:
-                self._in_flight.pop(chat_id).set()
+                # Ours unless the chat's mark lapsed mid-request and another send took it.
+                if self._in_flight.get(chat_id) is mine:
+                    del self._in_flight[chat_id]
+                mine.set()
                 if len(self._ready) > 10_000:  # forget chats whose pause is over
                     now = loop.time()
                     self._ready = {c: t for c, t in self._ready.items() if t > now}
