@@ -13,6 +13,7 @@ from redis.exceptions import RedisError
 from batchjob.client import BatchJobClient
 from batchjob.input import Limits
 from conversation import keys
+from conversation.cancel import check_cancelled
 from conversation.channel import Channel
 from conversation.leases import Leases, replica_id
 from conversation.recovery import Recovery
@@ -99,8 +100,10 @@ class ConversationApp:
             try:
                 await self.runner.spending.sweep()
             except RedisError:
+                check_cancelled()
                 log.warning("approvals sweep: storage unavailable")
             except Exception:
+                check_cancelled()
                 log.exception("approvals sweep failed")
             await asyncio.sleep(every_s)
 

@@ -23,6 +23,7 @@ import logging
 from redis.exceptions import RedisError
 
 from conversation import core, flow_ops, outbox
+from conversation.cancel import check_cancelled
 from conversation.events import (
     Effect,
     InspectResumed,
@@ -198,8 +199,10 @@ class Recovery:
                 try:
                     await self.reap_once()
                 except RedisError:
+                    check_cancelled()
                     log.warning("storage unavailable; recovery waits")
                 except Exception:
+                    check_cancelled()
                     log.exception("recovery pass failed")
         finally:
             beating.cancel()
@@ -209,6 +212,7 @@ class Recovery:
             try:
                 await self.leases.beat()
             except RedisError:
+                check_cancelled()
                 log.warning("storage unavailable; heartbeat waits")
             await asyncio.sleep(self.every_s)
 

@@ -28,6 +28,7 @@ from batchjob import errors as bj
 from batchjob.client import BatchJobClient
 from batchjob.models import Job
 from conversation import crash, texts
+from conversation.cancel import check_cancelled
 from conversation.channel import (
     BACKGROUND,
     SEND_GATE,
@@ -116,6 +117,7 @@ class Watcher:
             try:
                 n = await self.run_once()
             except RedisError:
+                check_cancelled()
                 log.warning("storage unavailable; watcher waits")
                 n = 0
                 await asyncio.sleep(1.0)

@@ -29,6 +29,7 @@ import httpx
 from standardwebhooks.webhooks import Webhook
 
 from batchjob.fetch import FetchError, pinned
+from conversation.cancel import check_cancelled
 from conversation.keys import Keys
 
 log = logging.getLogger("bot.api.callbacks")
@@ -188,6 +189,7 @@ class Callbacks:
                 except asyncio.CancelledError:
                     raise
                 except Exception:
+                    check_cancelled()  # a cancel turned into another error must still stop
                     log.exception("callback round failed")
                     await asyncio.sleep(every_s)
         finally:
