@@ -1,9 +1,9 @@
 """Loops that retry on errors must still end when their task is cancelled.
 
 A library may catch the CancelledError that stops a command half-way and raise another
-error in its place (redis-py's cluster client can: the connection is dropped, and a
-ConnectionError comes out). A loop that logs and retries such errors would then never
-end, and whoever awaits it hangs. `asyncio.Task.cancelling()` still counts the request.
+error in its place (a dropped connection reported as a ConnectionError, say). A loop that
+logs and retries such errors would then never end, and whoever awaits it hangs.
+`asyncio.Task.cancelling()` still counts the request.
 """
 
 from __future__ import annotations
