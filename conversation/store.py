@@ -38,28 +38,21 @@ return 0
 """
 
 
-# The state and its outbox entries (ARGV[2..] as seq, effect pairs) in one step.
+# The state and its outbox entries (ARGV[3..] as seq, effect pairs) in one step; then the
+# chat's lock (KEYS[3]) released if it is still ARGV[1]'s ('' when saved without the lock).
 SAVE = """
-redis.call('SET', KEYS[1], ARGV[1])
-for i = 2, #ARGV, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
+redis.call('SET', KEYS[1], ARGV[2])
+for i = 3, #ARGV, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
+if ARGV[1] ~= '' and redis.call('GET', KEYS[3]) == ARGV[1] then redis.call('DEL', KEYS[3]) end
 return 1
 """
-
-
 # Take the chat's lock (KEYS[1], token ARGV[1] for ARGV[2] ms) and read its state (KEYS[2])
-# in one round trip: {1, state} ({1} with no state) when taken, {0, ms the lock has left} when not.
+# in one round trip: {1, state} ({1} with no state) when taken, {0} when not.
 LOCK_LOAD = """
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', tonumber(ARGV[2])) then
   return {1, redis.call('GET', KEYS[2])}
 end
-return {0, redis.call('PTTL', KEYS[1])}
-"""
-# SAVE, then the lock (KEYS[3]) released if it is still ARGV[1]'s: one round trip.
-SAVE_UNLOCK = """
-redis.call('SET', KEYS[1], ARGV[2])
-for i = 3, #ARGV, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
-if redis.call('GET', KEYS[3]) == ARGV[1] then redis.call('DEL', KEYS[3]) end
-return 1
+return {0}
 """
 # An intent recorded once (0 when it exists), its fields and expiry with it.
 INTENT_BEGIN = """
@@ -93,12 +86,7 @@ class Held:
         self.released = False
 
     async def save(self, state: ChatState, outbox: dict[int, str] | None = None) -> None:
-        k, chat = self._store.k, self._chat
-        flat: list[str | int] = [self._token, state.model_dump_json(exclude_defaults=False)]
-        for seq, entry in (outbox or {}).items():
-            flat += [seq, entry]
-        keys = [k.chat(chat, "state"), k.chat(chat, "out"), k.chat(chat, "lock")]
-        await self._store._save_unlock(keys=keys, args=flat)
+        await self._store.save(self._chat, state, outbox, token=self._token)
         self.released = True
 
 
@@ -122,7 +110,6 @@ class Store(JobRecords):
         self._save = redis.register_script(SAVE)
         self._begin = redis.register_script(BEGIN)
         self._lock_load = redis.register_script(LOCK_LOAD)
-        self._save_unlock = redis.register_script(SAVE_UNLOCK)
         self._intent_begin = redis.register_script(INTENT_BEGIN)
 
     # --- chats -------------------------------------------------------------------------------
@@ -133,14 +120,17 @@ class Store(JobRecords):
             return ChatState()
         return ChatState.model_validate_json(raw)
 
-    async def save(self, chat_id: int | str, state: ChatState, outbox: dict[int, str] | None = None) -> None:
-        """The state and the effects it leaves to perform (its outbox entries), in one step.
+    async def save(
+        self, chat_id: int | str, state: ChatState, outbox: dict[int, str] | None = None, *, token: str = ""
+    ) -> None:
+        """The state and the effects it leaves to perform (its outbox entries), in one step;
+        given the `token` of the chat's lock (`Held.save`), the lock is released in it too.
 
         No TTL on the state: the chat keeps its language and jobs; a pending input expires by
         its own created_ms (checked in step), so an expired file is dropped with a message.
         """
-        keys = [self.k.chat(chat_id, "state"), self.k.chat(chat_id, "out")]
-        flat: list[str | int] = [state.model_dump_json(exclude_defaults=False)]
+        keys = [self.k.chat(chat_id, "state"), self.k.chat(chat_id, "out"), self.k.chat(chat_id, "lock")]
+        flat: list[str | int] = [token, state.model_dump_json(exclude_defaults=False)]
         for seq, entry in (outbox or {}).items():
             flat += [seq, entry]
         await self._save(keys=keys, args=flat)
@@ -163,19 +153,14 @@ class Store(JobRecords):
             yield self.k.chat_of(_s(key))
 
     @asynccontextmanager
-    async def chat_lock(self, chat_id: int | str, wait_s: float = 30.0) -> AsyncIterator[None]:
-        """One event at a time per chat, across replicas. Token-checked release.
+    async def locked(self, chat_id: int | str, wait_s: float = 30.0) -> AsyncIterator[Held]:
+        """One event at a time per chat, across replicas: the chat's lock, taken with its
+        state read in the same round trip; `Held.save` writes it back and releases the lock
+        in one more (token-checked: never another holder's lock).
 
         Held only for load → step → save (milliseconds; effects run outside it), so a short
         TTL is safe and a crashed holder blocks its chat for at most `lock_ms`.
         """
-        async with self.locked(chat_id, wait_s):
-            yield
-
-    @asynccontextmanager
-    async def locked(self, chat_id: int | str, wait_s: float = 30.0) -> AsyncIterator[Held]:
-        """`chat_lock` with the chat's state read in the same round trip; `Held.save` writes
-        it back and releases the lock in one more (two round trips per event, not four)."""
         keys = [self.k.chat(chat_id, "lock"), self.k.chat(chat_id, "state")]
         token = secrets.token_hex(8)
         deadline = time.monotonic() + wait_s

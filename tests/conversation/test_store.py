@@ -27,11 +27,11 @@ async def test_concurrent_events_for_one_chat_lose_no_update(redis):
     store = Store(redis)
 
     async def add(job: str) -> None:
-        async with store.chat_lock(7):
-            s = await store.load(7)
+        async with store.locked(7) as held:
+            s = held.state
             await asyncio.sleep(0)  # let the other task try to interleave
             s.jobs.append(job)
-            await store.save(7, s)
+            await held.save(s)
 
     await asyncio.gather(*(add(f"j{i}") for i in range(20)))
     assert sorted((await store.load(7)).jobs) == sorted(f"j{i}" for i in range(20))
@@ -39,10 +39,22 @@ async def test_concurrent_events_for_one_chat_lose_no_update(redis):
 
 async def test_lock_release_is_token_checked(redis):
     store = Store(redis, lock_ms=50)
-    async with store.chat_lock(1):
-        await redis.delete(store.k.chat(1, "lock"))  # our lock expired ...
-        assert await redis.set(store.k.chat(1, "lock"), "someone-else", nx=True, px=5000)  # ... and taken
-    assert await redis.get(store.k.chat(1, "lock")) == b"someone-else"  # we did not delete theirs
+    lock = store.k.chat(1, "lock")
+    async with store.locked(1) as held:  # left without saving: released on its own
+        await redis.delete(lock)  # our lock expired ...
+        assert await redis.set(lock, "someone-else", nx=True, px=5000)  # ... and taken
+    assert await redis.get(lock) == b"someone-else"  # we did not delete theirs
+    await redis.delete(lock)
+    async with store.locked(1) as held:  # released by the save itself
+        await redis.delete(lock)
+        assert await redis.set(lock, "someone-else", nx=True, px=5000)
+        await held.save(held.state.model_copy(update={"out_seq": 3}))
+        assert await redis.get(lock) == b"someone-else"
+    assert (await store.load(1)).out_seq == 3
+    await redis.delete(lock)
+    async with store.locked(1) as held:
+        await held.save(held.state)
+        assert not await redis.exists(lock)  # ours: released in the same round trip
 
 
 async def test_an_update_is_leased_then_done(redis):
