@@ -146,6 +146,7 @@ IN_FLIGHT_MS = 3_000
 RENEW_S = 1.0
 BUSY_POLL_MS = 20  # how often a sender looks again while another request to its chat is in flight
 DONE_FLUSH_S = 0.05  # returns not carried by a start by then are recorded on their own
+DRIFT_MS_PER_S = 1.0  # most that Redis's clock and ours drift apart: twice NTP's largest slew
 
 
 class Turns:
@@ -312,8 +313,8 @@ class FloodControl:
     def _learn_offset(self, sample: float, at: float) -> None:
         """Each start's reply bounds the offset from above (Redis read its clock after
         `before`); the least bound is the closest. An older bound is widened by the most the
-        two clocks can drift apart since (1 ms/s, twice NTP's largest slew), so it stays one."""
-        drifted = self._offset_hi + (at - self._offset_at) * 1.0 if self._offset_at else sample
+        two clocks can drift apart since, so it stays one."""
+        drifted = self._offset_hi + (at - self._offset_at) * DRIFT_MS_PER_S if self._offset_at else sample
         self._offset_hi, self._offset_at = min(sample, drifted), at
 
     def _record_return(self, chat_id: str, member: str, returned: float) -> None:

@@ -289,3 +289,24 @@ async def test_returns_ride_on_the_next_start_or_are_recorded_on_their_own(redis
     # Each return is recorded no earlier than the start that followed its request on Redis.
     starts = {chat: ms for chat, what, ms in record.events if what == "start"}
     assert done[1] >= starts[1] and done[2] >= starts[2]
+
+
+async def test_a_return_is_never_recorded_before_it_happened_on_redis(redis):
+    """The window counts a send until a window after its return; a return recorded too early
+    would let the window admit a send too soon. Redis's clock, read as each request ends,
+    is a lower bound of its return: the recorded return is at or after it."""
+    flood = FloodControl(redis, scale=0.05)
+    record = Record(flood)
+    ended: dict[int, int] = {}
+
+    def request_for(chat: int):  # type: ignore[no-untyped-def]
+        async def request() -> None:
+            secs, micros = await redis.time()
+            ended[chat] = secs * 1000 + micros // 1000
+
+        return request
+
+    await asyncio.gather(*(flood.send(chat, request_for(chat)) for chat in range(1, 21)))
+    done = {chat: ms for chat, what, ms in record.events if what == "done"}
+    assert len(done) == 20
+    assert all(done[chat] >= ended[chat] for chat in done), (done, ended)
