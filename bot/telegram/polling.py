@@ -30,6 +30,8 @@ from telegram import Bot, Update
 from telegram.error import Conflict, InvalidToken, NetworkError, RetryAfter, TimedOut
 from telegram.warnings import PTBUserWarning
 
+from conversation.cancel import check_cancelled
+
 log = logging.getLogger("bot.telegram.polling")
 
 Process = Callable[..., Awaitable[Any]]
@@ -91,6 +93,7 @@ class Poller:
                 await asyncio.sleep(wait.total_seconds() if hasattr(wait, "total_seconds") else float(wait))
                 continue
             except (NetworkError, TimedOut, Conflict) as e:
+                check_cancelled()  # a cancel that came out as a network error still stops
                 log.warning("getUpdates failed (%s); trying again in %.0f s", type(e).__name__, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
@@ -116,8 +119,11 @@ class Poller:
             if not new and (updates or quick):
                 # Only updates in hand (or an empty answer that did not wait, as a long poll
                 # does): asking again at once would bring the same back.
+                # asyncio.timeout, not wait_for: on 3.11, wait_for can swallow a cancel that
+                # comes as its time runs out, and stopping the poller then waits for ever.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._progress.wait(), NOTHING_NEW_WAIT_S)
+                    async with asyncio.timeout(NOTHING_NEW_WAIT_S):
+                        await self._progress.wait()
 
     async def _handle(self, update: Update) -> None:
         uid = update.update_id

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import httpx
+import pytest
 from redis.exceptions import ResponseError
 
 from bot.telegram.polling import Poller
@@ -251,3 +252,38 @@ async def test_metrics_answer_only_the_token_or_this_machine(telegram, sandbox, 
     finally:
         for b in (wh, open_bot):
             await b.client.aclose()
+
+
+@pytest.mark.parametrize("steps", [0, 1, 2, 3])
+async def test_stopping_while_progress_ends_a_wait_stops_polling(monkeypatch, steps):
+    """A cancel that comes just as the wait for progress ends (`steps` loop steps after)
+    must stop polling (on 3.11, wait_for could swallow it, and stopping waited for ever)."""
+    from bot.telegram import polling
+
+    monkeypatch.setattr(polling, "NOTHING_NEW_WAIT_S", 600)
+    bot = FakeBot([5])
+    release = asyncio.Event()
+
+    async def process(update):
+        await release.wait()  # in hand, not applied: every poll brings it back
+
+    async def answer_at_once(endpoint, api_kwargs=None, **kw):
+        bot.offsets.append((api_kwargs or {}).get("offset"))
+        await asyncio.sleep(0)
+        return [{"update_id": 5}]
+
+    bot.do_api_request = answer_at_once  # type: ignore[method-assign]
+    poller = Poller(bot, process, timeout=1)  # type: ignore[arg-type]
+    poller.start(["message"])
+    await until(lambda: len(bot.offsets) >= 2, what="a poll that brought nothing new")
+    for _ in range(10):
+        await asyncio.sleep(0)  # the poller is waiting for progress
+    poller._progress.set()
+    for _ in range(steps):
+        await asyncio.sleep(0)
+    task = poller._task
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=10)  # bounded: a swallowed cancel polls on
+    release.set()
+    assert task in done and task.cancelled()
+    await poller.stop()
