@@ -89,6 +89,10 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError("BOT_CHANNEL: telegram, lark or both")
         import asyncio
 
+        if not args.mcp:
+            from bot.unused import keep_out
+
+            keep_out()
         if args.mcp:
             from bot.api.entry import run_mcp
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+if TYPE_CHECKING:  # the server is imported only when one is served
+    from starlette.requests import Request
+    from starlette.responses import Response
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
@@ -29,6 +30,8 @@ async def spend_lines(budgets: Any) -> list[str]:
 def endpoint(
     render: Callable[[], Awaitable[str]], token: str | None
 ) -> Callable[[Request], Awaitable[Response]]:
+    from starlette.responses import PlainTextResponse
+
     secret = token.encode() if token else b""
 
     async def metrics(request: Request) -> Response:

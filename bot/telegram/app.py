@@ -14,15 +14,11 @@ import hmac
 import logging
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
 from telegram import BotCommand, BotCommandScopeChat, Update
 from telegram.ext import Application, ApplicationBuilder, TypeHandler
 
@@ -38,6 +34,12 @@ from bot.telegram.settings import TelegramSettings
 from bot.telegram.updates import to_event
 from conversation.app import ConversationApp, keys_for
 from conversation.identity import TELEGRAM, channel_of, native
+
+if TYPE_CHECKING:  # the server is imported only in webhook mode or when one is served
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Route
 from conversation.leases import Claim
 from conversation.settings import ConversationSettings
 
@@ -242,6 +244,10 @@ class TelegramBot:
     # --- webhook server ------------------------------------------------------------------
 
     def asgi(self, extra_routes: list[Route] | None = None) -> Starlette:
+        from starlette.applications import Starlette
+        from starlette.responses import JSONResponse, PlainTextResponse
+        from starlette.routing import Route
+
         secret = self.tg.bot_webhook_secret.get_secret_value().encode() if self.tg.bot_webhook_secret else b""
         path = urlsplit(self.tg.bot_webhook_url or "/telegram/webhook").path or "/telegram/webhook"
 
