@@ -1,4 +1,4 @@
-"""The Telegram bot: PTB Application for the Bot API, our conversation app for the rest.
+"""The Telegram bot: PTB's Bot for the Bot API, our conversation app for the rest.
 
 Long polling by default. Webhook mode (BOT_WEBHOOK_URL + BOT_WEBHOOK_SECRET) is served by
 our own ASGI app: it checks the secret header (403 otherwise), dedupes update_id in Redis,
@@ -19,8 +19,8 @@ from urllib.parse import urlsplit
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
-from telegram import BotCommand, BotCommandScopeChat, Update
-from telegram.ext import Application, ApplicationBuilder, TypeHandler
+from telegram import Bot, BotCommand, BotCommandScopeChat, Update
+from telegram.request import HTTPXRequest
 
 import locales
 from batchjob import doctor
@@ -90,45 +90,36 @@ class TelegramBot:
             tg.bot_webhook_secret.get_secret_value() if tg.bot_webhook_secret else None,
             tg.bot_metrics_token.get_secret_value() if tg.bot_metrics_token else None,
         )
-        builder: ApplicationBuilder = (
-            ApplicationBuilder()
-            .token(tg.telegram_bot_token.get_secret_value())
-            .base_url(tg.telegram_api_base_url)
-            .base_file_url(tg.telegram_file_base_url)
-            # Each update's handler lives until its answers are sent, and answers queue for
-            # the flood budget: with too few slots, later documents wait unread behind
-            # handlers that only wait to send. Handlers are cheap; downloads are bounded.
-            .concurrent_updates(1024)
+        # A plain Bot: updates come from our own poller (bot/telegram/polling.py) or the
+        # webhook, so PTB's Application (handlers, job queue, updater) has nothing to do here.
+        timeout = tg.telegram_timeout_seconds
+        self.bot = Bot(
+            tg.telegram_bot_token.get_secret_value(),
+            base_url=tg.telegram_api_base_url,
+            base_file_url=tg.telegram_file_base_url,
             # Few connections suffice: sends are paced and downloads bounded, and the HTTP
             # pool's bookkeeping costs grow with the square of its connections.
-            .connection_pool_size(32)
-            .pool_timeout(10)
-            .job_queue(None)
-            .read_timeout(tg.telegram_timeout_seconds)
-            .write_timeout(tg.telegram_timeout_seconds)
-            .get_updates_read_timeout(tg.telegram_timeout_seconds + 10)
+            request=HTTPXRequest(
+                connection_pool_size=32, pool_timeout=10, read_timeout=timeout, write_timeout=timeout
+            ),
+            # The long poll has a connection of its own, so sends never wait behind it.
+            get_updates_request=HTTPXRequest(connection_pool_size=1, read_timeout=timeout + 10),
         )
-        # Updates are fetched by our own poller (bot/telegram/polling.py) or the webhook.
-        builder = builder.updater(None)
-        self.ptb: Application = builder.build()
         flood = FloodControl(redis, scale=tg.bot_flood_scale, keys=keys_for(conv))
-        self.channel = TelegramChannel(self.ptb.bot, flood)
+        self.channel = TelegramChannel(self.bot, flood)
         self.owns_app = app is None
         self.app = app or ConversationApp(redis, client, self.channel, conv)
         self.probe = doctor.Probe(client)
         self.more_metrics: list[Callable[[], list[str]]] = []
-        self.poller = Poller(self.ptb.bot, self.process, timeout=tg.telegram_timeout_seconds)
-        self.ptb.add_handler(TypeHandler(Update, self._on_update))
-        self.ptb.add_error_handler(self._on_error)
+        self.poller = Poller(self.bot, self.process, timeout=timeout)
 
     # --- lifecycle -----------------------------------------------------------------------
 
     async def start(self) -> None:
-        await self.ptb.initialize()
+        await self.bot.initialize()  # getMe: a refused token stops the start here
         await self._set_commands()
-        await self.ptb.start()
         if self.tg.webhook:
-            await self.ptb.bot.set_webhook(
+            await self.bot.set_webhook(
                 url=self.tg.bot_webhook_url,
                 secret_token=self.tg.bot_webhook_secret.get_secret_value()
                 if self.tg.bot_webhook_secret
@@ -136,7 +127,7 @@ class TelegramBot:
                 allowed_updates=ALLOWED_UPDATES,
             )
         else:
-            await self.ptb.bot.delete_webhook()
+            await self.bot.delete_webhook()
             self.poller.start(ALLOWED_UPDATES)
         if self.owns_app:
             self.app.start_watcher()
@@ -158,9 +149,7 @@ class TelegramBot:
         await self.poller.stop()
         if self.owns_app:
             await self.app.stop()
-        if self.ptb.running:
-            await self.ptb.stop()
-        await self.ptb.shutdown()
+        await self.bot.shutdown()
 
     async def _set_commands(self) -> None:
         """Menus in English and Chinese; /cancel only in admins' own chats (others cancel
@@ -173,18 +162,11 @@ class TelegramBot:
             for lang, code in (("en", None), ("zh", "zh")):
                 commands = [BotCommand(c, locales.t(lang, f"tg.cmd.{c}")) for c in names]
                 try:
-                    await self.ptb.bot.set_my_commands(commands, scope=scope, language_code=code)
+                    await self.bot.set_my_commands(commands, scope=scope, language_code=code)
                 except Exception:
                     log.warning("setMyCommands (%s) failed", lang)
 
     # --- updates -------------------------------------------------------------------------
-
-    async def _on_update(self, update: Update, context: Any) -> None:
-        await self.process(update)
-
-    async def _on_error(self, update: object, context: Any) -> None:
-        self.metrics["errors"] += 1
-        log.error("update failed: %s", type(context.error).__name__, exc_info=context.error)
 
     async def process(self, update: Update) -> Claim:
         """Handle one update once: "new" when handled here, "done" for a duplicate, "busy"
@@ -211,13 +193,13 @@ class TelegramBot:
         try:
             incoming = to_event(
                 update,
-                self.ptb.bot.username or "",
+                self.bot.username or "",
                 frozenset(self.conv.admin_ids),
                 self.tg.telegram_download_limit,
             )
             if incoming is not None and incoming.callback_id:
                 try:
-                    await self.ptb.bot.answer_callback_query(incoming.callback_id)
+                    await self.bot.answer_callback_query(incoming.callback_id)
                 except Exception:
                     log.warning("answerCallbackQuery failed")
             if incoming is not None and incoming.event is not None:
@@ -257,7 +239,7 @@ class TelegramBot:
                 return PlainTextResponse("forbidden", status_code=403)
             try:
                 data = await request.json()
-                update = Update.de_json(data, self.ptb.bot)
+                update = Update.de_json(data, self.bot)
             except Exception:
                 return PlainTextResponse("bad update", status_code=400)
             try:
