@@ -13,7 +13,8 @@
  *   - whitespace is Python's str.isspace (Py_UNICODE_ISSPACE), as str.strip and re's \s;
  *   - a blank row (every cell whitespace) is skipped and counted; a stretch's blank rows
  *     come before its other rows (a blank row after taken rows starts a new stretch);
- *   - prompt: stripped, non-empty, no weight syntax "(word:1.2)" (a warning: Python's);
+ *   - prompt: stripped, non-empty; weight syntax "(word:1.2)" is taken and its row named
+ *     in the stretch, for the pipeline's warning;
  *   - ratio: empty, exactly an allowed spelling, or a spelling in Python's ratio cache;
  *     in a sheet also a time (16:09 for 16:9);
  *   - other cells of a sheet: text, empty, or a number, date or time (never blank);
@@ -177,7 +178,9 @@ static int strip(const unsigned char **s, Py_ssize_t *n) {
 
 /* ---- one row ------------------------------------------------------------------------ */
 
-enum { ROW_TAKEN = 1, ROW_PYTHON = 0, ROW_ERROR = -1 };
+/* WARNED: taken, and its prompt has weight syntax. REFUSED: not taken, and its only
+   problem is an aspect ratio Python has refused before (the row's one error). */
+enum { ROW_REFUSED = 3, ROW_WARNED = 2, ROW_TAKEN = 1, ROW_PYTHON = 0, ROW_ERROR = -1 };
 
 /* The tail for a key, or NULL. */
 static PyObject *key_tail(const Keys *t, const char *s, Py_ssize_t n) {
@@ -307,8 +310,9 @@ static int urls_part(Out *o, const unsigned char *s, Py_ssize_t n) {
     return ROW_TAKEN;
 }
 
-/* The line end for a ratio cell; NULL when Python must judge it (an error is not set). */
-static PyObject *ratio_tail(const unsigned char *s, Py_ssize_t n) {
+/* The line end for a ratio cell; NULL when Python must judge it (an error is not set),
+   with *refused set when Python has already refused this very text (a row error). */
+static PyObject *ratio_tail(const unsigned char *s, Py_ssize_t n, int *refused) {
     if (n == 0) return g_no_ratio;
     PyObject *tail = key_tail(&g_ratios, (const char *)s, n);
     if (tail != NULL) return tail;
@@ -318,7 +322,10 @@ static PyObject *ratio_tail(const unsigned char *s, Py_ssize_t n) {
     PyObject *v = PyDict_GetItemWithError(g_ratio_cache, key); /* borrowed */
     Py_DECREF(key);
     if (v == NULL) { PyErr_Clear(); return NULL; }
-    if (!PyUnicode_CheckExact(v)) return NULL; /* None: refused, or blank; Python says which */
+    if (!PyUnicode_CheckExact(v)) { /* None: refused, or blank (no ratio, not an error) */
+        *refused = v == Py_None && all_space(s, n) == 0;
+        return NULL;
+    }
     Py_ssize_t len;
     const char *spelled = PyUnicode_AsUTF8AndSize(v, &len);
     if (spelled == NULL) { PyErr_Clear(); return NULL; }
@@ -362,15 +369,23 @@ typedef struct {
     Py_ssize_t n;
 } Span;
 
-/* A non-blank row's canonical line appended to `o` (when o is not NULL). */
+/* A non-blank row's canonical line appended to `o` (when o is not NULL); ROW_WARNED when
+   the prompt has weight syntax (validate.has_sd_weights), which the pipeline warns about. */
 static int row_line(Out *o, Span prompt, Span ratio, Span urls) {
     const unsigned char *p = prompt.p;
     Py_ssize_t pn = prompt.n;
     if (strip(&p, &pn) < 0 || pn == 0) return ROW_PYTHON;
-    if (memchr(p, '(', (size_t)pn) != NULL && sd_weights(p, pn) != 0) return ROW_PYTHON; /* a warning */
-    PyObject *tail = ratio_tail(ratio.p, ratio.n);
-    if (tail == NULL) return ROW_PYTHON;
+    int weights = memchr(p, '(', (size_t)pn) != NULL ? sd_weights(p, pn) : 0;
+    if (weights < 0) return ROW_PYTHON;
+    int refused = 0;
+    PyObject *tail = ratio_tail(ratio.p, ratio.n, &refused);
+    if (tail == NULL && !refused) return ROW_PYTHON;
     Out scratch = {0};
+    if (refused) { /* an error row, if its URLs have nothing to report */
+        int r = urls.n > 0 ? urls_part(&scratch, urls.p, urls.n) : ROW_TAKEN;
+        PyMem_Free(scratch.d);
+        return r == ROW_TAKEN ? ROW_REFUSED : r;
+    }
     Out *w = o ? o : &scratch;
     Py_ssize_t mark = w->n;
     int r = ROW_TAKEN;
@@ -379,7 +394,7 @@ static int row_line(Out *o, Span prompt, Span ratio, Span urls) {
     if (r == ROW_TAKEN && out_bytes(w, tail) < 0) r = ROW_ERROR;
     if (r != ROW_TAKEN) w->n = mark; /* nothing of a row that Python takes */
     PyMem_Free(scratch.d);
-    return r;
+    return r == ROW_TAKEN && weights ? ROW_WARNED : r;
 }
 
 static int check_ready(void) {
@@ -454,16 +469,63 @@ fail:
     return NULL;
 }
 
-/* The rows read since the last part, as one (lines, rows, blank) part; none when empty. */
-static int flush_stretch(PyObject *parts, Out *out, Py_ssize_t *rows, Py_ssize_t *blank) {
-    if (*rows == 0) return 0;
-    PyObject *part = Py_BuildValue("(y#nn)", out->d ? out->d : "", out->n, *rows, *blank);
+/* A stretch being read: the lines of its taken rows, its rows (blank ones first) and, by
+   their index among those rows, the rows whose prompt has weight syntax (`warned`) and the
+   rows refused for their aspect ratio alone (`refused`: (index, the ratio cell's text));
+   each list NULL while it is empty. */
+typedef struct {
+    Out out;
+    Py_ssize_t rows, blank;
+    PyObject *warned, *refused;
+} Stretch;
+
+static int append_new(PyObject **list, PyObject *item) {
+    if (item == NULL) return -1;
+    int bad = (*list == NULL && (*list = PyList_New(0)) == NULL) || PyList_Append(*list, item) < 0;
+    Py_DECREF(item);
+    return bad ? -1 : 0;
+}
+
+/* A non-blank row added to the stretch; `r` is row_line's verdict for it. */
+static int stretch_row(Stretch *st, int r, Span ratio) {
+    if (r == ROW_WARNED && append_new(&st->warned, PyLong_FromSsize_t(st->rows)) < 0) return -1;
+    if (r == ROW_REFUSED &&
+        append_new(&st->refused, Py_BuildValue("(ns#)", st->rows, (const char *)ratio.p, ratio.n)) < 0)
+        return -1;
+    st->rows++;
+    return 0;
+}
+
+static PyObject *or_empty(PyObject **list) {
+    PyObject *v = *list != NULL ? *list : PyTuple_New(0);
+    *list = NULL;
+    return v;
+}
+
+/* The rows read since the last part, as one (lines, rows, blank, warned, refused) part;
+   none when empty. */
+static int flush_stretch(PyObject *parts, Stretch *st) {
+    if (st->rows == 0) return 0;
+    PyObject *warned = or_empty(&st->warned), *refused = or_empty(&st->refused);
+    if (warned == NULL || refused == NULL) {
+        Py_XDECREF(warned);
+        Py_XDECREF(refused);
+        return -1;
+    }
+    PyObject *part = Py_BuildValue("(y#nnNN)", st->out.d ? st->out.d : "", st->out.n, st->rows, st->blank, warned,
+                                   refused);
     if (part == NULL) return -1;
     int r = PyList_Append(parts, part);
     Py_DECREF(part);
-    out->n = 0;
-    *rows = *blank = 0;
+    st->out.n = 0;
+    st->rows = st->blank = 0;
     return r;
+}
+
+static void stretch_free(Stretch *st) {
+    PyMem_Free(st->out.d);
+    Py_CLEAR(st->warned);
+    Py_CLEAR(st->refused);
 }
 
 static PyObject *csv_run(PyObject *self, PyObject *args) {
@@ -485,7 +547,7 @@ static PyObject *csv_run(PyObject *self, PyObject *args) {
     special[(unsigned char)delim] = special['"'] = special['\r'] = special['\n'] = 1;
     Py_ssize_t want[3] = {pi, ri, ui};
 
-    Out out = {0};
+    Stretch st = {{0}, 0, 0, NULL, NULL};
     Out unq = {0};
     /* parts: stretches of rows read here, (lines, rows, blank), and between them the cells
        of each row left to Python's checks, in file order. */
@@ -494,7 +556,7 @@ static PyObject *csv_run(PyObject *self, PyObject *args) {
         PyBuffer_Release(&view);
         return NULL;
     }
-    Py_ssize_t rows = 0, taken = 0, s_rows = 0, s_blank = 0;
+    Py_ssize_t rows = 0, taken = 0;
     int stop = STOP_END, failed = 0;
 
     while (pos < n || !final) {
@@ -570,9 +632,9 @@ static PyObject *csv_run(PyObject *self, PyObject *args) {
         if (verdict == 0) { stop = STOP_PYTHON; break; }
         if (is_blank) {
             /* A stretch's blank rows come first, so its lines map to its last rows in order. */
-            if (s_rows > s_blank && flush_stretch(parts, &out, &s_rows, &s_blank) < 0) { failed = 1; break; }
-            s_blank++;
-            s_rows++;
+            if (st.rows > st.blank && flush_stretch(parts, &st) < 0) { failed = 1; break; }
+            st.blank++;
+            st.rows++;
             rows++;
             pos = i;
             continue;
@@ -585,7 +647,7 @@ static PyObject *csv_run(PyObject *self, PyObject *args) {
             sp[k].p = !present ? (const unsigned char *)"" : kept[k].in_unq ? (const unsigned char *)unq.d + kept[k].a : b + kept[k].a;
             sp[k].n = present ? kept[k].n : 0;
         }
-        int r = row_line(build ? &out : NULL, sp[0], sp[1], sp[2]);
+        int r = row_line(build ? &st.out : NULL, sp[0], sp[1], sp[2]);
         if (r == ROW_ERROR) { failed = 1; break; }
         if (r == ROW_PYTHON) {
             /* Python checks this row: it gets the cells, and the scan goes on after it. */
@@ -595,11 +657,12 @@ static PyObject *csv_run(PyObject *self, PyObject *args) {
                 stop = STOP_PYTHON;
                 break;
             }
-            int bad = flush_stretch(parts, &out, &s_rows, &s_blank) < 0 || PyList_Append(parts, cells) < 0;
+            int bad = flush_stretch(parts, &st) < 0 || PyList_Append(parts, cells) < 0;
             Py_DECREF(cells);
             if (bad) { failed = 1; break; }
-        } else {
-            s_rows++;
+        } else if (stretch_row(&st, r, sp[1]) < 0) {
+            failed = 1;
+            break;
         }
         rows++;
         taken++;
@@ -607,8 +670,8 @@ static PyObject *csv_run(PyObject *self, PyObject *args) {
     }
     PyBuffer_Release(&view);
     PyMem_Free(unq.d);
-    if (!failed && flush_stretch(parts, &out, &s_rows, &s_blank) < 0) failed = 1;
-    PyMem_Free(out.d);
+    if (!failed && flush_stretch(parts, &st) < 0) failed = 1;
+    stretch_free(&st);
     if (failed) {
         Py_DECREF(parts);
         return NULL;
@@ -692,8 +755,8 @@ static PyObject *sheet_run(PyObject *self, PyObject *args) {
     /* parts as csv_run's; a row left to Python is the row itself, as the iterator gave it. */
     PyObject *parts = PyList_New(0);
     if (parts == NULL) return NULL;
-    Out out = {0};
-    Py_ssize_t rows = 0, taken = 0, s_rows = 0, s_blank = 0;
+    Stretch st = {{0}, 0, 0, NULL, NULL};
+    Py_ssize_t rows = 0, taken = 0;
     int done = 0, failed = 0;
     while (rows < max_rows_out) {
         PyObject *row = PyIter_Next(it);
@@ -716,41 +779,42 @@ static PyObject *sheet_run(PyObject *self, PyObject *args) {
         }
         if (r == ROW_TAKEN && is_blank) {
             Py_DECREF(row);
-            if (s_rows > s_blank && flush_stretch(parts, &out, &s_rows, &s_blank) < 0) { failed = 1; break; }
+            if (st.rows > st.blank && flush_stretch(parts, &st) < 0) { failed = 1; break; }
             rows++;
-            s_rows++;
-            s_blank++;
+            st.rows++;
+            st.blank++;
             continue;
         }
         int at_cap = taken >= cap;
+        Span sp[3];
+        char scratch[16]; /* a ratio typed as a time, as text: sp[1] may point here */
         if (r == ROW_TAKEN && !at_cap) {
-            Span sp[3];
             Py_ssize_t idx[3] = {pi, ri, ui};
-            char scratch[16];
             for (int k = 0; k < 3 && r == ROW_TAKEN; k++) {
                 int c = cell_span(row, idx[k], &sp[k], k == 1 ? scratch : NULL);
                 if (c < 0) r = ROW_ERROR;
                 else if (c == 0) r = ROW_PYTHON;
             }
-            if (r == ROW_TAKEN) r = row_line(build ? &out : NULL, sp[0], sp[1], sp[2]);
+            if (r == ROW_TAKEN) r = row_line(build ? &st.out : NULL, sp[0], sp[1], sp[2]);
         } else {
             r = ROW_PYTHON;
         }
         if (r == ROW_ERROR) { Py_DECREF(row); failed = 1; break; }
         if (r == ROW_PYTHON) {
-            int bad = flush_stretch(parts, &out, &s_rows, &s_blank) < 0 || PyList_Append(parts, row) < 0;
+            int bad = flush_stretch(parts, &st) < 0 || PyList_Append(parts, row) < 0;
             Py_DECREF(row);
             if (bad) { failed = 1; break; }
             if (at_cap) break; /* the budget is spent: Python says what this row means */
         } else {
+            int bad = stretch_row(&st, r, sp[1]) < 0; /* sp: the row's cells, alive until it goes */
             Py_DECREF(row);
-            s_rows++;
+            if (bad) { failed = 1; break; }
         }
         rows++;
         taken++;
     }
-    if (!failed && flush_stretch(parts, &out, &s_rows, &s_blank) < 0) failed = 1;
-    PyMem_Free(out.d);
+    if (!failed && flush_stretch(parts, &st) < 0) failed = 1;
+    stretch_free(&st);
     if (failed) {
         Py_DECREF(parts);
         return NULL;
@@ -818,7 +882,8 @@ static PyObject *configure(PyObject *self, PyObject *args) {
 }
 
 static PyObject *py_row_line(PyObject *self, PyObject *args) {
-    /* One row, for tests: the canonical line, or None when Python must take the row. */
+    /* One row, for tests: (the canonical line, whether its prompt has weight syntax), (None,
+       False) for a row refused for its ratio alone, or None when Python must take the row. */
     const char *p, *r, *u;
     Py_ssize_t pn, rn, un;
     if (!PyArg_ParseTuple(args, "s#s#s#", &p, &pn, &r, &rn, &u, &un)) return NULL;
@@ -829,7 +894,8 @@ static PyObject *py_row_line(PyObject *self, PyObject *args) {
     PyObject *ret;
     if (res == ROW_ERROR) ret = NULL;
     else if (res == ROW_PYTHON) { ret = Py_None; Py_INCREF(ret); }
-    else ret = PyBytes_FromStringAndSize(o.d ? o.d : "", o.n);
+    else if (res == ROW_REFUSED) ret = Py_BuildValue("(OO)", Py_None, Py_False);
+    else ret = Py_BuildValue("(y#O)", o.d ? o.d : "", o.n, res == ROW_WARNED ? Py_True : Py_False);
     PyMem_Free(o.d);
     return ret;
 }
@@ -839,10 +905,10 @@ static PyMethodDef methods[] = {
      "configure(prefix, file_part, jpeg_tail, ext_tails, ratio_tails, host_cache, ratio_cache)"},
     {"csv_run", csv_run, METH_VARARGS,
      "csv_run(buf, pos, final, delim, pi, ri, ui, max_cell, cap, max_rows, build)"
-     " -> ([(lines, rows, blank) | cells of a row for Python, ...], pos, stop)"},
+     " -> ([(lines, rows, blank, warned, refused) | cells of a row for Python, ...], pos, stop)"},
     {"sheet_run", sheet_run, METH_VARARGS,
      "sheet_run(rows, pi, ri, ui, max_cell, cap, max_rows, build) -> (parts, done)"},
-    {"row_line", py_row_line, METH_VARARGS, "row_line(prompt, ratio, urls) -> bytes | None"},
+    {"row_line", py_row_line, METH_VARARGS, "row_line(prompt, ratio, urls) -> (bytes | None, warned) | None"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -850,7 +916,7 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_rowscan", NULL, -1,
 
 /* Raised whenever what the functions take or give changes: rowscan.py does not use a
    module built from other sources (a stale build in a working copy). */
-#define PROTOCOL 3
+#define PROTOCOL 5
 
 PyMODINIT_FUNC PyInit__rowscan(void) {
     PyDateTime_IMPORT;

@@ -33,7 +33,7 @@ from typing import IO
 import orjson
 
 from batchjob.input.limits import Limits
-from batchjob.input.report import Issue, Report
+from batchjob.input.report import Issue, Report, collector_paused
 from batchjob.input.worker import Zygote, kept_environment
 
 log = logging.getLogger("batchjob.input")
@@ -152,7 +152,8 @@ class ParseWorker:
     def _read(self, proc: subprocess.Popen[bytes], stdout: IO[bytes]) -> None:
         for line in stdout:
             try:
-                answer = orjson.loads(line)
+                with collector_paused():
+                    answer = orjson.loads(line)
                 report = Report.from_wire(answer["report"])
                 rid = int(answer["id"])
             except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):

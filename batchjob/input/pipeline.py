@@ -326,12 +326,14 @@ def _table(
         errors = report.errors
         for row in rows:
             if isinstance(row, rowscan.Run):  # a stretch of rows read natively, whole
-                lines, n, blank = row.take(max_rows - (total - skipped), emit is not None)
-                report.sent(rownum + blank + 1, n - blank)  # a stretch's blank rows come first
+                stretch = row.take(max_rows - (total - skipped), emit is not None)
+                lines, n, blank = stretch[:3]
+                good, bad = rowscan.record(report, rownum + 1, stretch, names)
                 rownum += n
                 total += n
                 skipped += blank
-                valid += n - blank
+                valid += good
+                invalid += bad
                 if lines and emit is not None:
                     emit(lines)
                 clock.check()

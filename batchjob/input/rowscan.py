@@ -27,6 +27,7 @@ from batchjob.input import validate
 
 if TYPE_CHECKING:  # the pipeline imports this module; no cycle at run time
     from batchjob.input.pipeline import _Columns
+    from batchjob.input.report import Report
 
 try:
     from batchjob.input import _rowscan as _native
@@ -47,7 +48,7 @@ def enabled() -> bool:
     return _native is not None and os.environ.get("BATCHJOB_NATIVE", "1") != "0"
 
 
-PROTOCOL = 3  # the version of _rowscan.c's functions this module speaks
+PROTOCOL = 5  # the version of _rowscan.c's functions this module speaks
 
 
 def usable(module: Any) -> bool:
@@ -82,7 +83,27 @@ def _configure() -> None:
 _configure()
 
 Row = list[Any]
-Stretch = tuple[bytes, int, int]  # lines, rows, blank rows: read natively, in a row
+# Rows read natively, in a row: the lines of the rows taken, how many rows, how many blank
+# (those come first), the indexes among them of rows whose prompt has weight syntax (to be
+# warned about), and (index, ratio cell) of rows whose one problem is an aspect ratio Python
+# has refused before (each an invalid row).
+Stretch = tuple[bytes, int, int, "tuple[int, ...] | list[int]", "tuple[()] | list[tuple[int, str]]"]
+
+
+def record(report: Report, first: int, stretch: Stretch, names: dict[str, str]) -> tuple[int, int]:
+    """A stretch in the report, as Python's checks would have put its rows one by one
+    (`first`: the number of its first row): which rows became lines, the weight warnings,
+    the refused rows' errors. Returns its (valid, invalid) rows."""
+    _, n, blank, warned, refused = stretch
+    if warned:
+        report.warn_rows("sd_weight_syntax", [first + k for k in warned], names.get("prompt"))
+    start = blank  # a stretch's blank rows come first
+    for k, text in refused:
+        report.sent(first + start, k - start)
+        report.errors.append(validate.ratio_issue(first + k, text, names))
+        start = k + 1
+    report.sent(first + start, n - start)
+    return n - blank - len(refused), len(refused)
 
 
 class Run(ABC):
@@ -103,14 +124,15 @@ class Run(ABC):
         self.columns = (columns.prompt, columns.ratio, columns.urls)
 
     def take(self, cap: int, build: bool) -> Stretch:
-        """(lines, rows, blank rows) of the next stretch; at most `cap` non-blank rows.
+        """(lines, rows, blank rows, warned rows, refused rows) of the next stretch; at
+        most `cap` non-blank rows.
 
         `build`: write the lines (False when only inspecting: counts only)."""
         if not self.queue:
             self._scan(cap, build)
         if self.queue and isinstance(self.queue[0], tuple):
             return self.queue.popleft()  # type: ignore[return-value]
-        return b"", 0, 0
+        return b"", 0, 0, (), ()
 
     def _queued(self) -> Iterator[Row | Run]:
         while self.queue:

@@ -156,6 +156,13 @@ def has_sd_weights(prompt: str) -> bool:
 # --- rows --------------------------------------------------------------------------------
 
 
+def ratio_issue(row: int, ratio_text: str, columns: dict[str, str] | None) -> Issue:
+    """The error of a row whose aspect ratio cell is not one the service takes."""
+    column = (columns or {}).get("aspect_ratio", "aspect_ratio")
+    params = {"value": ratio_text.strip()[:40], "allowed": ALLOWED_RATIOS}
+    return Issue("aspect_ratio_invalid", row, column, params)
+
+
 def simple_line(
     row: int,
     prompt: str,
@@ -180,14 +187,7 @@ def simple_line(
         if ratio is _MISS:
             ratio = normalize_ratio(ratio_text)
         if ratio is None and ratio_text.strip():
-            errors.append(
-                Issue(
-                    "aspect_ratio_invalid",
-                    row,
-                    (columns or {}).get("aspect_ratio", "aspect_ratio"),
-                    {"value": ratio_text.strip()[:40], "allowed": ALLOWED_RATIOS},
-                )
-            )
+            errors.append(ratio_issue(row, ratio_text, columns))
     parts = b""
     if urls_text:
         if isinstance(urls_text, list):

@@ -34,7 +34,7 @@ import orjson
 
 from batchjob.input import landlock
 from batchjob.input.limits import Limits
-from batchjob.input.report import Issue, Report
+from batchjob.input.report import Issue, Report, collector_paused
 
 # What a reading child may see of the environment: nothing secret, only what Python, the
 # native scanner and a sanitizer build need.
@@ -287,7 +287,7 @@ class Zygote:
         del self.children[child.pid]
         answer = None
         if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0 and child.result:
-            with contextlib.suppress(orjson.JSONDecodeError):
+            with contextlib.suppress(orjson.JSONDecodeError), collector_paused():
                 answer = orjson.loads(child.result)
         if answer is None:
             answer = {"id": child.req["id"], "report": _death(child, status)}

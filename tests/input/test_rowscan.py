@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 from batchjob.input import convert_file, inspect_file, rowscan
 from batchjob.input.limits import InputError, Limits
 from batchjob.input.pipeline import _Clock, _table
-from batchjob.input.report import Report
+from batchjob.input.report import WARNINGS_KEPT_PER_CODE, Report
 from batchjob.input.validate import has_sd_weights, simple_line, url_part
 
 pytestmark = pytest.mark.skipif(not rowscan.enabled(), reason="native row scanner not built here")
@@ -290,11 +290,35 @@ def test_common_rows_are_read_natively(tmp_path, monkeypatch):
     lines = ["prompt,aspect_ratio,image_urls"]
     for i in range(3000):
         urls = ", ".join(f"https://cdn.example.com/ref/{i}-{j}.png" for j in range(i % 3))
-        lines.append(f'"一只可爱的橘猫, cat (cute) {i}",{["", "16:9", "1:1"][i % 3]},"{urls}"')
+        weights = "(masterpiece:1.2) " if i % 5 == 0 else ""  # warned about, and common
+        lines.append(f'"{weights}一只可爱的橘猫, cat (cute) {i}",{["", "16:9", "1:1"][i % 3]},"{urls}"')
     path = tmp_path / "common.csv"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     r = convert_file(path, tmp_path / "o.jsonl")
     assert (r.valid, r.invalid, calls) == (3000, 0, [])
+    assert r.warning_counts == {"sd_weight_syntax": 600}
+    assert [w.row for w in r.warnings[:3]] == [2, 7, 12]
+
+
+def test_rows_refused_for_their_ratio_alone_are_read_natively(tmp_path, monkeypatch):
+    """Every other row with a ratio the service does not take: after the first, which
+    Python reads, the scan goes on through them, with the same errors and line rows."""
+    from batchjob.input import pipeline
+
+    lines = ["prompt,aspect_ratio,image_urls"]
+    for i in range(2000):
+        urls = "https://cdn.example.com/ref/0.png" if i % 3 == 0 else ""
+        lines.append(f"cat {i},{'7:5' if i % 2 else '16:9'},{urls}")
+    path = tmp_path / "refused.csv"
+    path.write_text("\n".join(lines) + "\n")
+    native = assert_same(path, 4096, 64)[0]
+    assert native["rows"]["invalid"] == 1000 and len(native["errors"]) == 1000
+    assert native["errors"][-1]["row"] == 2001 and native["errors"][-1]["code"] == "aspect_ratio_invalid"
+    real = pipeline.simple_line
+    calls = []
+    monkeypatch.setattr(pipeline, "simple_line", lambda *a, **k: calls.append(a) or real(*a, **k))
+    r = convert_file(path, tmp_path / "o.jsonl", skip_invalid=True)
+    assert (r.valid, r.invalid, len(calls)) == (1000, 1000, 0)  # the ratio and host are known now
 
 
 def test_a_record_longer_than_the_cell_limit_is_refused_alike(tmp_path, monkeypatch):
@@ -307,6 +331,26 @@ def test_a_record_longer_than_the_cell_limit_is_refused_alike(tmp_path, monkeypa
     # An unterminated quote swallows the rest of the file, however long.
     path.write_text('prompt\nok\n"' + "y\n" * 3000)
     assert_same(path, 512, 8192)
+
+
+def test_weight_warnings_name_the_same_rows_and_count_alike(tmp_path):
+    """Weight rows read natively are named in their stretch: more of them than a report
+    keeps, between blank rows and rows left to Python, give the same warnings."""
+    lines = []
+    for i in range(700):
+        lines.append(f"(masterpiece:1.{i % 9}) cat {i},16:9" if i % 3 else f"plain {i},16:9")
+        if i % 50 == 0:
+            lines.append(",")  # blank: a stretch's blank rows come first
+        if i % 77 == 0:
+            lines.append("(bad:2) ratio,7:5")  # invalid: Python's checks, and no warning
+    path = tmp_path / "weights.csv"
+    path.write_text("prompt,aspect_ratio\n" + "\n".join(lines) + "\n")
+    native = assert_same(path, 4096, 64)
+    report = native[0]
+    assert report["warning_counts"] == {"sd_weight_syntax": 466}
+    assert len(report["warnings"]) == WARNINGS_KEPT_PER_CODE
+    # Row 1 the header, then "plain 0", the blank row, the invalid row: row 5 warns first.
+    assert report["warnings"][0]["row"] == 5
 
 
 def test_row_limit_counts_the_same(tmp_path):
@@ -378,15 +422,21 @@ def test_a_long_line_is_searched_for_its_end_once(tmp_path, monkeypatch):
 # --- one row --------------------------------------------------------------------------
 
 
-def native_row(prompt: str, ratio: str, urls: str) -> bytes | None:
+def native_taken(prompt: str, ratio: str, urls: str) -> tuple[bytes | None, bool] | None:
+    """(the line, whether the row is named for the weight warning); (None, False) for a row
+    refused for its ratio alone; None for a row left to Python."""
     assert rowscan._native is not None
     return rowscan._native.row_line(prompt, ratio, urls)
 
 
+def native_row(prompt: str, ratio: str, urls: str) -> bytes | None:
+    taken = native_taken(prompt, ratio, urls)
+    return None if taken is None else taken[0]
+
+
 def python_row(prompt: str, ratio: str, urls: str) -> bytes | None:
     errors: list = []
-    line = simple_line(1, prompt, ratio, urls, errors)
-    return None if has_sd_weights(prompt) else line
+    return simple_line(1, prompt, ratio, urls, errors)
 
 
 @settings(max_examples=500, deadline=None)
@@ -394,9 +444,13 @@ def python_row(prompt: str, ratio: str, urls: str) -> bytes | None:
 def test_a_row_taken_natively_is_the_row_python_writes(prompt, ratio, urls):
     for u in URL_SAMPLES:  # hosts judged, as they are after the first rows of a file
         url_part(u)
-    python = python_row(prompt, ratio, urls)
-    native = native_row(prompt, ratio, urls)
-    assert native is None or native == python
+    errors: list = []
+    python = simple_line(1, prompt, ratio, urls, errors)
+    taken = native_taken(prompt, ratio, urls)
+    if taken is not None and taken[0] is None:  # refused for its ratio alone: that one error
+        assert python is None and [e.code for e in errors] == ["aspect_ratio_invalid"]
+    else:
+        assert taken is None or taken == (python, has_sd_weights(prompt))
 
 
 def test_strings_are_escaped_as_orjson_escapes_them():
@@ -422,9 +476,14 @@ def test_whitespace_is_what_python_strips():
 @example(prompt="(a:1.)")
 @example(prompt="(a:.5)")
 @example(prompt="(a:b:2)")
-def test_weight_syntax_is_left_to_python_exactly_when_it_warns(prompt):
-    expected_python = not prompt.strip() or has_sd_weights(prompt)
-    assert (native_row(prompt, "", "") is None) == expected_python
+def test_weight_syntax_is_taken_and_named_exactly_when_python_warns(prompt):
+    taken = native_taken(prompt, "", "")
+    if not prompt.strip():
+        assert taken is None  # blank prompt: Python reports it
+        return
+    assert taken is not None
+    assert taken[0] == python_row(prompt, "", "")
+    assert taken[1] is has_sd_weights(prompt)
 
 
 def test_urls_are_taken_once_their_host_is_judged():
@@ -439,9 +498,11 @@ def test_ratio_spellings_are_taken_once_python_has_read_them():
     assert native_row("p", "16 x 9", "") is None
     python = python_row("p", "16 x 9", "")
     assert python is not None and native_row("p", "16 x 9", "") == python
-    assert native_row("p", "7:5", "") is None  # refused: Python reports it, every time
-    python_row("p", "7:5", "")
-    assert native_row("p", "7:5", "") is None
+    assert native_taken("p", "41:43", "") is None  # not read yet: Python reads it
+    python_row("p", "41:43", "")
+    assert native_taken("p", "41:43", "") == (None, False)  # refused, as Python refused it
+    assert native_taken("", "41:43", "") is None  # more than the ratio to report: Python's
+    assert native_taken("p", "41:43", "http://localhost/a.png") is None
 
 
 # --- spreadsheet rows -------------------------------------------------------------------
