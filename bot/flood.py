@@ -14,8 +14,9 @@ allows 5 messages/s per chat (a group's 5 shared by its bots) and, per app, 50/s
   within the last second. Telegram counts a message when it arrives, between its start and
   its return, so no second can see more than 30 arrivals however late a busy process gets its
   requests out; the rate is 30 per (1 s + round trip).
-- A send first takes its chat's turn (keys in the chat's own hash tag, spread over a
-  cluster's nodes), then the bot-wide slot (one key: the budget is one for the whole bot).
+- A send takes its chat's turn and the bot-wide slot in one script, one round trip; the
+  returns of earlier sends ride on it. Every flood key of a channel is in one hash tag (one
+  node of a cluster): the budget is one for the whole bot, and 30 sends/s are little load.
 - Within a process, one sender at a time waits for the next start, in the order of
   `conversation.channel.SEND_PRIORITY` (first answers to what someone just did, further
   answers, the watcher's summaries, then progress edits), first come first served within
@@ -43,68 +44,83 @@ from conversation.keys import current as current_keys
 
 T = TypeVar("T")
 
-# The chat's turn (its own slot): when taken, minus the time taken (ms on Redis's clock; the
-# chat is busy until SENT, or ARGV[1] ms if the sender dies); otherwise the wait (ms, > 0):
-# until its next allowed time, or ARGV[2] while another request to it is in flight.
-CHAT_TAKE = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-if redis.call('EXISTS', KEYS[2]) == 1 then return tonumber(ARGV[2]) end
-local ready = tonumber(redis.call('GET', KEYS[1]) or '0')
-if ready > now then return ready - now end
-redis.call('SET', KEYS[2], '1', 'PX', tonumber(ARGV[1]))
-return -now
+# Returns of earlier sends, recorded first by TAKE and on their own by DONE. ARGV[n0] is the
+# number of (member, time) pairs of the bot-wide window that follow it; after them come
+# (chat, time, interval) triples: the chat is no longer busy, and its next send may start
+# `interval` ms after its return (times in ms on Redis's clock, never earlier than real).
+RETURNS = """
+local function record_returns(n0)
+  local pairs_end = n0 + 2 * tonumber(ARGV[n0])
+  for i = n0 + 1, pairs_end, 2 do redis.call('ZADD', KEYS[2], 'XX', tonumber(ARGV[i + 1]), ARGV[i]) end
+  for i = pairs_end + 1, #ARGV, 3 do
+    redis.call('ZADD', KEYS[3], tonumber(ARGV[i + 1]) + tonumber(ARGV[i + 2]), ARGV[i])
+    redis.call('ZREM', KEYS[4], ARGV[i])
+  end
+  if pairs_end < #ARGV then redis.call('PEXPIRE', KEYS[3], 120000) end
+end
 """
-# The bot-wide start: {0, wait ms} when not allowed yet; when taken, {the time taken, ms
-# until the next slot} (ms on Redis's clock). First the returns of earlier sends (ARGV[7..]
-# as member, time pairs) are scored their return, so one round trip per send does both.
-# Two rules, both on Redis's clock, so replicas share them:
+# One send's start, chat and bot-wide at once (every key in the channel's flood slot):
+# {the time taken, ms until the next slot, 0}; or, when it may not start yet,
+# {0, ms to wait, 1} for the chat (busy: a request to it is in flight until its return, or
+# ARGV[8] ms if its sender dies; or before its next allowed time) or {0, ms to wait, 0} for
+# the bot-wide rules. Those are two, on Redis's clock, so replicas share them:
 # - spacing: the next slot follows the one just due, so a late wake-up does not cost
 #   throughput, but never sooner than half an interval after the actual start;
-# - a window: at most ARGV[4] sends that are in flight or returned within the last window
-#   (ARGV[3] ms). Telegram counts a message when it arrives, somewhere between its start and
+# - a window: at most ARGV[5] sends that are in flight or returned within the last window
+#   (ARGV[4] ms). Telegram counts a message when it arrives, somewhere between its start and
 #   its return; so however late requests leave a busy process, no window of that length can
 #   see more arrivals than the limit. Entries in flight are scored their lapse time (a
 #   dead sender's lapses) until their return is recorded.
-GLOBAL_TAKE = """
-for i = 7, #ARGV, 2 do redis.call('ZADD', KEYS[2], 'XX', tonumber(ARGV[i + 1]), ARGV[i]) end
+TAKE = (
+    RETURNS
+    + """
+record_returns(10)
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local chat = ARGV[1]
+local busy = tonumber(redis.call('ZSCORE', KEYS[4], chat) or '0')
+if busy > now then return {0, tonumber(ARGV[9]), 1} end
+local ready = tonumber(redis.call('ZSCORE', KEYS[3], chat) or '0')
+if ready > now then return {0, ready - now, 1} end
 local due = tonumber(redis.call('GET', KEYS[1]) or '0')
-if due > now then return {0, due - now} end
-local window, limit, lapse = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+if due > now then return {0, due - now, 0} end
+local window, limit, lapse = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - window)
 if redis.call('ZCARD', KEYS[2]) >= limit then
   -- Full: the oldest return leaves the window at a known time; if every entry is still in
   -- flight (scored its lapse), one may return any moment: ask again soon.
   local oldest = tonumber(redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')[2])
-  if oldest <= now then return {0, oldest + window - now + 1} end
-  return {0, tonumber(ARGV[6])}
+  if oldest <= now then return {0, oldest + window - now + 1, 0} end
+  return {0, tonumber(ARGV[7]), 0}
 end
-local interval = tonumber(ARGV[1])
+local interval = tonumber(ARGV[2])
 local base = math.max(due, now - math.floor(interval / 2))
 redis.call('SET', KEYS[1], base + interval, 'PX', 120000)
-redis.call('ZADD', KEYS[2], now + lapse, ARGV[2])
+redis.call('ZADD', KEYS[2], now + lapse, ARGV[3])
 redis.call('PEXPIRE', KEYS[2], lapse + window)
+-- The chat is busy until its return (or the lapse). What is past is forgotten now and
+-- then (one start in 8, by the clock): entries are read by score, stale ones only take room.
+redis.call('ZADD', KEYS[4], now + tonumber(ARGV[8]), chat)
+redis.call('PEXPIRE', KEYS[4], 120000)
+if now % 8 == 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
+  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
+end
 local next = base + interval - now
 if redis.call('ZCARD', KEYS[2]) >= limit then  -- full now: the next start waits for the oldest return too
   local oldest = tonumber(redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')[2])
   if oldest <= now then next = math.max(next, oldest + window - now + 1) end
 end
-return {now, next}
+return {now, next, 0}
 """
-# Returns of sends (ARGV as member, time pairs) when no start carries them soon.
-GLOBAL_DONE = """
-for i = 1, #ARGV, 2 do redis.call('ZADD', KEYS[1], 'XX', tonumber(ARGV[i + 1]), ARGV[i]) end
-return 1
-"""
-# The chat's request returned: no longer busy, next allowed time from now.
-SENT = """
+)
+# Returns when no start carries them soon (ARGV as in RETURNS, from ARGV[1]).
+DONE = RETURNS + "record_returns(1)\nreturn 1\n"
+# A request still in flight: its chat stays busy ARGV[2] ms more (only if still marked).
+RENEW = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('SET', KEYS[1], now + tonumber(ARGV[1]), 'PX', 120000)
-redis.call('DEL', KEYS[2])
-return now
+return redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[2]), ARGV[1])
 """
 
 
@@ -182,8 +198,8 @@ class Turns:
 class FloodControl:
     """What this process knows of its own sends (when each chat it wrote to is ready again,
     when the next bot-wide slot is due, which returns are not recorded yet) only saves round
-    trips: the scripts on Redis decide every start. Per send: the chat's turn, the bot-wide
-    start (carrying earlier sends' returns) and the chat's return, three round trips."""
+    trips: the scripts on Redis decide every start. Per send, one round trip: the start,
+    chat and bot-wide at once, carrying earlier sends' returns."""
 
     def __init__(
         self,
@@ -195,12 +211,13 @@ class FloodControl:
     ) -> None:
         self.k = keys or current_keys()
         self.limits = limits
-        self._slot = [self.k.flood_all_of(limits.name), self.k.flood_log_of(limits.name)]
+        name = limits.name
+        self._keys = [self.k.flood_all_of(name), self.k.flood_log_of(name)]
+        self._keys += [self.k.flood_ready_of(name), self.k.flood_busy_of(name)]
         self.r = redis
-        self._chat_take = redis.register_script(CHAT_TAKE)
-        self._global_take = redis.register_script(GLOBAL_TAKE)
-        self._global_done = redis.register_script(GLOBAL_DONE)
-        self._sent = redis.register_script(SENT)
+        self._take = redis.register_script(TAKE)
+        self._done = redis.register_script(DONE)
+        self._renew = redis.register_script(RENEW)
         self.scale = scale  # tests and benchmarks may shrink the intervals
         self._turns = Turns()
         self._ids = itertools.count()
@@ -214,12 +231,17 @@ class FloodControl:
         # recorded as (loop time + this) is never earlier than it really was on Redis.
         self._offset_hi = 0.0  # set by the start every send takes before its request
         self._offset_at = 0.0
-        self._returns: list[str | int] = []  # member, Redis ms: returns not recorded yet
+        # Returns not recorded yet: (member, Redis ms) for the window, (chat, Redis ms,
+        # interval) for the chats.
+        self._returns: list[str | int] = []
+        self._chat_returns: list[str | int] = []
         self._flush: asyncio.TimerHandle | None = None
+        self._recording: set[asyncio.Task[object]] = set()
         # Called with (chat, what, ms on Redis's clock) for "chat" (the chat's turn taken),
-        # "start" (the bot-wide slot taken), "sent" (the chat's request returned) and
-        # "done" (returned, as the bot-wide window counts it): the times the limits were
-        # decided on, for tests and benchmarks to count against the limits.
+        # "start" (the bot-wide slot taken; both at once), "sent" (the chat's request
+        # returned, as its pacing counts it) and "done" (returned, as the bot-wide window
+        # counts it): the times the limits were decided on, for tests and benchmarks to count
+        # against the limits.
         self.observer: Callable[[str, str, int], None] | None = None
 
     @staticmethod
@@ -240,9 +262,6 @@ class FloodControl:
 
     async def send(self, chat_id: str, request: Callable[[], Awaitable[T]]) -> T:
         """Perform `request` (one message to `chat_id`) within the limits."""
-        # The chat's keys live in the chat's slot, the bot-wide one in its own: on a cluster,
-        # only the one bot-wide command per send goes to a single node.
-        keys = self.k.flood_chat(chat_id)
         lim = self.limits
         interval = max(
             1, int((lim.group_ms if lim.is_group(native(chat_id)) else lim.private_ms) * self.scale)
@@ -256,58 +275,60 @@ class FloodControl:
             await self._turns.acquire(priority)
             try:
                 # Holding the turn: starts go out in priority order.
-                took = int(await self._chat_take(keys=keys, args=[IN_FLIGHT_MS, BUSY_POLL_MS]))
-                if took <= 0:
-                    self._observe(chat_id, "chat", -took)
-                    await self._take_slot(chat_id, member)
+                chat_wait = await self._start(chat_id, member)
+                if not chat_wait:
                     self._in_flight[chat_id] = mine
             finally:
                 self._turns.release()
-            if took <= 0:
+            if not chat_wait:
                 break
             # Another sender (elsewhere) holds the chat, or wrote to it last: wait and ask again.
-            await self._sleep_ms(took)
+            await self._sleep_ms(chat_wait)
         loop = asyncio.get_running_loop()
         try:
-            return await self._renewing(keys[1], request)
+            return await self._renewing(chat_id, request)
         finally:
             returned = loop.time()
-            self._record_return(chat_id, member, returned)
-            try:
-                sent = int(await self._sent(keys=keys, args=[interval]))
-                self._ready[chat_id] = loop.time() + interval / 1000
-                self._observe(chat_id, "sent", sent)
-            finally:
-                # Ours unless the chat's mark lapsed mid-request and another send took it.
-                if self._in_flight.get(chat_id) is mine:
-                    del self._in_flight[chat_id]
-                mine.set()
-                if len(self._ready) > 10_000:  # forget chats whose pause is over
-                    now = loop.time()
-                    self._ready = {c: t for c, t in self._ready.items() if t > now}
+            self._record_return(chat_id, member, returned, interval)
+            # Redis counts from the return as recorded (`at`, a little later): a few ms more.
+            self._ready[chat_id] = returned + (interval + 5) / 1000
+            # Ours unless the chat's mark lapsed mid-request and another send took it.
+            if self._in_flight.get(chat_id) is mine:
+                del self._in_flight[chat_id]
+            mine.set()
+            if len(self._ready) > 10_000:  # forget chats whose pause is over
+                self._ready = {c: t for c, t in self._ready.items() if t > returned}
 
-    async def _take_slot(self, chat_id: str, member: str) -> None:
+    async def _start(self, chat_id: str, member: str) -> int:
+        """Take the start: 0 when taken; the ms to wait when the chat is not free yet. A
+        bot-wide wait is waited here, holding the turn, so starts keep their order."""
         lim = self.limits
         global_ms = max(1, int(lim.global_ms * self.scale))
         window_ms = max(1, int(lim.window_ms * self.scale))
-        args: list[str | int] = [global_ms, member, window_ms, lim.window_limit, LAPSE_MS, max(global_ms, 20)]
+        fixed: list[str | int] = [chat_id, global_ms, member, window_ms, lim.window_limit, LAPSE_MS]
+        fixed += [max(global_ms, 20), IN_FLIGHT_MS, BUSY_POLL_MS]
         loop = asyncio.get_running_loop()
         while True:
             if (early := self._slot_due - loop.time()) > 0:
                 await asyncio.sleep(early)  # the slot this process saw set is not due yet
-            returns, self._returns = self._returns, []
+            returns, chats = self._take_returns()
             before = loop.time()
             try:
-                now, wait_ms = (int(x) for x in await self._global_take(keys=self._slot, args=args + returns))
+                reply = await self._take(keys=self._keys, args=[*fixed, len(returns) // 2, *returns, *chats])
             except BaseException:
-                self._returns = returns + self._returns  # recorded again later (ZADD XX is idempotent)
+                # Recorded again later (ZADD XX, a later ready time and ZREM are idempotent).
+                self._returns, self._chat_returns = returns + self._returns, chats + self._chat_returns
                 raise
+            now, wait_ms, for_chat = (int(x) for x in reply)
             after = loop.time()
             if now:
                 self._learn_offset(now - before * 1000, before)
                 self._slot_due = after + wait_ms / 1000  # never early: Redis's now was before `after`
+                self._observe(chat_id, "chat", now)
                 self._observe(chat_id, "start", now)
-                return
+                return 0
+            if for_chat:
+                return max(1, wait_ms)
             await asyncio.sleep(wait_ms / 1000)
 
     def _learn_offset(self, sample: float, at: float) -> None:
@@ -317,33 +338,55 @@ class FloodControl:
         drifted = self._offset_hi + (at - self._offset_at) * DRIFT_MS_PER_S if self._offset_at else sample
         self._offset_hi, self._offset_at = min(sample, drifted), at
 
-    def _record_return(self, chat_id: str, member: str, returned: float) -> None:
+    def _record_return(self, chat_id: str, member: str, returned: float, interval: int) -> None:
         """The send returned (loop time): recorded with the next start, or on its own soon."""
         at = int(returned * 1000 + self._offset_hi) + 1  # +1: Redis's TIME is cut to the ms
         self._observe(chat_id, "done", at)
+        self._observe(chat_id, "sent", at)
         self._returns += [member, at]
+        self._chat_returns += [chat_id, at, interval]
         if self._flush is None:
             self._flush = asyncio.get_running_loop().call_later(DONE_FLUSH_S, self._flush_returns)
 
+    def _take_returns(self) -> tuple[list[str | int], list[str | int]]:
+        returns, chats = self._returns, self._chat_returns
+        self._returns, self._chat_returns = [], []
+        return returns, chats
+
     def _flush_returns(self) -> None:
         self._flush = None
-        returns, self._returns = self._returns, []
-        if returns:
-            task = asyncio.ensure_future(self._global_done(keys=self._slot[1:], args=returns))
+        returns, chats = self._take_returns()
+        if returns or chats:
+            args = [len(returns) // 2, *returns, *chats]
+            task = asyncio.ensure_future(self._done(keys=self._keys, args=args))
             task.add_done_callback(lambda t: t.cancelled() or t.exception())  # lapses if Redis fails
+            self._recording.add(task)
+            task.add_done_callback(self._recording.discard)
+
+    async def flush(self) -> None:
+        """Record the returns not recorded yet (at a stop: the chats are free at once for
+        the other replicas, not only when their marks lapse)."""
+        if self._flush is not None:
+            self._flush.cancel()
+            self._flush = None
+        returns, chats = self._take_returns()
+        if returns or chats:
+            await self._done(keys=self._keys, args=[len(returns) // 2, *returns, *chats])
+        if self._recording:  # recordings on their way: they end here, not at the loop's close
+            await asyncio.wait(list(self._recording))
 
     def _observe(self, chat_id: str, what: str, ms: int) -> None:
         if self.observer is not None:
             self.observer(chat_id, what, ms)
 
-    async def _renewing(self, busy: str, request: Callable[[], Awaitable[T]]) -> T:
+    async def _renewing(self, chat_id: str, request: Callable[[], Awaitable[T]]) -> T:
         """Run the request, renewing the chat's busy mark each second while it lasts (most
         requests end before the first renewal: a timer, no task, until then)."""
         loop = asyncio.get_running_loop()
         timer: list[asyncio.TimerHandle] = []
 
         def renew() -> None:
-            task = asyncio.ensure_future(self.r.pexpire(busy, IN_FLIGHT_MS))
+            task = asyncio.ensure_future(self._renew(keys=self._keys[3:], args=[chat_id, IN_FLIGHT_MS]))
             task.add_done_callback(lambda t: t.cancelled() or t.exception())  # retrieved: no warning
             timer[0] = loop.call_later(RENEW_S, renew)
 

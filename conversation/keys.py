@@ -8,7 +8,6 @@ Cluster slot, so every multi-key command and script stays within one slot):
                                  channel-qualified id, e.g. lark:oc_…; conversation/identity.py)
     P:{chat:<id>}:lock           per-chat lock: SET NX PX, token-checked release
     P:{chat:<id>}:out            HASH seq -> effect not yet performed (the chat's outbox)
-    P:{chat:<id>}:flood[:busy]   next allowed send to the chat; a send in flight
     P:{jobs:<k>}:due             ZSET job_id -> next poll (ms): shard k of the watcher's schedule
     P:{jobs:<k>}:job:<job_id>    HASH of the watched job (chat, msg, status, summary, done, …)
     P:{jobs:<k>}:finished        HASH status -> jobs finished with it (metrics)
@@ -17,7 +16,9 @@ Cluster slot, so every multi-key command and script stays within one slot):
     P:{upd:<update_id>}          update lease "run:<replica>" (PX), then "done" (TTL one day)
     P:{flood}:all                the bot-wide next send slot (one key: the budget is bot-wide)
     P:{flood}:log                the bot-wide sends of the last second and those in flight (zset)
-    P:{flood:<channel>}:all|log  the same for channels other than Telegram (e.g. {flood:lark})
+    P:{flood}:ready              ZSET chat -> its next allowed send (ms), while in the future
+    P:{flood}:busy               ZSET chat -> lapse of the send to it in flight (ms)
+    P:{flood:<channel>}:…        the same for channels other than Telegram (e.g. {flood:lark})
     P:{replicas}                 ZSET replica id -> last heartbeat (ms)
     P:{rep:<id>}:chats           SET of chats with work in flight on that replica
     P:{rep:<id>}:reaper          lease of the replica that takes a dead one's work over
@@ -99,9 +100,6 @@ class Keys:
     def update(self, update_id: int | str) -> str:
         return f"{self.prefix}:{{upd:{update_id}}}"
 
-    def flood_chat(self, chat_id: int | str) -> list[str]:
-        return [self.chat(chat_id, "flood"), self.chat(chat_id, "flood:busy")]
-
     @property
     def flood_all(self) -> str:
         return self.flood_all_of(identity.TELEGRAM)
@@ -123,6 +121,12 @@ class Keys:
 
     def flood_log_of(self, channel: str) -> str:
         return f"{self._flood(channel)}:log"
+
+    def flood_ready_of(self, channel: str) -> str:
+        return f"{self._flood(channel)}:ready"
+
+    def flood_busy_of(self, channel: str) -> str:
+        return f"{self._flood(channel)}:busy"
 
     @property
     def replicas(self) -> str:

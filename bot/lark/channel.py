@@ -12,6 +12,7 @@ Two things the SDK does not do the way a bot serving many chats needs, and are d
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import logging
@@ -138,6 +139,9 @@ class LarkChannel:
         self._downloads = asyncio.Semaphore(max_downloads)
 
     async def aclose(self) -> None:
+        if self.flood is not None:
+            with contextlib.suppress(Exception):  # unrecorded, they lapse on their own
+                await self.flood.flush()
         await self.http.aclose()
 
     async def _option(self) -> Any:

@@ -105,8 +105,8 @@ class TelegramBot:
             # The long poll has a connection of its own, so sends never wait behind it.
             get_updates_request=HTTPXRequest(connection_pool_size=1, read_timeout=timeout + 10),
         )
-        flood = FloodControl(redis, scale=tg.bot_flood_scale, keys=keys_for(conv))
-        self.channel = TelegramChannel(self.bot, flood)
+        self.flood = FloodControl(redis, scale=tg.bot_flood_scale, keys=keys_for(conv))
+        self.channel = TelegramChannel(self.bot, self.flood)
         self.owns_app = app is None
         self.app = app or ConversationApp(redis, client, self.channel, conv)
         self.probe = doctor.Probe(client)
@@ -149,6 +149,8 @@ class TelegramBot:
         await self.poller.stop()
         if self.owns_app:
             await self.app.stop()
+        with contextlib.suppress(Exception):  # unrecorded, they lapse on their own
+            await self.flood.flush()
         await self.bot.shutdown()
 
     async def _set_commands(self) -> None:
