@@ -1,4 +1,5 @@
-"""The console channel: the same conversation in a terminal, or driven through a pipe.
+"""The console channel, and `batchjob-bot --console` on it: the same conversation in a
+terminal, or driven through a pipe.
 
 Type text as a chat message; `/file PATH [caption]` attaches a file; buttons are shown as
 numbered choices and answered with the number; other `/commands` are chat commands.
@@ -6,13 +7,17 @@ numbered choices and answered with the number; other `/commands` are chat comman
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import itertools
 import os
+import shlex
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
+import locales
 from conversation.channel import Buttons, DownloadError, MessageId, is_link, pass_gate, read_data
 
 CHAT_ID = "cli:1"
@@ -117,3 +122,123 @@ class TypedLines:
             return await self.session.prompt_async(self.prompt)
         except (EOFError, KeyboardInterrupt):
             return None
+
+
+async def run(args: argparse.Namespace) -> int:
+    """`batchjob-bot --console`: the conversation in this terminal (or from a pipe)."""
+    from batchjob.client import BatchJobClient
+    from bot.main import _connect_redis, _settings
+    from conversation.app import ConversationApp
+    from conversation.settings import ConversationSettings
+
+    lang = args.lang or locales.normalize_language(os.environ.get("LANG"))
+    sandbox = None
+    overrides: dict[str, object] = {}
+    if args.sandbox:
+        from batchjob.sandbox import SandboxConfig, SandboxServer
+
+        sandbox = SandboxServer(
+            SandboxConfig(token="console-demo", records_per_second=2.0, queue_seconds=1.0)
+        ).start()
+        base_url, token = sandbox.url, "console-demo"
+        overrides = {"poll_min_seconds": 1.0, "poll_max_seconds": 3.0}
+    else:
+        from batchjob.settings import load_service_settings
+
+        svc = load_service_settings()
+        base_url, token = svc.base_url, svc.bearer_token.get_secret_value()
+        from bot.redact import redact_secrets
+
+        redact_secrets(token)
+    work = Path(tempfile.mkdtemp(prefix="batchjob-bot-"))
+    settings = _settings(ConversationSettings, "BOT_", media_dir=work / "media", **overrides)
+    redis, persistent = await _connect_redis(lang)
+    channel = ConsoleChannel(work / "files")
+    print(locales.t(lang, "console.intro"))
+    if not persistent:
+        print(locales.t(lang, "console.memory_store"))
+    if sandbox is not None:
+        print(locales.t(lang, "console.sandbox", url=sandbox.url))
+    client = BatchJobClient(base_url, token)
+    # One console per store: a fixed replica id, so a restart resumes its own work at once.
+    app = ConversationApp(redis, client, channel, settings, replica="console")
+    app.start_watcher()
+    admin = USER_ID in settings.admin_ids or args.sandbox
+    interactive = sys.stdin.isatty()
+    typed = TypedLines() if interactive else None
+    try:
+        if typed is not None:
+            typed.__enter__()
+        while True:
+            if typed is not None:
+                line = await typed.next()
+                if line is None:  # Ctrl-D or Ctrl-C
+                    break
+            else:
+                line = await asyncio.to_thread(sys.stdin.readline)
+                if not line:
+                    break
+            text = line.strip()
+            if not text:
+                continue
+            if not interactive:
+                print(f"\nyou › {text}")
+            if text == "/wait":  # scripts: let submitted jobs finish before the next line
+                await _wait_for_jobs(app, args.wait)
+                continue
+            event = _event(text, channel, settings, admin)
+            if event is None:
+                print(locales.t(lang, "console.file_usage"))
+                continue
+            await app.runner.handle(CHAT_ID, event, client_lang=lang)
+        if not interactive:
+            await _wait_for_jobs(app, args.wait)
+    finally:
+        if typed is not None:
+            typed.__exit__(None, None, None)
+        await app.stop()
+        await client.aclose()
+        await redis.aclose()
+        if sandbox is not None:
+            sandbox.stop()
+        # Nothing left behind: a flow resumed later gets its file again from its source.
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+def _event(text: str, channel, settings, admin: bool):
+    from conversation.events import ButtonPressed, CommandReceived, FileReceived, TextReceived
+
+    if text.isdigit() and 1 <= int(text) <= len(channel.choices):
+        return ButtonPressed(channel.choices[int(text) - 1], USER_ID)
+    if text.startswith("/file"):
+        try:
+            parts = shlex.split(text)
+        except ValueError:
+            return None
+        if len(parts) < 2:
+            return None
+        path = Path(parts[1]).expanduser()
+        size = path.stat().st_size if path.is_file() else None
+        caption = " ".join(parts[2:]) or None
+        return FileReceived(
+            str(path),
+            path.name,
+            size,
+            caption,
+            too_large=size is not None and size > settings.max_download_bytes,
+            user_id=USER_ID,
+        )
+    if text.startswith("/"):
+        name, *rest = text[1:].split()
+        return CommandReceived(name.split("@", 1)[0], tuple(rest), USER_ID, admin)
+    return TextReceived(text, USER_ID)
+
+
+async def _wait_for_jobs(app, timeout: float) -> None:  # type: ignore[no-untyped-def]
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    # Work a crashed earlier run left in flight is resumed first (it may add jobs).
+    await asyncio.wait_for(app.recovered.wait(), timeout)
+    while await app.store.scheduled() > 0 and loop.time() < deadline:
+        await asyncio.sleep(0.2)
