@@ -289,8 +289,11 @@ class Zygote:
         if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0 and child.result:
             with contextlib.suppress(orjson.JSONDecodeError), collector_paused():
                 answer = orjson.loads(child.result)
-        if answer is None:
-            answer = {"id": child.req["id"], "report": _death(child, status)}
+        # A child taken over by a crafted file writes what it likes: an answer of another
+        # shape is no answer, and it answers its own request whatever id it names.
+        if not (isinstance(answer, dict) and isinstance(answer.get("report"), dict)):
+            answer = {"report": _death(child, status)}
+        answer["id"] = child.req["id"]
         if child.req.get("op") == "convert" and answer["report"].get("fatal"):
             _leftovers(child.req.get("out"))  # nothing is written for a refused file
         self._answer(answer)

@@ -290,6 +290,36 @@ def test_a_child_forked_from_the_cli_is_limited_and_sees_no_secret(behaviour, co
     assert got == code
 
 
+@pytest.mark.parametrize(
+    ("forged", "code"),
+    [(b'{"id": 7, "report": {"path": "x", "fatal": null}}', None), (b"[1, 2]", "file_unreadable")],
+)
+def test_a_childs_answer_is_taken_only_for_its_own_request(forged, code, tmp_path):
+    """A child taken over by a crafted file writes what it likes to its answer pipe: it
+    cannot answer another request, and an answer of another shape is "unreadable", not a
+    crash of the process that forked it (every parse in flight would fail with it)."""
+    script = (
+        "import os, sys\n"
+        "from batchjob.input import pipeline, worker\n"
+        "def forge(path, limits):\n"
+        "    for fd in range(3, 256):\n"
+        "        try:\n"
+        f"            os.write(fd, {forged!r})\n"
+        "        except OSError:\n"
+        "            pass\n"
+        "    os._exit(0)\n"
+        "pipeline.inspect_file = forge\n"
+        "req = {'id': 3, 'op': 'inspect', 'path': sys.argv[1], 'limits': {}}\n"
+        "answer = worker.Zygote(1).run_one(req)\n"
+        "print(answer['id'], (answer['report'].get('fatal') or [None])[0])\n"
+    )
+    p = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "f.csv")], capture_output=True, text=True, timeout=60
+    )
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == ["3", str(code)]
+
+
 def test_a_reading_child_holds_no_descriptor_but_its_answer_pipe(tmp_path):
     """A child taken over by a crafted file could otherwise read other requests from the
     worker's stdin or write forged answers to its stdout: every inherited descriptor but
