@@ -6,15 +6,20 @@ messages have one form per the language's `Plural-Forms` and choose by `{count}`
 longer Markdown documents such as `guide.md`. Numbers, amounts and durations are
 formatted for the language by Babel (CLDR data).
 
-The .po files are read with Babel and compiled in memory into the standard library's
-`gettext.GNUTranslations`, so there is no compiled .mo file to forget to rebuild.
+The .po files are the source. They are read with Babel, and what a lookup needs is kept in
+`messages.compiled.json` beside each, naming the hash of the .po it came from: a changed
+.po is compiled again at the next start, so there is no compiled file to forget to rebuild.
 """
 
 from __future__ import annotations
 
 import gettext
+import hashlib
 import io
+import json
+import os
 import string
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -35,36 +40,67 @@ def po_path(lang: str) -> Path:
     return _HERE / lang / "LC_MESSAGES" / "messages.po"
 
 
-@cache
-def _compiled(lang: str) -> tuple[gettext.GNUTranslations, frozenset[str], dict[str, Any]]:
-    # Babel is imported here, not at module import: `--help` and the CLI stay quick.
-    from babel.messages.mofile import write_mo
+def compiled_path(lang: str) -> Path:
+    """The catalog compiled from its .po (ignored by git, like bytecode): what a start reads."""
+    return po_path(lang).with_name("messages.compiled.json")
+
+
+def _compile(data: bytes, lang: str, digest: str) -> dict[str, Any]:
+    # Babel is imported only here: a start whose compiled catalogs are current never loads
+    # its message-file machinery (0.1 s and half a MiB).
     from babel.messages.pofile import read_po
 
-    with po_path(lang).open("rb") as f:
-        cat = read_po(f, locale=lang)
-    buf = io.BytesIO()
-    write_mo(buf, cat)
-    buf.seek(0)
-    tr = gettext.GNUTranslations(buf)
-    plural = frozenset(m.id[0] for m in cat if m.id and m.pluralizable)
+    cat = read_po(io.BytesIO(data), locale=lang)
     texts = {(m.id[0] if m.pluralizable else m.id): m.string for m in cat if m.id}
-    return tr, plural, texts
+    # What gettext would find: translated, not fuzzy (as a compiled .mo holds them).
+    live = [(m.id[0] if m.pluralizable else m.id) for m in cat if m.id and m.string and not m.fuzzy]
+    return {"po": digest, "plural": cat.plural_expr, "texts": texts, "live": live}
+
+
+@cache
+def _compiled(lang: str) -> tuple[dict[str, Any], frozenset[str], Callable[[int], int]]:
+    """(key -> text or plural forms, the keys with a translation, the plural rule).
+
+    Compiled from the .po once per change of it: the compiled file names the .po's hash,
+    so an edited catalog is never read stale. Where the package cannot be written, each
+    start compiles again."""
+    data = po_path(lang).read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    target = compiled_path(lang)
+    try:
+        got = json.loads(target.read_bytes())
+        if not (isinstance(got, dict) and got.get("po") == digest):
+            raise ValueError("stale")
+    except (OSError, ValueError):
+        got = _compile(data, lang, digest)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        try:
+            tmp.write_text(json.dumps(got, ensure_ascii=False), "utf-8")
+            os.replace(tmp, target)
+        except OSError:
+            tmp.unlink(missing_ok=True)
+    texts = {k: tuple(v) if isinstance(v, list) else v for k, v in got["texts"].items()}
+    return texts, frozenset(got["live"]), gettext.c2py(got["plural"])
 
 
 def catalog(lang: str) -> dict[str, Any]:
     """Key -> text, or key -> tuple of plural forms (for the catalog tests and tools)."""
-    return dict(_compiled(lang if lang in LANGUAGES else DEFAULT_LANGUAGE)[2])
+    return dict(_compiled(lang if lang in LANGUAGES else DEFAULT_LANGUAGE)[0])
 
 
 def _lookup(lang: str, key: str, count: Any) -> str | None:
-    tr, plural, texts = _compiled(lang)
+    """As gettext reads a compiled catalog: the key itself when it has no translation."""
+    texts, live, plural = _compiled(lang)
     if key not in texts:
         return None
-    if key in plural:
+    if key not in live:
+        return key
+    text = texts[key]
+    if isinstance(text, tuple):
         n = count if isinstance(count, int) and not isinstance(count, bool) else 2
-        return tr.ngettext(key, key, n)
-    return tr.gettext(key)
+        i = plural(n)
+        return text[i] if 0 <= i < len(text) else key
+    return text
 
 
 def t(lang: str, key: str, /, **params: Any) -> str:
@@ -117,7 +153,7 @@ def _shown(lang: str, name: str, value: Any) -> Any:
 
 
 def has(key: str) -> bool:
-    return key in _compiled(DEFAULT_LANGUAGE)[2]
+    return key in _compiled(DEFAULT_LANGUAGE)[0]
 
 
 @cache

@@ -54,3 +54,40 @@ def test_language_from_client_code():
     assert locales.normalize_language("en-US") == "en"
     assert locales.normalize_language(None) == "en"
     assert locales.normalize_language("fr") == "en"
+
+
+def test_a_compiled_catalog_is_used_only_while_it_names_its_po(tmp_path, monkeypatch):
+    """The compiled catalog beside a .po names the .po's hash: an edited .po is compiled
+    again, a stale or broken compiled file is replaced, and a package that cannot be
+    written still gets its sentences."""
+    home = tmp_path / "locales"
+    for lang in locales.LANGUAGES:
+        (home / lang / "LC_MESSAGES").mkdir(parents=True)
+        (home / lang / "LC_MESSAGES" / "messages.po").write_bytes(locales.po_path(lang).read_bytes())
+    monkeypatch.setattr(locales, "_HERE", home)
+    locales._compiled.cache_clear()
+    try:
+        key = "flow.sending_valid"
+        assert locales.t("en", key, count=2) == "Sending the 2 valid rows."
+        target = locales.compiled_path("en")
+        first = target.read_bytes()
+        # Stale (another .po's hash, another sentence): not read, compiled again.
+        target.write_text(first.decode().replace("Sending the", "FORGED").replace('"po": "', '"po": "0'))
+        locales._compiled.cache_clear()
+        assert locales.t("en", key, count=2) == "Sending the 2 valid rows."
+        assert target.read_bytes() == first
+        # The .po edited: the next start reads the edit.
+        po = locales.po_path("en")
+        edited = po.read_text("utf-8").replace("Sending the {count} valid rows.", "Now {count}.")
+        po.write_text(edited, "utf-8")
+        locales._compiled.cache_clear()
+        assert locales.t("en", key, count=2) == "Now 2."
+        # Broken, and nowhere to write: compiled in memory.
+        target.write_bytes(b"\x00not json")
+        monkeypatch.setattr(locales.os, "replace", lambda *a: (_ for _ in ()).throw(PermissionError()))
+        locales._compiled.cache_clear()
+        assert locales.t("en", key, count=1) == "Sending the 1 valid row."
+        assert target.read_bytes() == b"\x00not json" and not list(target.parent.glob(".*.tmp"))
+    finally:
+        monkeypatch.undo()
+        locales._compiled.cache_clear()
