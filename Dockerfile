@@ -18,7 +18,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
     BOT_MEDIA_DIR=/var/lib/batchjob-bot/media \
     BOT_LISTEN_HOST=0.0.0.0 BOT_LISTEN_PORT=8080
 COPY --from=build /wheels /wheels
+# The catalogs are compiled once here: the bot's user cannot write the package.
 RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels \
+ && python -c "import locales; [locales.t(lang, 'start.unexpected') for lang in locales.LANGUAGES]" \
  && useradd --system --uid 10001 --home /var/lib/batchjob-bot --create-home bot \
  && mkdir -p /var/lib/batchjob-bot/media && chown -R bot /var/lib/batchjob-bot && chmod 700 /var/lib/batchjob-bot/media
 USER bot

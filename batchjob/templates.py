@@ -11,7 +11,6 @@ import orjson
 
 import locales
 from batchjob.input.limits import Limits
-from batchjob.input.validate import ALLOWED_RATIOS
 
 KINDS = ("csv", "jsonl", "xlsx", "guide")
 EXAMPLE_IMAGE = "https://storage.googleapis.com/generativeai-downloads/images/scones.jpg"
@@ -51,6 +50,8 @@ def render(kind: str, lang: str, limits: Limits | None = None) -> bytes:
     if kind == "xlsx":
         return _xlsx(lang)
     if kind == "guide":
+        from batchjob.input.validate import ALLOWED_RATIOS  # the row checks: not for a bot's idle memory
+
         lim = limits or Limits()
         return locales.document(
             lang,

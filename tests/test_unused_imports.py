@@ -50,3 +50,23 @@ def test_the_bot_keeps_them_out_before_it_reads_its_settings():
         env=env,
     )
     assert out.splitlines()[-1] == "3 None"
+
+
+def test_the_bot_loads_no_reader_server_or_compiler_it_does_not_run():
+    """An idle Telegram bot: the file readers run in the parsing worker, the server only in
+    webhook mode, the catalogs are read compiled, Landlock only in a reading child."""
+    # A first start compiles the catalogs (and keeps them compiled where it may write).
+    python("import locales\nfor lang in locales.LANGUAGES: locales.t(lang, 'start.unexpected')\n")
+    out = python(
+        "import sys\n"
+        "from bot.unused import keep_out\n"
+        "keep_out()\n"
+        "import bot.telegram.app, conversation.app, locales\n"
+        "locales.t('zh', 'start.unexpected', detail='x')\n"
+        "left = ['batchjob.input.pipeline', 'batchjob.input.validate', 'starlette', 'telegram.ext',\n"
+        "        'ctypes', 'click']\n"
+        "if all(locales.compiled_path(lang).exists() for lang in locales.LANGUAGES):\n"
+        "    left.append('babel.messages')\n"
+        "print(sorted(m for m in left if m in sys.modules))\n"
+    )
+    assert out == "[]"

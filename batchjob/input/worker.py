@@ -32,7 +32,6 @@ from typing import Any
 
 import orjson
 
-from batchjob.input import landlock
 from batchjob.input.limits import Limits
 from batchjob.input.report import Issue, Report, collector_paused
 
@@ -101,6 +100,8 @@ def _run_child(req: dict[str, Any], wfd: int, efd: int) -> None:
         limits = Limits(**req["limits"])
         _limit_self(limits, inherited)
         out = req.get("out")
+        from batchjob.input import landlock  # ctypes: loaded where it is used, not in the bot
+
         with contextlib.suppress(OSError):  # a kernel that refuses a rule: the other limits stay
             landlock.confine([req["path"]], os.path.dirname(out) if out else None)
         from batchjob.input import pipeline
@@ -313,7 +314,7 @@ def main() -> None:
     import olefile  # noqa: F401
     import python_calamine  # noqa: F401
 
-    from batchjob.input import pipeline
+    from batchjob.input import landlock, pipeline  # noqa: F401
 
     # One read of the bundled example warms the lazy parts (codecs, regexes, caches) once
     # here rather than in every child; freezing the heap keeps the children's collector
