@@ -11,25 +11,21 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import datetime as dt
 import io
 import os
-import sys
 import tempfile
 from collections.abc import Iterator
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from batchjob.input import convert_file, inspect_file, rowscan
-from batchjob.input.limits import InputError, Limits
-from batchjob.input.pipeline import _Clock, _table
-from batchjob.input.report import WARNINGS_KEPT_PER_CODE, Report
-from batchjob.input.validate import has_sd_weights, simple_line, url_part
+from batchjob.input.limits import Limits
+from batchjob.input.report import WARNINGS_KEPT_PER_CODE
+from batchjob.input.validate import url_part
 
 pytestmark = pytest.mark.skipif(not rowscan.enabled(), reason="native row scanner not built here")
 SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -417,182 +413,6 @@ def test_a_long_line_is_searched_for_its_end_once(tmp_path, monkeypatch):
     r = convert_file(path, tmp_path / "o.jsonl")
     assert r.fatal is not None and r.fatal.code in ("limit_cell_length", "no_prompt_column")
     assert searched[0] <= 2 * path.stat().st_size, searched[0]
-
-
-# --- one row --------------------------------------------------------------------------
-
-
-def native_taken(prompt: str, ratio: str, urls: str) -> tuple[bytes | None, bool] | None:
-    """(the line, whether the row is named for the weight warning); (None, False) for a row
-    refused for its ratio alone; None for a row left to Python."""
-    assert rowscan._native is not None
-    return rowscan._native.row_line(prompt, ratio, urls)
-
-
-def native_row(prompt: str, ratio: str, urls: str) -> bytes | None:
-    taken = native_taken(prompt, ratio, urls)
-    return None if taken is None else taken[0]
-
-
-def python_row(prompt: str, ratio: str, urls: str) -> bytes | None:
-    errors: list = []
-    return simple_line(1, prompt, ratio, urls, errors)
-
-
-@settings(max_examples=500, deadline=None)
-@given(prompt=st.text(max_size=30), ratio=RATIOS, urls=url_cells())
-def test_a_row_taken_natively_is_the_row_python_writes(prompt, ratio, urls):
-    for u in URL_SAMPLES:  # hosts judged, as they are after the first rows of a file
-        url_part(u)
-    errors: list = []
-    python = simple_line(1, prompt, ratio, urls, errors)
-    taken = native_taken(prompt, ratio, urls)
-    if taken is not None and taken[0] is None:  # refused for its ratio alone: that one error
-        assert python is None and [e.code for e in errors] == ["aspect_ratio_invalid"]
-    else:
-        assert taken is None or taken == (python, has_sd_weights(prompt))
-
-
-def test_strings_are_escaped_as_orjson_escapes_them():
-    every = "".join(chr(c) for c in range(1, 0x80)) + "\u2028\u2029é猫😀\ufeff"
-    for text in (every, "x\x00y", '"', "\\", "\x7f"):
-        assert native_row(text, "", "") == python_row(text, "", "")
-
-
-def test_whitespace_is_what_python_strips():
-    spaces = [chr(c) for c in range(sys.maxunicode + 1) if chr(c).isspace()]
-    assert len(spaces) > 20
-    for s in spaces:
-        assert native_row(f"{s}cat{s}", "", "") == python_row(f"{s}cat{s}", "", "")
-        assert native_row(s, "", "") is None  # blank prompt: Python reports it
-    # What Python does not strip stays: a zero-width space is not whitespace.
-    assert native_row("\u200bcat", "", "") == python_row("\u200bcat", "", "")
-
-
-@settings(max_examples=500, deadline=None)
-@given(prompt=st.text(alphabet="(:)1.２ ab\u3000", min_size=1, max_size=14))
-@example(prompt="(a:1 )")
-@example(prompt="(a: 1.5\u3000)")
-@example(prompt="(a:1.)")
-@example(prompt="(a:.5)")
-@example(prompt="(a:b:2)")
-def test_weight_syntax_is_taken_and_named_exactly_when_python_warns(prompt):
-    taken = native_taken(prompt, "", "")
-    if not prompt.strip():
-        assert taken is None  # blank prompt: Python reports it
-        return
-    assert taken is not None
-    assert taken[0] == python_row(prompt, "", "")
-    assert taken[1] is has_sd_weights(prompt)
-
-
-def test_urls_are_taken_once_their_host_is_judged():
-    url = "https://fresh-host.example.net/a.png"
-    assert native_row("p", "", url) is None  # not judged yet: Python judges it
-    url_part(url)
-    assert native_row("p", "", url) == python_row("p", "", url)
-    assert native_row("p", "", "http://localhost/a.png") is None
-
-
-def test_ratio_spellings_are_taken_once_python_has_read_them():
-    assert native_row("p", "16 x 9", "") is None
-    python = python_row("p", "16 x 9", "")
-    assert python is not None and native_row("p", "16 x 9", "") == python
-    assert native_taken("p", "41:43", "") is None  # not read yet: Python reads it
-    python_row("p", "41:43", "")
-    assert native_taken("p", "41:43", "") == (None, False)  # refused, as Python refused it
-    assert native_taken("", "41:43", "") is None  # more than the ratio to report: Python's
-    assert native_taken("p", "41:43", "http://localhost/a.png") is None
-
-
-# --- spreadsheet rows -------------------------------------------------------------------
-
-TIMES = st.sampled_from([dt.time(16, 9), dt.time(1, 1), dt.time(21, 9, 30), dt.time(7, 5), dt.time(0, 0)])
-CELLS = st.one_of(
-    PROMPTS,
-    RATIOS,
-    url_cells(),
-    st.none(),
-    st.floats(allow_nan=False, allow_infinity=False, width=32),
-    st.integers(-5, 5),
-    st.integers(),
-    st.sampled_from([0.30000000000000004, 1e300, 10**30, 123456789012345]),  # long as text
-    st.booleans(),
-    TIMES,
-    st.just(dt.datetime(2024, 5, 1, 8, 30)),
-    st.just(dt.datetime(1899, 12, 30, 16, 9)),
-    st.just(dt.date(2024, 5, 1)),
-    st.just(dt.timedelta(hours=16, minutes=9)),
-    st.just(Decimal("1.5")),
-    st.text(max_size=6),
-)
-
-
-def run_table(rows: list[list[Any]], native: bool, limits: Limits) -> tuple[Any, ...]:
-    report = Report(path="sheet.xlsx")
-    out: list[bytes] = []
-    it = iter([list(r) for r in rows])
-    try:
-        if native:
-            scan = rowscan.SheetRows(it, limits.max_cell_chars)
-            _table(1, iter(scan), report, limits, _Clock(limits), out.append, typed=True, on_header=scan.use)
-        else:
-            _table(1, it, report, limits, _Clock(limits), out.append, typed=True)
-        fatal = None
-    except InputError as e:
-        fatal = (e.code, e.params)
-    return fatal, report.to_dict(), b"".join(out)
-
-
-SHEET = tables(
-    {
-        "prompt": st.one_of(PROMPTS, st.sampled_from(["cat", "猫 (cute)"]), CELLS),
-        "ratio": st.one_of(RATIOS, TIMES, CELLS),
-        "urls": st.one_of(url_cells(), CELLS),
-    },
-    CELLS,
-)
-
-
-@SETTINGS
-@given(
-    t=SHEET,
-    batch=st.sampled_from([1, 2, 8192]),
-    max_rows=st.sampled_from([3, 1000]),
-    max_cell=st.sampled_from([12, 32_767]),
-)
-def test_sheet_rows_give_the_same_result(t, batch, max_rows, max_cell):
-    header, rows = t
-    limits = Limits(max_rows=max_rows, max_cell_chars=max_cell)
-    with small_reads(1 << 20, batch):
-        native = run_table([header, *rows], True, limits)
-    python = run_table([header, *rows], False, limits)
-    assert native == python
-
-
-def test_typical_sheet_rows_are_read_natively(monkeypatch):
-    # A numbered sheet whose ratio column Excel typed as times: still read natively.
-    from batchjob.input import pipeline
-
-    calls = []
-    monkeypatch.setattr(pipeline, "simple_line", lambda *a, **k: calls.append(a))
-    url_part("https://cdn.example.com/ref/0.png")
-    rows: list[list[Any]] = [["序号", "提示词", "比例", "参考图", "备注"]]
-    for i in range(500):
-        ratio = [dt.time(16, 9), "1:1", ""][i % 3]
-        urls = "https://cdn.example.com/ref/0.png" if i % 2 else ""
-        rows.append([float(i), f"一只猫 {i}", ratio, urls, None if i % 4 else True])
-    fatal, report, out = run_table(rows, True, Limits())
-    assert (fatal, report["rows"]["valid"], calls) == (None, 500, [])
-    assert out.count(b'"aspectRatio":"16:9"') == 167
-
-
-def test_a_number_longer_than_the_cell_limit_is_refused_alike():
-    limits = Limits(max_cell_chars=12)
-    rows: list[list[Any]] = [["prompt", "n"], ["cat", 1.5], ["dog", 0.30000000000000004]]
-    native = run_table(rows, True, limits)
-    assert native == run_table(rows, False, limits)
-    assert native[0] == ("limit_cell_length", {"row": 3, "limit": 12})
 
 
 @pytest.mark.parametrize("chunk", [1 << 20, 7])
