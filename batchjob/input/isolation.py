@@ -69,6 +69,17 @@ def _report(path: str, code: str, **params: object) -> Report:
     return Report(path=path, fatal=Issue(code, params=dict(params)))
 
 
+def _report_of(answer: dict[str, object], path: str) -> Report:
+    """The answer's report. The reading child wrote it, and a child taken over by a crafted
+    file may write any shape: then the file is unreadable (its request still gets an answer,
+    rather than a wait for the backstop that ends every parse in flight)."""
+    try:
+        return Report.from_wire(answer["report"])  # type: ignore[arg-type]
+    except (KeyError, TypeError, ValueError, AttributeError):
+        log.warning("a reading child answered in a shape that is not a report")
+        return _report(path, "file_unreadable")
+
+
 def _settle(fut: Future[Report], report: Report) -> None:
     with contextlib.suppress(InvalidStateError):  # cancelled by a caller that gave up
         fut.set_result(report)
@@ -154,7 +165,6 @@ class ParseWorker:
             try:
                 with collector_paused():
                     answer = orjson.loads(line)
-                report = Report.from_wire(answer["report"])
                 rid = int(answer["id"])
             except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
                 log.warning("parse worker answered something unreadable")
@@ -162,7 +172,7 @@ class ParseWorker:
             with self._lock:
                 entry = self._pending.pop(rid, None)
             if entry is not None:
-                _settle(entry[0], report)
+                _settle(entry[0], _report_of(answer, entry[1]))
         # The worker is gone: what it had not answered will never be answered.
         with self._lock:
             if self._proc is proc:
@@ -237,7 +247,7 @@ def read_in_child(
     inspect and convert): it saves starting a worker process. The child's environment is
     scrubbed as the worker's is. Anything else uses the worker."""
     request = {"id": 0, **_request(op, path, out, skip_invalid, limits or Limits())}
-    return Report.from_wire(Zygote(1).run_one(request)["report"])
+    return _report_of(Zygote(1).run_one(request), str(request["path"]))
 
 
 def inspect_file(path: PathLike, limits: Limits | None = None) -> Report:

@@ -320,6 +320,30 @@ def test_a_childs_answer_is_taken_only_for_its_own_request(forged, code, tmp_pat
     assert p.stdout.split() == ["3", str(code)]
 
 
+def test_a_report_of_another_shape_makes_the_file_unreadable(tmp_path):
+    """An answer shaped like one, whose report is not a report: its request is answered
+    "file_unreadable" at once (the worker's reader waited for the backstop before, which
+    ends every parse in flight)."""
+    script = (
+        "import os, sys\n"
+        "from batchjob.input import isolation, pipeline\n"
+        "def forge(path, limits):\n"
+        "    for fd in range(3, 256):\n"
+        "        try:\n"
+        '            os.write(fd, b\'{"id": 0, "report": {"columns": [1], "errors": 5}}\')\n'
+        "        except OSError:\n"
+        "            pass\n"
+        "    os._exit(0)\n"
+        "pipeline.inspect_file = forge\n"
+        "print(isolation.read_in_child('inspect', sys.argv[1]).fatal.code)\n"
+    )
+    p = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "f.csv")], capture_output=True, text=True, timeout=60
+    )
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == ["file_unreadable"]
+
+
 def test_a_reading_child_holds_no_descriptor_but_its_answer_pipe(tmp_path):
     """A child taken over by a crafted file could otherwise read other requests from the
     worker's stdin or write forged answers to its stdout: every inherited descriptor but
