@@ -353,11 +353,15 @@ class FloodControl:
         self._returns, self._chat_returns = [], []
         return returns, chats
 
+    def _returns_args(self) -> list[str | int]:
+        """The returns not recorded yet, as the scripts' RETURNS read them (taken: recorded
+        now); empty when there are none."""
+        returns, chats = self._take_returns()
+        return [len(returns) // 2, *returns, *chats] if returns or chats else []
+
     def _flush_returns(self) -> None:
         self._flush = None
-        returns, chats = self._take_returns()
-        if returns or chats:
-            args = [len(returns) // 2, *returns, *chats]
+        if args := self._returns_args():
             task = asyncio.ensure_future(self._done(keys=self._keys, args=args))
             task.add_done_callback(lambda t: t.cancelled() or t.exception())  # lapses if Redis fails
             self._recording.add(task)
@@ -369,9 +373,8 @@ class FloodControl:
         if self._flush is not None:
             self._flush.cancel()
             self._flush = None
-        returns, chats = self._take_returns()
-        if returns or chats:
-            await self._done(keys=self._keys, args=[len(returns) // 2, *returns, *chats])
+        if args := self._returns_args():
+            await self._done(keys=self._keys, args=args)
         if self._recording:  # recordings on their way: they end here, not at the loop's close
             await asyncio.wait(list(self._recording))
 
