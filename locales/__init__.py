@@ -40,6 +40,9 @@ def po_path(lang: str) -> Path:
     return _HERE / lang / "LC_MESSAGES" / "messages.po"
 
 
+FORMAT = 1  # of the compiled catalogs: raised when what they hold changes
+
+
 def compiled_path(lang: str) -> Path:
     """The catalog compiled from its .po (ignored by git, like bytecode): what a start reads."""
     return po_path(lang).with_name("messages.compiled.json")
@@ -54,7 +57,14 @@ def _compile(data: bytes, lang: str, digest: str) -> dict[str, Any]:
     texts = {(m.id[0] if m.pluralizable else m.id): m.string for m in cat if m.id}
     # What gettext would find: translated, not fuzzy (as a compiled .mo holds them).
     live = [(m.id[0] if m.pluralizable else m.id) for m in cat if m.id and m.string and not m.fuzzy]
-    return {"po": digest, "plural": cat.plural_expr, "texts": texts, "live": live}
+    return {"format": FORMAT, "po": digest, "plural": cat.plural_expr, "texts": texts, "live": live}
+
+
+def _read(got: Any, digest: str) -> tuple[dict[str, Any], frozenset[str], Callable[[int], int]]:
+    if not (isinstance(got, dict) and got.get("format") == FORMAT and got.get("po") == digest):
+        raise ValueError("stale")
+    texts = {k: tuple(v) if isinstance(v, list) else v for k, v in got["texts"].items()}
+    return texts, frozenset(got["live"]), gettext.c2py(got["plural"])
 
 
 @cache
@@ -68,19 +78,17 @@ def _compiled(lang: str) -> tuple[dict[str, Any], frozenset[str], Callable[[int]
     digest = hashlib.sha256(data).hexdigest()
     target = compiled_path(lang)
     try:
-        got = json.loads(target.read_bytes())
-        if not (isinstance(got, dict) and got.get("po") == digest):
-            raise ValueError("stale")
-    except (OSError, ValueError):
-        got = _compile(data, lang, digest)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        try:
-            tmp.write_text(json.dumps(got, ensure_ascii=False), "utf-8")
-            os.replace(tmp, target)
-        except OSError:
-            tmp.unlink(missing_ok=True)
-    texts = {k: tuple(v) if isinstance(v, list) else v for k, v in got["texts"].items()}
-    return texts, frozenset(got["live"]), gettext.c2py(got["plural"])
+        return _read(json.loads(target.read_bytes()), digest)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):  # missing, stale, of another shape
+        pass
+    got = _compile(data, lang, digest)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps(got, ensure_ascii=False), "utf-8")
+        os.replace(tmp, target)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+    return _read(got, digest)
 
 
 def catalog(lang: str) -> dict[str, Any]:

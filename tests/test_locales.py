@@ -1,5 +1,7 @@
 """Both catalogs have the same keys and the same placeholders; every code has a sentence."""
 
+import json
+
 import locales
 from batchjob.input.report import FILE_CODES, ROW_CODES, WARNING_CODES
 
@@ -82,6 +84,13 @@ def test_a_compiled_catalog_is_used_only_while_it_names_its_po(tmp_path, monkeyp
         po.write_text(edited, "utf-8")
         locales._compiled.cache_clear()
         assert locales.t("en", key, count=2) == "Now 2."
+        # The current hash in another shape (an older format, or cut short): compiled again,
+        # not a failed start.
+        digest = json.loads(target.read_bytes())["po"]
+        for shape in ({"format": 0, "po": digest}, {"format": locales.FORMAT, "po": digest}):
+            target.write_text(json.dumps(shape))
+            locales._compiled.cache_clear()
+            assert locales.t("en", key, count=2) == "Now 2."
         # Broken, and nowhere to write: compiled in memory.
         target.write_bytes(b"\x00not json")
         monkeypatch.setattr(locales.os, "replace", lambda *a: (_ for _ in ()).throw(PermissionError()))
