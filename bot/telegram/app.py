@@ -34,14 +34,14 @@ from bot.telegram.settings import TelegramSettings
 from bot.telegram.updates import to_event
 from conversation.app import ConversationApp, keys_for
 from conversation.identity import TELEGRAM, channel_of, native
+from conversation.leases import Claim
+from conversation.settings import ConversationSettings
 
 if TYPE_CHECKING:  # the server is imported only in webhook mode or when one is served
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import Response
     from starlette.routing import Route
-from conversation.leases import Claim
-from conversation.settings import ConversationSettings
 
 log = logging.getLogger("bot.telegram")
 
