@@ -127,7 +127,7 @@ class TypedLines:
 async def run(args: argparse.Namespace) -> int:
     """`batchjob-bot --console`: the conversation in this terminal (or from a pipe)."""
     from batchjob.client import BatchJobClient
-    from bot.main import _connect_redis, _settings
+    from bot.main import connect_redis, load_settings
     from conversation.app import ConversationApp
     from conversation.settings import ConversationSettings
 
@@ -151,8 +151,8 @@ async def run(args: argparse.Namespace) -> int:
 
         redact_secrets(token)
     work = Path(tempfile.mkdtemp(prefix="batchjob-bot-"))
-    settings = _settings(ConversationSettings, "BOT_", media_dir=work / "media", **overrides)
-    redis, persistent = await _connect_redis(lang)
+    settings = load_settings(ConversationSettings, "BOT_", media_dir=work / "media", **overrides)
+    redis, persistent = await connect_redis(lang)
     channel = ConsoleChannel(work / "files")
     print(locales.t(lang, "console.intro"))
     if not persistent:

@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         return 70
 
 
-async def _connect_redis(lang: str):  # type: ignore[no-untyped-def]
+async def connect_redis(lang: str):  # type: ignore[no-untyped-def]
     from redis.exceptions import RedisError
 
     from conversation.store import connect
@@ -199,7 +199,7 @@ def _start_line(lang: str, mode: str, conv, base_url: str, redis, persistent: bo
     return f"{running} {access}"
 
 
-def _settings(cls, prefix: str, **overrides):  # type: ignore[no-untyped-def]
+def load_settings(cls, prefix: str, **overrides):  # type: ignore[no-untyped-def]
     from pydantic import ValidationError
 
     from batchjob.settings import describe
@@ -228,17 +228,17 @@ async def run_bot(channel: str = "telegram", api: bool = False) -> int:
     if use_tg:
         from bot.telegram.settings import TelegramSettings
 
-        tg = _settings(TelegramSettings, "")
+        tg = load_settings(TelegramSettings, "")
         redact_secrets(tg.telegram_bot_token.get_secret_value())
     if use_lark:
         from bot.lark.settings import LarkSettings
 
-        lk = _settings(LarkSettings, "")
+        lk = load_settings(LarkSettings, "")
         redact_secrets(lk.lark_app_secret.get_secret_value())
-    conv = _settings(ConversationSettings, "BOT_")
+    conv = load_settings(ConversationSettings, "BOT_")
     svc = load_service_settings()
     redact_secrets(svc.bearer_token.get_secret_value())
-    redis, persistent = await _connect_redis(lang)
+    redis, persistent = await connect_redis(lang)
     if not persistent:
         log.warning("REDIS_URL is not set: state lives in this process and is lost on restart")
     client = BatchJobClient(svc.base_url, svc.bearer_token.get_secret_value())

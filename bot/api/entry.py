@@ -14,14 +14,14 @@ async def run_mcp() -> int:
     from batchjob.settings import load_service_settings
     from bot.api.server import Sender, attach, serve_stdio
     from bot.channels import ChannelRouter
-    from bot.main import _connect_redis, _settings
+    from bot.main import connect_redis, load_settings
     from conversation.app import ConversationApp
     from conversation.settings import ConversationSettings
 
     lang = locales.normalize_language(os.environ.get("LANG"))
-    conv = _settings(ConversationSettings, "BOT_")
+    conv = load_settings(ConversationSettings, "BOT_")
     svc = load_service_settings()
-    redis, _ = await _connect_redis(lang)
+    redis, _ = await connect_redis(lang)
     client = BatchJobClient(svc.base_url, svc.bearer_token.get_secret_value())
     router = ChannelRouter()
     app = ConversationApp(redis, client, router, conv)
