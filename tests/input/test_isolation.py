@@ -20,8 +20,7 @@ import pytest
 
 from batchjob.input import Limits, isolation, landlock, pipeline
 from batchjob.input.isolation import ParseWorker, worker_env
-from batchjob.input.report import Issue, Report
-from batchjob.input.validate import ALLOWED_RATIOS
+from batchjob.input.report import Report
 from tests.files import corner_cell_xls, corner_cell_xlsx, mutated_xls, overlapping_merges_xlsx, xlsx
 
 
@@ -214,35 +213,6 @@ def test_report_wire_form_round_trips(tmp_path):
     src.write_text("prompt,aspect_ratio,notes\nfox,16:9,x\n,1:1,y\n(owl:1.2),7:3,z\n")
     direct = pipeline.inspect_file(src)
     assert isolation.inspect_file(src).to_dict("zh") == direct.to_dict("zh")
-
-
-def test_a_list_many_issues_share_crosses_the_wire_once(tmp_path):
-    """The allowed ratios every invalid ratio names: once on the wire, the same after."""
-    src = tmp_path / "ratios.csv"
-    rows = "".join(f"fox {i},7:{i % 9 + 1},\n" for i in range(300))
-    src.write_text("prompt,aspect_ratio,image_urls\n" + rows)
-    report = pipeline.inspect_file(src)
-    wire = orjson.dumps(report.to_wire())
-    assert wire.count(b'"21:9"') == 1  # 300 errors, one list
-    back = Report.from_wire(orjson.loads(wire))
-    assert back.to_dict("en") == report.to_dict("en") and len(back.errors) == 300
-    assert back.errors[0].params["allowed"] == back.errors[299].params["allowed"] == ALLOWED_RATIOS
-    # Lists that differ from issue to issue go with each issue.
-    odd = Report(path="x", errors=[Issue("c", 1, None, {"l": [1]}), Issue("c", 2, None, {"l": [2], "n": 3})])
-    assert Report.from_wire(orjson.loads(orjson.dumps(odd.to_wire()))).errors == odd.errors
-
-
-def test_a_report_decoded_leaves_the_collector_as_it_was():
-    import gc
-
-    wire = Report(path="x", errors=[Issue("c", 1)]).to_wire()
-    try:
-        for enabled in (True, False, True):
-            gc.enable() if enabled else gc.disable()
-            assert Report.from_wire(wire).errors == [Issue("c", 1)]
-            assert gc.isenabled() is enabled
-    finally:
-        gc.enable()
 
 
 def test_many_requests_with_large_reports_all_come_back(tmp_path):
