@@ -260,6 +260,28 @@ def test_a_child_forked_from_the_cli_is_limited_and_sees_no_secret(behaviour, co
     assert got == code
 
 
+def forging_child(forged: bytes, then: str, tmp_path: Path) -> list[str]:
+    """Run `then` in a fresh interpreter where every reading child, instead of reading,
+    writes `forged` to each descriptor it holds (a child taken over by a crafted file)."""
+    script = (
+        "import os, sys\n"
+        "from batchjob.input import isolation, pipeline, worker\n"
+        "def forge(path, limits):\n"
+        "    for fd in range(3, 256):\n"
+        "        try:\n"
+        f"            os.write(fd, {forged!r})\n"
+        "        except OSError:\n"
+        "            pass\n"
+        "    os._exit(0)\n"
+        "pipeline.inspect_file = forge\n" + then
+    )
+    p = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "f.csv")], capture_output=True, text=True, timeout=60
+    )
+    assert p.returncode == 0, p.stderr
+    return p.stdout.split()
+
+
 @pytest.mark.parametrize(
     ("forged", "code"),
     [(b'{"id": 7, "report": {"path": "x", "fatal": null}}', None), (b"[1, 2]", "file_unreadable")],
@@ -268,50 +290,21 @@ def test_a_childs_answer_is_taken_only_for_its_own_request(forged, code, tmp_pat
     """A child taken over by a crafted file writes what it likes to its answer pipe: it
     cannot answer another request, and an answer of another shape is "unreadable", not a
     crash of the process that forked it (every parse in flight would fail with it)."""
-    script = (
-        "import os, sys\n"
-        "from batchjob.input import pipeline, worker\n"
-        "def forge(path, limits):\n"
-        "    for fd in range(3, 256):\n"
-        "        try:\n"
-        f"            os.write(fd, {forged!r})\n"
-        "        except OSError:\n"
-        "            pass\n"
-        "    os._exit(0)\n"
-        "pipeline.inspect_file = forge\n"
+    then = (
         "req = {'id': 3, 'op': 'inspect', 'path': sys.argv[1], 'limits': {}}\n"
         "answer = worker.Zygote(1).run_one(req)\n"
         "print(answer['id'], (answer['report'].get('fatal') or [None])[0])\n"
     )
-    p = subprocess.run(
-        [sys.executable, "-c", script, str(tmp_path / "f.csv")], capture_output=True, text=True, timeout=60
-    )
-    assert p.returncode == 0, p.stderr
-    assert p.stdout.split() == ["3", str(code)]
+    assert forging_child(forged, then, tmp_path) == ["3", str(code)]
 
 
 def test_a_report_of_another_shape_makes_the_file_unreadable(tmp_path):
     """An answer shaped like one, whose report is not a report: its request is answered
     "file_unreadable" at once (the worker's reader waited for the backstop before, which
     ends every parse in flight)."""
-    script = (
-        "import os, sys\n"
-        "from batchjob.input import isolation, pipeline\n"
-        "def forge(path, limits):\n"
-        "    for fd in range(3, 256):\n"
-        "        try:\n"
-        '            os.write(fd, b\'{"id": 0, "report": {"columns": [1], "errors": 5}}\')\n'
-        "        except OSError:\n"
-        "            pass\n"
-        "    os._exit(0)\n"
-        "pipeline.inspect_file = forge\n"
-        "print(isolation.read_in_child('inspect', sys.argv[1]).fatal.code)\n"
-    )
-    p = subprocess.run(
-        [sys.executable, "-c", script, str(tmp_path / "f.csv")], capture_output=True, text=True, timeout=60
-    )
-    assert p.returncode == 0, p.stderr
-    assert p.stdout.split() == ["file_unreadable"]
+    forged = b'{"id": 0, "report": {"columns": [1], "errors": 5}}'
+    then = "print(isolation.read_in_child('inspect', sys.argv[1]).fatal.code)\n"
+    assert forging_child(forged, then, tmp_path) == ["file_unreadable"]
 
 
 def test_a_reading_child_holds_no_descriptor_but_its_answer_pipe(tmp_path):
