@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import os
 import shlex
@@ -163,6 +164,10 @@ async def run(args: argparse.Namespace) -> int:
     # One console per store: a fixed replica id, so a restart resumes its own work at once.
     app = ConversationApp(redis, client, channel, settings, replica="console")
     app.start_watcher()
+    # What a killed console left in flight is resumed before the next line is read: its
+    # replica id is fixed, so work started now would look like that earlier work.
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(app.recovered.wait(), args.wait)
     admin = USER_ID in settings.admin_ids or args.sandbox
     interactive = sys.stdin.isatty()
     typed = TypedLines() if interactive else None

@@ -19,6 +19,7 @@ from conversation.leases import Leases, replica_id
 from conversation.recovery import Recovery
 from conversation.runner import Runner
 from conversation.settings import ConversationSettings
+from conversation.state import ChatState
 from conversation.store import Store
 from conversation.watcher import Watcher
 
@@ -66,11 +67,14 @@ class ConversationApp:
 
     async def _job_finished(self, chat_id: str, job_id: str) -> None:
         """Take a finished job off the chat's active list (its record stays for /status)."""
-        async with self.store.locked(chat_id) as held:
-            state = held.state
-            if job_id in state.jobs:
-                state.jobs.remove(job_id)
-                await held.save(state)
+
+        def drop(state: ChatState) -> tuple[ChatState, dict[int, str]] | None:
+            if job_id not in state.jobs:
+                return None
+            state.jobs.remove(job_id)
+            return state, {}
+
+        await self.store.change(chat_id, drop)
         for hook in self.finished_hooks:
             await hook(chat_id, job_id)
 

@@ -3,10 +3,10 @@
 Layout (`P` is the prefix, default `bjb`; a hash tag `{…}` keeps each group in one Redis
 Cluster slot, so every multi-key command and script stays within one slot):
 
-    P:{chat:<id>}:state          JSON ChatState; written under the chat lock (<id>: a Telegram
+    P:{chat:<id>}:state          JSON ChatState, compare-and-set on its SHA-1 (<id>: a Telegram
                                  chat's number as before channels were named, else the
                                  channel-qualified id, e.g. lark:oc_…; conversation/identity.py)
-    P:{chat:<id>}:lock           per-chat lock: SET NX PX, token-checked release
+    P:{chat:<id>}:lock           per-chat lock of an earlier release: a save waits while it is held
     P:{chat:<id>}:out            HASH seq -> effect not yet performed (the chat's outbox)
     P:{jobs:<k>}:due             ZSET job_id -> next poll (ms): shard k of the watcher's schedule
     P:{jobs:<k>}:job:<job_id>    HASH of the watched job (chat, msg, status, summary, done, …)

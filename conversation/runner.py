@@ -1,10 +1,11 @@
 """The thin runner: persist the state, then perform the effects `step` asked for.
 
-For each event: under the chat's lock, load the state, `step`, save; then, outside the
-lock, perform each effect and feed its outcome back as a new event. The state is saved
-before the effects run, so a crash leaves a state whose next effects are safe to
-repeat; the one effect that is not (the submit POST) is guarded by an intent recorded
-in Redis before the POST. Messages and command answers are saved with the state in the
+For each event: load the state (as last seen), `step`, save it if it is still what was
+stored (compare-and-set; else step again from what is); then perform each effect and feed
+its outcome back as a new event. The state is saved before the effects run (but work a crash
+simply repeats: `REPEATABLE`), so a crash leaves a state whose next effects are safe to
+repeat; the one effect that is not (the submit POST) is guarded by an intent recorded in
+Redis before the POST. Messages and command answers are saved with the state in the
 chat's outbox and performed at most once (conversation/outbox.py); whatever a dead
 process left is resumed by any replica (conversation/recovery.py, docs/replicas.md).
 """
@@ -85,6 +86,10 @@ from conversation.texts import job_buttons
 
 log = logging.getLogger("conversation.runner")
 
+# Effects whose step need not be saved before they run: a crash leaves the phase before, from
+# which recovery does this work again (conversation/recovery.py). Not Inspect: a file whose
+# reading kills the process is counted from the saved "inspecting" phase, and dropped.
+REPEATABLE = (Upload, Precheck)
 APPLIED_KEPT = 32  # event ids a chat remembers: redeliveries come within minutes
 
 
@@ -190,33 +195,52 @@ class Runner:
     ) -> None:
         queue: list[Event] = [event]
         first = True
+        # Steps taken since the last save whose effects are only work that a crash repeats
+        # from the saved phase (an upload, a precheck): saved with the next step that
+        # needs saving, and taken again (same clock, same ids) if another change came first.
+        unsaved: list[tuple[Event, core.Context]] = []
         while queue:
             ev = queue.pop(0)
+            ctx = self.context()
             todo: list[tuple[Effect, int | None]] = []
             effects: list[Effect] = []
-            async with self.store.locked(chat_id) as held:
-                state = held.state
+            stepped: ChatState | None = None  # None: the event was applied before
+            deferred = False
+
+            def apply(
+                state: ChatState, ev: Event = ev, ctx: core.Context = ctx, first: bool = first
+            ) -> tuple[ChatState, dict[int, str]] | None:
+                nonlocal todo, effects, stepped, deferred
                 crash.point(f"handle.after_load:{type(ev).__name__}")
-                new = state
-                if not (first and event_id and event_id in state.applied):
-                    if not state.lang_fixed and client_lang:
-                        state.lang = locales.normalize_language(client_lang)
-                    elif not state.lang_fixed and default_lang and state.out_seq == 0:
-                        state.lang = locales.normalize_language(default_lang)
-                    new, effects = core.step(state, ev, self.context())
-                    crash.point(f"handle.after_step:{type(ev).__name__}")
-                    if first and event_id:
-                        new.applied = [*new.applied[-(APPLIED_KEPT - 1) :], event_id]
-                    entries: dict[int, str] = {}
-                    for effect in effects:
-                        seq = None
-                        if outbox.durable(effect):
-                            new.out_seq += 1
-                            seq = new.out_seq
-                            entries[seq] = outbox.encode(effect)
-                        todo.append((effect, seq))
-                    await held.save(new, entries)
-                    crash.point(f"handle.after_save:{type(ev).__name__}")
+                todo, effects, stepped, deferred = [], [], None, False
+                if first and event_id and event_id in state.applied:
+                    return None  # a redelivery of an event already applied
+                state = self._replay(state, unsaved, client_lang, default_lang)[0]
+                new, effects = self._step(state, ev, ctx, client_lang, default_lang)
+                crash.point(f"handle.after_step:{type(ev).__name__}")
+                if first and event_id:
+                    new.applied = [*new.applied[-(APPLIED_KEPT - 1) :], event_id]
+                entries: dict[int, str] = {}
+                for effect in effects:
+                    seq = None
+                    if outbox.durable(effect):
+                        new.out_seq += 1
+                        seq = new.out_seq
+                        entries[seq] = outbox.encode(effect)
+                    todo.append((effect, seq))
+                stepped = new
+                if not first and effects and all(isinstance(e, REPEATABLE) for e in effects):
+                    deferred = True
+                    return None
+                return new, entries
+
+            new = await self.store.change(chat_id, apply)
+            if deferred:
+                unsaved.append((ev, ctx))
+            elif stepped is not None:
+                unsaved.clear()
+                crash.point(f"handle.after_save:{type(ev).__name__}")
+            new = stepped or new
             if first and on_applied is not None:
                 await on_applied()
             first = False
@@ -234,6 +258,34 @@ class Runner:
                     break
                 if follow is not None:
                     queue.append(follow)
+        if unsaved:  # the work ended without a step that saves: keep where it got to
+            langs = (client_lang, default_lang)
+            await self.store.change(chat_id, lambda state: self._replay(state, unsaved, *langs))
+
+    def _replay(
+        self,
+        state: ChatState,
+        steps: list[tuple[Event, core.Context]],
+        client_lang: str | None,
+        default_lang: str | None,
+    ) -> tuple[ChatState, dict[int, str]]:
+        for ev, ctx in steps:
+            state = self._step(state, ev, ctx, client_lang, default_lang)[0]
+        return state, {}
+
+    def _step(
+        self,
+        state: ChatState,
+        ev: Event,
+        ctx: core.Context,
+        client_lang: str | None,
+        default_lang: str | None,
+    ) -> tuple[ChatState, list[Effect]]:
+        if not state.lang_fixed and client_lang:
+            state.lang = locales.normalize_language(client_lang)
+        elif not state.lang_fixed and default_lang and state.out_seq == 0:
+            state.lang = locales.normalize_language(default_lang)
+        return core.step(state, ev, ctx)
 
     async def perform_kept(
         self, chat_id: str, state: ChatState, effect: Effect, seq: int | None

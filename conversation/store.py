@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import os
-import secrets
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import Any
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable
+from typing import Any, NamedTuple
 
 from redis.asyncio import BlockingConnectionPool, Redis
 
@@ -22,10 +21,6 @@ from conversation.keys import Keys
 from conversation.keys import current as current_keys
 from conversation.state import ChatState
 
-UNLOCK = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
 # Move an intent from one state to the next, only from the state expected.
 INTENT_MOVE = """
 local cur = redis.call('HGET', KEYS[1], 'state')
@@ -38,21 +33,23 @@ return 0
 """
 
 
-# The state and its outbox entries (ARGV[3..] as seq, effect pairs) in one step; then the
-# chat's lock (KEYS[3]) released if it is still ARGV[1]'s ('' when saved without the lock).
+# The state and its outbox entries (ARGV[2..] as seq, effect pairs) in one step.
 SAVE = """
-redis.call('SET', KEYS[1], ARGV[2])
-for i = 3, #ARGV, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
-if ARGV[1] ~= '' and redis.call('GET', KEYS[3]) == ARGV[1] then redis.call('DEL', KEYS[3]) end
+redis.call('SET', KEYS[1], ARGV[1])
+for i = 2, #ARGV, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
 return 1
 """
-# Take the chat's lock (KEYS[1], token ARGV[1] for ARGV[2] ms) and read its state (KEYS[2])
-# in one round trip: {1, state} ({1} with no state) when taken, {0} when not.
-LOCK_LOAD = """
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', tonumber(ARGV[2])) then
-  return {1, redis.call('GET', KEYS[2])}
-end
-return {0}
+# The same, only if the state (KEYS[1]) is still the one the step was taken from (ARGV[1];
+# '' for none) and no per-chat lock (KEYS[3]) of a release before this scheme is held (a
+# rolling upgrade): {1} written, {0, state} changed meanwhile ({0}: gone), {-1} locked.
+# The whole state is compared, not a version: a replica of that release bumps none.
+SAVE_IF = """
+if redis.call('EXISTS', KEYS[3]) == 1 then return {-1} end
+local cur = redis.call('GET', KEYS[1])
+if (cur or '') ~= ARGV[1] then return {0, cur} end
+redis.call('SET', KEYS[1], ARGV[2])
+for i = 3, #ARGV, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
+return {1}
 """
 # An intent recorded once (0 when it exists), its fields and expiry with it.
 INTENT_BEGIN = """
@@ -73,21 +70,22 @@ return 1
 
 
 class LockTimeout(Exception):
-    pass
+    """A chat stayed locked (by a replica of an earlier release) past the wait."""
 
 
-class Held:
-    """A chat's state read under its lock (`Store.locked`); `save` writes it and releases
-    the lock in the same round trip."""
+class Snapshot(NamedTuple):
+    """A chat's state as stored (None: none yet): what a save compares with."""
 
-    def __init__(self, store: Store, chat_id: int | str, token: str, raw: bytes | None) -> None:
-        self._store, self._chat, self._token = store, chat_id, token
-        self.state = ChatState() if raw is None else ChatState.model_validate_json(raw)
-        self.released = False
+    raw: bytes | None
 
-    async def save(self, state: ChatState, outbox: dict[int, str] | None = None) -> None:
-        await self._store.save(self._chat, state, outbox, token=self._token)
-        self.released = True
+    def state(self) -> ChatState:
+        return ChatState() if self.raw is None else ChatState.model_validate_json(self.raw)
+
+
+# A save step: the state to write and its outbox entries, or None when nothing changed.
+Change = Callable[[ChatState], "tuple[ChatState, dict[int, str]] | None"]
+
+SEEN_KEPT = 2048  # chats whose last known state a store keeps (a stale one costs a round trip)
 
 
 class Store(JobRecords):
@@ -97,19 +95,17 @@ class Store(JobRecords):
         *,
         keys: Keys | None = None,
         pending_ttl_s: int = 3600,
-        lock_ms: int = 5_000,
     ) -> None:
         self.r = redis
         self.k = keys or current_keys()
         self.cluster = is_cluster_client(redis)
         self.pending_ttl_s = pending_ttl_s
-        self.lock_ms = lock_ms
+        self._seen: OrderedDict[str, Snapshot] = OrderedDict()
         self._init_jobs(redis)
-        self._unlock = redis.register_script(UNLOCK)
         self._intent_move = redis.register_script(INTENT_MOVE)
         self._save = redis.register_script(SAVE)
         self._begin = redis.register_script(BEGIN)
-        self._lock_load = redis.register_script(LOCK_LOAD)
+        self._save_if = redis.register_script(SAVE_IF)
         self._intent_begin = redis.register_script(INTENT_BEGIN)
 
     # --- chats -------------------------------------------------------------------------------
@@ -120,20 +116,19 @@ class Store(JobRecords):
             return ChatState()
         return ChatState.model_validate_json(raw)
 
-    async def save(
-        self, chat_id: int | str, state: ChatState, outbox: dict[int, str] | None = None, *, token: str = ""
-    ) -> None:
-        """The state and the effects it leaves to perform (its outbox entries), in one step;
-        given the `token` of the chat's lock (`Held.save`), the lock is released in it too.
+    async def save(self, chat_id: int | str, state: ChatState, outbox: dict[int, str] | None = None) -> None:
+        """Write the state and its outbox entries whatever is stored (`change` is the safe
+        way when others may write the chat too).
 
         No TTL on the state: the chat keeps its language and jobs; a pending input expires by
         its own created_ms (checked in step), so an expired file is dropped with a message.
         """
-        keys = [self.k.chat(chat_id, "state"), self.k.chat(chat_id, "out"), self.k.chat(chat_id, "lock")]
-        flat: list[str | int] = [token, state.model_dump_json(exclude_defaults=False)]
+        raw = state.model_dump_json().encode()
+        flat: list[str | int | bytes] = [raw]
         for seq, entry in (outbox or {}).items():
             flat += [seq, entry]
-        await self._save(keys=keys, args=flat)
+        await self._save(keys=[self.k.chat(chat_id, "state"), self.k.chat(chat_id, "out")], args=flat)
+        self._remember(chat_id, Snapshot(raw))
 
     async def outbox(self, chat_id: int | str) -> list[tuple[int, str]]:
         """Effects recorded and not done, oldest first; one begun shows as `BEGUN` + entry."""
@@ -152,34 +147,68 @@ class Store(JobRecords):
         async for key in self.r.scan_iter(match=self.k.chat_pattern(), count=500):
             yield self.k.chat_of(_s(key))
 
-    @asynccontextmanager
-    async def locked(self, chat_id: int | str, wait_s: float = 30.0) -> AsyncIterator[Held]:
-        """One event at a time per chat, across replicas: the chat's lock, taken with its
-        state read in the same round trip; `Held.save` writes it back and releases the lock
-        in one more (token-checked: never another holder's lock).
+    # --- changing a chat's state: compare and set ----------------------------------------------
 
-        Held only for load → step → save (milliseconds; effects run outside it), so a short
-        TTL is safe and a crashed holder blocks its chat for at most `lock_ms`.
-        """
-        keys = [self.k.chat(chat_id, "lock"), self.k.chat(chat_id, "state")]
-        token = secrets.token_hex(8)
-        deadline = time.monotonic() + wait_s
-        delay = 0.005
+    def _remember(self, chat_id: int | str, snap: Snapshot) -> None:
+        key = str(chat_id)
+        self._seen[key] = snap
+        self._seen.move_to_end(key)
+        if len(self._seen) > SEEN_KEPT:
+            self._seen.popitem(last=False)
+
+    async def snapshot(self, chat_id: int | str) -> Snapshot:
+        """The chat's state as this store last saw it, or as read now. It may be stale: a
+        save compares it with what is stored, and steps again from that when they differ."""
+        seen = self._seen.get(str(chat_id))
+        if seen is not None:
+            return seen
+        snap = Snapshot(await self.r.get(self.k.chat(chat_id, "state")))
+        self._remember(chat_id, snap)
+        return snap
+
+    async def save_if(
+        self, chat_id: int | str, base: Snapshot, state: ChatState, outbox: dict[int, str] | None = None
+    ) -> Snapshot | None:
+        """Write the state (and its outbox entries) if the chat's stored state is still
+        `base`: None when written, else what is stored now (to step from again). Raises
+        LockTimeout while a lock of an earlier release holds the chat past `wait_s`."""
+        keys = [self.k.chat(chat_id, "state"), self.k.chat(chat_id, "out"), self.k.chat(chat_id, "lock")]
+        raw = state.model_dump_json().encode()
+        flat: list[str | int | bytes] = [base.raw or b"", raw]
+        for seq, entry in (outbox or {}).items():
+            flat += [seq, entry]
+        got = await self._save_if(keys=keys, args=flat)
+        if int(got[0]) == 1:
+            self._remember(chat_id, Snapshot(raw))
+            return None
+        if int(got[0]) == -1:
+            return base  # the same base: the caller waits for the lock, then tries again
+        now = Snapshot(got[1] if len(got) > 1 else None)  # Lua ends a table at its first nil
+        self._remember(chat_id, now)
+        return now
+
+    async def change(self, chat_id: int | str, step: Change, wait_s: float = 30.0) -> ChatState:
+        """Apply `step` to the chat's state and save it, one change at a time per chat across
+        replicas without a lock: a save finds the state another change wrote meanwhile and
+        `step` runs again on that. `step` must be pure (it may run more than once). Returns
+        the state saved (or found, when `step` changed nothing)."""
+        snap = await self.snapshot(chat_id)
+        deadline, delay = time.monotonic() + wait_s, 0.005
         while True:
-            got = await self._lock_load(keys=keys, args=[token, self.lock_ms])
-            if int(got[0]):
-                raw = got[1] if len(got) > 1 else None  # Lua ends a table at its first nil
-                break
-            if time.monotonic() > deadline:
-                raise LockTimeout(str(chat_id))
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.2)
-        held = Held(self, chat_id, token, raw)
-        try:
-            yield held
-        finally:
-            if not held.released:
-                await self._unlock(keys=keys[:1], args=[token])
+            state = snap.state()
+            done = step(state)
+            if done is None:
+                return state
+            new, entries = done
+            now = await self.save_if(chat_id, snap, new, entries)
+            if now is None:
+                return new
+            if now is snap:  # locked by an earlier release's replica: wait for it
+                if time.monotonic() > deadline:
+                    raise LockTimeout(str(chat_id))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.2)
+            snap = now
 
     # --- files and intents ----------------------------------------------------------------------
 

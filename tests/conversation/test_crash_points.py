@@ -27,6 +27,7 @@ pytestmark = [
 ]
 
 POINTS = [
+    "effect.before:Precheck",  # the upload's step is not saved yet: the restart uploads again
     "handle.after_load:Prechecked",
     "handle.after_step:Prechecked",
     "handle.after_save:Prechecked",

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from conversation.leases import Leases
 from conversation.state import ChatState, Pending
-from conversation.store import Store, now_ms
+from conversation.store import LockTimeout, Store, now_ms
 
 
 async def test_state_roundtrip_and_defaults(redis):
@@ -23,38 +25,61 @@ async def test_state_roundtrip_and_defaults(redis):
     assert await redis.exists(store.k.chat(42, "state"))
 
 
-async def test_concurrent_events_for_one_chat_lose_no_update(redis):
-    store = Store(redis)
+async def test_concurrent_changes_for_one_chat_lose_no_update(redis):
+    """Changes from several stores (replicas) at once: each is stepped again on what the
+    others wrote, so none is lost."""
+    stores = [Store(redis) for _ in range(4)]
+    runs = 0
 
-    async def add(job: str) -> None:
-        async with store.locked(7) as held:
-            s = held.state
-            await asyncio.sleep(0)  # let the other task try to interleave
+    async def add(store: Store, job: str) -> None:
+        def step(s: ChatState) -> tuple[ChatState, dict[int, str]]:
+            nonlocal runs
+            runs += 1
             s.jobs.append(job)
-            await held.save(s)
+            return s, {}
 
-    await asyncio.gather(*(add(f"j{i}") for i in range(20)))
-    assert sorted((await store.load(7)).jobs) == sorted(f"j{i}" for i in range(20))
+        await asyncio.sleep(0)  # let the others read the same state first
+        await store.change(7, step)
+
+    await asyncio.gather(*(add(stores[i % 4], f"j{i}") for i in range(20)))
+    assert sorted((await stores[0].load(7)).jobs) == sorted(f"j{i}" for i in range(20))
+    assert runs > 20  # some were stepped again: they met a change made meanwhile
 
 
-async def test_lock_release_is_token_checked(redis):
-    store = Store(redis, lock_ms=50)
-    lock = store.k.chat(1, "lock")
-    async with store.locked(1) as held:  # left without saving: released on its own
-        await redis.delete(lock)  # our lock expired ...
-        assert await redis.set(lock, "someone-else", nx=True, px=5000)  # ... and taken
-    assert await redis.get(lock) == b"someone-else"  # we did not delete theirs
-    await redis.delete(lock)
-    async with store.locked(1) as held:  # released by the save itself
-        await redis.delete(lock)
-        assert await redis.set(lock, "someone-else", nx=True, px=5000)
-        await held.save(held.state.model_copy(update={"out_seq": 3}))
-        assert await redis.get(lock) == b"someone-else"
-    assert (await store.load(1)).out_seq == 3
-    await redis.delete(lock)
-    async with store.locked(1) as held:
-        await held.save(held.state)
-        assert not await redis.exists(lock)  # ours: released in the same round trip
+async def test_a_change_from_a_stale_view_is_stepped_again_on_what_is_stored(redis):
+    a, b = Store(redis), Store(redis)
+    await a.change(3, lambda s: (s.model_copy(update={"out_seq": 1}), {1: "one"}))
+    assert (await b.snapshot(3)).state().out_seq == 1  # b has seen out_seq 1
+    await a.change(3, lambda s: (s.model_copy(update={"out_seq": s.out_seq + 1}), {2: "two"}))
+    seen: list[int] = []
+
+    def bump(s: ChatState) -> tuple[ChatState, dict[int, str]]:
+        seen.append(s.out_seq)
+        return s.model_copy(update={"out_seq": s.out_seq + 1}), {s.out_seq + 1: "three"}
+
+    saved = await b.change(3, bump)
+    assert seen == [1, 2] and saved.out_seq == 3  # its first try was on the stale state
+    assert await a.outbox(3) == [(1, "one"), (2, "two"), (3, "three")]
+    # A step that changes nothing writes nothing.
+    assert (await b.change(3, lambda s: None)).out_seq == 3
+
+
+async def test_a_lock_of_an_earlier_release_holds_changes_until_it_is_released(redis):
+    """During a rolling upgrade, replicas of the release before take a per-chat lock around
+    load, step and save: no change is written while one holds it, and once it is released
+    the change is stepped on what that replica wrote."""
+    store = Store(redis)
+    lock, key = store.k.chat(9, "lock"), store.k.chat(9, "state")
+    assert (await store.snapshot(9)).raw is None
+    await redis.set(lock, "old-replica", px=60_000)
+    with pytest.raises(LockTimeout):
+        await store.change(9, lambda s: (s.model_copy(update={"lang": "zh"}), {}), wait_s=0.0)
+    assert await redis.get(key) is None
+    await redis.set(key, ChatState(out_seq=4).model_dump_json())  # that replica's save ...
+    await redis.delete(lock)  # ... and its release
+    saved = await store.change(9, lambda s: (s.model_copy(update={"lang": "zh"}), {}))
+    assert saved.lang == "zh" and saved.out_seq == 4
+    assert ChatState.model_validate_json(await redis.get(key)) == saved
 
 
 async def test_an_update_is_leased_then_done(redis):

@@ -378,8 +378,10 @@ async def test_an_event_not_applied_within_feishus_3_seconds_is_answered_not_yet
     from bot.lark import app as lark_app
 
     monkeypatch.setattr(lark_app, "ANSWER_WITHIN_S", 0.05)
-    async with bot.app.store.locked("lark:oc_slow"):  # another event of the chat holds it
-        assert (await hook(lark.text_event("oc_slow", EN_USER, "/whoami"))).status_code == 503
+    lock = bot.app.store.k.chat("lark:oc_slow", "lock")
+    await bot.app.store.r.set(lock, "old-replica", px=60_000)  # a replica of the release before holds it
+    assert (await hook(lark.text_event("oc_slow", EN_USER, "/whoami"))).status_code == 503
+    await bot.app.store.r.delete(lock)
     await until(lambda: lark.texts("oc_slow"), what="answer once the chat is free")
     assert len(lark.texts("oc_slow")) == 1
 

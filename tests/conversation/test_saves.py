@@ -1,0 +1,68 @@
+"""When the runner saves a chat's state: compare-and-set, and steps left unsaved until a
+step needs saving (tests/conversation/test_store.py has the store's own part)."""
+
+from __future__ import annotations
+
+from conversation.events import CommandReceived, FileReceived
+from conversation.state import ChatState
+from tests.conversation.test_flow import CHAT, app  # noqa: F401
+
+
+async def test_a_file_to_its_estimate_is_saved_four_times_and_read_once(app, write, monkeypatch):  # noqa: F811
+    store = app.store
+    saves: list[str] = []
+    reads = 0
+    save_if, get = store.save_if, store.r.get
+
+    async def counting_save(chat, base, state, outbox=None):  # type: ignore[no-untyped-def]
+        saves.append(state.phase)
+        return await save_if(chat, base, state, outbox)
+
+    async def counting_get(key):  # type: ignore[no-untyped-def]
+        nonlocal reads
+        reads += key == store.k.chat(CHAT, "state")
+        return await get(key)
+
+    monkeypatch.setattr(store, "save_if", counting_save)
+    monkeypatch.setattr(store.r, "get", counting_get)
+    src = write("p.csv", "prompt\na cat\n")
+    await app.runner.handle(CHAT, FileReceived(str(src), "p.csv", src.stat().st_size))
+    # The upload's outcome is saved with the estimate, not on its own.
+    assert saves == ["resolving", "inspecting", "uploading", "awaiting_confirm"]
+    assert reads == 1  # then the store knows the state it wrote
+
+
+async def test_a_change_made_while_an_unsaved_step_runs_is_kept_and_the_step_taken_again(
+    app,  # noqa: F811
+    redis,
+    channel,
+    sandbox,
+    write,
+    monkeypatch,
+):
+    """While the precheck runs, the stored phase is still "uploading" (a crash there uploads
+    again); /lang zh arrives through another replica meanwhile. The estimate's save finds
+    that change, so the upload's step is taken again on top of it: both kept."""
+    from tests.conversation.test_flow import make_app
+
+    other = make_app(redis, channel, sandbox, app.runner.settings.media_dir.parent)
+    precheck = app.client.precheck
+    seen: list[ChatState] = []
+
+    async def meanwhile(n, model, mode):  # type: ignore[no-untyped-def]
+        seen.append(await other.store.load(CHAT))
+        await other.runner.handle(CHAT, CommandReceived("lang", ("zh",), 1, False))
+        return await precheck(n, model, mode)
+
+    monkeypatch.setattr(app.client, "precheck", meanwhile)
+    src = write("p.csv", "prompt\na cat\n")
+    await app.runner.handle(CHAT, FileReceived(str(src), "p.csv", src.stat().st_size), client_lang="en")
+    assert [s.phase for s in seen] == ["uploading"]
+    state = await app.store.load(CHAT)
+    assert state.phase == "awaiting_confirm" and state.lang == "zh" and state.lang_fixed
+    assert state.pending is not None and state.pending.file_id  # the upload's outcome, stepped again
+    # Every message kept its own outbox number: the /lang answer's and the estimate's.
+    texts = channel.texts()
+    assert any("预估费用" in t for t in texts)  # the estimate, in the language set meanwhile
+    assert state.out_seq == 3 and await app.store.outbox(CHAT) == []
+    await other.client.aclose()
