@@ -34,6 +34,7 @@ from pydantic import ValidationError as PydanticValidationError
 from batchjob import DEFAULT_MODE, DEFAULT_MODEL, redaction
 from batchjob.envelopes import envelope, twin_status
 from batchjob.errors import BadAnswer, BatchJobError, OutcomeUnknown, Unavailable, error_for
+from batchjob.http_transport import asyncio_transport
 from batchjob.models import Estimate, Job, JobPage, UploadResult
 
 log = logging.getLogger("batchjob.client")
@@ -126,8 +127,7 @@ class BatchJobClient:
             base_url=self.base_url,
             headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
             timeout=(timeouts or Timeouts()).httpx(),
-            transport=transport,
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+            transport=transport or asyncio_transport(max_connections=max_connections),
             follow_redirects=False,
         )
 

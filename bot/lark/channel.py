@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 
 from batchjob.fetch import TooLarge, save_capped
+from batchjob.http_transport import asyncio_transport
 from bot.flood import FloodControl
 from bot.lark.events import parse_file_ref
 from conversation.channel import (
@@ -124,7 +125,7 @@ class LarkChannel:
         self.base_url = base_url
         self.flood = flood
         self.max_attempts = max_attempts
-        self.http = httpx.AsyncClient(timeout=timeout_s)
+        self.http = httpx.AsyncClient(timeout=timeout_s, transport=asyncio_transport(max_connections=32))
         self.token = TenantToken(base_url, app_id, app_secret, self.http)
         self.sdk = (
             lark.Client.builder()

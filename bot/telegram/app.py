@@ -25,6 +25,7 @@ from telegram.request import HTTPXRequest
 import locales
 from batchjob import doctor
 from batchjob.client import BatchJobClient
+from batchjob.http_transport import asyncio_transport
 from bot.flood import FloodControl
 from bot.metrics import endpoint, spend_lines
 from bot.redact import redact_secrets
@@ -100,10 +101,15 @@ class TelegramBot:
             # Few connections suffice: sends are paced and downloads bounded, and the HTTP
             # pool's bookkeeping costs grow with the square of its connections.
             request=HTTPXRequest(
-                connection_pool_size=32, pool_timeout=10, read_timeout=timeout, write_timeout=timeout
+                pool_timeout=10,
+                read_timeout=timeout,
+                write_timeout=timeout,
+                httpx_kwargs={"transport": asyncio_transport(max_connections=32)},
             ),
             # The long poll has a connection of its own, so sends never wait behind it.
-            get_updates_request=HTTPXRequest(connection_pool_size=1, read_timeout=timeout + 10),
+            get_updates_request=HTTPXRequest(
+                read_timeout=timeout + 10, httpx_kwargs={"transport": asyncio_transport(max_connections=1)}
+            ),
         )
         self.flood = FloodControl(redis, scale=tg.bot_flood_scale, keys=keys_for(conv))
         self.channel = TelegramChannel(self.bot, self.flood)
