@@ -13,7 +13,8 @@ Cluster slot, so every multi-key command and script stays within one slot):
     P:{jobs:<k>}:finished        HASH status -> jobs finished with it (metrics)
     P:{intent:<id>}              HASH state PENDING|SUBMITTING|SUBMITTED|REJECTED|UNKNOWN, job_id, …
     P:{file:<file_id>}:rows      record count of a file this bot uploaded (TTL 30 days)
-    P:{upd:<update_id>}          update lease "run:<replica>" (PX), then "done" (TTL one day)
+    P:{chat:<id>}:upd:<update_id> update lease "run:<replica>" (PX), then "done" (TTL one day);
+    P:{upd:<update_id>}          the same for an update of no chat (and before this layout)
     P:{flood}:all                the bot-wide next send slot (one key: the budget is bot-wide)
     P:{flood}:log                the bot-wide sends of the last second and those in flight (zset)
     P:{flood}:ready              ZSET chat -> its next allowed send (ms), while in the future
@@ -97,7 +98,11 @@ class Keys:
     def file_rows(self, file_id: str) -> str:
         return f"{self.prefix}:{{file:{file_id}}}:rows"
 
-    def update(self, update_id: int | str) -> str:
+    def update(self, update_id: int | str, chat_id: int | str | None = None) -> str:
+        """A delivered update's lease: in its chat's slot when the chat is known, so the
+        write that applies its event marks it done too."""
+        if chat_id is not None:
+            return self.chat(chat_id, f"upd:{update_id}")
         return f"{self.prefix}:{{upd:{update_id}}}"
 
     @property

@@ -25,11 +25,10 @@ from redis.exceptions import RedisError
 from conversation.identity import key_part, qualify
 from conversation.keys import Keys
 from conversation.keys import current as current_keys
-from conversation.store import _s, now_ms
+from conversation.store import UPDATE_DONE_TTL_S, _s, now_ms
 
 log = logging.getLogger("conversation.leases")
 
-UPDATE_DONE_TTL_S = 86_400
 UNLIST_AFTER_S = 2.0  # a chat whose work here ended is unlisted this much later, in a batch
 
 # 1 = leased to you; 0 = done already; -1 = leased to a live handler (maybe yourself).
@@ -68,19 +67,26 @@ class Leases:
 
     # --- updates ---------------------------------------------------------------------------
 
-    async def claim_update(self, update_id: int | str, lease_ms: int | None = None) -> Claim:
-        """The lease covers the update until its event is applied (lock wait, step, save). A
-        short one is safe: if it lapses early, the chat's applied ids stop a second step."""
+    async def claim_update(
+        self, update_id: int | str, lease_ms: int | None = None, chat: int | str | None = None
+    ) -> Claim:
+        """The lease covers the update until its event is applied (step, save). A short one
+        is safe: if it lapses early, the chat's applied ids stop a second step. `chat`: the
+        update's chat, when it has one (its lease is kept with the chat's keys)."""
         lease = lease_ms or self.lease_ms
-        got = int(await self._claim_update(keys=[self.k.update(update_id)], args=[self.replica, lease]))
+        got = int(await self._claim_update(keys=[self.k.update(update_id, chat)], args=[self.replica, lease]))
         return {1: "new", 0: "done"}.get(got, "busy")  # type: ignore[return-value]
 
-    async def update_done(self, update_id: int | str) -> None:
-        await self.r.set(self.k.update(update_id), "done", ex=UPDATE_DONE_TTL_S)
+    async def update_done(self, update_id: int | str, chat: int | str | None = None) -> None:
+        await self.mark_done(self.k.update(update_id, chat))
 
-    async def release_update(self, update_id: int | str) -> None:
+    async def mark_done(self, key: str) -> None:
+        """`update_done` by the lease's key (`Keys.update`)."""
+        await self.r.set(key, "done", ex=UPDATE_DONE_TTL_S)
+
+    async def release_update(self, update_id: int | str, chat: int | str | None = None) -> None:
         """Handling failed before its event was applied: the next delivery tries again."""
-        await self.r.delete(self.k.update(update_id))
+        await self.r.delete(self.k.update(update_id, chat))
 
     # --- replicas --------------------------------------------------------------------------
 

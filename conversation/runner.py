@@ -154,6 +154,7 @@ class Runner:
         event_id: str | None = None,
         on_applied: Callable[[], Awaitable[None]] | None = None,
         default_lang: str | None = None,
+        update_key: str | None = None,
     ) -> None:
         """Process one event and everything it leads to.
 
@@ -164,6 +165,8 @@ class Runner:
         `event_id` names a delivered event (an update): one already applied to the chat's
         state (a redelivery after its handler died) is not stepped again. `on_applied` runs
         once the event's step is saved, with its effects in the outbox or its phase.
+        `update_key`: the delivered update's lease in the chat's slot (`Keys.update`), marked
+        done by then (with the step, in the same write).
         """
         SEND_PRIORITY.set(FIRST_ANSWER)  # this update's task: its first reply goes out first
         chat_id = qualify(chat_id)
@@ -173,12 +176,16 @@ class Runner:
             # (no download, no state).
             lang = locales.normalize_language(client_lang or default_lang)
             await self._safe_send(chat_id, locales.t(lang, "access.denied", user_id=user, chat_id=chat_id))
+            if update_key:
+                await self.leases.mark_done(update_key)
             if on_applied is not None:
                 await on_applied()
             return
         try:
             async with self.working(chat_id):
-                await self._handle(chat_id, event, client_lang, event_id, on_applied, default_lang)
+                await self._handle(
+                    chat_id, event, client_lang, event_id, on_applied, default_lang, update_key
+                )
         except RedisError:
             log.warning("storage unavailable for chat %s", chat_id)
             lang = locales.normalize_language(client_lang)
@@ -192,6 +199,7 @@ class Runner:
         event_id: str | None,
         on_applied: Callable[[], Awaitable[None]] | None,
         default_lang: str | None = None,
+        update_key: str | None = None,
     ) -> None:
         queue: list[Event] = [event]
         first = True
@@ -234,7 +242,9 @@ class Runner:
                     return None
                 return new, entries
 
-            new = await self.store.change(chat_id, apply)
+            new = await self.store.change(chat_id, apply, done=update_key if first else None)
+            if first and update_key and stepped is None:  # nothing saved: marked on its own
+                await self.leases.mark_done(update_key)
             if deferred:
                 unsaved.append((ev, ctx))
             elif stepped is not None:

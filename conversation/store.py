@@ -21,6 +21,8 @@ from conversation.keys import Keys
 from conversation.keys import current as current_keys
 from conversation.state import ChatState
 
+UPDATE_DONE_TTL_S = 86_400  # a delivered update is known as done this long
+
 # Move an intent from one state to the next, only from the state expected.
 INTENT_MOVE = """
 local cur = redis.call('HGET', KEYS[1], 'state')
@@ -42,13 +44,15 @@ return 1
 # The same, only if the state (KEYS[1]) is still the one the step was taken from (ARGV[1];
 # '' for none) and no per-chat lock (KEYS[3]) of a release before this scheme is held (a
 # rolling upgrade): {1} written, {0, state} changed meanwhile ({0}: gone), {-1} locked.
-# The whole state is compared, not a version: a replica of that release bumps none.
+# The whole state is compared, not a version: a replica of that release bumps none. With
+# ARGV[3] (seconds), the update whose event this step applies (KEYS[4]) is marked done too.
 SAVE_IF = """
 if redis.call('EXISTS', KEYS[3]) == 1 then return {-1} end
 local cur = redis.call('GET', KEYS[1])
 if (cur or '') ~= ARGV[1] then return {0, cur} end
 redis.call('SET', KEYS[1], ARGV[2])
-for i = 3, #ARGV, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
+if ARGV[3] ~= '' then redis.call('SET', KEYS[4], 'done', 'EX', tonumber(ARGV[3])) end
+for i = 4, #ARGV, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
 return {1}
 """
 # An intent recorded once (0 when it exists), its fields and expiry with it.
@@ -167,14 +171,21 @@ class Store(JobRecords):
         return snap
 
     async def save_if(
-        self, chat_id: int | str, base: Snapshot, state: ChatState, outbox: dict[int, str] | None = None
+        self,
+        chat_id: int | str,
+        base: Snapshot,
+        state: ChatState,
+        outbox: dict[int, str] | None = None,
+        done: str | None = None,
     ) -> Snapshot | None:
         """Write the state (and its outbox entries) if the chat's stored state is still
-        `base`: None when written, else what is stored now (to step from again). Raises
-        LockTimeout while a lock of an earlier release holds the chat past `wait_s`."""
+        `base`: None when written, else what is stored now (to step from again). `done`: an
+        update's lease key in the chat's slot, marked done in the same write."""
         keys = [self.k.chat(chat_id, "state"), self.k.chat(chat_id, "out"), self.k.chat(chat_id, "lock")]
+        if done:
+            keys.append(done)
         raw = state.model_dump_json().encode()
-        flat: list[str | int | bytes] = [base.raw or b"", raw]
+        flat: list[str | int | bytes] = [base.raw or b"", raw, UPDATE_DONE_TTL_S if done else ""]
         for seq, entry in (outbox or {}).items():
             flat += [seq, entry]
         got = await self._save_if(keys=keys, args=flat)
@@ -187,20 +198,24 @@ class Store(JobRecords):
         self._remember(chat_id, now)
         return now
 
-    async def change(self, chat_id: int | str, step: Change, wait_s: float = 30.0) -> ChatState:
+    async def change(
+        self, chat_id: int | str, step: Change, wait_s: float = 30.0, done: str | None = None
+    ) -> ChatState:
         """Apply `step` to the chat's state and save it, one change at a time per chat across
         replicas without a lock: a save finds the state another change wrote meanwhile and
         `step` runs again on that. `step` must be pure (it may run more than once). Returns
-        the state saved (or found, when `step` changed nothing)."""
+        the state saved (or found, when `step` changed nothing). `done`: as in `save_if`
+        (not marked when nothing is saved). Raises LockTimeout while a lock of an earlier
+        release holds the chat past `wait_s`."""
         snap = await self.snapshot(chat_id)
         deadline, delay = time.monotonic() + wait_s, 0.005
         while True:
             state = snap.state()
-            done = step(state)
-            if done is None:
+            stepped = step(state)
+            if stepped is None:
                 return state
-            new, entries = done
-            now = await self.save_if(chat_id, snap, new, entries)
+            new, entries = stepped
+            now = await self.save_if(chat_id, snap, new, entries, done)
             if now is None:
                 return new
             if now is snap:  # locked by an earlier release's replica: wait for it

@@ -147,7 +147,9 @@ class LarkBot:
             return "new"
         leases = self.app.leases
         update = incoming.event_id if incoming.event_id.startswith("lark:") else f"lark:{incoming.event_id}"
-        claim = await leases.claim_update(update)
+        # Leased in the chat's slot: the write that applies its event marks it done too.
+        chat = incoming.chat_id or None
+        claim = await leases.claim_update(update, chat=chat)
         if claim != "new":
             self.metrics[f"events_{'duplicate' if claim == 'done' else 'busy'}"] += 1
             if applied is not None and claim == "done":
@@ -155,25 +157,25 @@ class LarkBot:
             return claim
         done = False
 
-        async def mark_applied() -> None:
+        async def applied_here() -> None:
             nonlocal done
             done = True
-            await leases.update_done(update)
             if applied is not None:
                 applied.set()
 
         try:
-            await self._dispatch(incoming, update, mark_applied)
+            await self._dispatch(incoming, update, applied_here, leases.k.update(update, chat))
             if not done:
-                await mark_applied()
+                await leases.update_done(update, chat)
+                await applied_here()
         except BaseException:
             if not done:
                 with contextlib.suppress(RedisError):
-                    await leases.release_update(update)
+                    await leases.release_update(update, chat)
             raise
         return "new"
 
-    async def _dispatch(self, incoming: Incoming, update: str, mark_applied: Any) -> None:
+    async def _dispatch(self, incoming: Incoming, update: str, applied_here: Any, update_key: str) -> None:
         lang = incoming.lang
         if incoming.event is not None:
             await self.app.runner.handle(
@@ -181,8 +183,9 @@ class LarkBot:
                 incoming.event,
                 client_lang=lang,
                 event_id=update,
-                on_applied=mark_applied,
+                on_applied=applied_here,
                 default_lang=self.settings.default_lang,
+                update_key=update_key,
             )
         elif incoming.hint:
             state = await self.app.store.load(incoming.chat_id)

@@ -186,25 +186,27 @@ class TelegramBot:
         """
         self.metrics["updates"] += 1
         leases = self.app.leases
-        claim = await leases.claim_update(update.update_id)
+        incoming = to_event(
+            update,
+            self.bot.username or "",
+            frozenset(self.conv.admin_ids),
+            self.tg.telegram_download_limit,
+        )
+        # An update of a chat is leased in the chat's slot: the write that applies its event
+        # marks it done too.
+        chat = incoming.chat_id if incoming is not None and incoming.chat_id else None
+        claim = await leases.claim_update(update.update_id, chat=chat)
         if claim != "new":
             self.metrics[f"updates_{'duplicate' if claim == 'done' else 'busy'}"] += 1
             return claim
         applied = False
 
-        async def mark_applied() -> None:
+        async def applied_here() -> None:
             nonlocal applied
             applied = True
-            await leases.update_done(update.update_id)
             self.poller.mark_applied(update.update_id)
 
         try:
-            incoming = to_event(
-                update,
-                self.bot.username or "",
-                frozenset(self.conv.admin_ids),
-                self.tg.telegram_download_limit,
-            )
             if incoming is not None and incoming.callback_id:
                 try:
                     await self.bot.answer_callback_query(incoming.callback_id)
@@ -216,18 +218,20 @@ class TelegramBot:
                     incoming.event,
                     client_lang=incoming.lang,
                     event_id=f"tg:{update.update_id}",
-                    on_applied=mark_applied,
+                    on_applied=applied_here,
+                    update_key=leases.k.update(update.update_id, chat),
                 )
             elif incoming is not None and incoming.hint and incoming.chat_id:
                 lang = locales.normalize_language(incoming.lang)
                 await self.channel.send_text(incoming.chat_id, locales.t(lang, incoming.hint))
             if not applied:
-                await mark_applied()
+                await leases.update_done(update.update_id, chat)
+                await applied_here()
         except BaseException:
             if not applied:
                 # Not applied: let Telegram's redelivery (or the next getUpdates) try again.
                 with contextlib.suppress(RedisError):
-                    await leases.release_update(update.update_id)
+                    await leases.release_update(update.update_id, chat)
             raise
         return "new"
 

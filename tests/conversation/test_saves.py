@@ -14,9 +14,9 @@ async def test_a_file_to_its_estimate_is_saved_four_times_and_read_once(app, wri
     reads = 0
     save_if, get = store.save_if, store.r.get
 
-    async def counting_save(chat, base, state, outbox=None):  # type: ignore[no-untyped-def]
+    async def counting_save(chat, base, state, outbox=None, done=None):  # type: ignore[no-untyped-def]
         saves.append(state.phase)
-        return await save_if(chat, base, state, outbox)
+        return await save_if(chat, base, state, outbox, done)
 
     async def counting_get(key):  # type: ignore[no-untyped-def]
         nonlocal reads
@@ -66,3 +66,32 @@ async def test_a_change_made_while_an_unsaved_step_runs_is_kept_and_the_step_tak
     assert any("预估费用" in t for t in texts)  # the estimate, in the language set meanwhile
     assert state.out_seq == 3 and await app.store.outbox(CHAT) == []
     await other.client.aclose()
+
+
+async def test_the_update_is_marked_done_in_the_write_that_applies_its_event(app, write, monkeypatch):  # noqa: F811
+    """No round trip of its own: the update's lease is in the chat's slot, and the first
+    save marks it done. A redelivery of an update already applied is marked on its own."""
+    leases, r = app.runner.leases, app.store.r
+    key = leases.k.update(41, CHAT)
+    assert await leases.claim_update(41, chat=CHAT) == "new"
+    writes: list[str] = []
+    real_set = r.set
+
+    async def counting_set(name, *a, **kw):  # type: ignore[no-untyped-def]
+        writes.append(name)
+        return await real_set(name, *a, **kw)
+
+    monkeypatch.setattr(r, "set", counting_set)
+    applied: list[bytes | None] = []
+
+    async def on_applied() -> None:
+        applied.append(await r.get(key))
+
+    src = write("p.csv", "prompt\na cat\n")
+    event = FileReceived(str(src), "p.csv", src.stat().st_size)
+    await app.runner.handle(CHAT, event, event_id="tg:41", on_applied=on_applied, update_key=key)
+    assert applied == [b"done"] and key not in writes
+    assert 0 < await r.ttl(key) <= 86_400
+    await r.delete(key)
+    await app.runner.handle(CHAT, event, event_id="tg:41", on_applied=on_applied, update_key=key)
+    assert applied == [b"done", b"done"] and writes.count(key) == 1  # nothing to save: a SET

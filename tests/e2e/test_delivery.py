@@ -25,20 +25,21 @@ async def test_a_webhook_update_held_by_a_live_handler_is_asked_again_and_handle
     try:
         update = {"update_id": 901, "message": telegram._message(710, FakeTelegram.user(710), text="/help")}
         leases = wh.app.leases
+        key = leases.k.update(901, 710)  # an update of a chat is leased in the chat's slot
         # Another replica took the update and is handling it (or died doing so).
-        await redis.set(leases.k.update(901), "run:other", px=60_000)
+        await redis.set(key, "run:other", px=60_000)
         async with httpx.AsyncClient(
             transport=httpx.ASGITransport(app=wh.asgi()), base_url="http://bot"
         ) as c:
             r = await c.post("/tg/hook", json=update, headers=SECRET)
             assert r.status_code == 503 and r.headers["retry-after"] == "1"  # not "ok": it may be lost
             assert telegram.texts(710) == []
-            await redis.delete(leases.k.update(901))  # that replica died: its lease lapsed
+            await redis.delete(key)  # that replica died: its lease lapsed
             r = await c.post("/tg/hook", json=update, headers=SECRET)
             assert r.status_code == 200 and len(telegram.texts(710)) == 1
             r = await c.post("/tg/hook", json=update, headers=SECRET)
             assert r.status_code == 200 and len(telegram.texts(710)) == 1  # done: a duplicate now
-            assert await redis.get(leases.k.update(901)) == b"done"
+            assert await redis.get(key) == b"done"
     finally:
         await wh.stop()
         await wh.client.aclose()

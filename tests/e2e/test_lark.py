@@ -360,7 +360,7 @@ async def test_an_event_held_by_a_live_handler_is_asked_again_and_handled_once_i
     bot, hook, lark, redis
 ):
     body = lark.text_event("oc_held", EN_USER, "/whoami")
-    update = bot.app.leases.k.update(f"lark:{body['header']['event_id']}")
+    update = bot.app.leases.k.update(f"lark:{body['header']['event_id']}", "lark:oc_held")
     await redis.set(update, "run:other", px=60_000)  # another replica has it (or died with it)
     assert (await hook(body)).status_code == 503  # not "ok": Feishu delivers it again
     assert lark.texts("oc_held") == []
