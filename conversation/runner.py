@@ -207,6 +207,8 @@ class Runner:
         # from the saved phase (an upload, a precheck): saved with the next step that
         # needs saving, and taken again (same clock, same ids) if another change came first.
         unsaved: list[tuple[Event, core.Context]] = []
+        # Outbox entries performed and not removed yet: removed by the next save, or at the end.
+        performed: list[int] = []
         while queue:
             ev = queue.pop(0)
             ctx = self.context()
@@ -242,7 +244,9 @@ class Runner:
                     return None
                 return new, entries
 
-            new = await self.store.change(chat_id, apply, done=update_key if first else None)
+            new = await self.store.change(
+                chat_id, apply, done=update_key if first else None, performed=performed
+            )
             if first and update_key and stepped is None:  # nothing saved: marked on its own
                 await self.leases.mark_done(update_key)
             if deferred:
@@ -259,7 +263,7 @@ class Runner:
             for effect, seq in todo:
                 crash.point(f"effect.before:{type(effect).__name__}")
                 try:
-                    follow = await self.perform_kept(chat_id, new, effect, seq)
+                    follow = await self.perform_kept(chat_id, new, effect, seq, performed)
                 except (RedisError, asyncio.CancelledError):
                     raise
                 except Exception:
@@ -270,7 +274,11 @@ class Runner:
                     queue.append(follow)
         if unsaved:  # the work ended without a step that saves: keep where it got to
             langs = (client_lang, default_lang)
-            await self.store.change(chat_id, lambda state: self._replay(state, unsaved, *langs))
+            await self.store.change(
+                chat_id, lambda state: self._replay(state, unsaved, *langs), performed=performed
+            )
+        if performed:
+            await self.store.done(chat_id, *performed)
 
     def _replay(
         self,
@@ -298,12 +306,18 @@ class Runner:
         return core.step(state, ev, ctx)
 
     async def perform_kept(
-        self, chat_id: str, state: ChatState, effect: Effect, seq: int | None
+        self,
+        chat_id: str,
+        state: ChatState,
+        effect: Effect,
+        seq: int | None,
+        performed: list[int] | None = None,
     ) -> Event | None:
         """Perform an effect kept in the outbox as entry `seq` (None: not kept). A message is
         begun when its request leaves (the channel passes the send gate, after any flood
-        wait), any other kept effect just before it is performed; done once it returns.
-        Begun by someone else: skipped."""
+        wait), any other kept effect just before it is performed; done once it returns (its
+        entry removed at once, or added to `performed` for the caller to remove with its
+        next write). Begun by someone else: skipped."""
         if seq is None:
             return await self.perform(chat_id, state, effect)
 
@@ -323,7 +337,10 @@ class Runner:
         finally:
             SEND_GATE.reset(token)
         # Cut short (cancelled, killed): a begun entry stays begun, its outcome unknown.
-        await self.store.done(chat_id, seq)
+        if performed is not None:
+            performed.append(seq)
+        else:
+            await self.store.done(chat_id, seq)
         return follow
 
     async def _safe_send(self, chat_id: str, text: str, buttons: Buttons | None = None) -> int | None:

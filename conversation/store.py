@@ -46,13 +46,16 @@ return 1
 # rolling upgrade): {1} written, {0, state} changed meanwhile ({0}: gone), {-1} locked.
 # The whole state is compared, not a version: a replica of that release bumps none. With
 # ARGV[3] (seconds), the update whose event this step applies (KEYS[4]) is marked done too.
+# ARGV[4] outbox entries performed meanwhile follow it, to remove; then the new ones.
 SAVE_IF = """
 if redis.call('EXISTS', KEYS[3]) == 1 then return {-1} end
 local cur = redis.call('GET', KEYS[1])
 if (cur or '') ~= ARGV[1] then return {0, cur} end
 redis.call('SET', KEYS[1], ARGV[2])
 if ARGV[3] ~= '' then redis.call('SET', KEYS[4], 'done', 'EX', tonumber(ARGV[3])) end
-for i = 4, #ARGV, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
+local first = 5 + tonumber(ARGV[4])
+for i = 5, first - 1 do redis.call('HDEL', KEYS[2], ARGV[i]) end
+for i = first, #ARGV, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
 return {1}
 """
 # An intent recorded once (0 when it exists), its fields and expiry with it.
@@ -144,8 +147,8 @@ class Store(JobRecords):
         entry is never performed again (a send cut short may have arrived)."""
         return bool(await self._begin(keys=[self.k.chat(chat_id, "out")], args=[seq, BEGUN]))
 
-    async def done(self, chat_id: int | str, seq: int) -> None:
-        await self.r.hdel(self.k.chat(chat_id, "out"), seq)
+    async def done(self, chat_id: int | str, *seqs: int) -> None:
+        await self.r.hdel(self.k.chat(chat_id, "out"), *seqs)
 
     async def chat_ids(self) -> AsyncIterator[str]:
         async for key in self.r.scan_iter(match=self.k.chat_pattern(), count=500):
@@ -177,20 +180,26 @@ class Store(JobRecords):
         state: ChatState,
         outbox: dict[int, str] | None = None,
         done: str | None = None,
+        performed: list[int] | None = None,
     ) -> Snapshot | None:
         """Write the state (and its outbox entries) if the chat's stored state is still
         `base`: None when written, else what is stored now (to step from again). `done`: an
-        update's lease key in the chat's slot, marked done in the same write."""
+        update's lease key in the chat's slot, marked done in the same write; `performed`:
+        outbox entries done since, removed in it (emptied once they are)."""
         keys = [self.k.chat(chat_id, "state"), self.k.chat(chat_id, "out"), self.k.chat(chat_id, "lock")]
         if done:
             keys.append(done)
         raw = state.model_dump_json().encode()
-        flat: list[str | int | bytes] = [base.raw or b"", raw, UPDATE_DONE_TTL_S if done else ""]
+        gone = list(performed or ())
+        flat: list[str | int | bytes] = [base.raw or b"", raw, UPDATE_DONE_TTL_S if done else "", len(gone)]
+        flat += gone
         for seq, entry in (outbox or {}).items():
             flat += [seq, entry]
         got = await self._save_if(keys=keys, args=flat)
         if int(got[0]) == 1:
             self._remember(chat_id, Snapshot(raw))
+            if performed:
+                del performed[: len(gone)]
             return None
         if int(got[0]) == -1:
             return base  # the same base: the caller waits for the lock, then tries again
@@ -199,13 +208,18 @@ class Store(JobRecords):
         return now
 
     async def change(
-        self, chat_id: int | str, step: Change, wait_s: float = 30.0, done: str | None = None
+        self,
+        chat_id: int | str,
+        step: Change,
+        wait_s: float = 30.0,
+        done: str | None = None,
+        performed: list[int] | None = None,
     ) -> ChatState:
         """Apply `step` to the chat's state and save it, one change at a time per chat across
         replicas without a lock: a save finds the state another change wrote meanwhile and
         `step` runs again on that. `step` must be pure (it may run more than once). Returns
-        the state saved (or found, when `step` changed nothing). `done`: as in `save_if`
-        (not marked when nothing is saved). Raises LockTimeout while a lock of an earlier
+        the state saved (or found, when `step` changed nothing). `done`, `performed`: as in
+        `save_if` (left as they are when nothing is saved). Raises LockTimeout while a lock of an earlier
         release holds the chat past `wait_s`."""
         snap = await self.snapshot(chat_id)
         deadline, delay = time.monotonic() + wait_s, 0.005
@@ -215,7 +229,7 @@ class Store(JobRecords):
             if stepped is None:
                 return state
             new, entries = stepped
-            now = await self.save_if(chat_id, snap, new, entries, done)
+            now = await self.save_if(chat_id, snap, new, entries, done, performed)
             if now is None:
                 return new
             if now is snap:  # locked by an earlier release's replica: wait for it

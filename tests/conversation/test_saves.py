@@ -8,28 +8,43 @@ from conversation.state import ChatState
 from tests.conversation.test_flow import CHAT, app  # noqa: F401
 
 
-async def test_a_file_to_its_estimate_is_saved_four_times_and_read_once(app, write, monkeypatch):  # noqa: F811
+async def test_a_file_to_its_estimate_is_saved_four_times_read_once_and_its_outbox_emptied(
+    app,  # noqa: F811
+    write,
+    monkeypatch,
+):
     store = app.store
     saves: list[str] = []
     reads = 0
     save_if, get = store.save_if, store.r.get
 
-    async def counting_save(chat, base, state, outbox=None, done=None):  # type: ignore[no-untyped-def]
+    async def counting_save(chat, base, state, *rest):  # type: ignore[no-untyped-def]
         saves.append(state.phase)
-        return await save_if(chat, base, state, outbox, done)
+        return await save_if(chat, base, state, *rest)
 
     async def counting_get(key):  # type: ignore[no-untyped-def]
         nonlocal reads
         reads += key == store.k.chat(CHAT, "state")
         return await get(key)
 
+    removals: list[tuple[int, ...]] = []
+    hdel = store.r.hdel
+
+    async def counting_hdel(key, *fields):  # type: ignore[no-untyped-def]
+        removals.append(fields)
+        return await hdel(key, *fields)
+
     monkeypatch.setattr(store, "save_if", counting_save)
     monkeypatch.setattr(store.r, "get", counting_get)
+    monkeypatch.setattr(store.r, "hdel", counting_hdel)
     src = write("p.csv", "prompt\na cat\n")
     await app.runner.handle(CHAT, FileReceived(str(src), "p.csv", src.stat().st_size))
     # The upload's outcome is saved with the estimate, not on its own.
     assert saves == ["resolving", "inspecting", "uploading", "awaiting_confirm"]
     assert reads == 1  # then the store knows the state it wrote
+    # Two messages, each its outbox entry: the first removed by the estimate's save, the
+    # estimate's own at the end of the work.
+    assert removals == [(2,)] and await store.outbox(CHAT) == []
 
 
 async def test_a_change_made_while_an_unsaved_step_runs_is_kept_and_the_step_taken_again(
