@@ -9,7 +9,7 @@ allows 5 messages/s per chat (a group's 5 shared by its bots) and, per app, 50/s
   request is in flight and gets its next allowed time when it returns.
 - Overall, two rules on Redis's clock, taken atomically at the moment of starting, so
   several requests can be in flight at once (the round trip to Telegram does not cap
-  throughput) and replicas share the budget: starts are spaced (25 ms; a slot taken late
+  throughput) and replicas share the budget: starts are spaced (33 ms; a slot taken late
   does not push the next one back), and at most 30 sends may be in flight or have returned
   within the last second. Telegram counts a message when it arrives, between its start and
   its return, so no second can see more than 30 arrivals however late a busy process gets its
@@ -139,10 +139,7 @@ TELEGRAM_LIMITS = FloodLimits(
     TELEGRAM,
     private_ms=1050,  # 1 message/s per chat
     group_ms=3050,  # 20 messages/min per group
-    # Spacing only smooths bursts (40 starts/s at most); the window keeps any second to 30.
-    # At 33 ms it bound too: round trips vary, so windows open unevenly, and each start the
-    # spacing held back held its window's slot longer (26.8 sends/s against 27.1).
-    global_ms=25,
+    global_ms=33,  # spacing: 30.3 starts/s at most (the window keeps any second to 30)
     window_ms=1000,  # Telegram's window: about 30 messages per second overall
     # Telegram's 30: every send that could arrive within a second is counted, from its start
     # to its return as recorded no earlier than it was, so no second sees more than 30.
