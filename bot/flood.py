@@ -163,6 +163,7 @@ RENEW_S = 1.0
 BUSY_POLL_MS = 20  # how often a sender looks again while another request to its chat is in flight
 DONE_FLUSH_S = 0.05  # returns not carried by a start by then are recorded on their own
 DRIFT_MS_PER_S = 1.0  # most that Redis's clock and ours drift apart: twice NTP's largest slew
+CLOCK_STEP_MS = 50  # a start's offset this far above the bound: the clock stepped; start again
 
 
 class Turns:
@@ -336,6 +337,11 @@ class FloodControl:
         `before`); the least bound is the closest. An older bound is widened by the most the
         two clocks can drift apart since, so it stays one."""
         drifted = self._offset_hi + (at - self._offset_at) * DRIFT_MS_PER_S if self._offset_at else sample
+        if sample > drifted + CLOCK_STEP_MS:
+            # Far above every earlier bound: Redis's wall clock stepped forward (or the reply
+            # was very slow). The old bound would date returns too early, and the window
+            # would let too many sends through; this one is a bound again.
+            drifted = sample
         self._offset_hi, self._offset_at = min(sample, drifted), at
 
     def _record_return(self, chat_id: str, member: str, returned: float, interval: int) -> None:

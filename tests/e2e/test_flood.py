@@ -383,3 +383,18 @@ async def test_a_return_is_never_recorded_before_it_happened_on_redis(redis):
     done = {chat: ms for chat, what, ms in record.events if what == "done"}
     assert len(done) == 20
     assert all(done[chat] >= ended[chat] for chat in done), (done, ended)
+
+
+def test_a_forward_step_of_redis_clock_is_not_hidden_by_older_bounds(redis):
+    """Returns are dated on Redis's clock through the least bound of its offset from ours.
+    If that clock steps forward (an NTP step, a moved VM), older bounds are too low and
+    would date returns before they happened; a sample far above them starts the bound
+    again. Below that, the least bound (widened by drift) still wins."""
+    flood = FloodControl(redis)
+    flood._learn_offset(1_000.0, 10.0)
+    flood._learn_offset(1_004.0, 11.0)  # a slower reply: the tighter bound stays
+    assert flood._offset_hi == 1_001.0  # widened by 1 ms of possible drift
+    flood._learn_offset(6_000.0, 12.0)  # the clock stepped 5 s forward
+    assert flood._offset_hi == 6_000.0
+    flood._learn_offset(5_999.0, 13.0)
+    assert flood._offset_hi == 5_999.0
