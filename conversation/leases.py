@@ -13,14 +13,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import secrets
 import socket
 from typing import Any, Literal
-
-from redis.exceptions import RedisError
 
 from conversation.identity import key_part, qualify
 from conversation.keys import Keys
@@ -29,7 +26,6 @@ from conversation.store import UPDATE_DONE_TTL_S, _s, now_ms
 
 log = logging.getLogger("conversation.leases")
 
-UNLIST_AFTER_S = 2.0  # a chat whose work here ended is unlisted this much later, in a batch
 
 # 1 = leased to you; 0 = done already; -1 = leased to a live handler (maybe yourself).
 # Any other value is done too: the marker of the release before leases ("1").
@@ -59,11 +55,6 @@ class Leases:
         self.replica = replica
         self.lease_ms = lease_ms
         self._claim_update = redis.register_script(CLAIM_UPDATE)
-        self._listed: set[str] = set()  # chats this replica has listed (as far as it knows)
-        self._unlist: dict[str, None] = {}  # ... whose work here ended: unlisted soon
-        self._unlisting: set[str] = set()  # ... being unlisted now
-        self._unlisting_task: asyncio.Task[None] | None = None
-        self._unlist_timer: asyncio.TimerHandle | None = None
 
     # --- updates ---------------------------------------------------------------------------
 
@@ -105,54 +96,11 @@ class Leases:
         return [_s(m) for m in stale if _s(m) != self.replica]
 
     async def working_on(self, chat_id: int | str) -> None:
-        """The chat has work in flight here; it stays listed until `finished_with`. Listed
-        already (its unlisting not sent yet, or other work of it in flight): no round trip."""
-        chat = qualify(chat_id)
-        if chat in self._listed:
-            self._unlist.pop(chat, None)
-            return
-        if chat in self._unlisting and self._unlisting_task is not None:
-            await asyncio.shield(self._unlisting_task)  # listed again only after it is unlisted
-        await self.r.sadd(self.k.replica_chats(self.replica), chat)
-        self._listed.add(chat)
+        """The chat has work in flight here; it stays listed until `finished_with`."""
+        await self.r.sadd(self.k.replica_chats(self.replica), qualify(chat_id))
 
     async def finished_with(self, chat_id: int | str) -> None:
-        """Unlisted a little later, with other chats: a chat often has more work soon (the
-        user answers), and a listing that outlives its work only makes a reaper look at a
-        chat with nothing to resume."""
-        chat = qualify(chat_id)
-        if chat not in self._listed:
-            return
-        self._unlist[chat] = None
-        if self._unlist_timer is None:
-            loop = asyncio.get_running_loop()
-            self._unlist_timer = loop.call_later(UNLIST_AFTER_S, self._start_unlisting)
-
-    def _start_unlisting(self) -> None:
-        self._unlist_timer = None
-        if self._unlisting_task is None and self._unlist:
-            self._unlisting_task = asyncio.ensure_future(self.unlist_finished())
-
-    async def unlist_finished(self) -> None:
-        """Unlist now the chats whose work here ended (at a stop, and by a timer)."""
-        if self._unlisting_task is not None and self._unlisting_task is not asyncio.current_task():
-            await asyncio.shield(self._unlisting_task)
-        batch = list(self._unlist)
-        self._unlist.clear()
-        self._listed.difference_update(batch)
-        self._unlisting.update(batch)
-        try:
-            if batch:
-                await self.r.srem(self.k.replica_chats(self.replica), *batch)
-        except RedisError:
-            log.warning("unlisting finished chats failed; a reaper may look at them")
-        finally:
-            self._unlisting.difference_update(batch)
-            if self._unlisting_task is asyncio.current_task():
-                self._unlisting_task = None
-                if self._unlist and self._unlist_timer is None:
-                    loop = asyncio.get_running_loop()
-                    self._unlist_timer = loop.call_later(UNLIST_AFTER_S, self._start_unlisting)
+        await self.r.srem(self.k.replica_chats(self.replica), qualify(chat_id))
 
     async def chats_of(self, replica: str) -> list[str]:
         return sorted({qualify(_s(c)) for c in await self.r.smembers(self.k.replica_chats(replica))})

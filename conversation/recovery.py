@@ -219,7 +219,6 @@ class Recovery:
     async def retire(self) -> None:
         """Stopping: let another replica take over what is left at once (no lease wait)."""
         with contextlib.suppress(RedisError):
-            await self.leases.unlist_finished()
             await self.leases.retire()
 
 

@@ -302,39 +302,3 @@ async def test_jobs_recorded_before_the_index_existed_are_resumed(redis):
     assert await redis.sismember(store.k.active(store.k.shard("old_running")), "old_running")
     assert not await redis.sismember(store.k.active(store.k.shard("old_done")), "old_done")
     assert await store.resume() == 0  # indexed once; nothing lost since
-
-
-async def test_a_chats_listing_survives_its_next_work_and_goes_in_a_batch(redis, monkeypatch):
-    """Work after work for one chat lists it once; chats whose work ended are unlisted
-    together, later; a chat listed again while its unlisting is on its way ends listed."""
-    a = Leases(redis, "a")
-    sent: list[str] = []
-    sadd, srem = redis.sadd, redis.srem
-
-    async def counting_sadd(key, *members):  # type: ignore[no-untyped-def]
-        sent.append("SADD")
-        return await sadd(key, *members)
-
-    async def counting_srem(key, *members):  # type: ignore[no-untyped-def]
-        sent.append(f"SREM {len(members)}")
-        return await srem(key, *members)
-
-    monkeypatch.setattr(redis, "sadd", counting_sadd)
-    monkeypatch.setattr(redis, "srem", counting_srem)
-    await a.working_on(1)
-    await a.working_on(1)  # more work of the same chat in flight
-    await a.finished_with(1)
-    await a.working_on(1)  # the user answered before the unlisting went out
-    await a.finished_with(1)
-    await a.working_on(2)
-    await a.finished_with(2)
-    assert sent == ["SADD", "SADD"] and await a.chats_of("a") == ["tg:1", "tg:2"]
-    await a.unlist_finished()
-    assert sent[2:] == ["SREM 2"] and await a.chats_of("a") == []
-    await a.working_on(3)
-    await a.finished_with(3)
-    unlisting = asyncio.create_task(a.unlist_finished())
-    await asyncio.sleep(0)  # its SREM is on its way
-    await a.working_on(3)  # waits for it, then lists the chat again
-    await unlisting
-    assert await a.chats_of("a") == ["tg:3"]
