@@ -41,6 +41,7 @@ from conversation.store import BEGUN
 
 log = logging.getLogger("conversation.recovery")
 
+IDLE_CHECK_S = 0.2  # how often a deferred resume looks whether the chat's work here ended
 IN_FLIGHT = ("resolving", "inspecting", "uploading", "prechecking", "submitting", "reconciling")
 
 
@@ -79,6 +80,7 @@ class Recovery:
         self.every_s = every_s
         self.resumed = 0  # chats resumed by this replica (metrics)
         self._sem = asyncio.Semaphore(concurrency)
+        self._later: dict[str, asyncio.Task[None]] = {}  # resumes waiting for work here to end
 
     async def resume_chat(self, chat_id: int | str) -> bool:
         """Carry on what the chat has in flight. True when there was something to do."""
@@ -136,7 +138,7 @@ class Recovery:
         """At start: this replica's own earlier work (same id), then chats no replica lists."""
         touched = 0
         for chat in await self.leases.chats_of(self.leases.replica):
-            touched += await self.resume_chat(chat)
+            touched += await self._resume_unless_busy(chat)
         candidates = []
         async for chat in self.store.chat_ids():
             state = await self.store.load(chat)
@@ -149,8 +151,28 @@ class Recovery:
             listed.update(await self.leases.chats_of(replica))  # the dead ones' pass takes those
         for chat in candidates:
             if chat not in listed:
-                touched += await self.resume_chat(chat)
+                touched += await self._resume_unless_busy(chat)
         return touched
+
+    async def _resume_unless_busy(self, chat: str) -> int:
+        """Resume the chat now, or once this process's work on it ends: its first events can
+        come in before this pass, and a flow in flight here is ahead of the stored state."""
+        if not self.runner.busy(chat):
+            return int(await self.resume_chat(chat))
+        if chat not in self._later:
+            task = asyncio.create_task(self._resume_when_idle(chat), name=f"resume {chat}")
+            self._later[chat] = task
+            task.add_done_callback(lambda _: self._later.pop(chat, None))
+        return 0
+
+    async def _resume_when_idle(self, chat: str) -> None:
+        while self.runner.busy(chat):
+            await asyncio.sleep(IDLE_CHECK_S)
+        try:
+            await self.resume_chat(chat)
+        except Exception:
+            check_cancelled()
+            log.exception("resuming chat %s failed", chat)
 
     async def reap_once(self) -> int:
         """Resume the chats of every dead replica this replica gets the lease on."""
@@ -206,6 +228,8 @@ class Recovery:
                     log.exception("recovery pass failed")
         finally:
             beating.cancel()
+            for task in list(self._later.values()):
+                task.cancel()
 
     async def _beat(self) -> None:
         while True:

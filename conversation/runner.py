@@ -129,6 +129,10 @@ class Runner:
             modes=tuple(self.settings.modes),
         )
 
+    def busy(self, chat_id: int | str) -> bool:
+        """This process has work in flight for the chat now."""
+        return qualify(chat_id) in self._active
+
     @asynccontextmanager
     async def working(self, chat_id: int | str) -> AsyncIterator[None]:
         """This process has work in flight for the chat: listed in Redis (before the state

@@ -239,3 +239,22 @@ async def test_a_question_whose_send_began_is_not_repeated_but_the_user_is_told(
     await b.runner.handle(CHAT, CommandReceived("again", (), ADMIN))
     assert count(channel, "Estimate") == 1 and count(channel, "Uploaded") == 0  # said once, earlier
     await confirm_and_finish(b, channel, sandbox)
+
+
+async def test_the_start_pass_resumes_a_chat_this_process_works_on_only_once_that_work_ends(
+    replicas, channel, write, sandbox
+):
+    """A replica's first events can come in before its start-up pass; a chat it is working
+    on then is resumed (if anything is left) only when that work has ended."""
+    a, _ = replicas
+    src = write("p.csv", "prompt\na cat\n")
+    await a.runner.handle(CHAT, FileReceived(str(src), "p.csv"))
+    state = await a.store.load(CHAT)
+    await a.store.save(CHAT, state.model_copy(update={"phase": "prechecking"}))  # left mid-flow
+    messages = len(channel.messages)
+    async with a.runner.working(CHAT):
+        assert await a.recovery.startup() == 0
+        (later,) = a.recovery._later.values()  # once, though listed here and in the scan
+        assert not later.done() and len(channel.messages) == messages
+    await later  # the work here ended: what is left is resumed
+    assert count(channel, "Estimate") == 2 and (await a.store.load(CHAT)).phase == "awaiting_confirm"
