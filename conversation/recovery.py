@@ -41,7 +41,6 @@ from conversation.store import BEGUN
 
 log = logging.getLogger("conversation.recovery")
 
-IDLE_CHECK_S = 0.2  # how often a deferred resume looks whether the chat's work here ended
 IN_FLIGHT = ("resolving", "inspecting", "uploading", "prechecking", "submitting", "reconciling")
 
 
@@ -166,8 +165,7 @@ class Recovery:
         return 0
 
     async def _resume_when_idle(self, chat: str) -> None:
-        while self.runner.busy(chat):
-            await asyncio.sleep(IDLE_CHECK_S)
+        await self.runner.until_idle(chat)
         try:
             await self.resume_chat(chat)
         except Exception:

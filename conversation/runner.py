@@ -106,6 +106,7 @@ class Runner:
         self.store = store
         self.leases = leases or Leases(store.r, replica_id(), keys=store.k)
         self._active: dict[str, int] = {}
+        self._ended: dict[str, asyncio.Event] = {}  # set when a chat's work here ends
         self.client = client
         self.channel = channel
         self.settings = settings
@@ -133,6 +134,12 @@ class Runner:
         """This process has work in flight for the chat now."""
         return qualify(chat_id) in self._active
 
+    async def until_idle(self, chat_id: int | str) -> None:
+        """Return once this process has no work in flight for the chat."""
+        key = qualify(chat_id)
+        while key in self._active:
+            await self._ended.setdefault(key, asyncio.Event()).wait()
+
     @asynccontextmanager
     async def working(self, chat_id: int | str) -> AsyncIterator[None]:
         """This process has work in flight for the chat: listed in Redis (before the state
@@ -146,6 +153,8 @@ class Runner:
             self._active[key] -= 1
             if not self._active[key]:
                 del self._active[key]
+                if (ended := self._ended.pop(key, None)) is not None:
+                    ended.set()
                 with contextlib.suppress(RedisError):
                     await self.leases.finished_with(key)
 
