@@ -20,17 +20,16 @@ from urllib.parse import urlsplit
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from telegram import Bot, BotCommand, BotCommandScopeChat, Update
-from telegram.request import HTTPXRequest
 
 import locales
 from batchjob import doctor
 from batchjob.client import BatchJobClient
-from batchjob.http_transport import asyncio_transport
 from bot.flood import FloodControl
 from bot.metrics import endpoint, spend_lines
 from bot.redact import redact_secrets
 from bot.telegram.channel import TelegramChannel
 from bot.telegram.polling import Poller
+from bot.telegram.request import telegram_request
 from bot.telegram.settings import TelegramSettings
 from bot.telegram.updates import to_event
 from conversation.app import ConversationApp, keys_for
@@ -100,15 +99,16 @@ class TelegramBot:
             base_file_url=tg.telegram_file_base_url,
             # Few connections suffice: sends are paced and downloads bounded, and the HTTP
             # pool's bookkeeping costs grow with the square of its connections.
-            request=HTTPXRequest(
+            request=telegram_request(
+                tg.telegram_api_base_url,
+                connections=32,
                 pool_timeout=10,
                 read_timeout=timeout,
                 write_timeout=timeout,
-                httpx_kwargs={"transport": asyncio_transport(max_connections=32)},
             ),
             # The long poll has a connection of its own, so sends never wait behind it.
-            get_updates_request=HTTPXRequest(
-                read_timeout=timeout + 10, httpx_kwargs={"transport": asyncio_transport(max_connections=1)}
+            get_updates_request=telegram_request(
+                tg.telegram_api_base_url, connections=1, read_timeout=timeout + 10
             ),
         )
         self.flood = FloodControl(redis, scale=tg.bot_flood_scale, keys=keys_for(conv))

@@ -11,6 +11,7 @@ from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, InputFile,
 from telegram.error import BadRequest, RetryAfter, TelegramError, TimedOut
 
 from bot.flood import FloodControl
+from bot.telegram.request import NotSent
 from conversation.channel import (
     ALBUM,
     Buttons,
@@ -49,7 +50,7 @@ def markup(buttons: Buttons | None) -> InlineKeyboardMarkup | None:
 
 def never_sent(e: TimedOut) -> bool:
     """A timeout before the request left (no connection from the pool, or none made)."""
-    return isinstance(e.__cause__, httpx.PoolTimeout | httpx.ConnectTimeout)
+    return isinstance(e.__cause__, NotSent | httpx.PoolTimeout | httpx.ConnectTimeout)
 
 
 def _retry_after_seconds(e: RetryAfter) -> float:
