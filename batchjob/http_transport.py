@@ -27,6 +27,7 @@ import httpx
 
 HIGH_WATER = 256 * 1024  # bytes buffered before the socket is no longer read
 LOW_WATER = 64 * 1024
+COALESCE = 64 * 1024  # writes smaller than this together wait to leave in one send
 
 
 class _Protocol(asyncio.Protocol):
@@ -101,8 +102,13 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
     def __init__(self, transport: asyncio.Transport, protocol: _Protocol) -> None:
         self._transport = transport
         self._protocol = protocol
+        # Small writes wait here for the next write or read: a request's head and body leave
+        # in one send, not two (each send on a socket is a system call).
+        self._pending: list[bytes] = []
+        self._pending_size = 0
 
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        self._flush()
         p = self._protocol
         while not p.buffer:
             if p.eof:
@@ -127,7 +133,11 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
         p = self._protocol
         if self._transport.is_closing() or p.error is not None:
             raise httpcore.WriteError("connection closed")
-        self._transport.write(buffer)
+        self._pending.append(buffer)
+        self._pending_size += len(buffer)
+        if self._pending_size < COALESCE:
+            return  # sent with what follows (at the latest when the answer is read)
+        self._flush()
         if p.writing_paused:  # the kernel's buffer is full: wait for room, within the timeout
             p.drained = asyncio.get_running_loop().create_future()
             try:
@@ -137,7 +147,15 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
             if p.error is not None:
                 raise httpcore.WriteError(str(p.error))
 
+    def _flush(self) -> None:
+        if self._pending:
+            data = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
+            self._pending, self._pending_size = [], 0
+            if not self._transport.is_closing():
+                self._transport.write(data)
+
     async def aclose(self) -> None:
+        self._pending, self._pending_size = [], 0
         self._transport.close()
 
     async def start_tls(
