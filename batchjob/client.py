@@ -1,4 +1,5 @@
-"""Async client for the BatchJob service: one pooled `httpx.AsyncClient`, typed results.
+"""Async client for the BatchJob service: pooled connections (`batchjob.http_pool` for the
+API's calls, httpx for streamed downloads or a transport given), typed results.
 
 Retry rules (the service bills per job, so a duplicate submit costs real money):
 - GET: retried on 5xx, 429, connect errors and timeouts, with exponential backoff and
@@ -6,14 +7,15 @@ Retry rules (the service bills per job, so a duplicate submit costs real money):
 - POST: retried only when it provably never left this machine (connect failure).
   A POST that was sent and got no answer raises OutcomeUnknown.
 - submit: never retried, whatever happened.
-The bearer token lives only in the default headers of the pooled client; it is in no
-repr, log line or error text.
+The bearer token lives only in the clients' default headers; it is in no repr, log line or
+error text.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import logging
 import os
 import random
@@ -21,29 +23,27 @@ import re
 import unicodedata
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
+import httpcore
 import httpx
 import orjson
-from pydantic import BaseModel
-from pydantic import ValidationError as PydanticValidationError
 
 from batchjob import DEFAULT_MODE, DEFAULT_MODEL, redaction
-from batchjob.envelopes import envelope, twin_status
+from batchjob.answers import _json_or_text, _loads, _NotJSON, _retry_after, answer_of, read
+from batchjob.envelopes import envelope
 from batchjob.errors import BadAnswer, BatchJobError, OutcomeUnknown, Unavailable, error_for
+from batchjob.http_pool import ConnectionPool, as_httpx_error
 from batchjob.http_transport import asyncio_transport
 from batchjob.models import Estimate, Job, JobPage, UploadResult
 
 log = logging.getLogger("batchjob.client")
-M = TypeVar("M", bound=BaseModel)
 
 Retry = Literal["idempotent", "connect_only", "never"]
 # Base64 works in 3-byte groups; a multiple of 3 keeps chunks independent.
 UPLOAD_CHUNK = 3 * 64 * 1024
-MAX_RETRY_AFTER = 120.0
 
 
 @dataclass(frozen=True)
@@ -70,39 +70,6 @@ def sanitize_filename(name: str, default: str = "prompts.jsonl") -> str:
     return base
 
 
-def _retry_after(resp: httpx.Response) -> float | None:
-    value = resp.headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            import time
-
-            seconds = parsedate_to_datetime(value).timestamp() - time.time()
-        except (TypeError, ValueError):
-            return None
-    return max(0.0, min(seconds, MAX_RETRY_AFTER))
-
-
-def excerpt(body: Any) -> str:
-    try:
-        raw = body if isinstance(body, str) else orjson.dumps(body, default=str).decode()
-    except (TypeError, orjson.JSONEncodeError):
-        raw = repr(body)
-    return redaction.redact(raw, 300)
-
-
-def read(model: type[M], body: Any, what: str) -> M:
-    """The typed result of an answer, or BadAnswer: never a pydantic error."""
-    try:
-        return model.model_validate(body)
-    except (PydanticValidationError, ValueError, TypeError, RecursionError) as e:
-        reason = e.errors()[0]["msg"] if isinstance(e, PydanticValidationError) and e.errors() else str(e)
-        raise BadAnswer(f"{what}: {redaction.redact(reason, 200)}", excerpt=excerpt(body)) from None
-
-
 class BatchJobClient:
     def __init__(
         self,
@@ -123,10 +90,16 @@ class BatchJobClient:
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
         self._sleep = sleep
+        limits = timeouts or Timeouts()
+        # The API's calls go through our pool (a quarter of httpx's CPU a call); the
+        # streamed downloads and a transport given (tests, a custom one) through httpx.
+        self._pool = None if transport else ConnectionPool(max_connections=max_connections)
+        self._pool_timeouts: dict[str, float | None] = dataclasses.asdict(limits)
+        self._headers = [(b"Authorization", f"Bearer {token}".encode()), (b"Accept", b"application/json")]
         self._http = httpx.AsyncClient(
             base_url=self.base_url,
             headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
-            timeout=(timeouts or Timeouts()).httpx(),
+            timeout=limits.httpx(),
             transport=transport or asyncio_transport(max_connections=max_connections),
             follow_redirects=False,
         )
@@ -136,6 +109,8 @@ class BatchJobClient:
 
     async def aclose(self) -> None:
         await self._http.aclose()
+        if self._pool is not None:
+            await self._pool.aclose()
 
     async def __aenter__(self) -> BatchJobClient:
         return self
@@ -234,7 +209,7 @@ class BatchJobClient:
             async with self._http.stream("GET", absolute, headers=headers) as resp:
                 if resp.status_code >= 400:
                     await resp.aread()
-                    raise error_for(resp.status_code, _json_or_text(resp), _retry_after(resp))
+                    raise error_for(resp.status_code, _json_or_text(resp), _retry_after(resp.headers))
                 chunks, total = [], 0
                 async for chunk in resp.aiter_bytes():
                     total += len(chunk)
@@ -272,7 +247,7 @@ class BatchJobClient:
             async with asyncio.timeout(timeout_s), self._http.stream("GET", target.geturl()) as resp:
                 if resp.status_code >= 400:
                     await resp.aread()
-                    raise error_for(resp.status_code, _json_or_text(resp), _retry_after(resp))
+                    raise error_for(resp.status_code, _json_or_text(resp), _retry_after(resp.headers))
                 await save_capped(resp, dest, max_bytes)
         except TooLarge:
             dest.unlink(missing_ok=True)
@@ -306,6 +281,33 @@ class BatchJobClient:
 
     # --- transport -----------------------------------------------------------------------
 
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        content: Any = None,
+    ) -> tuple[int, httpx.Headers, bytes]:
+        """One request: (status, headers, body); errors as httpx's."""
+        if self._pool is None:
+            resp = await self._http.request(method, path, params=params, headers=headers, content=content)
+            return resp.status_code, resp.headers, resp.content
+        url = self.base_url + path + (f"?{httpx.QueryParams(params)}" if params else "")
+        given = [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
+        try:
+            answer = await self._pool.request(
+                method,
+                url,
+                headers=self._headers + given,
+                content=content or b"",
+                timeouts=self._pool_timeouts,
+            )
+        except (httpcore.TimeoutException, httpcore.NetworkError, httpcore.ProtocolError) as e:
+            raise as_httpx_error(e) from None
+        return answer.status, httpx.Headers(answer.headers), answer.body
+
     def _backoff(self, attempt: int) -> float:
         return random.uniform(0, min(self.backoff_cap, self.backoff_base * 2**attempt))
 
@@ -330,7 +332,7 @@ class BatchJobClient:
             elif content is not None:
                 kwargs["content"] = content()
             try:
-                resp = await self._http.request(method, path, **kwargs)
+                status, answer_headers, body = await self._send(method, path, **kwargs)
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as e:
                 # Never reached the service: safe to try again, except a submit.
                 log.info("%s %s: cannot connect (%s)", method, path, type(e).__name__)
@@ -347,7 +349,7 @@ class BatchJobClient:
                 await self._sleep(self._backoff(attempt))
                 continue
             try:
-                return answer_of(resp.status_code, resp.content, _retry_after(resp))
+                return answer_of(status, body, _retry_after(answer_headers))
             except Unavailable as e:
                 err = e  # 5xx, 429: a GET may try again
             except BatchJobError as e:
@@ -362,29 +364,6 @@ class BatchJobClient:
         raise AssertionError("unreachable")  # pragma: no cover
 
 
-def answer_of(status: int, content: bytes, retry_after: float | None = None) -> Any:
-    """The payload of an answer, or the BatchJobError it stands for: an HTTP error, an HTTP
-    200 whose envelope says failure (mapped to its HTTP twin), or an answer that is not JSON."""
-    if status < 400:
-        if not content:
-            return {}
-        try:
-            body = _loads(content)
-        except _NotJSON:
-            start = excerpt(content[:300].decode("utf-8", "replace"))
-            raise BadAnswer("answer is not JSON", status=status, excerpt=start) from None
-        payload, failure = envelope(body)
-        if failure is None:
-            return payload
-        code, message = failure.get("code", failure.get("error_code")), failure.get("message")
-        raise error_for(twin_status(code, message) or status, failure, retry_after)
-    try:
-        body = _loads(content)
-    except _NotJSON:
-        body = content[:500].decode("utf-8", "replace")
-    raise error_for(status, body, retry_after)
-
-
 def _segment(job_id: str) -> str:
     """A job id as one path segment: nothing that could reach another endpoint."""
     if not re.fullmatch(r"[A-Za-z0-9._~-]{1,128}", job_id or ""):
@@ -392,29 +371,3 @@ def _segment(job_id: str) -> str:
 
         raise NotFound("malformed job id", code="invalid_job_id")
     return job_id
-
-
-class _NotJSON(Exception):
-    pass
-
-
-def _loads(raw: bytes) -> Any:
-    """JSON from bytes: orjson, or the standard library for what orjson refuses (integers
-    past 64 bits); nesting too deep for either is not JSON to us."""
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        pass
-    try:
-        import json
-
-        return json.loads(raw)
-    except (ValueError, RecursionError):
-        raise _NotJSON() from None
-
-
-def _json_or_text(resp: httpx.Response) -> Any:
-    try:
-        return _loads(resp.content)
-    except _NotJSON:
-        return resp.text[:500]

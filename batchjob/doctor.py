@@ -15,7 +15,8 @@ from typing import Any
 
 import locales
 from batchjob import DEFAULT_MODE, DEFAULT_MODEL, format_amount, redaction, shapes
-from batchjob.client import BatchJobClient, answer_of, excerpt, read
+from batchjob.answers import answer_of, excerpt, read
+from batchjob.client import BatchJobClient
 from batchjob.envelopes import ENVELOPE_KEYS, envelope
 from batchjob.errors import AuthError, BadAnswer, BatchJobError, InsufficientBalance, Unavailable
 from batchjob.models import Estimate, Job, JobPage

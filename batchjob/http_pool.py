@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from collections.abc import AsyncIterable
 from typing import NamedTuple
 
 import httpcore
+import httpx
 
 from batchjob.http_transport import AsyncioBackend, default_tls
 
@@ -60,7 +62,7 @@ class ConnectionPool:
         url: str,
         *,
         headers: list[tuple[bytes, bytes]],
-        content: bytes = b"",
+        content: bytes | AsyncIterable[bytes] = b"",
         timeouts: dict[str, float | None] | None = None,
     ) -> Answer:
         if self._closed:
@@ -137,10 +139,23 @@ class ConnectionPool:
                 await connection.aclose()
 
 
-def _length(method: str, content: bytes) -> list[tuple[bytes, bytes]]:
-    if not content and method in ("GET", "HEAD"):
-        return []  # no body, none expected: no length either
+def _length(method: str, content: bytes | AsyncIterable[bytes]) -> list[tuple[bytes, bytes]]:
+    if not isinstance(content, bytes) or (not content and method in ("GET", "HEAD")):
+        return []  # a stream names its own length; no body, none expected: none either
     return [(b"Content-Length", str(len(content)).encode())]
+
+
+def as_httpx_error(
+    err: httpcore.TimeoutException | httpcore.NetworkError | httpcore.ProtocolError,
+) -> Exception:
+    """The httpx exception httpx's own transport would raise for an httpcore one (the
+    same names: ConnectError, ReadTimeout, RemoteProtocolError...), for callers written
+    against httpx's."""
+    for cls in type(err).__mro__:
+        twin = getattr(httpx, cls.__name__, None)
+        if isinstance(twin, type) and issubclass(twin, httpx.TransportError):
+            return twin(str(err))
+    return httpx.TransportError(str(err))
 
 
 def _key(origin: httpcore.Origin) -> Origin:
