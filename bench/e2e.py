@@ -163,10 +163,19 @@ def count_round_trips():  # type: ignore[no-untyped-def]
         kinds["pipeline(" + "+".join(names) + ")"] += 1
         return await orig_pipe(self, *a, **kw)
 
+    # A pipeline holding a Script asks SCRIPT EXISTS on its own first: a round trip too.
+    orig_immediate = Pipeline.immediate_execute_command
+
+    async def counted_immediate(self, *a, **kw):  # type: ignore[no-untyped-def]
+        kinds[f"{str(a[0]).upper() if a else '?'} (in a pipeline)"] += 1
+        return await orig_immediate(self, *a, **kw)
+
     Redis.execute_command, Pipeline.execute = counted_exec, counted_pipe  # type: ignore[method-assign]
+    Pipeline.immediate_execute_command = counted_immediate  # type: ignore[method-assign]
 
     def stop() -> Counter[str]:
         Redis.execute_command, Pipeline.execute = orig_exec, orig_pipe  # type: ignore[method-assign]
+        Pipeline.immediate_execute_command = orig_immediate  # type: ignore[method-assign]
         return kinds
 
     return stop

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
+
+from redis.exceptions import NoScriptError
 
 from conversation.identity import qualify
 
@@ -133,10 +135,7 @@ class JobRecords:
                 *(self._claim(keys=keys(sh), args=[now, lease_ms, per]) for sh in range(self.k.shards))
             )
         else:
-            async with self.r.pipeline(transaction=False) as p:
-                for shard in range(self.k.shards):
-                    await self._claim(keys=keys(shard), args=[now, lease_ms, per], client=p)
-                answers = await p.execute()
+            answers = await self._claim_shards(keys, [now, lease_ms, per])
         out = []
         for flat in answers:
             for i in range(0, len(flat), 3):
@@ -145,6 +144,22 @@ class JobRecords:
                 fields["due"] = str(int(float(flat[i + 1])))
                 out.append((_s(flat[i]), fields))
         return out
+
+    async def _claim_shards(self, keys: Callable[[int], list[str]], args: list[int]) -> list[Any]:
+        """CLAIM on every shard in one pipeline of EVALSHA. Not through the Script object: a
+        pipeline holding one asks SCRIPT EXISTS first, a second round trip each time."""
+        for _ in range(2):
+            async with self.r.pipeline(transaction=False) as p:
+                for shard in range(self.k.shards):
+                    p.evalsha(self._claim.sha, 2, *keys(shard), *args)
+                answers = await p.execute(raise_on_error=False)
+            if not any(isinstance(a, NoScriptError) for a in answers):
+                break
+            await self.r.script_load(CLAIM)  # a restarted or flushed server: load it, once
+        for answer in answers:
+            if isinstance(answer, Exception):
+                raise answer
+        return answers
 
     async def reschedule_many(self, items: list[tuple[str, int, dict[str, Any]]]) -> None:
         """Record and reschedule a whole polled batch in one pipeline."""

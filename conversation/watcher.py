@@ -332,9 +332,10 @@ class Watcher:
             finally:
                 SEND_GATE.reset(gate)
             crash.point("summary.after_send")
-            await self.store.summary_sent(job.job_id)
-            crash.point("summary.after_mark")
-        await self._finish(chat, job.job_id, {"status": job.status, "state": job.state})
+        fields = {"status": job.status, "state": job.state}
+        if claim > 0:
+            fields["summary"] = "sent"  # marked with the job's end, in the same write
+        await self._finish(chat, job.job_id, fields)
         return None
 
     async def _finish(self, chat: str, job_id: str, fields: dict[str, Any]) -> None:

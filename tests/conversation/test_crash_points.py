@@ -49,7 +49,6 @@ POINTS = [
     "watcher.after_get:completed",
     "summary.after_claim",
     "summary.after_send",  # its request had left: counted as sent, never repeated
-    "summary.after_mark",
     "watcher.after_finish",
 ]
 
