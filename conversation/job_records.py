@@ -61,6 +61,26 @@ return 1
 """
 
 
+async def pipelined(redis: Any, fill: Callable[[Any], None], *scripts: str) -> list[Any]:
+    """Run the commands `fill` puts in a pipeline (not a transaction) in one round trip and
+    return their answers, raising the first error. Scripts go in as plain EVALSHA: a
+    pipeline given a Script object asks SCRIPT EXISTS first, a second round trip each
+    time. A server without them (restarted, flushed) gets `scripts` loaded, and the whole
+    pipeline one retry: its commands must be safe to repeat."""
+    for attempt in range(2):
+        async with redis.pipeline(transaction=False) as p:
+            fill(p)
+            answers = await p.execute(raise_on_error=False)
+        if attempt or not any(isinstance(a, NoScriptError) for a in answers):
+            break
+        for script in scripts:
+            await redis.script_load(script)
+    for answer in answers:
+        if isinstance(answer, Exception):
+            raise answer
+    return answers
+
+
 def now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -146,20 +166,11 @@ class JobRecords:
         return out
 
     async def _claim_shards(self, keys: Callable[[int], list[str]], args: list[int]) -> list[Any]:
-        """CLAIM on every shard in one pipeline of EVALSHA. Not through the Script object: a
-        pipeline holding one asks SCRIPT EXISTS first, a second round trip each time."""
-        for _ in range(2):
-            async with self.r.pipeline(transaction=False) as p:
-                for shard in range(self.k.shards):
-                    p.evalsha(self._claim.sha, 2, *keys(shard), *args)
-                answers = await p.execute(raise_on_error=False)
-            if not any(isinstance(a, NoScriptError) for a in answers):
-                break
-            await self.r.script_load(CLAIM)  # a restarted or flushed server: load it, once
-        for answer in answers:
-            if isinstance(answer, Exception):
-                raise answer
-        return answers
+        def fill(p: Any) -> None:
+            for shard in range(self.k.shards):
+                p.evalsha(self._claim.sha, 2, *keys(shard), *args)
+
+        return await pipelined(self.r, fill, CLAIM)
 
     async def reschedule_many(self, items: list[tuple[str, int, dict[str, Any]]]) -> None:
         """Record and reschedule a whole polled batch in one pipeline."""

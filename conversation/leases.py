@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import secrets
@@ -20,9 +21,10 @@ import socket
 from typing import Any, Literal
 
 from conversation.identity import key_part, qualify
+from conversation.job_records import pipelined
 from conversation.keys import Keys
 from conversation.keys import current as current_keys
-from conversation.store import UPDATE_DONE_TTL_S, _s, now_ms
+from conversation.store import UPDATE_DONE_TTL_S, _s, is_cluster_client, now_ms
 
 log = logging.getLogger("conversation.leases")
 
@@ -67,6 +69,26 @@ class Leases:
         lease = lease_ms or self.lease_ms
         got = int(await self._claim_update(keys=[self.k.update(update_id, chat)], args=[self.replica, lease]))
         return {1: "new", 0: "done"}.get(got, "busy")  # type: ignore[return-value]
+
+    async def claim_listing(self, key: str, chat_id: str, lease_ms: int | None = None) -> Claim:
+        """`claim_update` by the lease's key, with the chat listed as worked on here
+        (`working_on`) in the same round trip: two commands at once on a cluster, whose
+        pipelines take no scripts. The caller unlists it (`finished_with`) when done, even
+        for a duplicate."""
+        args = [self.replica, lease_ms or self.lease_ms]
+        listing = self.k.replica_chats(self.replica)
+        if is_cluster_client(self.r):
+            got, _ = await asyncio.gather(
+                self._claim_update(keys=[key], args=args), self.r.sadd(listing, chat_id)
+            )
+        else:
+
+            def fill(p: Any) -> None:
+                p.evalsha(self._claim_update.sha, 1, key, *args)
+                p.sadd(listing, chat_id)
+
+            got, _ = await pipelined(self.r, fill, CLAIM_UPDATE)
+        return {1: "new", 0: "done"}.get(int(got), "busy")  # type: ignore[return-value]
 
     async def update_done(self, update_id: int | str, chat: int | str | None = None) -> None:
         await self.mark_done(self.k.update(update_id, chat))

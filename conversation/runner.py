@@ -150,13 +150,28 @@ class Runner:
             await self.leases.working_on(key)
             yield
         finally:
-            self._active[key] -= 1
-            if not self._active[key]:
-                del self._active[key]
-                if (ended := self._ended.pop(key, None)) is not None:
-                    ended.set()
-                with contextlib.suppress(RedisError):
-                    await self.leases.finished_with(key)
+            await self._leave(key)
+
+    @asynccontextmanager
+    async def claimed(self, chat_id: int | str, update_key: str) -> AsyncIterator[str]:
+        """Claim a delivered update of the chat (`Leases.claim_update`) and list the chat as
+        worked on here (`working`) in one round trip; yields the claim. Inside, `handle` is
+        told `listed=True`."""
+        key = qualify(chat_id)
+        self._active[key] = self._active.get(key, 0) + 1
+        try:
+            yield await self.leases.claim_listing(update_key, key)
+        finally:
+            await self._leave(key)
+
+    async def _leave(self, key: str) -> None:
+        self._active[key] -= 1
+        if not self._active[key]:
+            del self._active[key]
+            if (ended := self._ended.pop(key, None)) is not None:
+                ended.set()
+            with contextlib.suppress(RedisError):
+                await self.leases.finished_with(key)
 
     async def handle(
         self,
@@ -168,6 +183,7 @@ class Runner:
         on_applied: Callable[[], Awaitable[None]] | None = None,
         default_lang: str | None = None,
         update_key: str | None = None,
+        listed: bool = False,
     ) -> None:
         """Process one event and everything it leads to.
 
@@ -179,7 +195,8 @@ class Runner:
         state (a redelivery after its handler died) is not stepped again. `on_applied` runs
         once the event's step is saved, with its effects in the outbox or its phase.
         `update_key`: the delivered update's lease in the chat's slot (`Keys.update`), marked
-        done by then (with the step, in the same write).
+        done by then (with the step, in the same write). `listed`: the caller holds the
+        chat as worked on here already (`claimed`).
         """
         SEND_PRIORITY.set(FIRST_ANSWER)  # this update's task: its first reply goes out first
         chat_id = qualify(chat_id)
@@ -195,7 +212,7 @@ class Runner:
                 await on_applied()
             return
         try:
-            async with self.working(chat_id):
+            async with contextlib.nullcontext() if listed else self.working(chat_id):
                 await self._handle(
                     chat_id, event, client_lang, event_id, on_applied, default_lang, update_key
                 )

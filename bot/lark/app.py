@@ -147,14 +147,27 @@ class LarkBot:
             return "new"
         leases = self.app.leases
         update = incoming.event_id if incoming.event_id.startswith("lark:") else f"lark:{incoming.event_id}"
-        # Leased in the chat's slot: the write that applies its event marks it done too.
+        # Leased in the chat's slot: the write that applies its event marks it done too. The
+        # claim lists the chat as worked on here in the same round trip.
         chat = incoming.chat_id or None
-        claim = await leases.claim_update(update, chat=chat)
-        if claim != "new":
-            self.metrics[f"events_{'duplicate' if claim == 'done' else 'busy'}"] += 1
-            if applied is not None and claim == "done":
-                applied.set()
-            return claim
+        async with contextlib.AsyncExitStack() as stack:
+            if chat:
+                key = leases.k.update(update, chat)
+                claim = await stack.enter_async_context(self.app.runner.claimed(chat, key))
+            else:
+                claim = await leases.claim_update(update)
+            if claim != "new":
+                self.metrics[f"events_{'duplicate' if claim == 'done' else 'busy'}"] += 1
+                if applied is not None and claim == "done":
+                    applied.set()
+                return claim
+            await self._handle_claimed(incoming, update, chat, applied)
+        return "new"
+
+    async def _handle_claimed(
+        self, incoming: Incoming, update: str, chat: str | None, applied: asyncio.Event | None
+    ) -> None:
+        leases = self.app.leases
         done = False
 
         async def applied_here() -> None:
@@ -164,7 +177,7 @@ class LarkBot:
                 applied.set()
 
         try:
-            await self._dispatch(incoming, update, applied_here, leases.k.update(update, chat))
+            await self._dispatch(incoming, update, applied_here, leases.k.update(update, chat), bool(chat))
             if not done:
                 await leases.update_done(update, chat)
                 await applied_here()
@@ -173,9 +186,10 @@ class LarkBot:
                 with contextlib.suppress(RedisError):
                     await leases.release_update(update, chat)
             raise
-        return "new"
 
-    async def _dispatch(self, incoming: Incoming, update: str, applied_here: Any, update_key: str) -> None:
+    async def _dispatch(
+        self, incoming: Incoming, update: str, applied_here: Any, update_key: str, listed: bool = False
+    ) -> None:
         lang = incoming.lang
         if incoming.event is not None:
             await self.app.runner.handle(
@@ -186,6 +200,7 @@ class LarkBot:
                 on_applied=applied_here,
                 default_lang=self.settings.default_lang,
                 update_key=update_key,
+                listed=listed,
             )
         elif incoming.hint:
             state = await self.app.store.load(incoming.chat_id)

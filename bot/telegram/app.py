@@ -31,7 +31,7 @@ from bot.telegram.channel import TelegramChannel
 from bot.telegram.polling import Poller
 from bot.telegram.request import telegram_request
 from bot.telegram.settings import TelegramSettings
-from bot.telegram.updates import to_event
+from bot.telegram.updates import Incoming, to_event
 from conversation.app import ConversationApp, keys_for
 from conversation.identity import TELEGRAM, channel_of, native
 from conversation.leases import Claim
@@ -193,12 +193,22 @@ class TelegramBot:
             self.tg.telegram_download_limit,
         )
         # An update of a chat is leased in the chat's slot: the write that applies its event
-        # marks it done too.
+        # marks it done too. The claim lists the chat as worked on here in the same trip.
         chat = incoming.chat_id if incoming is not None and incoming.chat_id else None
-        claim = await leases.claim_update(update.update_id, chat=chat)
-        if claim != "new":
-            self.metrics[f"updates_{'duplicate' if claim == 'done' else 'busy'}"] += 1
-            return claim
+        async with contextlib.AsyncExitStack() as stack:
+            if chat:
+                key = leases.k.update(update.update_id, chat)
+                claim = await stack.enter_async_context(self.app.runner.claimed(chat, key))
+            else:
+                claim = await leases.claim_update(update.update_id)
+            if claim != "new":
+                self.metrics[f"updates_{'duplicate' if claim == 'done' else 'busy'}"] += 1
+                return claim
+            await self._handle_claimed(update, incoming, chat)
+        return "new"
+
+    async def _handle_claimed(self, update: Update, incoming: Incoming | None, chat: str | None) -> None:
+        leases = self.app.leases
         applied = False
 
         async def applied_here() -> None:
@@ -220,6 +230,7 @@ class TelegramBot:
                     event_id=f"tg:{update.update_id}",
                     on_applied=applied_here,
                     update_key=leases.k.update(update.update_id, chat),
+                    listed=bool(chat),
                 )
             elif incoming is not None and incoming.hint and incoming.chat_id:
                 lang = locales.normalize_language(incoming.lang)
@@ -233,7 +244,6 @@ class TelegramBot:
                 with contextlib.suppress(RedisError):
                     await leases.release_update(update.update_id, chat)
             raise
-        return "new"
 
     # --- webhook server ------------------------------------------------------------------
 

@@ -4,7 +4,9 @@ step needs saving (tests/conversation/test_store.py has the store's own part).""
 from __future__ import annotations
 
 from conversation.events import CommandReceived, FileReceived
+from conversation.identity import qualify
 from conversation.state import ChatState
+from conversation.store import is_cluster_client
 from tests.conversation.test_flow import CHAT, app  # noqa: F401
 
 
@@ -110,3 +112,33 @@ async def test_the_update_is_marked_done_in_the_write_that_applies_its_event(app
     await r.delete(key)
     await app.runner.handle(CHAT, event, event_id="tg:41", on_applied=on_applied, update_key=key)
     assert applied == [b"done", b"done"] and writes.count(key) == 1  # nothing to save: a SET
+
+
+async def test_a_claimed_update_lists_its_chat_in_the_claims_round_trip_and_a_duplicate_unlists_it(
+    app,  # noqa: F811
+    monkeypatch,
+):
+    runner, leases = app.runner, app.runner.leases
+    listing = leases.k.replica_chats(leases.replica)
+    key = leases.k.update(41, CHAT)
+    sadd_calls = 0
+    sadd = leases.r.sadd
+
+    async def counting_sadd(*a):  # type: ignore[no-untyped-def]
+        nonlocal sadd_calls
+        sadd_calls += 1
+        return await sadd(*a)
+
+    monkeypatch.setattr(leases.r, "sadd", counting_sadd)
+    async with runner.claimed(CHAT, key) as claim:
+        assert claim == "new"
+        assert await leases.r.sismember(listing, qualify(CHAT))  # listed while the update is handled
+        assert runner.busy(CHAT)
+        await runner.handle(CHAT, CommandReceived("help", (), 1, False), update_key=key, listed=True)
+        assert await leases.r.sismember(listing, qualify(CHAT))  # still: the claim's block holds it
+    assert not await leases.r.sismember(listing, qualify(CHAT)) and not runner.busy(CHAT)
+    # Listed by the claim's pipeline (on a cluster, a SADD sent at the same time as the claim).
+    assert sadd_calls == (1 if is_cluster_client(leases.r) else 0)
+    async with runner.claimed(CHAT, key) as again:
+        assert again == "done"  # marked done by the save that applied its event
+    assert not await leases.r.sismember(listing, qualify(CHAT))  # a duplicate leaves nothing listed
