@@ -121,8 +121,17 @@ class Leases:
         """The chat has work in flight here; it stays listed until `finished_with`."""
         await self.r.sadd(self.k.replica_chats(self.replica), qualify(chat_id))
 
-    async def finished_with(self, chat_id: int | str) -> None:
-        await self.r.srem(self.k.replica_chats(self.replica), qualify(chat_id))
+    async def finished_with(self, chat_id: int | str, outbox: tuple[str, list[int]] | None = None) -> None:
+        """The chat's work here ended: unlisted; `outbox` (its key, entries performed) emptied
+        of those entries first, in the same round trip."""
+        listing = self.k.replica_chats(self.replica)
+        if not outbox or not outbox[1]:
+            await self.r.srem(listing, qualify(chat_id))
+            return
+        async with self.r.pipeline(transaction=False) as p:
+            p.hdel(outbox[0], *outbox[1])
+            p.srem(listing, qualify(chat_id))
+            await p.execute()
 
     async def chats_of(self, replica: str) -> list[str]:
         return sorted({qualify(_s(c)) for c in await self.r.smembers(self.k.replica_chats(replica))})

@@ -107,6 +107,7 @@ class Runner:
         self.leases = leases or Leases(store.r, replica_id(), keys=store.k)
         self._active: dict[str, int] = {}
         self._ended: dict[str, asyncio.Event] = {}  # set when a chat's work here ends
+        self._undone: dict[str, list[int]] = {}  # outbox entries performed, removed at the end
         self.client = client
         self.channel = channel
         self.settings = settings
@@ -170,8 +171,11 @@ class Runner:
             del self._active[key]
             if (ended := self._ended.pop(key, None)) is not None:
                 ended.set()
-            with contextlib.suppress(RedisError):
-                await self.leases.finished_with(key)
+            undone = self._undone.pop(key, None)  # performed entries: removed in the same trip
+            try:
+                await self.leases.finished_with(key, outbox=(self.store.k.chat(key, "out"), undone or []))
+            except RedisError:
+                log.warning("could not unlist chat %s (its listing lapses with this replica)", key)
 
     async def handle(
         self,
@@ -308,7 +312,10 @@ class Runner:
                 chat_id, lambda state: self._replay(state, unsaved, *langs), performed=performed
             )
         if performed:
-            await self.store.done(chat_id, *performed)
+            if self._active.get(chat_id) == 1:  # the chat's last work here: removed as it ends
+                self._undone.setdefault(chat_id, []).extend(performed)
+            else:
+                await self.store.done(chat_id, *performed)
 
     def _replay(
         self,

@@ -10,7 +10,7 @@ from conversation.store import is_cluster_client
 from tests.conversation.test_flow import CHAT, app  # noqa: F401
 
 
-async def test_a_file_to_its_estimate_is_saved_four_times_read_once_and_its_outbox_emptied(
+async def test_a_file_to_its_estimate_is_saved_four_times_read_once_and_its_outbox_emptied_as_it_ends(
     app,  # noqa: F811
     write,
     monkeypatch,
@@ -45,8 +45,11 @@ async def test_a_file_to_its_estimate_is_saved_four_times_read_once_and_its_outb
     assert saves == ["resolving", "inspecting", "uploading", "awaiting_confirm"]
     assert reads == 1  # then the store knows the state it wrote
     # Two messages, each its outbox entry: the first removed by the estimate's save, the
-    # estimate's own at the end of the work.
-    assert removals == [(2,)] and await store.outbox(CHAT) == []
+    # estimate's own at the end of the work, in the write that unlists the chat (no HDEL
+    # of its own).
+    assert removals == [] and await store.outbox(CHAT) == []
+    listing = app.runner.leases.k.replica_chats(app.runner.leases.replica)
+    assert not await store.r.sismember(listing, qualify(CHAT))
 
 
 async def test_a_change_made_while_an_unsaved_step_runs_is_kept_and_the_step_taken_again(
