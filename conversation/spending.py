@@ -6,6 +6,7 @@ a short balance (once per episode). The rules are in `conversation.spending_rule
 from __future__ import annotations
 
 import logging
+import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("conversation.spending")
 
+EPISODE_END_EVERY_S = 1.0
 SHORT_EPISODE_S = 86400  # a shortfall told to the admins is not told again for a day, unless it ended
 DECIDED = ("approved", "rejected", "expired")
 
@@ -57,6 +59,8 @@ class Spending:
             s.approval_threshold,
         )
         self.budgets = Budgets(r, k, defaults)
+        self._ended_at: float | None = None  # when this replica last ended a shortfall episode
+        self.clock = time.monotonic
         self.approvals = Approvals(r, k)
         self.audit = Audit(r, k)
         self.r, self.k = r, k
@@ -143,6 +147,7 @@ class Spending:
                     )
                 await self.runner._safe_send(chat_id, "\n".join(lines))
             case ShortfallNotice():
+                self._ended_at = None  # an episode may begin: the next sufficient check ends it
                 if await self.r.set(self.k.balance_short, "1", nx=True, ex=SHORT_EPISODE_S):
                     for admin in self.admin_chats():
                         alang = await self._lang(admin)
@@ -158,8 +163,14 @@ class Spending:
         return None
 
     async def balance_sufficient(self) -> None:
-        """A precheck found the balance sufficient: the shortfall episode is over."""
+        """A precheck found the balance sufficient: the shortfall episode is over. Ended at
+        most once a second per replica (a burst of prechecks would each delete it): one begun
+        by another replica within that second ends with the next sufficient check after it."""
+        now = self.clock()
+        if self._ended_at is not None and now - self._ended_at < EPISODE_END_EVERY_S:
+            return
         await self.r.delete(self.k.balance_short)
+        self._ended_at = now
 
     async def _ask(self, chat_id: str, lang: str, e: AskApproval) -> None:
         now = now_ms()

@@ -145,3 +145,38 @@ async def test_a_claimed_update_lists_its_chat_in_the_claims_round_trip_and_a_du
     async with runner.claimed(CHAT, key) as again:
         assert again == "done"  # marked done by the save that applied its event
     assert not await leases.r.sismember(listing, qualify(CHAT))  # a duplicate leaves nothing listed
+
+
+async def test_a_burst_of_sufficient_prechecks_ends_a_shortfall_episode_once_a_second(
+    app,  # noqa: F811
+    monkeypatch,
+):
+    from conversation.spending_events import ShortfallNotice
+
+    spending = app.runner.spending
+    clock = [100.0]
+    spending.clock = lambda: clock[0]
+    deletes = 0
+    delete = spending.r.delete
+
+    async def counting_delete(*keys):  # type: ignore[no-untyped-def]
+        nonlocal deletes
+        deletes += spending.k.balance_short in keys
+        return await delete(*keys)
+
+    monkeypatch.setattr(spending.r, "delete", counting_delete)
+    for _ in range(5):
+        await spending.balance_sufficient()
+    assert deletes == 1
+    await spending.r.set(spending.k.balance_short, "1")  # begun by another replica meanwhile
+    clock[0] += 0.5
+    await spending.balance_sufficient()
+    assert await spending.r.exists(spending.k.balance_short)  # within the second: left
+    clock[0] += 0.6
+    await spending.balance_sufficient()
+    assert not await spending.r.exists(spending.k.balance_short) and deletes == 2
+    # One this replica begins is ended by the very next sufficient precheck.
+    await spending.perform(CHAT, ChatState(), ShortfallNotice(1.0, 2.0, "USD", None))
+    assert await spending.r.exists(spending.k.balance_short)
+    await spending.balance_sufficient()
+    assert not await spending.r.exists(spending.k.balance_short)
