@@ -218,18 +218,27 @@ class Store(JobRecords):
         """Apply `step` to the chat's state and save it, one change at a time per chat across
         replicas without a lock: a save finds the state another change wrote meanwhile and
         `step` runs again on that. `step` must be pure (it may run more than once). Returns
-        the state saved (or found, when `step` changed nothing). `done`, `performed`: as in
+        the state saved (or found, when `step` changed nothing). A chat this store has not
+        seen costs no read: guessed new, the save checks it. `done`, `performed`: as in
         `save_if` (left as they are when nothing is saved). Raises LockTimeout while a lock of an earlier
         release holds the chat past `wait_s`."""
-        snap = await self.snapshot(chat_id)
+        # A chat this store has not seen is guessed new, not read: the save checks the guess
+        # (and answers with the stored state when it is wrong, as a read would have).
+        seen = self._seen.get(str(chat_id))
+        guessed = seen is None
+        snap = seen or Snapshot(None)
         deadline, delay = time.monotonic() + wait_s, 0.005
         while True:
             state = snap.state()
             stepped = step(state)
             if stepped is None:
+                if guessed:  # nothing to save on a guess proves nothing: read, step again
+                    snap, guessed = await self.snapshot(chat_id), False
+                    continue
                 return state
             new, entries = stepped
             now = await self.save_if(chat_id, snap, new, entries, done, performed)
+            guessed = False
             if now is None:
                 return new
             if now is snap:  # locked by an earlier release's replica: wait for it

@@ -10,7 +10,7 @@ from conversation.store import is_cluster_client
 from tests.conversation.test_flow import CHAT, app  # noqa: F401
 
 
-async def test_a_file_to_its_estimate_is_saved_four_times_read_once_and_its_outbox_emptied_as_it_ends(
+async def test_a_file_to_its_estimate_is_saved_four_times_never_read_and_its_outbox_emptied_as_it_ends(
     app,  # noqa: F811
     write,
     monkeypatch,
@@ -43,7 +43,7 @@ async def test_a_file_to_its_estimate_is_saved_four_times_read_once_and_its_outb
     await app.runner.handle(CHAT, FileReceived(str(src), "p.csv", src.stat().st_size))
     # The upload's outcome is saved with the estimate, not on its own.
     assert saves == ["resolving", "inspecting", "uploading", "awaiting_confirm"]
-    assert reads == 1  # then the store knows the state it wrote
+    assert reads == 0  # a new chat is guessed new (the first save checks); then known
     # Two messages, each its outbox entry: the first removed by the estimate's save, the
     # estimate's own at the end of the work, in the write that unlists the chat (no HDEL
     # of its own).

@@ -64,6 +64,35 @@ async def test_a_change_from_a_stale_view_is_stepped_again_on_what_is_stored(red
     assert (await b.change(3, lambda s: None)).out_seq == 3
 
 
+async def test_a_chat_a_store_has_not_seen_is_guessed_new_and_the_save_corrects_the_guess(redis, monkeypatch):
+    a, b = Store(redis), Store(redis)
+    await a.change(4, lambda s: (s.model_copy(update={"lang": "zh", "out_seq": 2}), {}))
+    reads = 0
+    get = redis.get
+
+    async def counting_get(key):  # type: ignore[no-untyped-def]
+        nonlocal reads
+        reads += 1
+        return await get(key)
+
+    monkeypatch.setattr(redis, "get", counting_get)
+    seen: list[int] = []
+
+    def bump(s: ChatState) -> tuple[ChatState, dict[int, str]]:
+        seen.append(s.out_seq)
+        return s.model_copy(update={"out_seq": s.out_seq + 1}), {}
+
+    saved = await b.change(4, bump)
+    assert seen == [0, 2] and saved.out_seq == 3 and saved.lang == "zh"  # the guess, then what is stored
+    assert reads == 0  # the failed save answered with the stored state
+    new = await b.change(5, bump)
+    assert new.out_seq == 1 and reads == 0  # a new chat: right first time
+    # A step that saves nothing on a guess is taken again on what is read.
+    c = Store(redis)
+    found = await c.change(4, lambda s: None)
+    assert found.out_seq == 3 and reads == 1
+
+
 async def test_a_lock_of_an_earlier_release_holds_changes_until_it_is_released(redis):
     """During a rolling upgrade, replicas of the release before take a per-chat lock around
     load, step and save: no change is written while one holds it, and once it is released
