@@ -62,6 +62,7 @@ return {'ok'}
 """.replace("MONTH_TTL", str(MONTH_TTL_S)).replace("DAY_TTL", str(DAY_TTL_S))
 
 # KEYS: reservations, day, month. ARGV: intent, refund, scopes… Once per intent.
+MADE_KEPT = 10_000
 SETTLE = """
 if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
 local refund = tonumber(ARGV[2])
@@ -162,6 +163,9 @@ class Budgets:
         self.defaults = defaults
         self._reserve = redis.register_script(RESERVE)
         self._settle = redis.register_script(SETTLE)
+        # Reservations made here, by intent, until their job is recorded (`taken`): kept
+        # with the job, its settling needs no read of the reservation.
+        self._made: dict[str, str] = {}
 
     def _period_keys(self, now: datetime) -> tuple[str, str]:
         return self.k.spend(f"d:{day_of(now)}"), self.k.spend(f"m:{month_of(now)}")
@@ -193,6 +197,9 @@ class Budgets:
         got = await self._reserve(keys=[self.k.spend("limits"), day, month, self.k.spend("res")], args=args)
         kind = got[0].decode() if isinstance(got[0], bytes) else got[0]
         if kind == "ok":
+            self._made[intent] = record
+            while len(self._made) > MADE_KEPT:  # intents whose job never came: the oldest go
+                del self._made[next(iter(self._made))]
             return Outcome(True)
         if kind == "approval":
             return Outcome(False, approval=from_micro(float(got[1])))
@@ -205,11 +212,17 @@ class Budgets:
             used=from_micro(float(vals[3])),
         )
 
-    async def settle(self, intent: str, unused: float) -> bool:
+    def taken(self, intent: str) -> str:
+        """The reservation this process made for `intent` ('' when none): to keep with the
+        intent's job, and give back to `settle` when the job ends."""
+        return self._made.pop(intent, "")
+
+    async def settle(self, intent: str, unused: float, reservation: str = "") -> bool:
         """Give back the share `unused` (0..1) of the intent's reservation, once. True when
-        this call settled it (False: nothing reserved, or settled already)."""
-        raw = await self.r.hget(self.k.spend("res"), intent)
-        if raw is None:
+        this call settled it (False: nothing reserved, or settled already). `reservation`:
+        the record `taken` gave (the script still checks it is not settled); else read."""
+        raw = reservation or await self.r.hget(self.k.spend("res"), intent)
+        if not raw:
             return False
         rec = json.loads(raw)
         refund = round(rec["a"] * min(max(unused, 0.0), 1.0))

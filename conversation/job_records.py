@@ -115,9 +115,11 @@ class JobRecords:
         cost: str = "",
         currency: str = "",
         source: str = "",
+        reservation: str = "",
     ) -> None:
         """A job to watch. Record and schedule in one transaction (one slot): never one
-        without the other. `msg` is the job's progress message, when it was already sent."""
+        without the other. `msg` is the job's progress message, when it was already sent;
+        `reservation`, its budget reservation's record (`Budgets.taken`)."""
         t = now_ms()
         key = self.k.job(job_id)
         async with self.r.pipeline(transaction=True) as p:
@@ -132,6 +134,7 @@ class JobRecords:
                     "count": count if count is not None else "",
                     **({"msg": msg} if msg else {}),
                     **({"rows": rows} if rows else {}),
+                    **({"res": reservation} if reservation else {}),
                     **({"cost": cost, "currency": currency} if cost else {}),
                     **({"src": source} if source else {}),
                 },

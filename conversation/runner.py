@@ -511,6 +511,7 @@ class Runner:
                     job_id,
                     chat_id,
                     intent=intent_id or "",
+                    reservation=self.spending.budgets.taken(intent_id) if intent_id else "",
                     count=count,
                     lang=lang,
                     msg=msg,

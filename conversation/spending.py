@@ -113,7 +113,7 @@ class Spending:
         if not intent or not total or job.completed is None:
             return  # counts unknown: nothing is given back rather than too much
         billed = job.completed + ((job.failed or 0) if self.settings.budget_bills_failed else 0)
-        await self.budgets.settle(intent, max(0.0, 1.0 - billed / total))
+        await self.budgets.settle(intent, max(0.0, 1.0 - billed / total), rec.get("res", ""))
 
     # --- effects ----------------------------------------------------------------------------
 

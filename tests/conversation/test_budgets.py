@@ -49,6 +49,23 @@ async def test_a_reservation_is_made_once_per_intent_and_settled_once(redis):
     assert not await b.release("same")
 
 
+async def test_a_reservation_kept_with_its_job_is_settled_without_reading_it_and_still_once(
+    redis, monkeypatch
+):
+    b = make(redis, user_day=10.0)
+    assert (await b.reserve("kept", "tg:7", "tg:7", 4.0, check_approval=False, now=NOW)).ok
+    record = b.taken("kept")
+    assert record and b.taken("kept") == ""  # handed over once, to the job's record
+
+    async def no_read(*a):  # type: ignore[no-untyped-def]
+        raise AssertionError("the reservation was read")
+
+    monkeypatch.setattr(redis, "hget", no_read)
+    settled = await asyncio.gather(*(b.settle("kept", 0.5, record) for _ in range(3)))
+    assert sum(settled) == 1  # the script still settles it once
+    assert (await b.used("user:tg:7", now=NOW))["day"] == 2.0
+
+
 async def test_the_threshold_asks_for_approval_and_reserves_nothing(redis):
     b = make(redis, approval=2.0, user_day=100.0)
     out = await b.reserve("big", "tg:7", "tg:7", 2.5, check_approval=True, now=NOW)
