@@ -35,7 +35,7 @@ from batchjob import DEFAULT_MODE, DEFAULT_MODEL, redaction
 from batchjob.answers import _json_or_text, _loads, _NotJSON, _retry_after, answer_of, read
 from batchjob.envelopes import envelope
 from batchjob.errors import BadAnswer, BatchJobError, OutcomeUnknown, Unavailable, error_for
-from batchjob.http_pool import ConnectionPool, as_httpx_error
+from batchjob.http_pool import ConnectionPool, as_httpx_error, proxied
 from batchjob.http_transport import asyncio_transport
 from batchjob.models import Estimate, Job, JobPage, UploadResult
 
@@ -92,8 +92,10 @@ class BatchJobClient:
         self._sleep = sleep
         limits = timeouts or Timeouts()
         # The API's calls go through our pool (a quarter of httpx's CPU a call); the
-        # streamed downloads and a transport given (tests, a custom one) through httpx.
-        self._pool = None if transport else ConnectionPool(max_connections=max_connections)
+        # streamed downloads, a transport given (tests, a custom one) and calls through a
+        # proxy from the environment through httpx.
+        pooled = transport is None and not proxied(self.base_url)
+        self._pool = ConnectionPool(max_connections=max_connections) if pooled else None
         self._pool_timeouts: dict[str, float | None] = dataclasses.asdict(limits)
         self._headers = [(b"Authorization", f"Bearer {token}".encode()), (b"Accept", b"application/json")]
         self._http = httpx.AsyncClient(

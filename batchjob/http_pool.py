@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import urllib.parse
+import urllib.request
 from collections.abc import AsyncIterable
 from typing import NamedTuple
 
@@ -137,6 +139,16 @@ class ConnectionPool:
         for connections in idle.values():
             for connection in connections:
                 await connection.aclose()
+
+
+def proxied(url: str) -> bool:
+    """Whether the environment names a proxy for `url` (HTTPS_PROXY, ALL_PROXY...; NO_PROXY
+    exempting it): such calls keep httpx's client, which goes through it; this pool does not."""
+    proxies = urllib.request.getproxies()
+    parsed = urllib.parse.urlsplit(url)
+    if not (proxies.get(parsed.scheme) or proxies.get("all")):
+        return False
+    return not urllib.request.proxy_bypass(parsed.hostname or "")
 
 
 def _length(method: str, content: bytes | AsyncIterable[bytes]) -> list[tuple[bytes, bytes]]:

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import secrets
 import urllib.parse
-import urllib.request
 from typing import Any
 
 import httpcore
 from telegram.error import NetworkError, TimedOut
 from telegram.request import BaseRequest, HTTPXRequest, RequestData
 
-from batchjob.http_pool import ConnectionPool
+from batchjob.http_pool import ConnectionPool, proxied
 
 _DEFAULT = type(BaseRequest.DEFAULT_NONE)  # a timeout the call left to the request's own
 
@@ -133,15 +132,6 @@ def _disposition(name: str, filename: str | None = None) -> bytes:
     if filename is not None:
         text += f'; filename="{_quoted(filename)}"'
     return text.encode()
-
-
-def proxied(url: str) -> bool:
-    """Whether the environment names a proxy for `url` (and NO_PROXY does not exempt it)."""
-    proxies = urllib.request.getproxies()
-    parsed = urllib.parse.urlsplit(url)
-    if not (proxies.get(parsed.scheme) or proxies.get("all")):
-        return False
-    return not urllib.request.proxy_bypass(parsed.hostname or "")
 
 
 def telegram_request(base_url: str, *, connections: int, **timeouts: Any) -> BaseRequest:

@@ -143,9 +143,15 @@ async def test_an_answer_cut_short_is_retried_on_a_get():
     assert job.processed == 4 and served == 2 and len(slept) == 1
 
 
-def test_no_transport_given_means_the_pool_and_one_given_means_httpx():
+def test_no_transport_given_means_the_pool_and_one_given_or_a_proxy_means_httpx(monkeypatch):
     import httpx
 
-    assert BatchJobClient("http://x", "t")._pool is not None
+    for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    assert BatchJobClient("https://svc.example", "t")._pool is not None
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")  # httpx's client honours it
+    assert BatchJobClient("https://svc.example", "t")._pool is None
+    monkeypatch.setenv("NO_PROXY", "svc.example")
+    assert BatchJobClient("https://svc.example", "t")._pool is not None
     given = httpx.MockTransport(lambda r: httpx.Response(200))
     assert BatchJobClient("http://x", "t", transport=given)._pool is None
