@@ -293,13 +293,7 @@ class Watcher:
             return (job.job_id, now_ms() + self.lease_ms, {})
         if claim > 0:
             crash.point("summary.after_claim")
-            final = texts.progress(lang, job, elapsed, hint)
             await self.edits.withdraw(job.job_id)  # an older text must not land after the final one
-            if rec.get("msg") and format(zlib.crc32(_what_changes(job).encode()), "x") != rec.get("text"):
-                try:
-                    await self.channel.edit_text(chat, rec["msg"], final)
-                except Exception:
-                    log.warning("final progress edit for %s failed", job.job_id)
             began = False
 
             async def begin() -> bool:
@@ -332,6 +326,13 @@ class Watcher:
             finally:
                 SEND_GATE.reset(gate)
             crash.point("summary.after_send")
+            # The progress message's final text after the summary: a chat's sends are a
+            # second apart, and the summary is what the user waits for.
+            if rec.get("msg") and format(zlib.crc32(_what_changes(job).encode()), "x") != rec.get("text"):
+                try:
+                    await self.channel.edit_text(chat, rec["msg"], texts.progress(lang, job, elapsed, hint))
+                except Exception:
+                    log.warning("final progress edit for %s failed", job.job_id)
         fields = {"status": job.status, "state": job.state}
         if claim > 0:
             fields["summary"] = "sent"  # marked with the job's end, in the same write

@@ -283,7 +283,7 @@ async def test_reconcile_adopts_only_a_job_created_since_the_intent(app, write, 
 
 async def test_send_priorities_first_answer_answer_background(app, channel, write, sandbox):
     """A shared send budget serves the first answer to each user action first, then further
-    answers, then the watcher's summary and final edit, then progress edits
+    answers, then the watcher's summary and (after it) the final edit, then progress edits
     (bot/flood.py orders by this)."""
     from conversation.channel import ANSWER, BACKGROUND, FIRST_ANSWER, PROGRESS, SEND_PRIORITY
 
@@ -309,9 +309,9 @@ async def test_send_priorities_first_answer_answer_background(app, channel, writ
     sandbox.state.config.records_per_second = 1000  # then it ends
     await drain(app)
     assert seen[:3] == [("Checked", FIRST_ANSWER), ("Uploaded:", ANSWER), ("Job", FIRST_ANSWER)]
-    *edits, summary = seen[3:]  # the progress edits, the final edit, the summary
-    assert summary == ("Job", BACKGROUND) and edits[-1] == ("edit", BACKGROUND)  # awaited: before edits
-    assert edits[:-1] and all(e == ("edit", PROGRESS) for e in edits[:-1])  # progress takes what is left
+    *edits, summary, final = seen[3:]  # the progress edits, the summary, then the final edit
+    assert summary == ("Job", BACKGROUND) and final == ("edit", BACKGROUND)  # awaited: before edits
+    assert edits and all(e == ("edit", PROGRESS) for e in edits)  # progress takes what is left
 
 
 async def test_status_without_an_id_after_the_job_ended_shows_it(app, channel, write, sandbox):
