@@ -15,21 +15,29 @@ from tests.batchjob.test_http_transport import ok, read_request, serve
 HEADERS = [(b"Content-Type", b"text/plain")]
 
 
+async def each_request(reader, writer, answer) -> None:  # type: ignore[no-untyped-def]
+    """Answer each request on a connection with answer(head, body) until the client leaves."""
+    while True:
+        try:
+            head, body = await read_request(reader)
+        except asyncio.IncompleteReadError:
+            break
+        writer.write(answer(head, body))
+        await writer.drain()
+    writer.close()
+
+
 async def test_requests_share_a_kept_connection_whose_head_and_body_leave_together():
     connections, heads = 0, []
+
+    def answer(head: bytes, body: bytes) -> bytes:
+        heads.append(head)
+        return ok(body[::-1])
 
     async def handler(reader, writer):  # type: ignore[no-untyped-def]
         nonlocal connections
         connections += 1
-        while True:
-            try:
-                head, body = await read_request(reader)
-            except asyncio.IncompleteReadError:
-                break
-            heads.append(head)
-            writer.write(ok(body[::-1]))
-            await writer.drain()
-        writer.close()
+        await each_request(reader, writer, answer)
 
     server, port = await serve(handler)
     pool = ConnectionPool(max_connections=4)
@@ -126,18 +134,14 @@ async def test_a_full_pool_times_out_with_nothing_sent_and_a_cancelled_request_f
 
 async def test_an_answer_longer_than_the_limit_is_refused_and_its_connection_dropped():
     connections = 0
+    big = b"x" * (1 << 20)
 
     async def handler(reader, writer):  # type: ignore[no-untyped-def]
         nonlocal connections
         connections += 1
-        while True:
-            try:
-                _, body = await read_request(reader)
-            except asyncio.IncompleteReadError:
-                break
-            writer.write(ok(b"x" * (1 << 20) if body == b"big" else b"small"))
-            await writer.drain()
-        writer.close()
+        await each_request(
+            reader, writer, lambda _, body: ok(b"x" * (1 << 20) if body == b"big" else b"small")
+        )
 
     server, port = await serve(handler)
     pool = ConnectionPool(max_connections=2, max_body=64 * 1024)
