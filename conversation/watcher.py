@@ -111,7 +111,14 @@ class Watcher:
             await self.edits.settled()
 
     async def _rounds(self) -> None:
-        await self.store.resume()
+        while not self.stopped.is_set():  # a Redis refusing commands at start: wait, not die
+            try:
+                await self.store.resume()
+                break
+            except RedisError:
+                check_cancelled()
+                log.warning("storage unavailable; watcher waits to resume its jobs")
+                await asyncio.sleep(1.0)
         while not self.stopped.is_set():
             self.store.job_added.clear()  # a job added from here on wakes the next wait
             try:

@@ -291,3 +291,43 @@ async def test_an_idle_watcher_sleeps_until_the_next_due_poll_and_wakes_for_a_ne
         w.stop()
         await task
     assert w.polls >= 1
+
+
+async def test_a_storage_error_while_resuming_at_start_does_not_end_the_watcher(
+    redis, channel, sandbox, tmp_path, monkeypatch
+):
+    """A Redis that refuses writes at start (MISCONF, no quorum) fails the resume: the
+    watcher waits and resumes again, then polls, instead of ending for good."""
+    from redis.exceptions import ResponseError
+
+    store = Store(redis)
+    w = Watcher(store, BatchJobClient(sandbox.url, TOKEN), channel, ConversationSettings(media_dir=tmp_path))
+    tries = 0
+    resume = store.resume
+    resumed = asyncio.Event()
+
+    async def refusing_once() -> None:
+        nonlocal tries
+        tries += 1
+        if tries == 1:
+            raise ResponseError("MISCONF Redis is configured to save RDB snapshots")
+        await resume()
+        resumed.set()
+
+    monkeypatch.setattr(store, "resume", refusing_once)
+    monkeypatch.setattr(asyncio, "sleep", _no_wait(asyncio.sleep))
+    task = asyncio.create_task(w.run())
+    await asyncio.wait_for(resumed.wait(), 30)
+    assert not task.done() and tries == 2
+    w.stop()
+    await task
+    await w.client.aclose()
+
+
+def _no_wait(sleep):  # type: ignore[no-untyped-def]
+    """asyncio.sleep with the watcher's one-second back-off cut to a yield."""
+
+    async def fast(seconds: float, *a):  # type: ignore[no-untyped-def]
+        return await sleep(0 if seconds >= 1.0 else seconds, *a)
+
+    return fast
