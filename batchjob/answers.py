@@ -21,7 +21,7 @@ M = TypeVar("M", bound=BaseModel)
 MAX_RETRY_AFTER = 120.0
 
 
-def _retry_after(headers: httpx.Headers) -> float | None:
+def retry_after_of(headers: httpx.Headers) -> float | None:
     value = headers.get("retry-after")
     if not value:
         return None
@@ -59,8 +59,8 @@ def answer_of(status: int, content: bytes, retry_after: float | None = None) -> 
         if not content:
             return {}
         try:
-            body = _loads(content)
-        except _NotJSON:
+            body = loads(content)
+        except NotJSON:
             start = excerpt(content[:300].decode("utf-8", "replace"))
             raise BadAnswer("answer is not JSON", status=status, excerpt=start) from None
         payload, failure = envelope(body)
@@ -69,17 +69,17 @@ def answer_of(status: int, content: bytes, retry_after: float | None = None) -> 
         code, message = failure.get("code", failure.get("error_code")), failure.get("message")
         raise error_for(twin_status(code, message) or status, failure, retry_after)
     try:
-        body = _loads(content)
-    except _NotJSON:
+        body = loads(content)
+    except NotJSON:
         body = content[:500].decode("utf-8", "replace")
     raise error_for(status, body, retry_after)
 
 
-class _NotJSON(Exception):
+class NotJSON(Exception):
     pass
 
 
-def _loads(raw: bytes) -> Any:
+def loads(raw: bytes) -> Any:
     """JSON from bytes: orjson, or the standard library for what orjson refuses (integers
     past 64 bits); nesting too deep for either is not JSON to us."""
     try:
@@ -89,11 +89,11 @@ def _loads(raw: bytes) -> Any:
     try:
         return json.loads(raw)
     except (ValueError, RecursionError):
-        raise _NotJSON() from None
+        raise NotJSON() from None
 
 
-def _json_or_text(resp: httpx.Response) -> Any:
+def json_or_text(resp: httpx.Response) -> Any:
     try:
-        return _loads(resp.content)
-    except _NotJSON:
+        return loads(resp.content)
+    except NotJSON:
         return resp.text[:500]

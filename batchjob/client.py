@@ -32,7 +32,7 @@ import httpx
 import orjson
 
 from batchjob import DEFAULT_MODE, DEFAULT_MODEL, redaction
-from batchjob.answers import _json_or_text, _loads, _NotJSON, _retry_after, answer_of, read
+from batchjob.answers import NotJSON, answer_of, json_or_text, loads, read, retry_after_of
 from batchjob.envelopes import envelope
 from batchjob.errors import BadAnswer, BatchJobError, OutcomeUnknown, Unavailable, error_for
 from batchjob.http_pool import ConnectionPool, as_httpx_error, proxied
@@ -97,10 +97,11 @@ class BatchJobClient:
         pooled = transport is None and not proxied(self.base_url)
         self._pool = ConnectionPool(max_connections=max_connections) if pooled else None
         self._pool_timeouts: dict[str, float | None] = dataclasses.asdict(limits)
-        self._headers = [(b"Authorization", f"Bearer {token}".encode()), (b"Accept", b"application/json")]
+        defaults = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+        self._headers = [(k.encode(), v.encode()) for k, v in defaults.items()]
         self._http = httpx.AsyncClient(
             base_url=self.base_url,
-            headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
+            headers=defaults,
             timeout=limits.httpx(),
             transport=transport or asyncio_transport(max_connections=max_connections),
             follow_redirects=False,
@@ -211,7 +212,7 @@ class BatchJobClient:
             async with self._http.stream("GET", absolute, headers=headers) as resp:
                 if resp.status_code >= 400:
                     await resp.aread()
-                    raise error_for(resp.status_code, _json_or_text(resp), _retry_after(resp.headers))
+                    raise error_for(resp.status_code, json_or_text(resp), retry_after_of(resp.headers))
                 chunks, total = [], 0
                 async for chunk in resp.aiter_bytes():
                     total += len(chunk)
@@ -222,8 +223,8 @@ class BatchJobClient:
             raise Unavailable(type(e).__name__) from None
         raw = b"".join(chunks)
         try:
-            body = _loads(raw)
-        except _NotJSON:
+            body = loads(raw)
+        except NotJSON:
             return raw.decode("utf-8", "replace")
         payload, _failure = envelope(body)
         return payload if payload is not None else body
@@ -249,7 +250,7 @@ class BatchJobClient:
             async with asyncio.timeout(timeout_s), self._http.stream("GET", target.geturl()) as resp:
                 if resp.status_code >= 400:
                     await resp.aread()
-                    raise error_for(resp.status_code, _json_or_text(resp), _retry_after(resp.headers))
+                    raise error_for(resp.status_code, json_or_text(resp), retry_after_of(resp.headers))
                 await save_capped(resp, dest, max_bytes)
         except TooLarge:
             dest.unlink(missing_ok=True)
@@ -279,7 +280,7 @@ class BatchJobClient:
         except httpx.HTTPError as e:
             return None, time.monotonic() - start, type(e).__name__
         elapsed = time.monotonic() - start
-        return resp.status_code, elapsed, _json_or_text(resp) if resp.content else ""
+        return resp.status_code, elapsed, json_or_text(resp) if resp.content else ""
 
     # --- transport -----------------------------------------------------------------------
 
@@ -351,7 +352,7 @@ class BatchJobClient:
                 await self._sleep(self._backoff(attempt))
                 continue
             try:
-                return answer_of(status, body, _retry_after(answer_headers))
+                return answer_of(status, body, retry_after_of(answer_headers))
             except Unavailable as e:
                 err = e  # 5xx, 429: a GET may try again
             except BatchJobError as e:

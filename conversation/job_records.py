@@ -233,9 +233,6 @@ class JobRecords:
             await self._begin_summary(keys=[self.k.job(job_id)], args=[f"claimed:{claimed_at}", now_ms()])
         )
 
-    async def summary_sent(self, job_id: str) -> None:
-        await self.r.hset(self.k.job(job_id), "summary", "sent")
-
     async def release_summary(self, job_id: str) -> None:
         """The send failed, or its sender is stopping: let the next poll try again."""
         await self.r.hdel(self.k.job(job_id), "summary")

@@ -154,14 +154,17 @@ class Runner:
             await self._leave(key)
 
     @asynccontextmanager
-    async def claimed(self, chat_id: int | str, update_key: str) -> AsyncIterator[str]:
-        """Claim a delivered update of the chat (`Leases.claim_update`) and list the chat as
-        worked on here (`working`) in one round trip; yields the claim. Inside, `handle` is
-        told `listed=True`."""
+    async def claimed(self, update_id: int | str, chat_id: str | None) -> AsyncIterator[str]:
+        """Claim a delivered update (`Leases.claim_update`); yields the claim. An update of a
+        chat also lists the chat as worked on here (`working`) in the same round trip, while
+        the block runs: inside, `handle` is told `listed=True`."""
+        if not chat_id:
+            yield await self.leases.claim_update(update_id)
+            return
         key = qualify(chat_id)
         self._active[key] = self._active.get(key, 0) + 1
         try:
-            yield await self.leases.claim_listing(update_key, key)
+            yield await self.leases.claim_listing(self.leases.k.update(update_id, chat_id), key)
         finally:
             await self._leave(key)
 

@@ -145,17 +145,11 @@ class LarkBot:
             if applied is not None:
                 applied.set()
             return "new"
-        leases = self.app.leases
         update = incoming.event_id if incoming.event_id.startswith("lark:") else f"lark:{incoming.event_id}"
         # Leased in the chat's slot: the write that applies its event marks it done too. The
         # claim lists the chat as worked on here in the same round trip.
         chat = incoming.chat_id or None
-        async with contextlib.AsyncExitStack() as stack:
-            if chat:
-                key = leases.k.update(update, chat)
-                claim = await stack.enter_async_context(self.app.runner.claimed(chat, key))
-            else:
-                claim = await leases.claim_update(update)
+        async with self.app.runner.claimed(update, chat) as claim:
             if claim != "new":
                 self.metrics[f"events_{'duplicate' if claim == 'done' else 'busy'}"] += 1
                 if applied is not None and claim == "done":

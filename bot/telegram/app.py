@@ -185,7 +185,6 @@ class TelegramBot:
         killed before that leaves a lease that lapses, and a redelivery is handled again.
         """
         self.metrics["updates"] += 1
-        leases = self.app.leases
         incoming = to_event(
             update,
             self.bot.username or "",
@@ -195,12 +194,7 @@ class TelegramBot:
         # An update of a chat is leased in the chat's slot: the write that applies its event
         # marks it done too. The claim lists the chat as worked on here in the same trip.
         chat = incoming.chat_id if incoming is not None and incoming.chat_id else None
-        async with contextlib.AsyncExitStack() as stack:
-            if chat:
-                key = leases.k.update(update.update_id, chat)
-                claim = await stack.enter_async_context(self.app.runner.claimed(chat, key))
-            else:
-                claim = await leases.claim_update(update.update_id)
+        async with self.app.runner.claimed(update.update_id, chat) as claim:
             if claim != "new":
                 self.metrics[f"updates_{'duplicate' if claim == 'done' else 'busy'}"] += 1
                 return claim

@@ -133,7 +133,7 @@ async def test_a_claimed_update_lists_its_chat_in_the_claims_round_trip_and_a_du
         return await sadd(*a)
 
     monkeypatch.setattr(leases.r, "sadd", counting_sadd)
-    async with runner.claimed(CHAT, key) as claim:
+    async with runner.claimed(41, CHAT) as claim:
         assert claim == "new"
         assert await leases.r.sismember(listing, qualify(CHAT))  # listed while the update is handled
         assert runner.busy(CHAT)
@@ -142,7 +142,7 @@ async def test_a_claimed_update_lists_its_chat_in_the_claims_round_trip_and_a_du
     assert not await leases.r.sismember(listing, qualify(CHAT)) and not runner.busy(CHAT)
     # Listed by the claim's pipeline (on a cluster, a SADD sent at the same time as the claim).
     assert sadd_calls == (1 if is_cluster_client(leases.r) else 0)
-    async with runner.claimed(CHAT, key) as again:
+    async with runner.claimed(41, CHAT) as again:
         assert again == "done"  # marked done by the save that applied its event
     assert not await leases.r.sismember(listing, qualify(CHAT))  # a duplicate leaves nothing listed
 
