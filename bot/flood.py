@@ -10,10 +10,11 @@ allows 5 messages/s per chat (a group's 5 shared by its bots) and, per app, 50/s
 - Overall, two rules on Redis's clock, taken atomically at the moment of starting, so
   several requests can be in flight at once (the round trip to Telegram does not cap
   throughput) and replicas share the budget: starts are spaced (33 ms; a slot taken late
-  does not push the next one back), and at most 30 sends may be in flight or have returned
-  within the last second. Telegram counts a message when it arrives, between its start and
-  its return, so no second can see more than 30 arrivals however late a busy process gets its
-  requests out; the rate is 30 per (1 s + round trip).
+  does not push the next one back, and up to two missed slots are caught up), and at most
+  30 sends may be in flight or have returned within the last second. Telegram counts a
+  message when it arrives, between its start and its return, so no second can see more than
+  30 arrivals however late a busy process gets its requests out; the rate is 30 per
+  (1 s + round trip).
 - A send takes its chat's turn and the bot-wide slot in one script, one round trip; the
   returns of earlier sends ride on it. Every flood key of a channel is in one hash tag (one
   node of a cluster): the budget is one for the whole bot, and 30 sends/s are little load.
@@ -65,7 +66,9 @@ end
 # ARGV[8] ms if its sender dies; or before its next allowed time) or {0, ms to wait, 0} for
 # the bot-wide rules. Those are two, on Redis's clock, so replicas share them:
 # - spacing: the next slot follows the one just due, so a late wake-up does not cost
-#   throughput, but never sooner than half an interval after the actual start;
+#   throughput; after a gap, up to two missed slots may be taken at once (the window's
+#   returns come in bunches: waiting out the spacing after each would lose ~4% of the rate),
+#   so any period T holds at most T / interval + 3 starts;
 # - a window: at most ARGV[5] sends that are in flight or returned within the last window
 #   (ARGV[4] ms). Telegram counts a message when it arrives, somewhere between its start and
 #   its return; so however late requests leave a busy process, no window of that length can
@@ -94,7 +97,7 @@ if redis.call('ZCARD', KEYS[2]) >= limit then
   return {0, tonumber(ARGV[7]), 0}
 end
 local interval = tonumber(ARGV[2])
-local base = math.max(due, now - math.floor(interval / 2))
+local base = math.max(due, now - 2 * interval)
 redis.call('SET', KEYS[1], base + interval, 'PX', 120000)
 redis.call('ZADD', KEYS[2], now + lapse, ARGV[3])
 redis.call('PEXPIRE', KEYS[2], lapse + window)
