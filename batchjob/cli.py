@@ -107,9 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     from batchjob import cli_results
 
     cli_results.register(sub)
-    from batchjob import version
+    from batchjob import add_version_option
 
-    p.add_argument("--version", action="version", version=f"%(prog)s {version()}")
+    add_version_option(p)
     return p
 
 

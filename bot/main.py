@@ -18,7 +18,7 @@ import os
 import sys
 
 import locales
-from batchjob import redaction, version
+from batchjob import add_version_option, redaction, version
 from batchjob.errors import ConfigError  # settings (pydantic) and asyncio wait: --help needs neither
 
 log = logging.getLogger("bot")
@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--sandbox starts a local sandbox BatchJob server (development only) so that no account is "
         "needed. Without REDIS_URL an in-process store is used and state does not survive a restart.",
     )
-    p.add_argument("--version", action="version", version=f"%(prog)s {version()}")
+    add_version_option(p)
     p.add_argument("--console", action="store_true", help="talk to the bot in this terminal")
     p.add_argument(
         "--channel",

@@ -16,7 +16,6 @@ itself dies (it never opens a file, so something killed it), the requests in fli
 
 from __future__ import annotations
 
-import asyncio
 import atexit
 import contextlib
 import logging
@@ -298,6 +297,8 @@ async def subset_file_async(
 async def wait_async(fut: Future[Report], path: PathLike, limits: Limits) -> Report:
     """The report of a request sent with `worker().submit`."""
     try:
+        import asyncio  # here: the CLI's reads are synchronous, and asyncio takes ~30 ms to import
+
         return await asyncio.wait_for(asyncio.wrap_future(fut), limits.max_parse_seconds + BACKSTOP_S)
     except TimeoutError:
         worker().kill()
