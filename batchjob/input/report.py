@@ -6,6 +6,7 @@ import gc
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
+from itertools import repeat
 from typing import Any
 
 # Stable machine codes. Row level: a row is invalid and is listed with its number.
@@ -85,25 +86,41 @@ def collector_paused() -> Iterator[None]:
             gc.enable()
 
 
-# An issue's list params are often one constant many issues share (the allowed aspect
-# ratios of every invalid ratio). On the wire such a list goes once: an issue names the keys
-# it takes from `shared`. 50,000 invalid rows were 700,000 strings to decode, and 90 MiB.
-def _wire_issue(i: Issue, shared: dict[str, list[Any]]) -> list[Any]:
-    params = i.params
-    keys = None
-    for k, v in params.items():
-        if type(v) is list and ((s := shared.setdefault(k, v)) is v or s == v):
-            keys = [k] if keys is None else [*keys, k]
-    if keys is None:
-        return [i.code, i.row, i.column, params]
-    return [i.code, i.row, i.column, {k: v for k, v in params.items() if k not in keys}, keys]
+# Issues cross the pipe by column: a run of issues with the same code, column and param
+# names goes as [code, column, names, rows, values], one list of values per name, or
+# {"=": value} when every issue of the run has the same one (the allowed aspect ratios of
+# every invalid ratio). 50,000 invalid rows were 700,000 strings to decode, and 90 MiB, as
+# objects; as arrays of rows and values they are a few lists orjson reads at C speed.
+def _wire_issues(issues: list[Issue]) -> list[list[Any]]:
+    runs: list[tuple[str, str | None, list[int | None], list[dict[str, Any]]]] = []
+    code, column, names, rows, params = "", None, {}.keys(), [], []  # type: ignore[var-annotated]
+    for i in issues:
+        if i.code != code or i.column != column or i.params.keys() != names:
+            code, column, names, rows, params = i.code, i.column, i.params.keys(), [], []
+            runs.append((code, column, rows, params))
+        rows.append(i.row)
+        params.append(i.params)
+    wire = []
+    for code, column, rows, params in runs:
+        values = []
+        for name in params[0]:
+            c = [p[name] for p in params]
+            values.append({"=": c[0]} if c.count(c[0]) == len(c) else c)
+        wire.append([code, column, list(params[0]), rows, values])
+    return wire
 
 
-def _issue(w: list[Any], shared: dict[str, list[Any]]) -> Issue:
-    if len(w) == 4:
-        return Issue(*w)
-    code, row, column, params, keys = w
-    return Issue(code, row, column, {**params, **{k: shared[k] for k in keys}})
+def _issues(runs: list[list[Any]]) -> list[Issue]:
+    out: list[Issue] = []
+    for code, column, names, rows, values in runs:
+        cols = [repeat(c["="], len(rows)) if type(c) is dict else c for c in values]
+        if len(names) == 2:  # the common case, without a zip per issue
+            (a, b), (ca, cb) = names, cols
+            out += [Issue(code, r, column, {a: x, b: y}) for r, x, y in zip(rows, ca, cb, strict=False)]
+        else:
+            per_row = zip(rows, zip(*cols, strict=False) if cols else repeat((), len(rows)), strict=False)
+            out += [Issue(code, r, column, dict(zip(names, vs, strict=True))) for r, vs in per_row]
+    return out
 
 
 @dataclass(slots=True)
@@ -177,11 +194,9 @@ class Report:
     def _to_wire(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in fields(self)}
         d["columns"] = [[c.name, c.index, c.field, c.note] for c in self.columns]
-        shared: dict[str, list[Any]] = {}
-        d["errors"] = [_wire_issue(i, shared) for i in self.errors]
-        d["warnings"] = [_wire_issue(i, shared) for i in self.warnings]
+        d["errors"] = _wire_issues(self.errors)
+        d["warnings"] = _wire_issues(self.warnings)
         d["fatal"] = None if self.fatal is None else [*astuple_issue(self.fatal)]
-        d["shared"] = shared
         return d
 
     @classmethod
@@ -195,9 +210,8 @@ class Report:
         known = {f.name for f in fields(cls)}
         r = cls(**{k: v for k, v in d.items() if k in known})
         r.columns = [Column(*c) for c in r.columns]
-        shared = d.get("shared") or {}
-        r.errors = [_issue(i, shared) for i in r.errors]
-        r.warnings = [_issue(i, shared) for i in r.warnings]
+        r.errors = _issues(r.errors)
+        r.warnings = _issues(r.warnings)
         r.fatal = Issue(*r.fatal) if r.fatal else None  # type: ignore[misc]
         return r
 

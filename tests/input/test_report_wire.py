@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 
 import orjson
+import pytest
 
 from batchjob.input import pipeline
 from batchjob.input.report import Issue, Report
@@ -36,3 +37,43 @@ def test_a_report_decoded_leaves_the_collector_as_it_was():
             assert gc.isenabled() is enabled
     finally:
         gc.enable()
+
+
+def test_issues_cross_as_runs_in_their_order():
+    """Consecutive issues of one kind (code, column, param names) go as one run of rows and
+    values; a change of kind starts another, so the order is kept whatever the mix."""
+    errors = [
+        Issue("aspect_ratio_invalid", 2, "ratio", {"value": "7:5", "allowed": ["1:1"]}),
+        Issue("aspect_ratio_invalid", 3, "ratio", {"value": "x", "allowed": ["1:1"]}),
+        Issue("prompt_empty", 4, "prompt", {}),
+        Issue("aspect_ratio_invalid", 5, "ratio", {"value": "7:5", "allowed": ["1:1"]}),
+        Issue("aspect_ratio_invalid", 6, "ratio2", {"value": "7:5", "allowed": ["1:1"]}),
+        Issue("image_url_invalid", None, None, {"url": "ftp://x", "n": 1}),
+        Issue("image_url_invalid", 8, None, {"n": 2, "url": "ftp://y"}),  # same names, other order
+    ]
+    report = Report(path="x", errors=errors)
+    wire = report.to_wire()
+    assert [(run[0], run[3]) for run in wire["errors"]] == [
+        ("aspect_ratio_invalid", [2, 3]),
+        ("prompt_empty", [4]),
+        ("aspect_ratio_invalid", [5]),
+        ("aspect_ratio_invalid", [6]),
+        ("image_url_invalid", [None, 8]),
+    ]
+    assert wire["errors"][0][4] == [["7:5", "x"], {"=": ["1:1"]}]  # one value for the whole run
+    assert Report.from_wire(orjson.loads(orjson.dumps(wire))).errors == errors
+
+
+def test_a_run_in_a_shape_no_report_has_is_refused():
+    """The reading child wrote it, and a taken-over child may write anything: the decoder
+    raises what `isolation` turns into an unreadable file, nothing else."""
+    good = Report(path="x", errors=[Issue("c", 1, None, {"a": 1, "b": 2})]).to_wire()
+    for runs in (
+        [["c", None, ["a", "b"], [1], [[1]]]],  # a value list short
+        [["c", None, ["a", "b"], [1], [{"no": 1}, [2]]]],
+        [["c", None, ["a"], 7, [[1]]]],
+        [["c", None, ["a", "b", "c"], [1], [[1], [2]]]],
+        ["c"],
+    ):
+        with pytest.raises((KeyError, TypeError, ValueError, AttributeError)):
+            Report.from_wire({**good, "errors": runs})
