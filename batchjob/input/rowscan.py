@@ -21,6 +21,7 @@ import os
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Iterator
+from itertools import islice
 from typing import IO, TYPE_CHECKING, Any
 
 from batchjob.input import validate
@@ -98,10 +99,15 @@ def record(report: Report, first: int, stretch: Stretch, names: dict[str, str]) 
     if warned:
         report.warn_rows("sd_weight_syntax", [first + k for k in warned], names.get("prompt"))
     start = blank  # a stretch's blank rows come first
-    for k, text in refused:
-        report.sent(first + start, k - start)
-        report.errors.append(validate.ratio_issue(first + k, text, names))
-        start = k + 1
+    if refused:
+        report.sent(first + start, refused[0][0] - start)  # may go on from the last stretch
+        start = refused[0][0] + 1
+        runs = report.line_rows  # after a refused row, each run of lines is a new one
+        for k, _ in islice(refused, 1, None):
+            if k > start:
+                runs.append([first + start, k - start])
+            start = k + 1
+        report.errors += validate.ratio_issues(first, refused, names)
     report.sent(first + start, n - start)
     return n - blank - len(refused), len(refused)
 

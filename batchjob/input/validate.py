@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import unicodedata
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -158,9 +159,18 @@ def has_sd_weights(prompt: str) -> bool:
 
 def ratio_issue(row: int, ratio_text: str, columns: dict[str, str] | None) -> Issue:
     """The error of a row whose aspect ratio cell is not one the service takes."""
+    return ratio_issues(row, [(0, ratio_text)], columns)[0]
+
+
+def ratio_issues(
+    first: int, refused: Sequence[tuple[int, str]], columns: dict[str, str] | None
+) -> list[Issue]:
+    """`ratio_issue` for each (row - first, ratio cell) of `refused`, at once (a file may
+    have 100,000 of them)."""
     column = (columns or {}).get("aspect_ratio", "aspect_ratio")
-    params = {"value": ratio_text.strip()[:40], "allowed": ALLOWED_RATIOS}
-    return Issue("aspect_ratio_invalid", row, column, params)
+    allowed = ALLOWED_RATIOS
+    code = "aspect_ratio_invalid"
+    return [Issue(code, first + k, column, {"value": t.strip()[:40], "allowed": allowed}) for k, t in refused]
 
 
 def simple_line(
