@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import os
 import sys
 from pathlib import Path
@@ -124,7 +125,8 @@ def cmd_inspect(args: argparse.Namespace, lang: str) -> int:
     from batchjob.input.isolation import read_in_child
 
     path = example_path() if args.example else Path(args.file)
-    report = read_in_child("inspect", path, limits=_limits())  # a forked child: no secret here
+    warm = functools.partial(locales.prepare, lang)  # while the child reads
+    report = read_in_child("inspect", path, limits=_limits(), meanwhile=warm)  # forked: no secret here
     print_report(report, lang, args.json)
     return EXIT_OK if report.ok else EXIT_INVALID
 
@@ -155,8 +157,11 @@ def _convert(args: argparse.Namespace, lang: str, out: Path, report_to: Any) -> 
 
     if not out.parent.is_dir():
         raise CliError(locales.t(lang, "cli.error.write", out=out, reason="no such directory"), EXIT_USAGE)
+    warm = functools.partial(locales.prepare, lang)  # while the child reads
     try:
-        report = read_in_child("convert", args.file, out, skip_invalid=args.skip_invalid, limits=_limits())
+        report = read_in_child(
+            "convert", args.file, out, skip_invalid=args.skip_invalid, limits=_limits(), meanwhile=warm
+        )
     except OSError as e:
         raise CliError(locales.t(lang, "cli.error.write", out=out, reason=e.strerror), 1) from None
     written = report.usable and (report.ok or args.skip_invalid)

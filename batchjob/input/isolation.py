@@ -23,6 +23,7 @@ import os
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import asdict
@@ -239,14 +240,16 @@ def read_in_child(
     *,
     skip_invalid: bool = False,
     limits: Limits | None = None,
+    meanwhile: Callable[[], object] | None = None,
 ) -> Report:
-    """Read one file in a child forked from this process, with the worker's limits.
+    """Read one file in a child forked from this process, with the worker's limits;
+    `meanwhile` runs here as the child reads.
 
     For a short-lived, single-threaded caller that holds no secret in memory (the CLI's
     inspect and convert): it saves starting a worker process. The child's environment is
     scrubbed as the worker's is. Anything else uses the worker."""
     request = {"id": 0, **_request(op, path, out, skip_invalid, limits or Limits())}
-    return _report_of(Zygote(1).run_one(request), str(request["path"]))
+    return _report_of(Zygote(1).run_one(request, meanwhile), str(request["path"]))
 
 
 def inspect_file(path: PathLike, limits: Limits | None = None) -> Report:

@@ -26,6 +26,7 @@ import signal
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -204,11 +205,14 @@ class Zygote:
                 self._start(self.queue.popleft())
             self._tick()
 
-    def run_one(self, req: dict[str, Any]) -> dict[str, Any]:
-        """Read one file in a forked child of this process; its answer."""
+    def run_one(self, req: dict[str, Any], meanwhile: Callable[[], object] | None = None) -> dict[str, Any]:
+        """Read one file in a forked child of this process; its answer. `meanwhile` runs
+        here while the child reads (after the fork: no thread is started before it)."""
         self.answers = []
         self._start(req)
         try:
+            if meanwhile is not None:
+                meanwhile()
             while self.children:
                 self._tick()
         except BaseException:  # interrupted: the child must not read on unwatched

@@ -436,3 +436,42 @@ async def test_rows_of_a_file_are_copied_out_in_the_worker_and_hostile_input_is_
     junk.write_bytes(b"PK\x03\x04 not a workbook")
     report = await subset_file_async(junk, tmp_path / "g.csv", [(2, 1)])
     assert report.fatal is not None and not (tmp_path / "g.csv").exists()
+
+
+def test_a_caller_works_while_the_forked_child_reads(tmp_path):
+    """`meanwhile` runs after the fork and before the answer: the child is reading then.
+    If it fails, the child is killed rather than left reading unwatched."""
+    src = tmp_path / "p.csv"
+    src.write_text("prompt\na fox\n")
+    seen: list[int] = []
+
+    def meanwhile() -> None:
+        seen.append(os.getpid())
+
+    report = isolation.read_in_child("inspect", src, meanwhile=meanwhile)
+    assert report.valid == 1 and seen == [os.getpid()]  # here, once, not in the child
+
+    children: list[int] = []
+    kills: list[tuple[int, int]] = []
+    real_fork, real_kill = os.fork, os.kill
+
+    def fork() -> int:
+        pid = real_fork()
+        if pid:
+            children.append(pid)
+        return pid
+
+    def kill(pid: int, sig: int) -> None:
+        kills.append((pid, sig))
+        real_kill(pid, sig)
+
+    def fails() -> None:
+        raise RuntimeError("meanwhile failed")
+
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(os, "fork", fork)
+        m.setattr(os, "kill", kill)
+        with pytest.raises(RuntimeError):
+            isolation.read_in_child("inspect", src, meanwhile=fails)
+    assert len(children) == 1 and kills == [(children[0], signal.SIGKILL)]
+    os.waitpid(children[0], 0)
