@@ -8,8 +8,9 @@ input file and does not find it on this host gets the file again from its source
 
 Every `every_s` each replica beats its heartbeat and looks for dead replicas (no heartbeat
 for the lease). One surviving replica takes a lease on each dead one and resumes the chats
-it had listed, except those a live replica is working on now (that one is ahead of the
-state we would resume). At start, the same pass also resumes chats that no replica lists:
+it had listed; those a live replica is working on now are left to it (it is ahead of the
+state we would resume) and resumed once it is done with them, as its work may not have
+carried the dead one's on. At start, the same pass also resumes chats that no replica lists:
 work left by a release without replica lists, or by this replica's previous life when it
 keeps its id (BOT_REPLICA_ID).
 """
@@ -80,6 +81,8 @@ class Recovery:
         self.resumed = 0  # chats resumed by this replica (metrics)
         self._sem = asyncio.Semaphore(concurrency)
         self._later: dict[str, asyncio.Task[None]] = {}  # resumes waiting for work here to end
+        # Dead replicas' chats a live one worked on when reaped: chat -> the dead replica.
+        self._deferred: dict[str, str] = {}
 
     async def resume_chat(self, chat_id: int | str) -> bool:
         """Carry on what the chat has in flight. True when there was something to do."""
@@ -173,22 +176,43 @@ class Recovery:
             log.exception("resuming chat %s failed", chat)
 
     async def reap_once(self) -> int:
-        """Resume the chats of every dead replica this replica gets the lease on."""
+        """Resume the chats of every dead replica this replica gets the lease on. A chat a
+        live replica works on now is left to it, and resumed once it is done there: that
+        work may carry the dead one's on, or not (another update of the chat)."""
         touched = 0
         for dead in await self.leases.dead():
             if not await self.leases.reap(dead):
                 continue
             log.warning("replica %s stopped beating; resuming its chats", dead)
             busy = await self._listed_by_live()
-            chats = [c for c in await self.leases.chats_of(dead) if c not in busy]
+            chats = await self.leases.chats_of(dead)
+            # Still listed as the dead one's until resumed: if this replica dies too, the
+            # next reaper finds them.
+            for c in chats:
+                if c in busy:
+                    self._deferred[c] = dead
+                else:
+                    self._deferred.pop(c, None)  # resumed now
             # All at once (bounded): a dead replica's chats wait for no one but themselves.
-            results = await asyncio.gather(*(self._resume_guarded(dead, chat) for chat in chats))
+            results = await asyncio.gather(*(self._resume_guarded(dead, c) for c in chats if c not in busy))
             touched += sum(results)
-            for chat in await self.leases.chats_of(dead):
-                if chat in busy:
-                    await self.leases.handed_over(dead, chat)
-            await self.leases.bury(dead)
+            await self.leases.bury(dead)  # once it lists nothing
+        if self._deferred:
+            touched += await self._resume_deferred()
         return touched
+
+    async def _resume_deferred(self) -> int:
+        busy = await self._listed_by_live()
+        dead = set(await self.leases.dead())
+        ready = {c: d for c, d in self._deferred.items() if c not in busy or d not in dead}
+        for chat in ready:
+            del self._deferred[chat]
+        # A replica that beats again was only slow: its chats are its own again.
+        ready = {c: d for c, d in ready.items() if d in dead}
+        results = await asyncio.gather(*(self._resume_guarded(d, c) for c, d in ready.items()))
+        for d in set(ready.values()):
+            await self.leases.bury(d)
+        return sum(results)
 
     async def _resume_guarded(self, dead: str, chat: str) -> bool:
         async with self._sem:

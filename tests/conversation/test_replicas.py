@@ -208,8 +208,32 @@ async def test_a_redelivered_event_is_applied_once(replicas, channel, write, san
     assert channel.texts(CHAT) == sent and len(sandbox.state.files) == files + 1
 
 
-async def test_a_chat_a_live_replica_works_on_is_left_to_it(replicas, channel, write, sandbox):
-    """c died listing the chat, but a (alive) works on it now, ahead of the state c left."""
+async def test_a_chat_a_live_replica_works_on_is_left_to_it_then_resumed(replicas, channel, write, sandbox):
+    """c died listing the chat, but a (alive) works on it now, ahead of the state c left: it
+    is left to a while a works on it. a's work there may not carry c's on (another update of
+    the chat): once a is done with it, what is left is resumed, and c is forgotten then."""
+    a, b = replicas
+    src = write("p.csv", "prompt\na cat\n")
+    await a.runner.handle(CHAT, FileReceived(str(src), "p.csv"))
+    state = await a.store.load(CHAT)
+    await a.store.save(CHAT, state.model_copy(update={"phase": "prechecking"}))  # c's precheck
+    messages = len(channel.messages)
+    await a.leases.beat()
+    await a.leases.working_on(CHAT)
+    await b.store.r.zadd(b.keys.replicas, {"c": now_ms() - 60_000})
+    await b.store.r.sadd(b.keys.replica_chats("c"), str(CHAT))
+    assert await b.recovery.reap_once() == 0 and len(channel.messages) == messages
+    assert await b.recovery.reap_once() == 0  # a still works on it
+    assert await b.leases.dead() == ["c"]  # still listed as c's: if b dies too, another finds it
+    await a.leases.finished_with(CHAT)  # a's work ended; c's precheck was never done
+    assert await b.recovery.reap_once() == 1
+    assert count(channel, "Estimate") == 2 and (await b.store.load(CHAT)).phase == "awaiting_confirm"
+    assert await b.leases.dead() == []  # c is buried now
+    assert await b.recovery.reap_once() == 0  # and resumed once
+
+
+async def test_a_deferred_chat_of_a_replica_that_beats_again_is_its_own(replicas, channel, write, sandbox):
+    """c only looked dead (a long pause): the chat b had deferred is c's again, not resumed."""
     a, b = replicas
     src = write("p.csv", "prompt\na cat\n")
     await a.runner.handle(CHAT, FileReceived(str(src), "p.csv"))
@@ -220,8 +244,11 @@ async def test_a_chat_a_live_replica_works_on_is_left_to_it(replicas, channel, w
     await a.leases.working_on(CHAT)
     await b.store.r.zadd(b.keys.replicas, {"c": now_ms() - 60_000})
     await b.store.r.sadd(b.keys.replica_chats("c"), str(CHAT))
+    assert await b.recovery.reap_once() == 0
+    await b.store.r.zadd(b.keys.replicas, {"c": now_ms()})  # c beats again
+    await a.leases.finished_with(CHAT)
     assert await b.recovery.reap_once() == 0 and len(channel.messages) == messages
-    assert await b.leases.dead() == []  # c is buried all the same
+    assert b.recovery._deferred == {}
 
 
 async def test_a_question_whose_send_began_is_not_repeated_but_the_user_is_told(
