@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import multiprocessing as mp
 import os
 import shutil
@@ -58,6 +59,10 @@ def services(conn, records_per_second: int) -> None:  # type: ignore[no-untyped-
     chats, csv, spread, timeout = conn.recv()  # the bot is up: go
     try:
         conn.send(users(tg, chats, Path(csv), spread, timeout))
+        # Up until the bot has stopped: sends after the last summary (final progress edits)
+        # still find the servers, as they would in production.
+        with contextlib.suppress(EOFError):
+            conn.recv()
     finally:
         tg.stop()
         sandbox.stop()
@@ -227,6 +232,8 @@ async def run(chats: int, rows: int, timeout: float, spread: float) -> dict:
         round_trips = trips()
         await bot.stop()
         await bot.client.aclose()
+        with contextlib.suppress(OSError):
+            conn.send("stop")  # the services may go now
         child.join(10)
         async for key in redis.scan_iter(match=f"{prefix}:*", count=1000):
             await redis.delete(key)
