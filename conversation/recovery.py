@@ -81,7 +81,8 @@ class Recovery:
         self.resumed = 0  # chats resumed by this replica (metrics)
         self._sem = asyncio.Semaphore(concurrency)
         self._later: dict[str, asyncio.Task[None]] = {}  # resumes waiting for work here to end
-        # Dead replicas' chats a live one worked on when reaped: chat -> the dead replica.
+        # Chats left to a live replica that worked on them, to resume once it is done: chat ->
+        # the dead replica that listed it ("" when found at start, listed by no dead one).
         self._deferred: dict[str, str] = {}
 
     async def resume_chat(self, chat_id: int | str) -> bool:
@@ -147,13 +148,15 @@ class Recovery:
             if needs_work(state) or state.jobs or await self.store.outbox(chat):
                 candidates.append(chat)
         # Read after the scan: a chat saved in flight was listed before it was saved.
-        listed = await self._listed_by_live()
-        everyone = await self.leases.dead()
-        for replica in everyone:
+        live = await self._listed_by_live()
+        listed = set(live)
+        for replica in await self.leases.dead():
             listed.update(await self.leases.chats_of(replica))  # the dead ones' pass takes those
         for chat in candidates:
             if chat not in listed:
                 touched += await self._resume_unless_busy(chat)
+            elif chat in live and chat not in self._deferred:
+                self._deferred[chat] = ""  # only a live one lists it: resumed once it is done
         return touched
 
     async def _resume_unless_busy(self, chat: str) -> int:
@@ -204,17 +207,18 @@ class Recovery:
     async def _resume_deferred(self) -> int:
         busy = await self._listed_by_live()
         dead = set(await self.leases.dead())
-        ready = {c: d for c, d in self._deferred.items() if c not in busy or d not in dead}
+        ready = {c: d for c, d in self._deferred.items() if c not in busy or (d and d not in dead)}
         for chat in ready:
             del self._deferred[chat]
         # A replica that beats again was only slow: its chats are its own again.
-        ready = {c: d for c, d in ready.items() if d in dead}
+        ready = {c: d for c, d in ready.items() if not d or d in dead}
         results = await asyncio.gather(*(self._resume_guarded(d, c) for c, d in ready.items()))
-        for d in set(ready.values()):
+        for d in {d for d in ready.values() if d}:
             await self.leases.bury(d)
         return sum(results)
 
     async def _resume_guarded(self, dead: str, chat: str) -> bool:
+        """Resume `chat`, then take it off `dead`'s list ("": a chat no dead replica lists)."""
         async with self._sem:
             try:
                 did = await self.resume_chat(chat)
@@ -223,7 +227,8 @@ class Recovery:
             except Exception:
                 log.exception("resuming chat %s failed", chat)
                 did = False
-            await self.leases.handed_over(dead, chat)
+            if dead:
+                await self.leases.handed_over(dead, chat)
             return did
 
     async def run(self, started: asyncio.Event | None = None) -> None:

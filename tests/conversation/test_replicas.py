@@ -251,6 +251,27 @@ async def test_a_deferred_chat_of_a_replica_that_beats_again_is_its_own(replicas
     assert b.recovery._deferred == {}
 
 
+async def test_at_start_a_chat_only_a_live_replica_lists_is_resumed_once_it_is_done(
+    replicas, channel, write, sandbox
+):
+    """The start pass leaves a chat a live replica works on to it, and resumes what is left
+    once that work ends (the chat's flow was left mid-precheck by an earlier life)."""
+    a, b = replicas
+    src = write("p.csv", "prompt\na cat\n")
+    await a.runner.handle(CHAT, FileReceived(str(src), "p.csv"))
+    state = await a.store.load(CHAT)
+    await a.store.save(CHAT, state.model_copy(update={"phase": "prechecking"}))  # left mid-flow
+    messages = len(channel.messages)
+    await a.leases.beat()
+    await a.leases.working_on(CHAT)
+    assert await b.recovery.startup() == 0 and len(channel.messages) == messages
+    assert await b.recovery.reap_once() == 0  # a still works on it
+    await a.leases.finished_with(CHAT)
+    assert await b.recovery.reap_once() == 1
+    assert count(channel, "Estimate") == 2 and (await b.store.load(CHAT)).phase == "awaiting_confirm"
+    assert await b.recovery.reap_once() == 0
+
+
 async def test_a_question_whose_send_began_is_not_repeated_but_the_user_is_told(
     replicas, channel, write, sandbox, monkeypatch
 ):
