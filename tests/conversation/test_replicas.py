@@ -71,6 +71,21 @@ async def died(app) -> None:
     await app.store.r.zadd(app.keys.replicas, {app.leases.replica: now_ms() - 60_000})
 
 
+async def left_mid_precheck(app, channel, write) -> int:
+    """The chat's flow stopped mid-precheck (the estimate never asked for); the messages so far."""
+    src = write("p.csv", "prompt\na cat\n")
+    await app.runner.handle(CHAT, FileReceived(str(src), "p.csv"))
+    state = await app.store.load(CHAT)
+    await app.store.save(CHAT, state.model_copy(update={"phase": "prechecking"}))
+    return len(channel.messages)
+
+
+async def dead_listing(app, replica: str) -> None:
+    """`replica` died (its heartbeat a minute old) listing the chat."""
+    await app.store.r.zadd(app.keys.replicas, {replica: now_ms() - 60_000})
+    await app.store.r.sadd(app.keys.replica_chats(replica), str(CHAT))
+
+
 async def killed_mid_send(monkeypatch, app, channel, coro, when=lambda text: True) -> None:
     """Run `coro` until a message (the first one `when` accepts) is on its way: its request
     has left (the send gate is passed), then the process dies before the answer."""
@@ -213,15 +228,10 @@ async def test_a_chat_a_live_replica_works_on_is_left_to_it_then_resumed(replica
     is left to a while a works on it. a's work there may not carry c's on (another update of
     the chat): once a is done with it, what is left is resumed, and c is forgotten then."""
     a, b = replicas
-    src = write("p.csv", "prompt\na cat\n")
-    await a.runner.handle(CHAT, FileReceived(str(src), "p.csv"))
-    state = await a.store.load(CHAT)
-    await a.store.save(CHAT, state.model_copy(update={"phase": "prechecking"}))  # c's precheck
-    messages = len(channel.messages)
+    messages = await left_mid_precheck(a, channel, write)
     await a.leases.beat()
     await a.leases.working_on(CHAT)
-    await b.store.r.zadd(b.keys.replicas, {"c": now_ms() - 60_000})
-    await b.store.r.sadd(b.keys.replica_chats("c"), str(CHAT))
+    await dead_listing(b, "c")
     assert await b.recovery.reap_once() == 0 and len(channel.messages) == messages
     assert await b.recovery.reap_once() == 0  # a still works on it
     assert await b.leases.dead() == ["c"]  # still listed as c's: if b dies too, another finds it
@@ -235,15 +245,10 @@ async def test_a_chat_a_live_replica_works_on_is_left_to_it_then_resumed(replica
 async def test_a_deferred_chat_of_a_replica_that_beats_again_is_its_own(replicas, channel, write, sandbox):
     """c only looked dead (a long pause): the chat b had deferred is c's again, not resumed."""
     a, b = replicas
-    src = write("p.csv", "prompt\na cat\n")
-    await a.runner.handle(CHAT, FileReceived(str(src), "p.csv"))
-    state = await a.store.load(CHAT)
-    await a.store.save(CHAT, state.model_copy(update={"phase": "prechecking"}))
-    messages = len(channel.messages)
+    messages = await left_mid_precheck(a, channel, write)
     await a.leases.beat()
     await a.leases.working_on(CHAT)
-    await b.store.r.zadd(b.keys.replicas, {"c": now_ms() - 60_000})
-    await b.store.r.sadd(b.keys.replica_chats("c"), str(CHAT))
+    await dead_listing(b, "c")
     assert await b.recovery.reap_once() == 0
     await b.store.r.zadd(b.keys.replicas, {"c": now_ms()})  # c beats again
     await a.leases.finished_with(CHAT)
@@ -257,11 +262,7 @@ async def test_at_start_a_chat_only_a_live_replica_lists_is_resumed_once_it_is_d
     """The start pass leaves a chat a live replica works on to it, and resumes what is left
     once that work ends (the chat's flow was left mid-precheck by an earlier life)."""
     a, b = replicas
-    src = write("p.csv", "prompt\na cat\n")
-    await a.runner.handle(CHAT, FileReceived(str(src), "p.csv"))
-    state = await a.store.load(CHAT)
-    await a.store.save(CHAT, state.model_copy(update={"phase": "prechecking"}))  # left mid-flow
-    messages = len(channel.messages)
+    messages = await left_mid_precheck(a, channel, write)
     await a.leases.beat()
     await a.leases.working_on(CHAT)
     assert await b.recovery.startup() == 0 and len(channel.messages) == messages
@@ -295,11 +296,7 @@ async def test_the_start_pass_resumes_a_chat_this_process_works_on_only_once_tha
     """A replica's first events can come in before its start-up pass; a chat it is working
     on then is resumed (if anything is left) only when that work has ended."""
     a, _ = replicas
-    src = write("p.csv", "prompt\na cat\n")
-    await a.runner.handle(CHAT, FileReceived(str(src), "p.csv"))
-    state = await a.store.load(CHAT)
-    await a.store.save(CHAT, state.model_copy(update={"phase": "prechecking"}))  # left mid-flow
-    messages = len(channel.messages)
+    messages = await left_mid_precheck(a, channel, write)
     async with a.runner.working(CHAT):
         assert await a.recovery.startup() == 0
         (later,) = a.recovery._later.values()  # once, though listed here and in the scan
