@@ -204,7 +204,8 @@ def _verdict(report: Any, lang: str) -> str:
         return locales.t(lang, "cli.report.fatal", message=issue_message(report.fatal, lang))
     if report.ok:
         return locales.t(lang, "cli.report.ok", count=report.valid)
-    return locales.t(lang, "cli.report.invalid", count=report.invalid, valid=report.valid)
+    valid = locales.number(lang, report.valid)
+    return locales.t(lang, "cli.report.invalid", count=report.invalid, valid=valid)
 
 
 def print_report(report: Any, lang: str, as_json: bool, verdict: bool = True) -> None:
@@ -237,10 +238,10 @@ def print_report(report: Any, lang: str, as_json: bool, verdict: bool = True) ->
             t(
                 lang,
                 "cli.report.rows",
-                total=report.total,
-                valid=report.valid,
-                invalid=report.invalid,
-                skipped=report.skipped,
+                total=locales.number(lang, report.total),  # quantities, grouped as counts are
+                valid=locales.number(lang, report.valid),
+                invalid=locales.number(lang, report.invalid),
+                skipped=locales.number(lang, report.skipped),
             )
         )
     for e in report.errors[:MAX_ERRORS_SHOWN]:

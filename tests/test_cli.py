@@ -34,6 +34,18 @@ def test_inspect_exit_codes_and_json_keys(write, capsys):
     assert d["errors"][0]["code"] == "aspect_ratio_invalid" and "7:7" in d["errors"][0]["message"]
 
 
+def test_row_counts_are_grouped_for_the_language(write, capsys):
+    """Every count of the report is a quantity, written as the language groups it."""
+    rows = "".join("fox,7:5\n" if i % 2 else "fox,1:1\n" for i in range(20_000))
+    src = write("many.csv", "prompt,aspect_ratio\n" + rows)
+    for lang in ("en", "zh"):
+        assert main(["--lang", lang, "inspect", str(src)]) == 1
+        out = capsys.readouterr()
+        report = out.out + out.err
+        assert "20,000" in report and "10,000" in report, report
+        assert "20000" not in report and "10000" not in report
+
+
 def test_inspect_unsupported_file_exits_1_with_a_sentence(write):
     p = run("inspect", str(write("x.csv", b"%PDF-1.4 junk")))
     assert p.returncode == 1
