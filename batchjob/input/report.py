@@ -105,7 +105,9 @@ def _wire_issues(issues: list[Issue]) -> list[list[Any]]:
         values = []
         for name in params[0]:
             c = [p[name] for p in params]
-            values.append({"=": c[0]} if c.count(c[0]) == len(c) else c)
+            # One value for the run only when every one is equal and of one type (1 == True).
+            same = c.count(c[0]) == len(c) and len({type(v) for v in c}) == 1
+            values.append({"=": c[0]} if same else c)
         wire.append([code, column, list(params[0]), rows, values])
     return wire
 

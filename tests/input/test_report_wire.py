@@ -62,6 +62,10 @@ def test_issues_cross_as_runs_in_their_order():
     ]
     assert wire["errors"][0][4] == [["7:5", "x"], {"=": ["1:1"]}]  # one value for the whole run
     assert Report.from_wire(orjson.loads(orjson.dumps(wire))).errors == errors
+    # Equal is not the same: 1, True and 1.0 each come back as they were.
+    mixed = [Issue("c", r, None, {"n": v}) for r, v in enumerate((1, True, 1.0))]
+    back = Report.from_wire(orjson.loads(orjson.dumps(Report(path="x", errors=mixed).to_wire())))
+    assert [type(e.params["n"]) for e in back.errors] == [int, bool, float]
 
 
 def test_a_run_in_a_shape_no_report_has_is_refused():
