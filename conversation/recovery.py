@@ -180,8 +180,9 @@ class Recovery:
 
     async def reap_once(self) -> int:
         """Resume the chats of every dead replica this replica gets the lease on. A chat a
-        live replica works on now is left to it, and resumed once it is done there: that
-        work may carry the dead one's on, or not (another update of the chat)."""
+        live replica (this one included) works on now is left to it, and resumed once it is
+        done there: that work may carry the dead one's on, or not (another update of the
+        chat)."""
         touched = 0
         for dead in await self.leases.dead():
             if not await self.leases.reap(dead):
@@ -191,23 +192,29 @@ class Recovery:
             chats = await self.leases.chats_of(dead)
             # Still listed as the dead one's until resumed: if this replica dies too, the
             # next reaper finds them.
+            now = [c for c in chats if not self._held(c, busy)]
             for c in chats:
-                if c in busy:
-                    self._deferred[c] = dead
+                if c in now:
+                    self._deferred.pop(c, None)
                 else:
-                    self._deferred.pop(c, None)  # resumed now
+                    self._deferred[c] = dead
             # All at once (bounded): a dead replica's chats wait for no one but themselves.
-            results = await asyncio.gather(*(self._resume_guarded(dead, c) for c in chats if c not in busy))
+            results = await asyncio.gather(*(self._resume_guarded(dead, c) for c in now))
             touched += sum(results)
             await self.leases.bury(dead)  # once it lists nothing
         if self._deferred:
             touched += await self._resume_deferred()
         return touched
 
+    def _held(self, chat: str, busy: set[str]) -> bool:
+        """Worked on now: by a live replica that lists it (`busy`), or by this process (its
+        flow there is ahead of the stored state, as another replica's would be)."""
+        return chat in busy or self.runner.busy(chat)
+
     async def _resume_deferred(self) -> int:
         busy = await self._listed_by_live()
         dead = set(await self.leases.dead())
-        ready = {c: d for c, d in self._deferred.items() if c not in busy or (d and d not in dead)}
+        ready = {c: d for c, d in self._deferred.items() if not self._held(c, busy) or (d and d not in dead)}
         for chat in ready:
             del self._deferred[chat]
         # A replica that beats again was only slow: its chats are its own again.

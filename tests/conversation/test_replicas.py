@@ -256,6 +256,21 @@ async def test_a_deferred_chat_of_a_replica_that_beats_again_is_its_own(replicas
     assert b.recovery._deferred == {}
 
 
+async def test_a_dead_replicas_chat_this_replica_works_on_waits_for_that_work(
+    replicas, channel, write, sandbox
+):
+    """The reaper itself may be handling an update of the chat the dead one listed: resuming
+    then would run beside its own flow. It is resumed once that flow has ended."""
+    a, b = replicas
+    messages = await left_mid_precheck(a, channel, write)
+    await dead_listing(b, "c")
+    async with b.runner.working(CHAT):
+        assert await b.recovery.reap_once() == 0 and len(channel.messages) == messages
+        assert await b.leases.dead() == ["c"]
+    assert await b.recovery.reap_once() == 1
+    assert count(channel, "Estimate") == 2 and await b.leases.dead() == []
+
+
 async def test_at_start_a_chat_only_a_live_replica_lists_is_resumed_once_it_is_done(
     replicas, channel, write, sandbox
 ):
