@@ -13,8 +13,9 @@ N/30 s: one first reply each at 30 messages/s), document -> last "submitted" and
 summary (bound: the messages the flow really sent, counted by the fake server - sends, edits
 and documents - divided by 30/s); sends per second over the run (slowest full second after
 the first, median), the bot's CPU per chat with its parse worker's (and the readers it
-forks; "parse" is that part alone) and Redis round trips per chat (a command or a pipeline
-is one; the watcher's and the flood control's included), lost updates (a document or confirmation never
+forks; "parse" is that part alone), Redis round trips per chat (a command sent alone or a
+pipeline is one; commands that concurrent chats issue together share one) and the commands
+they carried ("cmds"; the watcher's and the flood control's included), lost updates (a document or confirmation never
 answered), flood breaches counted by the fake server. `--spread S` lets the documents arrive
 evenly over S seconds.
 """
@@ -148,40 +149,48 @@ def script_names() -> dict[str, str]:
 
 
 def count_round_trips():  # type: ignore[no-untyped-def]
-    """Count the bot's Redis round trips from now on (a command, or a pipeline, is one);
-    returns a function that stops counting and gives the counts by command (pipelines by the
-    commands they held)."""
+    """Count the bot's Redis round trips from now on (a command sent alone, or a pipeline, is
+    one; commands that concurrent tasks issued together travel as one pipeline) and the
+    commands they carried; returns a function that stops counting and gives (round trips,
+    commands by kind)."""
     from redis.asyncio import Redis
     from redis.asyncio.client import Pipeline
 
     kinds: Counter[str] = Counter()
+    trips = [0]
     SCRIPTS = script_names()
     orig_exec, orig_pipe = Redis.execute_command, Pipeline.execute
 
+    def count(args) -> None:  # type: ignore[no-untyped-def]
+        name = str(args[0]).upper() if args else "?"
+        kinds[f"EVALSHA {SCRIPTS.get(args[1], args[1][:8])}" if name == "EVALSHA" else name] += 1
+
     async def counted_exec(self, *a, **kw):  # type: ignore[no-untyped-def]
-        name = str(a[0]).upper() if a else "?"
-        kinds[f"EVALSHA {SCRIPTS.get(a[1], a[1][:8])}" if name == "EVALSHA" else name] += 1
+        trips[0] += 1
+        count(a)
         return await orig_exec(self, *a, **kw)
 
     async def counted_pipe(self, *a, **kw):  # type: ignore[no-untyped-def]
-        names = sorted({str(c[0][0]).upper() for c in self.command_stack})
-        kinds["pipeline(" + "+".join(names) + ")"] += 1
+        trips[0] += 1
+        for c in self.command_stack:
+            count(c[0])
         return await orig_pipe(self, *a, **kw)
 
     # A pipeline holding a Script asks SCRIPT EXISTS on its own first: a round trip too.
     orig_immediate = Pipeline.immediate_execute_command
 
     async def counted_immediate(self, *a, **kw):  # type: ignore[no-untyped-def]
-        kinds[f"{str(a[0]).upper() if a else '?'} (in a pipeline)"] += 1
+        trips[0] += 1
+        count(a)
         return await orig_immediate(self, *a, **kw)
 
     Redis.execute_command, Pipeline.execute = counted_exec, counted_pipe  # type: ignore[method-assign]
     Pipeline.immediate_execute_command = counted_immediate  # type: ignore[method-assign]
 
-    def stop() -> Counter[str]:
+    def stop() -> tuple[int, Counter[str]]:
         Redis.execute_command, Pipeline.execute = orig_exec, orig_pipe  # type: ignore[method-assign]
         Pipeline.immediate_execute_command = orig_immediate  # type: ignore[method-assign]
-        return kinds
+        return trips[0], kinds
 
     return stop
 
@@ -229,7 +238,7 @@ async def run(chats: int, rows: int, timeout: float, spread: float) -> dict:
         cpu = time.process_time() - cpu0
         parser_cpu = cpu_of(parser) - parser0
     finally:
-        round_trips = trips()
+        round_trips, commands = trips()
         await bot.stop()
         await bot.client.aclose()
         with contextlib.suppress(OSError):
@@ -270,8 +279,9 @@ async def run(chats: int, rows: int, timeout: float, spread: float) -> dict:
         "firsts_per_second": firsts_per_second,
         "cpu_ms_per_chat": (cpu + parser_cpu) / chats * 1000,
         "parser_ms_per_chat": parser_cpu / chats * 1000,
-        "trips_per_chat": sum(round_trips.values()) / chats,
-        "trips_by_kind": round_trips,
+        "trips_per_chat": round_trips / chats,
+        "commands_per_chat": sum(commands.values()) / chats,
+        "commands_by_kind": commands,
         "lost": len(unanswered),
         "unfinished": chats - len(r["summary"]),
         "breaches": sum(r["kinds"].values()),
@@ -288,7 +298,7 @@ def main() -> None:
         "--spread", type=float, default=0.0, help="seconds over which the documents arrive (0: at once)"
     )
     ap.add_argument("--timeline", action="store_true", help="print the sends of every second")
-    ap.add_argument("--commands", action="store_true", help="print the Redis round trips per chat by command")
+    ap.add_argument("--commands", action="store_true", help="print the Redis commands per chat by kind")
     args = ap.parse_args()
     print(describe())
     cols = (
@@ -307,6 +317,7 @@ def main() -> None:
         ("CPU ms", 7),
         ("parse", 6),
         ("RTT", 5),
+        ("cmds", 5),
         ("lost", 5),
         ("unfin", 6),
         ("breach", 7),
@@ -320,13 +331,13 @@ def main() -> None:
             f"{r['accepted_last']:>9.1f}{r['summary_last']:>9.1f}{r['flow_bound']:>7.1f}"
             f"{r['summary_last'] / r['flow_bound']:>6.2f}{r['messages_per_chat']:>9.1f}{r['sends_s']:>8.1f}"
             f"{r['slowest_second']:>8}{r['median_second']:>7.0f}{r['cpu_ms_per_chat']:>7.0f}{r['parser_ms_per_chat']:>6.0f}"
-            f"{r['trips_per_chat']:>5.0f}{r['lost']:>5}"
+            f"{r['trips_per_chat']:>5.1f}{r['commands_per_chat']:>5.0f}{r['lost']:>5}"
             f"{r['unfinished']:>6}{r['breaches']:>7}"
         )
         if r["breaches"]:
             print("  breaches by kind:", r["kinds"])
         if args.commands:
-            for kind, k in r["trips_by_kind"].most_common():
+            for kind, k in r["commands_by_kind"].most_common():
                 print(f"  {k / n:8.2f}  {kind}")
         if args.timeline:
             print("  sends per second:", " ".join(map(str, r["per_second"])))

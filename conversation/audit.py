@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
+from conversation.autopipeline import later
 from conversation.keys import Keys
 
 KEPT = 10_000  # entries (approximately: the stream is trimmed in whole nodes, cheaply)
@@ -29,7 +30,8 @@ class Audit:
 
     async def record(self, kind: str, user: str, by: str = "", detail: str = "") -> None:
         fields = {"kind": kind, "user": user, "by": by or user, "detail": detail[:300]}
-        await self.r.xadd(self.key, fields, maxlen=KEPT, approximate=True)  # type: ignore[arg-type]
+        # Rides with this process's next round trip (the state saved after what it records).
+        await later(self.r).xadd(self.key, fields, maxlen=KEPT, approximate=True)  # type: ignore[arg-type]
 
     async def last(self, count: int, user: str | None = None) -> list[Entry]:
         """The newest `count` entries, newest first; only those about or by `user` if given."""

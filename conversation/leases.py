@@ -20,6 +20,7 @@ import secrets
 import socket
 from typing import Any, Literal
 
+from conversation.autopipeline import later
 from conversation.identity import key_part, qualify
 from conversation.job_records import pipelined
 from conversation.keys import Keys
@@ -124,11 +125,13 @@ class Leases:
     async def finished_with(self, chat_id: int | str, outbox: tuple[str, list[int]] | None = None) -> None:
         """The chat's work here ended: unlisted; `outbox` (its key, entries performed) emptied
         of those entries first, in the same round trip."""
+        # Rides with this process's next round trip: until then the chat stays listed, and a
+        # replica dying meanwhile only has its finished chat looked at again.
         listing = self.k.replica_chats(self.replica)
         if not outbox or not outbox[1]:
-            await self.r.srem(listing, qualify(chat_id))
+            await later(self.r).srem(listing, qualify(chat_id))
             return
-        async with self.r.pipeline(transaction=False) as p:
+        async with later(self.r).pipeline(transaction=False) as p:
             p.hdel(outbox[0], *outbox[1])
             p.srem(listing, qualify(chat_id))
             await p.execute()

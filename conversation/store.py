@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 
 from redis.asyncio import BlockingConnectionPool, Redis
 
+from conversation.autopipeline import later
 from conversation.job_records import JobRecords, _s, now_ms
 from conversation.keys import Keys
 from conversation.keys import current as current_keys
@@ -251,7 +252,8 @@ class Store(JobRecords):
     # --- files and intents ----------------------------------------------------------------------
 
     async def remember_file(self, file_id: str, row_count: int) -> None:
-        await self.r.set(self.k.file_rows(file_id), row_count, ex=30 * 86_400)
+        # A cache (a file_id given again skips counting its rows): rides with the next round trip.
+        await later(self.r).set(self.k.file_rows(file_id), row_count, ex=30 * 86_400)
 
     async def file_rows(self, file_id: str) -> int | None:
         v = await self.r.get(self.k.file_rows(file_id))
@@ -292,13 +294,16 @@ def _pool_options() -> dict[str, Any]:
 
 
 def redis_from_url(url: str, max_connections: int = 256, **kw: Any) -> Redis:
-    """A client whose pool waits for a free connection under load instead of failing, and
-    whose connections retry a command twice on a dropped connection (a restarted server
-    leaves every pooled connection stale)."""
+    """A client whose pool waits for a free connection under load instead of failing, whose
+    connections retry a command twice on a dropped connection (a restarted server leaves
+    every pooled connection stale), and whose concurrent commands share round trips
+    (`conversation.autopipeline`)."""
     pool = BlockingConnectionPool.from_url(
         url, max_connections=max_connections, timeout=10, **_pool_options(), **kw
     )
-    return Redis(connection_pool=pool)
+    from conversation.autopipeline import AutoPipelineRedis
+
+    return AutoPipelineRedis(connection_pool=pool)
 
 
 def cluster_from_url(url: str, max_connections: int = 256) -> Any:
@@ -331,8 +336,17 @@ async def connect(url: str | None) -> tuple[Any, bool]:
         r = cluster_from_url(url) if await is_cluster(url) else redis_from_url(url)
         await r.ping()
         return r, True
+    return in_process_redis(), False
+
+
+def in_process_redis() -> Redis:
+    """A store in this process (fakeredis), with the same shared round trips and a pool that
+    waits for a free connection, like the real one."""
     import fakeredis
 
-    return fakeredis.FakeAsyncRedis(
-        connection_pool_class=BlockingConnectionPool, max_connections=256, timeout=10
-    ), False
+    from conversation.autopipeline import AutoPipelining
+
+    class InProcessRedis(AutoPipelining, fakeredis.FakeAsyncRedis):
+        pass
+
+    return InProcessRedis(connection_pool_class=BlockingConnectionPool, max_connections=256, timeout=10)

@@ -119,10 +119,7 @@ async def redis(own_keys):
 
 
 def in_process_redis():
-    """fakeredis with a pool that waits for a free connection, like the real one."""
-    import fakeredis
-    from redis.asyncio import BlockingConnectionPool
+    """fakeredis as the bot runs it without a Redis (`conversation.store.in_process_redis`)."""
+    from conversation.store import in_process_redis as make
 
-    return fakeredis.FakeAsyncRedis(
-        connection_pool_class=BlockingConnectionPool, max_connections=256, timeout=10
-    )
+    return make()
