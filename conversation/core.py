@@ -255,6 +255,7 @@ def _on_file_missing(s: ChatState, e: FileMissing, ctx: Context) -> Result:
 
 
 MAX_INSPECTIONS = 2
+ONE_MESSAGE_ROWS = 10_000  # a file this small gets its report and its estimate in one message
 
 
 def _on_inspect_resumed(s: ChatState, e: InspectResumed, ctx: Context) -> Result:
@@ -319,7 +320,13 @@ def _on_inspected(s: ChatState, e: Inspected, ctx: Context) -> Result:
         )
         return s, [Reply((*parts, ("flow.fix_or_valid", {"count": p.valid})), buttons, document)]
     s.phase = "uploading"
-    return s, [Reply(tuple(parts)), Upload(e.converted or p.path or "", p.filename, p.mode)]
+    upload = Upload(e.converted or p.path or "", p.filename, p.mode)
+    if p.valid <= ONE_MESSAGE_ROWS:
+        # Uploaded and priced in moments: the report goes out with the estimate, or with
+        # whatever ends the flow first; one message (and one flood slot) fewer per file.
+        p.held_report = parts
+        return s, [upload]
+    return s, [Reply(tuple(parts)), upload]
 
 
 def _on_uploaded(s: ChatState, e: Uploaded, ctx: Context) -> Result:
@@ -329,7 +336,7 @@ def _on_uploaded(s: ChatState, e: Uploaded, ctx: Context) -> Result:
     p.file_id = e.file_id
     p.row_count = e.row_count if e.row_count is not None else p.valid
     if not p.row_count or p.row_count <= 0:
-        return _drop(s, "flow.nothing_to_submit")
+        return _told(p, _drop(s, "flow.nothing_to_submit"))
     s.phase = "prechecking"
     # "Uploaded" goes out with the estimate: one message fewer per file (flood limits).
     return s, [Precheck(p.row_count, p.model, p.mode)]
@@ -409,8 +416,15 @@ def _on_failed(s: ChatState, e: ServiceFailed, ctx: Context) -> Result:
         after = "flow.submit_refused" if e.kind in REFUSALS else "flow.submit_not_repeated"
         s, out = _drop(s)
         return s, [_error_reply(e, file_id), _reply(after), *out]
+    pending = s.pending
     s, out = _drop(s)
-    return s, [_error_reply(e, file_id), *out]
+    return _told(pending, (s, [_error_reply(e, file_id), *out]))
+
+
+def _told(p: Pending, result: Result) -> Result:
+    """`result`, after the report held back for the estimate when the flow ends before it."""
+    held, p.held_report = p.held_report, []
+    return (result[0], [Reply(tuple(held)), *result[1]]) if held else result
 
 
 def _on_button(s: ChatState, e: ButtonPressed, ctx: Context) -> Result:

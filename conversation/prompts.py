@@ -58,9 +58,11 @@ def safe_url(v: object) -> str | None:
 
 
 def estimate_parts(p: Pending) -> list[tuple[str, dict[str, Any]]]:
-    """'Uploaded' (when this flow uploaded the file) and the estimate, as one message."""
+    """The file's report held back for it, 'Uploaded' (when this flow uploaded the file) and
+    the estimate, as one message."""
     est = p.estimate or {}
-    parts: list[tuple[str, dict[str, Any]]] = []
+    parts: list[tuple[str, dict[str, Any]]] = [*p.held_report]  # a small file's report first
+    p.held_report = []
     if (p.converted or p.path) and not p.announced:
         parts.append(("flow.uploaded", {"file_id": p.file_id, "count": p.row_count}))
         p.announced = True

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
@@ -65,6 +65,8 @@ class Pending(BaseModel):
     approval_id: str = ""  # the approval it waits for (awaiting_approval)
     recheck: bool = False  # "check again" pressed: the new estimate asks, never submits
     skip_invalid: bool = False  # an agent asked for the valid rows only, whatever is invalid
+    # The file's report, told with the estimate (a small file: one message for both).
+    held_report: list[tuple[str, dict[str, Any]]] = Field(default_factory=list)
 
     @field_validator("owner", mode="before")
     @classmethod

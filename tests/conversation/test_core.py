@@ -84,6 +84,31 @@ REPORT_BAD = {
 # --- the happy path, step by step ---------------------------------------------------------
 
 
+def test_a_large_files_report_goes_before_its_upload():
+    big = {**REPORT_OK, "rows": {"total": 20_000, "valid": 20_000, "invalid": 0, "skipped": 0}}
+    s, _ = core.step(ChatState(), FileReceived("ref1", "p.csv", 100), ctx())
+    s, _ = core.step(s, FileReady("/m/a.csv", "p.csv"), ctx())
+    s, fx = core.step(s, Inspected(big, "/m/a.jsonl"), ctx())
+    assert kinds(fx) == ["Reply", "Upload"]  # told at once: its upload may take a while
+    assert keys(fx) == ["flow.report", "flow.columns_used", "flow.columns_unused"]
+    s, _ = core.step(s, Uploaded("file_1", 20_000), ctx())
+    s, fx = core.step(s, Prechecked({"estimated_cost": 4.0, "balance": 10.0, "sufficient": True}), ctx())
+    assert keys(fx) == ["flow.uploaded", "flow.estimate", "flow.confirm"]  # not reported twice
+
+
+@pytest.mark.parametrize("step", ["upload", "precheck"])
+def test_a_report_held_for_the_estimate_goes_out_when_the_flow_ends_before_it(step):
+    s, _ = core.step(ChatState(), FileReceived("ref1", "p.csv", 100), ctx())
+    s, _ = core.step(s, FileReady("/m/a.csv", "p.csv"), ctx())
+    s, _ = core.step(s, Inspected(REPORT_OK, "/m/a.jsonl"), ctx())
+    if step == "precheck":
+        s, _ = core.step(s, Uploaded("file_1", 2), ctx())
+    s, fx = core.step(s, ServiceFailed(step, "unavailable", "503"), ctx())
+    assert s.phase == "idle"
+    assert kinds(fx)[:2] == ["Reply", "Reply"]
+    assert keys(fx[:1]) == ["flow.report", "flow.columns_used", "flow.columns_unused"]
+
+
 def test_happy_path():
     s = ChatState()
     s, fx = core.step(s, FileReceived("ref1", "p.csv", 100), ctx())
@@ -91,12 +116,15 @@ def test_happy_path():
     s, fx = core.step(s, FileReady("/m/a.csv", "p.csv"), ctx())
     assert s.phase == "inspecting" and fx == [Inspect("/m/a.csv", "p.csv")]
     s, fx = core.step(s, Inspected(REPORT_OK, "/m/a.jsonl"), ctx())
-    assert s.phase == "uploading" and kinds(fx) == ["Reply", "Upload"]
-    assert keys(fx) == ["flow.report", "flow.columns_used", "flow.columns_unused"]
+    assert s.phase == "uploading" and kinds(fx) == ["Upload"]  # a small file: reported with its estimate
     s, fx = core.step(s, Uploaded("file_1", 2), ctx())
     assert s.phase == "prechecking" and fx[-1] == Precheck(2, DEFAULT_MODEL, DEFAULT_MODE)
     s, fx = core.step(s, Prechecked({"estimated_cost": 0.04, "balance": 10.0, "sufficient": True}), ctx())
-    assert s.phase == "awaiting_confirm" and keys(fx) == ["flow.uploaded", "flow.estimate", "flow.confirm"]
+    assert s.phase == "awaiting_confirm" and kinds(fx) == ["Reply"]
+    assert keys(fx) == [
+        *("flow.report", "flow.columns_used", "flow.columns_unused"),
+        *("flow.uploaded", "flow.estimate", "flow.confirm"),
+    ]
     assert fx[0].buttons[0][0].data == f"c:go:{s.pending.token}"
     assert all(len(b.data.encode()) <= 64 for row in fx[0].buttons for b in row)
     s, fx = core.step(s, TextReceived("fast google/gemini-2.5-flash-image"), ctx(new_id="intent0001"))

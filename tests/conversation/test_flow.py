@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from batchjob.client import BatchJobClient, Timeouts
+from conversation import core
 from conversation.app import ConversationApp
 from conversation.events import ButtonPressed, CommandReceived, FileReceived, TextReceived
 from conversation.settings import ConversationSettings
@@ -281,7 +282,7 @@ async def test_reconcile_adopts_only_a_job_created_since_the_intent(app, write, 
     assert (await app.store.intent("i-new"))[b"job_id"].decode() == new.job_id
 
 
-async def test_send_priorities_first_answer_answer_background(app, channel, write, sandbox):
+async def test_send_priorities_first_answer_answer_background(app, channel, write, sandbox, monkeypatch):
     """A shared send budget serves the first answer to each user action first, then further
     answers, then the watcher's summary and (after it) the final edit, then progress edits
     (bot/flood.py orders by this)."""
@@ -299,6 +300,7 @@ async def test_send_priorities_first_answer_answer_background(app, channel, writ
         return await edit(chat_id, message_id, text, buttons)
 
     channel.send_text, channel.edit_text = send_text, edit_text
+    monkeypatch.setattr(core, "ONE_MESSAGE_ROWS", 0)  # the report first, then the estimate
     src = write("p.csv", "prompt\nfox\n")
     sandbox.state.config.records_per_second = 0.0001  # running when first polled: a progress edit
     # Each update is handled in its own task, as the Telegram application does.

@@ -9,7 +9,7 @@ import shutil
 import pytest
 
 from batchjob.client import BatchJobClient, Timeouts
-from conversation import crash
+from conversation import core, crash
 from conversation.app import ConversationApp
 from conversation.channel import pass_gate
 from conversation.events import ButtonPressed, CommandReceived, FileReceived, TextReceived
@@ -120,6 +120,7 @@ async def test_an_estimate_saved_but_never_sent_is_sent_by_another_replica(
     replicas, channel, write, sandbox, monkeypatch
 ):
     a, b = replicas
+    monkeypatch.setattr(core, "ONE_MESSAGE_ROWS", 0)  # the report, then the estimate
     src = write("p.csv", "prompt\na cat\na dog\n")
     # The second message of the flow (the estimate) is saved in the outbox; a dies before sending.
     await kill_at(
@@ -135,6 +136,7 @@ async def test_an_estimate_saved_but_never_sent_is_sent_by_another_replica(
 async def test_a_message_whose_send_began_is_not_sent_again(replicas, channel, write, sandbox, monkeypatch):
     """Taken out of the outbox and then killed mid-send: it may have arrived, so not repeated."""
     a, b = replicas
+    monkeypatch.setattr(core, "ONE_MESSAGE_ROWS", 0)  # the report, then the estimate
     src = write("p.csv", "prompt\na cat\n")
     await killed_mid_send(monkeypatch, a, channel, a.runner.handle(CHAT, FileReceived(str(src), "p.csv")))
     await b.recovery.reap_once()
@@ -143,15 +145,18 @@ async def test_a_message_whose_send_began_is_not_sent_again(replicas, channel, w
     await confirm_and_finish(b, channel, sandbox)
 
 
+@pytest.mark.parametrize("reported_first", [True, False], ids=["report-first", "report-with-estimate"])
 async def test_an_upload_cut_short_is_done_by_a_replica_without_the_file(
-    replicas, channel, write, sandbox, monkeypatch
+    replicas, channel, write, sandbox, monkeypatch, reported_first
 ):
     a, b = replicas
+    if reported_first:
+        monkeypatch.setattr(core, "ONE_MESSAGE_ROWS", 0)
     src = write("p.csv", "prompt\na cat\na dog\na fox\n")
     await kill_at(
         monkeypatch, a, "effect.before:Upload", 1, a.runner.handle(CHAT, FileReceived(str(src), "p.csv"))
     )
-    assert count(channel, "Checked your file") == 1
+    assert count(channel, "Checked your file") == (1 if reported_first else 0)
     await b.recovery.reap_once()  # gets the file again from its source, reads it, uploads
     assert count(channel, "Checked your file") == 1 and count(channel, "Estimate") == 1  # no second report
     state = await b.store.load(CHAT)

@@ -10,7 +10,7 @@ from conversation.store import is_cluster_client
 from tests.conversation.test_flow import CHAT, app  # noqa: F401
 
 
-async def test_a_file_to_its_estimate_is_saved_four_times_never_read_and_its_outbox_emptied_as_it_ends(
+async def test_a_file_to_its_estimate_is_saved_three_times_never_read_and_its_outbox_emptied_as_it_ends(
     app,  # noqa: F811
     write,
     monkeypatch,
@@ -41,12 +41,12 @@ async def test_a_file_to_its_estimate_is_saved_four_times_never_read_and_its_out
     monkeypatch.setattr(store.r, "hdel", counting_hdel)
     src = write("p.csv", "prompt\na cat\n")
     await app.runner.handle(CHAT, FileReceived(str(src), "p.csv", src.stat().st_size))
-    # The upload's outcome is saved with the estimate, not on its own.
-    assert saves == ["resolving", "inspecting", "uploading", "awaiting_confirm"]
+    # A small file's report goes with its estimate, and the upload's outcome is saved with
+    # that message, not on its own.
+    assert saves == ["resolving", "inspecting", "awaiting_confirm"]
     assert reads == 0  # a new chat is guessed new (the first save checks); then known
-    # Two messages, each its outbox entry: the first removed by the estimate's save, the
-    # estimate's own at the end of the work, in the write that unlists the chat (no HDEL
-    # of its own).
+    # One message, its outbox entry removed at the end of the work, in the write that
+    # unlists the chat (no HDEL of its own).
     assert removals == [] and await store.outbox(CHAT) == []
     listing = app.runner.leases.k.replica_chats(app.runner.leases.replica)
     assert not await store.r.sismember(listing, qualify(CHAT))
@@ -60,8 +60,8 @@ async def test_a_change_made_while_an_unsaved_step_runs_is_kept_and_the_step_tak
     write,
     monkeypatch,
 ):
-    """While the precheck runs, the stored phase is still "uploading" (a crash there uploads
-    again); /lang zh arrives through another replica meanwhile. The estimate's save finds
+    """While the precheck runs, the stored phase is still "inspecting" (a crash there reads
+    and uploads again); /lang zh arrives through another replica meanwhile. The estimate's save finds
     that change, so the upload's step is taken again on top of it: both kept."""
     from tests.conversation.test_flow import make_app
 
@@ -77,14 +77,14 @@ async def test_a_change_made_while_an_unsaved_step_runs_is_kept_and_the_step_tak
     monkeypatch.setattr(app.client, "precheck", meanwhile)
     src = write("p.csv", "prompt\na cat\n")
     await app.runner.handle(CHAT, FileReceived(str(src), "p.csv", src.stat().st_size), client_lang="en")
-    assert [s.phase for s in seen] == ["uploading"]
+    assert [s.phase for s in seen] == ["inspecting"]
     state = await app.store.load(CHAT)
     assert state.phase == "awaiting_confirm" and state.lang == "zh" and state.lang_fixed
     assert state.pending is not None and state.pending.file_id  # the upload's outcome, stepped again
     # Every message kept its own outbox number: the /lang answer's and the estimate's.
     texts = channel.texts()
     assert any("预估费用" in t for t in texts)  # the estimate, in the language set meanwhile
-    assert state.out_seq == 3 and await app.store.outbox(CHAT) == []
+    assert state.out_seq == 2 and await app.store.outbox(CHAT) == []
     await other.client.aclose()
 
 
