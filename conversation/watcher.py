@@ -291,10 +291,21 @@ class Watcher:
     async def _terminal(
         self, chat: str, lang: str, job: Job, elapsed: float, hint: int | None, rec: dict[str, str]
     ) -> Reschedule | None:
-        if self.settle is not None:
-            await self.settle(job, rec)  # settled once whoever calls; before the summary's claim
         claimed_at = now_ms()
-        claim = await self.store.claim_summary(job.job_id, stale_ms=5 * self.lease_ms, now=claimed_at)
+        claiming = self.store.claim_summary(job.job_id, stale_ms=5 * self.lease_ms, now=claimed_at)
+        if self.settle is None:
+            claim = await claiming
+        else:
+            # Settled once whoever calls, side by side with the summary's claim (one round
+            # trip); a claim won while the settling failed is handed back: no summary before it.
+            settled, claimed = await asyncio.gather(self.settle(job, rec), claiming, return_exceptions=True)
+            if isinstance(claimed, BaseException):
+                raise claimed
+            if isinstance(settled, BaseException):
+                if claimed > 0:
+                    await self.store.release_summary(job.job_id)
+                raise settled
+            claim = claimed
         if claim < 0:
             # Another watcher is sending it right now (or died doing so): look again later.
             return (job.job_id, now_ms() + self.lease_ms, {})

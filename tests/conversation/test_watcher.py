@@ -331,3 +331,35 @@ def _no_wait(sleep):  # type: ignore[no-untyped-def]
         return await sleep(0 if seconds >= 1.0 else seconds, *a)
 
     return fast
+
+
+async def test_a_failed_settling_hands_the_summary_claim_back(redis, channel, sandbox, write, tmp_path):
+    """Settling and the summary's claim go side by side: when the settling fails, the claim
+    won meanwhile is released, so the next poll (here or elsewhere) sends the summary at once,
+    after settling, instead of waiting for the claim to go stale."""
+    sandbox.state.config.records_per_second = 1000
+    settled: list[str] = []
+
+    async def settle(job, rec):  # type: ignore[no-untyped-def]
+        if not settled:
+            settled.append("failed")
+            raise RuntimeError("budgets unreachable")
+        settled.append(job.job_id)
+
+    async with BatchJobClient(sandbox.url, TOKEN) as client:
+        (job_id,) = await submit_jobs(client, write, 1)
+        for _ in range(10_000):  # the sandbox runs 1,000 records a second: a few polls
+            if (await client.get_job(job_id)).status == "completed":
+                break
+        store = Store(redis)
+        await store.add_job(job_id, 1, count=2)
+        w = Watcher(store, client, channel, settings(tmp_path), lease_ms=60_000, settle=settle)
+        assert await w.run_once() == 1
+        await w.settled()
+        assert not any("finished" in t for t in channel.texts())  # not before its settling
+        await due_now(redis, job_id)
+        assert await w.run_once() == 1
+        await w.settled()
+    assert settled == ["failed", job_id]
+    assert sum("finished" in t for t in channel.texts()) == 1
+    assert (await store.job(job_id))["summary"] == "sent"
