@@ -15,9 +15,10 @@ and documents - divided by 30/s); sends per second over the run (slowest full se
 the first, median), the bot's CPU per chat with its parse worker's (and the readers it
 forks; "parse" is that part alone), Redis round trips per chat (a command sent alone or a
 pipeline is one; commands that concurrent chats issue together share one) and the commands
-they carried ("cmds"; the watcher's and the flood control's included), lost updates (a document or confirmation never
-answered), flood breaches counted by the fake server. `--spread S` lets the documents arrive
-evenly over S seconds.
+they carried ("cmds"; the watcher's and the flood control's included), lost updates (a
+document or confirmation never answered), flood breaches counted by the fake server, and
+where the first few chats without a summary stopped. `--spread S` lets the documents
+arrive evenly over S seconds.
 """
 
 from __future__ import annotations
@@ -78,6 +79,7 @@ def users(tg, chats: int, csv: Path, spread: float, timeout: float) -> dict:  # 
     confirm_reply: dict[int, float] = {}
     accepted: dict[int, float] = {}
     summary: dict[int, float] = {}
+    last_text: dict[int, str] = {}
     t0 = time.monotonic()
     next_doc, seen = 1, 0
     deadline = t0 + timeout
@@ -90,6 +92,7 @@ def users(tg, chats: int, csv: Path, spread: float, timeout: float) -> dict:  # 
             new = [(m.chat_id, m.text, m.at) for m in tg.messages[seen:]]
         seen += len(new)
         for chat, text, at in new:
+            last_text[chat] = text
             first.setdefault(chat, at)
             if chat in confirm_at and at >= confirm_at[chat]:
                 confirm_reply.setdefault(chat, at)
@@ -113,6 +116,8 @@ def users(tg, chats: int, csv: Path, spread: float, timeout: float) -> dict:  # 
         "summary": summary,
         "sends": sends,
         "kinds": tg.flood_breaches_by_kind(),
+        # What the first few chats without a summary saw last: where their flow stopped.
+        "stuck": {c: last_text.get(c, "")[:160] for c in sorted(set(doc_at) - set(summary))[:5]},
     }
 
 
@@ -286,6 +291,7 @@ async def run(chats: int, rows: int, timeout: float, spread: float) -> dict:
         "unfinished": chats - len(r["summary"]),
         "breaches": sum(r["kinds"].values()),
         "kinds": r["kinds"],
+        "stuck": r["stuck"],
     }
 
 
@@ -336,6 +342,8 @@ def main() -> None:
         )
         if r["breaches"]:
             print("  breaches by kind:", r["kinds"])
+        for chat, text in r["stuck"].items():
+            print(f"  no summary in chat {chat}; its last message: {text!r}")
         if args.commands:
             for kind, k in r["commands_by_kind"].most_common():
                 print(f"  {k / n:8.2f}  {kind}")

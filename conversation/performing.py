@@ -61,6 +61,7 @@ from conversation.events import (
     Whoami,
 )
 from conversation.identity import qualify
+from conversation.intake import Intake
 from conversation.results_view import ResultsView
 from conversation.settings import ConversationSettings
 from conversation.spending_events import AskApproval, BudgetCommand, Decide, ShortfallNotice, ShowAudit
@@ -75,6 +76,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("conversation.runner")
 
 
+# Taking a file in: a bounded number at a time, the oldest input first (conversation/intake.py).
+INTAKE = (Download, FetchUrl, OpenPath, Inspect, Upload, Precheck)
+
+
 class Performing:
     """The effects half of `Runner` (a mixin: the attributes are the runner's)."""
 
@@ -86,6 +91,7 @@ class Performing:
     media: Path
     results: ResultsView
     spending: Spending
+    intake: Intake
 
     async def _safe_send(self, chat_id: str, text: str, buttons: Buttons | None = None) -> int | None:
         try:
@@ -108,6 +114,12 @@ class Performing:
         return self.media / f"{secrets.token_hex(12)}{suffix}"
 
     async def perform(self, chat_id: str, state: ChatState, effect: Effect) -> Event | None:
+        if isinstance(effect, INTAKE) and state.pending is not None:
+            async with self.intake.turn(state.pending.created_ms):
+                return await self._perform(chat_id, state, effect)
+        return await self._perform(chat_id, state, effect)
+
+    async def _perform(self, chat_id: str, state: ChatState, effect: Effect) -> Event | None:
         lang = state.lang
         match effect:
             case Reply():

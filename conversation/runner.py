@@ -28,6 +28,7 @@ from batchjob.client import BatchJobClient
 from batchjob.input import Limits
 from conversation import core, crash, outbox
 from conversation.channel import (
+    ANSWER,
     FIRST_ANSWER,
     SEND_GATE,
     SEND_PRIORITY,
@@ -43,6 +44,7 @@ from conversation.events import (
     Upload,
 )
 from conversation.identity import qualify
+from conversation.intake import Intake
 from conversation.leases import Leases, replica_id
 from conversation.performing import Performing
 from conversation.results_view import ResultsView
@@ -56,6 +58,7 @@ log = logging.getLogger("conversation.runner")
 # which recovery does this work again (conversation/recovery.py). Not Inspect: a file whose
 # reading kills the process is counted from the saved "inspecting" phase, and dropped.
 REPEATABLE = (Upload, Precheck)
+FOLLOW_UPS = ("awaiting_confirm", "awaiting_fix")  # phases in which the bot has answered an input
 APPLIED_KEPT = 32  # event ids a chat remembers: redeliveries come within minutes
 
 
@@ -84,6 +87,7 @@ class Runner(Performing):
         from conversation.spending import Spending  # it calls back into this runner
 
         self.spending = Spending(self)
+        self.intake = Intake(settings.intake_slots)
         # Told of each step once it is saved (the agents' API follows its submissions so).
         self.observers: list[Callable[[str, Event, ChatState, list[Effect]], Awaitable[None]]] = []
 
@@ -228,6 +232,10 @@ class Runner(Performing):
                 todo, effects, stepped, deferred = [], [], None, False
                 if first and event_id and event_id in state.applied:
                     return None  # a redelivery of an event already applied
+                if first and state.phase in FOLLOW_UPS:
+                    # Answering what the bot asked about an input it already answered: this
+                    # chat has heard back once; others' first answers go before this one.
+                    SEND_PRIORITY.set(ANSWER)
                 state = self._replay(state, unsaved, client_lang, default_lang)[0]
                 new, effects = self._step(state, ev, ctx, client_lang, default_lang)
                 crash.point(f"handle.after_step:{type(ev).__name__}")

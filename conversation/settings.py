@@ -24,6 +24,7 @@ class ConversationSettings(BaseSettings):
     pending_ttl_seconds: int = Field(3600, gt=0)
     max_download_bytes: int = Field(50 * 1024 * 1024, gt=0)
     url_timeout_seconds: float = Field(30.0, gt=0)
+    intake_slots: int = Field(64, ge=1, le=10_000)  # most files downloaded/read/uploaded/priced at once
     watch_max_seconds: int = Field(6 * 3600, gt=0)
     poll_min_seconds: float = Field(5.0, gt=0)
     poll_max_seconds: float = Field(45.0, gt=0)

@@ -284,7 +284,8 @@ async def test_reconcile_adopts_only_a_job_created_since_the_intent(app, write, 
 
 async def test_send_priorities_first_answer_answer_background(app, channel, write, sandbox, monkeypatch):
     """A shared send budget serves the first answer to each user action first, then further
-    answers, then the watcher's summary and (after it) the final edit, then progress edits
+    answers (among them the answer to a confirmation: that chat has heard back once already),
+    then the watcher's summary and (after it) the final edit, then progress edits
     (bot/flood.py orders by this)."""
     from conversation.channel import ANSWER, BACKGROUND, FIRST_ANSWER, PROGRESS, SEND_PRIORITY
 
@@ -310,7 +311,7 @@ async def test_send_priorities_first_answer_answer_background(app, channel, writ
     await app.watcher.settled()
     sandbox.state.config.records_per_second = 1000  # then it ends
     await drain(app)
-    assert seen[:3] == [("Checked", FIRST_ANSWER), ("Uploaded:", ANSWER), ("Job", FIRST_ANSWER)]
+    assert seen[:3] == [("Checked", FIRST_ANSWER), ("Uploaded:", ANSWER), ("Job", ANSWER)]
     *edits, summary, final = seen[3:]  # the progress edits, the summary, then the final edit
     assert summary == ("Job", BACKGROUND) and final == ("edit", BACKGROUND)  # awaited: before edits
     assert edits and all(e == ("edit", PROGRESS) for e in edits)  # progress takes what is left

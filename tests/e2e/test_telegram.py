@@ -105,9 +105,7 @@ async def test_too_large_then_url_then_estimate_only_and_file_id(bot, telegram, 
     telegram.press(chat, user, data)
     await until(has(telegram, chat, "Estimate only"))
     assert sandbox.state.submits == 0
-    file_id = re.search(
-        r"file_[0-9a-f]+", next(t for t in telegram.texts(chat) if "Uploaded" in t)
-    ).group()
+    file_id = re.search(r"file_[0-9a-f]+", next(t for t in telegram.texts(chat) if "Uploaded" in t)).group()
     telegram.send_text(chat, user, file_id)  # uploaded by this bot: its count is known
     await until(lambda: count(telegram, chat, "Estimate:") == 2)
     telegram.send_text(chat, user, "ok")

@@ -1,0 +1,87 @@
+"""Files are taken in (downloaded, read, uploaded, priced) a bounded number at a time, the
+oldest input first, and fewer at a time when the event loop is short of CPU.
+
+When hundreds of chats drop a file at once, starting every intake together shares the CPU
+among all of them: each advances slowly and the first answers (the estimates) come late for
+everyone while the send budget sits unused (bench/e2e: 500 files at once, p99 first answer
+1.28x its bound with every intake running, 1.06x eight at a time). A fixed small bound
+would starve a slow service instead (intakes waiting on the network for seconds), so the
+bound follows the loop's lag: a tick every 50 ms while intakes run; one that runs more than
+20 ms late means the CPU is the limit, and the bound shrinks by a quarter (not below 4);
+one on time lets it grow by one (up to `slots`). A chat further along keeps its place: its
+turn is by when its input arrived, not by when it asked again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+DEFAULT_SLOTS = 64
+FEWEST = 4
+TICK_S = 0.05
+LATE_S = 0.005
+
+
+class Intake:
+    def __init__(self, slots: int = DEFAULT_SLOTS) -> None:
+        self.most = max(1, slots)
+        self.bound = float(self.most)  # what the loop's lag allows now
+        self.held = 0
+        self._waiting: list[tuple[int, int, asyncio.Future[None]]] = []  # (since, order, turn)
+        self._order = itertools.count()
+        self._tick: asyncio.TimerHandle | None = None
+
+    @asynccontextmanager
+    async def turn(self, since: int) -> AsyncIterator[None]:
+        """Hold a slot; `since` (the input's arrival, ms) orders the waiting."""
+        self._watch()
+        if self.held < int(self.bound) and not self._waiting:
+            self.held += 1
+        else:
+            turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            heapq.heappush(self._waiting, (since, next(self._order), turn))
+            try:
+                await turn  # the slot is handed over held
+            except asyncio.CancelledError:
+                if turn.done() and not turn.cancelled():
+                    self._release()  # handed a slot while being cancelled: pass it on
+                raise
+        try:
+            yield
+        finally:
+            self._release()
+
+    def lag(self, late_s: float) -> None:
+        """A tick ran `late_s` late: shrink the bound when the CPU is the limit, else grow it."""
+        if late_s > LATE_S:
+            self.bound = max(float(min(FEWEST, self.most)), self.bound * 0.75)
+        else:
+            self.bound = min(float(self.most), self.bound + 1)
+            self._hand_on()
+
+    def _release(self) -> None:
+        self.held -= 1
+        self._hand_on()
+
+    def _hand_on(self) -> None:
+        while self._waiting and self.held < int(self.bound):
+            _, _, turn = heapq.heappop(self._waiting)
+            if not turn.done():
+                self.held += 1
+                turn.set_result(None)
+
+    def _watch(self) -> None:
+        if self._tick is None:
+            loop = asyncio.get_running_loop()
+            self._tick = loop.call_at(loop.time() + TICK_S, self._ticked, loop.time() + TICK_S)
+
+    def _ticked(self, due: float) -> None:
+        loop = asyncio.get_running_loop()
+        self._tick = None
+        self.lag(loop.time() - due)
+        if self.held or self._waiting:  # idle: no ticks
+            self._watch()
