@@ -7,7 +7,7 @@ everyone while the send budget sits unused (bench/e2e: 500 files at once, p99 fi
 1.28x its bound with every intake running, 1.06x eight at a time). A fixed small bound
 would starve a slow service instead (intakes waiting on the network for seconds), so the
 bound follows the loop's lag: a tick every 50 ms while intakes run; one that runs more than
-20 ms late means the CPU is the limit, and the bound shrinks by a quarter (not below 4);
+5 ms late means the CPU is the limit, and the bound shrinks by a quarter (not below 8);
 one on time lets it grow by one (up to `slots`). A chat further along keeps its place: its
 turn is by when its input arrived, not by when it asked again.
 """
@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 DEFAULT_SLOTS = 64
-FEWEST = 4
+FEWEST = 8  # even a lagging loop keeps this many in flight: a slow service still gets work
 TICK_S = 0.05
 LATE_S = 0.005
 

@@ -31,13 +31,13 @@ async def test_waiting_intakes_go_oldest_input_first():
 
 
 async def test_a_lagging_loop_takes_fewer_files_at_once_and_an_idle_one_more_again():
-    intake = Intake(16)
+    intake = Intake(32)
     for _ in range(20):
         intake.lag(0.1)  # ticks 100 ms late: the CPU is the limit
     assert intake.bound == FEWEST
     release = asyncio.Event()
     order: list[int] = []
-    tasks = [asyncio.create_task(hold(intake, i, order, release)) for i in range(10)]
+    tasks = [asyncio.create_task(hold(intake, i, order, release)) for i in range(20)]
     await asyncio.sleep(0)
     assert intake.held == FEWEST and len(order) == FEWEST
     for _ in range(3):
@@ -46,7 +46,7 @@ async def test_a_lagging_loop_takes_fewer_files_at_once_and_an_idle_one_more_aga
     assert intake.held == FEWEST + 3 and order == list(range(FEWEST + 3))
     release.set()
     await asyncio.gather(*tasks)
-    assert intake.held == 0 and sorted(order) == list(range(10))
+    assert intake.held == 0 and sorted(order) == list(range(20))
 
 
 async def test_intakes_waiting_on_a_slow_service_all_run_up_to_the_bound():
