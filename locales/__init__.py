@@ -146,16 +146,22 @@ MONEY = frozenset(
 )
 
 
+QUANTITIES = frozenset(
+    {"count", "valid", "invalid", "skipped", "total", "completed", "failed", "done", "shown"}
+)
+
+
 def _shown(lang: str, name: str, value: Any) -> Any:
     if isinstance(value, list | tuple):  # a list, with the language's separator (", " or "、")
         return t(lang, "list.sep").join(str(v) for v in value)
-    # A plural message's count is a quantity: grouped for the language (12,345). Other
-    # numbers may be ports, rows or ids and are formatted by their callers where it fits.
+    # A plural message's count and the other quantities beside it (rows valid, records
+    # failed) are grouped for the language (12,345) from five digits on. Other numbers may
+    # be ports, rows or ids and are formatted by their callers where it fits.
     if name in MONEY and (value is None or (isinstance(value, int | float) and not isinstance(value, bool))):
         return "?" if value is None else number(lang, value)  # amounts: the language's grouping
     if name == "currency" and isinstance(value, str) and has(f"unit.{value.strip().lower()}"):
         return t(lang, f"unit.{value.strip().lower()}")  # the service's unit word, translated
-    if name == "count" and isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10_000:
+    if name in QUANTITIES and isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10_000:
         return number(lang, value)
     return value
 

@@ -26,6 +26,21 @@ def test_plural_messages_have_every_form_and_choose_by_count():
     assert locales.t("zh", "flow.sending_valid", count=1) == "正在发送 1 行有效数据。"
 
 
+def test_quantities_beside_a_count_are_grouped_too():
+    report = {"format": "csv", "count": 12000, "valid": 11990, "invalid": 10, "skipped": 0}
+    assert locales.t("en", "flow.report", **report) == (
+        "Checked your file (csv): 12,000 rows, 11,990 valid, 10 invalid, 0 blank skipped."
+    )
+    assert "11,990" in locales.t("zh", "flow.report", **report)
+    summary = {"job_id": "j", "status": "Completed", "completed": 12000, "failed": 0, "total": 12000}
+    assert "12,000 succeeded, 0 failed of 12,000" in locales.t(
+        "en", "job.summary", duration="1 minute", **summary
+    )
+    assert locales.t("en", "flow.report", **{**report, "count": 4, "valid": 4, "invalid": 0}).startswith(
+        "Checked your file (csv): 4 rows, 4 valid"
+    )
+
+
 def test_numbers_durations_and_status_names_are_localized():
     assert locales.t("en", "flow.sending_valid", count=12345) == "Sending the 12,345 valid rows."
     assert locales.duration("en", 95) == "1 minute 35 seconds"
