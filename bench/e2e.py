@@ -18,7 +18,8 @@ pipeline is one; commands that concurrent chats issue together share one) and th
 they carried ("cmds"; the watcher's and the flood control's included), lost updates (a
 document or confirmation never answered), flood breaches counted by the fake server, and
 where the first few chats without a summary stopped. `--spread S` lets the documents
-arrive evenly over S seconds.
+arrive evenly over S seconds; `--latency S` makes the BatchJob service answer every request S
+seconds late (a slow or distant service).
 """
 
 from __future__ import annotations
@@ -48,13 +49,19 @@ def pct(values: list[float], q: float) -> float:
     return s[min(len(s) - 1, int(q * len(s)))] if s else float("nan")
 
 
-def services(conn, records_per_second: int) -> None:  # type: ignore[no-untyped-def]
+def services(conn, records_per_second: int, latency: float = 0.0) -> None:  # type: ignore[no-untyped-def]
     """Child process: the fake Bot API server, the sandbox and the users."""
     from batchjob.sandbox import SandboxConfig, SandboxServer
     from tests.e2e.fake_telegram import FakeTelegram
 
     sandbox = SandboxServer(
-        SandboxConfig(token="bench", records_per_second=records_per_second, queue_seconds=0.1, balance=10**9)
+        SandboxConfig(
+            token="bench",
+            records_per_second=records_per_second,
+            queue_seconds=0.1,
+            balance=10**9,
+            latency=latency,
+        )
     ).start()
     tg = FakeTelegram().start()
     conn.send((tg.api_base, tg.file_base, sandbox.url))
@@ -200,7 +207,7 @@ def count_round_trips():  # type: ignore[no-untyped-def]
     return stop
 
 
-async def run(chats: int, rows: int, timeout: float, spread: float) -> dict:
+async def run(chats: int, rows: int, timeout: float, spread: float, latency: float = 0.0) -> dict:
     from batchjob.client import BatchJobClient, Timeouts
     from bot.telegram.app import TelegramBot
     from bot.telegram.settings import TelegramSettings
@@ -216,7 +223,7 @@ async def run(chats: int, rows: int, timeout: float, spread: float) -> dict:
     redis = redis_from_url(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379"))
     prefix = f"bench-{os.getpid()}"  # its own keys on the given Redis, removed at the end
     conn, child_conn = mp.Pipe()
-    child = mp.get_context("spawn").Process(target=services, args=(child_conn, 5000), daemon=True)
+    child = mp.get_context("spawn").Process(target=services, args=(child_conn, 5000, latency), daemon=True)
     child.start()
     child_conn.close()  # the child's end is the child's: its death ends our reads (EOFError)
     api_base, file_base, sandbox_url = conn.recv()
@@ -303,6 +310,9 @@ def main() -> None:
     ap.add_argument(
         "--spread", type=float, default=0.0, help="seconds over which the documents arrive (0: at once)"
     )
+    ap.add_argument(
+        "--latency", type=float, default=0.0, help="seconds the BatchJob service adds to every request"
+    )
     ap.add_argument("--timeline", action="store_true", help="print the sends of every second")
     ap.add_argument("--commands", action="store_true", help="print the Redis commands per chat by kind")
     args = ap.parse_args()
@@ -330,7 +340,7 @@ def main() -> None:
     )
     print("".join(f"{h:>{w}}" for h, w in cols))
     for n in (int(x) for x in args.chats.split(",")):
-        r = asyncio.run(run(n, args.rows, args.timeout, args.spread))
+        r = asyncio.run(run(n, args.rows, args.timeout, args.spread, args.latency))
         print(
             f"{r['chats']:>6}{r['first_p99']:>8.1f}{r['first_bound']:>7.1f}"
             f"{r['first_p99'] / r['first_bound']:>6.2f}"

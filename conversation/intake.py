@@ -8,8 +8,10 @@ everyone while the send budget sits unused (bench/e2e: 500 files at once, p99 fi
 would starve a slow service instead (intakes waiting on the network for seconds), so the
 bound follows the loop's lag: a tick every 50 ms while intakes run; one that runs more than
 5 ms late means the CPU is the limit, and the bound shrinks by a quarter (not below 8);
-one on time lets it grow by one (up to `slots`). A chat further along keeps its place: its
-turn is by when its input arrived, not by when it asked again.
+one on time lets it grow by a fifth (at least one; up to `slots`), so that once a burst's
+updates are in, a slow service soon has enough files in flight again (bench/e2e --latency).
+A chat further along keeps its place: its turn is by when its input arrived, not by when it
+asked again.
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ class Intake:
         if late_s > LATE_S:
             self.bound = max(float(min(FEWEST, self.most)), self.bound * 0.75)
         else:
-            self.bound = min(float(self.most), self.bound + 1)
+            self.bound = min(float(self.most), max(self.bound + 1, self.bound * 1.2))
             self._hand_on()
 
     def _release(self) -> None:
