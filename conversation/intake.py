@@ -29,8 +29,11 @@ LATE_S = 0.005
 
 
 class Intake:
-    def __init__(self, slots: int = DEFAULT_SLOTS) -> None:
+    def __init__(self, slots: int = DEFAULT_SLOTS, tick_s: float | None = TICK_S) -> None:
+        """`tick_s`: how often the loop's lag is sampled while intakes run (None: never;
+        whoever made it calls `lag`)."""
         self.most = max(1, slots)
+        self.tick_s = tick_s
         self.bound = float(self.most)  # what the loop's lag allows now
         self.held = 0
         self._waiting: list[tuple[int, int, asyncio.Future[None]]] = []  # (since, order, turn)
@@ -77,9 +80,10 @@ class Intake:
                 turn.set_result(None)
 
     def _watch(self) -> None:
-        if self._tick is None:
+        if self._tick is None and self.tick_s is not None:
             loop = asyncio.get_running_loop()
-            self._tick = loop.call_at(loop.time() + TICK_S, self._ticked, loop.time() + TICK_S)
+            due = loop.time() + self.tick_s
+            self._tick = loop.call_at(due, self._ticked, due)
 
     def _ticked(self, due: float) -> None:
         loop = asyncio.get_running_loop()

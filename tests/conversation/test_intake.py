@@ -1,4 +1,6 @@
-"""Files taken in a bounded number at a time, oldest input first, fewer when the loop lags."""
+"""Files taken in a bounded number at a time, oldest input first, fewer when the loop lags.
+
+The intakes here sample no lag of their own (`tick_s=None`): the tests say when the loop lags."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ async def hold(intake: Intake, since: int, order: list[int], release: asyncio.Ev
 
 
 async def test_waiting_intakes_go_oldest_input_first():
-    intake = Intake(1)
+    intake = Intake(1, tick_s=None)
     order: list[int] = []
     first = asyncio.Event()
     holder = asyncio.create_task(hold(intake, 5, order, first))
@@ -31,7 +33,7 @@ async def test_waiting_intakes_go_oldest_input_first():
 
 
 async def test_a_lagging_loop_takes_fewer_files_at_once_and_an_idle_one_more_again():
-    intake = Intake(32)
+    intake = Intake(32, tick_s=None)
     for _ in range(20):
         intake.lag(0.1)  # ticks 100 ms late: the CPU is the limit
     assert intake.bound == FEWEST
@@ -51,7 +53,7 @@ async def test_a_lagging_loop_takes_fewer_files_at_once_and_an_idle_one_more_aga
 
 async def test_intakes_waiting_on_a_slow_service_all_run_up_to_the_bound():
     """Nothing lags while they wait on the network: as many run as the bound allows."""
-    intake = Intake(64)
+    intake = Intake(64, tick_s=None)
     release = asyncio.Event()
     order: list[int] = []
     tasks = [asyncio.create_task(hold(intake, i, order, release)) for i in range(100)]
@@ -63,7 +65,7 @@ async def test_intakes_waiting_on_a_slow_service_all_run_up_to_the_bound():
 
 
 async def test_a_slot_handed_to_a_cancelled_intake_goes_on_to_the_next():
-    intake = Intake(1)
+    intake = Intake(1, tick_s=None)
     order: list[int] = []
     go = asyncio.Event()
     go.set()
