@@ -78,8 +78,14 @@ class _Batch:
             return None
         task = asyncio.get_running_loop().create_task(client._send(batch))
         self.in_flight.add(task)  # held: the loop keeps only weak references to tasks
-        task.add_done_callback(self.in_flight.discard)
+        task.add_done_callback(lambda t: self._sent(t, batch))
         return task
+
+    def _sent(self, task: asyncio.Task[None], batch: list[_Pending]) -> None:
+        self.in_flight.discard(task)
+        for pending in batch:  # a send stopped (cancelled, the loop closing): so are its callers
+            if not pending.future.done():
+                pending.future.cancel()
 
     async def drain(self, client: AutoPipelining) -> None:
         """Send what is queued now, and wait for every send on its way."""
@@ -135,12 +141,10 @@ class AutoPipelining:
                     for args, options in pending.commands:
                         pipe.pipeline_execute_command(*args, **options)
                 answers = await pipe.execute(raise_on_error=False)
-        except BaseException as e:  # the whole write failed: every caller learns it
+        except Exception as e:  # the whole write failed: every caller learns it
             for pending in batch:
                 if not pending.future.done():
                     pending.future.set_exception(e)
-            if isinstance(e, asyncio.CancelledError):
-                raise
             return
         at = 0
         for pending in batch:

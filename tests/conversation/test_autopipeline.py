@@ -166,3 +166,17 @@ async def test_a_failed_write_fails_every_caller_in_it():
         assert all(isinstance(g, RedisConnectionError) for g in got), got
     finally:
         await r.aclose()
+
+
+async def test_callers_of_a_send_stopped_before_its_round_trip_are_stopped_too(r, own_keys):
+    """The send's task cancelled before it ran (the loop closing): nobody waits for ever."""
+    pending = [asyncio.ensure_future(r.get(f"{own_keys.prefix}:{i}")) for i in range(3)]
+    for _ in range(10):  # a few turns: the callers queue, then the flush makes the send
+        if r._batch.in_flight:
+            break
+        await asyncio.sleep(0)
+    (send,) = r._batch.in_flight
+    send.cancel()
+    got = await asyncio.wait_for(asyncio.gather(*pending, return_exceptions=True), 10)
+    assert all(isinstance(g, asyncio.CancelledError) for g in got), got
+    assert await r.set(f"{own_keys.prefix}:after", "1") is True  # the client goes on
