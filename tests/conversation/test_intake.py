@@ -78,3 +78,42 @@ async def test_a_slot_handed_to_a_cancelled_intake_goes_on_to_the_next():
     # Without the hand-on, 3 would wait for ever for a slot nobody holds.
     await asyncio.wait_for(asyncio.gather(cancelled, later, return_exceptions=True), 10)
     assert cancelled.cancelled() and order == [3] and intake.held == 0
+
+
+async def test_the_runner_takes_files_in_through_the_intake(redis, channel, sandbox, write, tmp_path):
+    """Downloads, readings, uploads and prechecks of several chats hold the intake's slots:
+    with one slot, never two at once; every file still reaches its estimate."""
+    from conversation.events import FileReceived
+    from conversation.performing import INTAKE
+    from tests.conversation.test_flow import make_app
+
+    app = make_app(redis, channel, sandbox, tmp_path, intake_slots=1)
+    running, most, steps = 0, 0, []
+    perform = app.runner._perform
+
+    async def counted(chat_id, state, effect):  # type: ignore[no-untyped-def]
+        nonlocal running, most
+        if not isinstance(effect, INTAKE):
+            return await perform(chat_id, state, effect)
+        running += 1
+        most = max(most, running)
+        steps.append(type(effect).__name__)
+        try:
+            return await perform(chat_id, state, effect)
+        finally:
+            running -= 1
+
+    app.runner._perform = counted  # type: ignore[method-assign]
+    sources = [write(f"p{i}.csv", "prompt\na cat\n") for i in range(3)]
+    try:
+        await asyncio.gather(
+            *(
+                app.runner.handle(str(300 + i), FileReceived(str(src), src.name, src.stat().st_size))
+                for i, src in enumerate(sources)
+            )
+        )
+        assert most == 1 and sorted(set(steps)) == ["Download", "Inspect", "Precheck", "Upload"]
+        for i in range(3):
+            assert (await app.store.load(str(300 + i))).phase == "awaiting_confirm"
+    finally:
+        await app.client.aclose()
