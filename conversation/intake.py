@@ -36,13 +36,14 @@ class Intake:
         self.tick_s = tick_s
         self.bound = float(self.most)  # what the loop's lag allows now
         self.held = 0
-        self._waiting: list[tuple[int, int, asyncio.Future[None]]] = []  # (since, order, turn)
+        self._waiting: list[tuple[tuple[int, str], int, asyncio.Future[None]]] = []  # (since, order, turn)
         self._order = itertools.count()
         self._tick: asyncio.TimerHandle | None = None
 
     @asynccontextmanager
-    async def turn(self, since: int) -> AsyncIterator[None]:
-        """Hold a slot; `since` (the input's arrival, ms) orders the waiting."""
+    async def turn(self, since: tuple[int, str]) -> AsyncIterator[None]:
+        """Hold a slot; `since` orders the waiting: the input's arrival (ms), then a key of
+        its own, so that inputs of the same millisecond keep one order across their steps."""
         self._watch()
         if self.held < int(self.bound) and not self._waiting:
             self.held += 1

@@ -115,7 +115,7 @@ class Performing:
 
     async def perform(self, chat_id: str, state: ChatState, effect: Effect) -> Event | None:
         if isinstance(effect, INTAKE) and state.pending is not None:
-            async with self.intake.turn(state.pending.created_ms):
+            async with self.intake.turn((state.pending.created_ms, state.pending.token)):
                 return await self._perform(chat_id, state, effect)
         return await self._perform(chat_id, state, effect)
 

@@ -10,7 +10,7 @@ from conversation.intake import FEWEST, Intake
 
 
 async def hold(intake: Intake, since: int, order: list[int], release: asyncio.Event) -> None:
-    async with intake.turn(since):
+    async with intake.turn((since, "")):
         order.append(since)
         await release.wait()
 
@@ -30,6 +30,21 @@ async def test_waiting_intakes_go_oldest_input_first():
     await asyncio.gather(holder, *waiters)
     assert order == [5, 10, 20, 30]  # by arrival of their input, not of their request
     assert intake.held == 0
+
+
+async def test_inputs_of_one_millisecond_keep_one_order_across_their_steps():
+    intake = Intake(1, tick_s=None)
+    order: list[str] = []
+
+    async def step(key: str) -> None:
+        async with intake.turn((10, key)):
+            order.append(key)
+
+    async with intake.turn((5, "")):
+        tasks = [asyncio.create_task(step(k)) for k in ("c", "a", "b", "a", "c")]
+        await asyncio.sleep(0)
+    await asyncio.gather(*tasks)
+    assert order == ["a", "a", "b", "c", "c"]  # each input's steps together, not interleaved
 
 
 async def test_a_lagging_loop_takes_fewer_files_at_once_and_an_idle_one_more_again():
@@ -69,7 +84,7 @@ async def test_a_slot_handed_to_a_cancelled_intake_goes_on_to_the_next():
     order: list[int] = []
     go = asyncio.Event()
     go.set()
-    async with intake.turn(1):
+    async with intake.turn((1, "")):
         cancelled = asyncio.create_task(hold(intake, 2, order, go))
         later = asyncio.create_task(hold(intake, 3, order, go))
         await asyncio.sleep(0)  # both wait
