@@ -64,7 +64,9 @@ def kill_when(fleet: Fleet, fwd: Forwarder, moment: str):
             return
         busy = fwd.in_flight[0]
         if moment == "documents":
-            due = busy >= 2 and len(run.first_reply) >= 2 and not run.confirm_at
+            # Documents still being taken in (a small file's first answer is its estimate,
+            # which is confirmed at once: confirmations soon follow the first answers).
+            due = busy >= 2 and len(run.first_reply) < CHATS and len(run.confirm_at) <= 2
         elif moment == "confirmations":
             due = busy >= 1 and bool(run.confirm_at) and len(run.accepted) < CHATS
         else:  # watching: every job accepted, none finished; replica 0 holds watch leases
