@@ -90,9 +90,10 @@ def _run_child(req: dict[str, Any], wfd: int, efd: int) -> None:
     """In the forked child: never returns."""
     code = 0
     try:
-        kept = kept_environment(os.environ)  # forked from the CLI (run_one): scrubbed here
-        os.environ.clear()
-        os.environ.update(kept)
+        if any(k not in ENV_KEPT for k in os.environ):  # forked from the CLI (run_one): scrubbed here
+            kept = kept_environment(os.environ)
+            os.environ.clear()
+            os.environ.update(kept)
         # Nothing but the answer pipe and stderr: a child taken over by a crafted file
         # cannot read other requests or forge the answers of other children.
         os.dup2(efd, 2)
@@ -230,6 +231,8 @@ class Zygote:
         for key, _ in self.sel.select(timeout):
             if key.data is None:
                 self._read_requests(key.fd)
+            elif key.data[1] == "exit":
+                self._exited(key.fd, key.data[0])
             else:
                 self._read_child(key.fd, *key.data)
         now = time.monotonic()
@@ -285,10 +288,29 @@ class Zygote:
         os.close(fd)
         child.open_fds -= 1
         if child.open_fds == 0:
-            self._finish(child)
+            self._reap(child)
 
-    def _finish(self, child: _Child) -> None:
-        _, status = os.waitpid(child.pid, 0)
+    def _reap(self, child: _Child) -> None:
+        """Its pipes are closed; its answer waits for its exit status. A child still tearing
+        down its memory is watched through a pidfd rather than waited for, so the zygote
+        meanwhile starts the next child and reads the others (waiting took ~5 ms a file)."""
+        pid, status = os.waitpid(child.pid, os.WNOHANG)
+        if pid:
+            self._finish(child, status)
+            return
+        try:
+            pidfd = os.pidfd_open(child.pid)
+        except (AttributeError, OSError):  # no pidfd here (not Linux 5.3+): wait
+            self._finish(child, os.waitpid(child.pid, 0)[1])
+            return
+        self.sel.register(pidfd, selectors.EVENT_READ, (child.pid, "exit"))
+
+    def _exited(self, pidfd: int, pid: int) -> None:
+        self.sel.unregister(pidfd)
+        os.close(pidfd)
+        self._finish(self.children[pid], os.waitpid(pid, 0)[1])
+
+    def _finish(self, child: _Child, status: int) -> None:
         del self.children[child.pid]
         answer = None
         if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0 and child.result:
@@ -318,7 +340,9 @@ def main() -> None:
     import olefile  # noqa: F401
     import python_calamine  # noqa: F401
 
-    from batchjob.input import landlock, pipeline  # noqa: F401
+    from batchjob.input import landlock, pipeline
+
+    landlock.prepare()
 
     # One read of the bundled example warms the lazy parts (codecs, regexes, caches) once
     # here rather than in every child; freezing the heap keeps the children's collector

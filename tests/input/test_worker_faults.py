@@ -26,6 +26,8 @@ BEHAVIOURS = {
     "panic": "raise BaseException('panicked')",
     "exit": "os._exit(3)",
     "spin": "while True: pass",
+    # Its pipes closed, it never exits: the zygote must not wait on it (nor for ever).
+    "linger": "os.closerange(0, 256); __import__('time').sleep(600)",
 }
 
 
@@ -53,6 +55,7 @@ def _zygote(behaviour: str) -> subprocess.Popen[bytes]:
     [
         ("hang", "limit_parse_time"),
         ("spin", "limit_parse_time"),
+        ("linger", "limit_parse_time"),
         ("abort", "file_unreadable"),
         ("oom_abort", "limit_memory"),
         ("memory_error", "limit_memory"),
