@@ -46,6 +46,42 @@ async def test_messages_documents_and_downloads_reach_the_fake_bot_api(telegram,
     assert dest.read_bytes() == b"prompt\nfox\n"
 
 
+async def test_a_call_without_files_goes_as_json_and_its_answer_is_read_as_ptb_reads_it():
+    """The Bot API takes JSON bodies: the text goes as it is (no percent-encoding), the
+    keyboard as an object; an answer that is not UTF-8 is still read (as PTB reads it)."""
+    import json
+
+    from tests.batchjob.test_http_transport import ok
+
+    seen: list[tuple[bytes, bytes]] = []
+    answer = b'{"ok": true, "result": {"message_id": 3, "note": "caf\xe9"}}'
+
+    async def handler(reader, writer):  # type: ignore[no-untyped-def]
+        seen.append(await read_request(reader))
+        writer.write(ok(answer))
+        await writer.drain()
+        writer.close()
+
+    server, port = await serve(handler)
+    bot = bot_on(f"http://127.0.0.1:{port}/bot")
+    await bot.request.initialize()
+    try:
+        mid = await TelegramChannel(bot, max_attempts=1).send_text(
+            "5", "héllo & =?%\n你好", [[("Go", "go:1")]]
+        )
+    finally:
+        await bot.request.shutdown()
+        server.close()
+    assert mid == 3
+    head, body = seen[0]
+    assert b"content-type: application/json" in head.lower()
+    assert json.loads(body) == {
+        "chat_id": 5,
+        "text": "héllo & =?%\n你好",
+        "reply_markup": {"inline_keyboard": [[{"text": "Go", "callback_data": "go:1"}]]},
+    }
+
+
 async def test_a_refused_connection_is_a_network_error_that_names_no_token():
     server, port = await serve(lambda r, w: asyncio.sleep(0))
     server.close()
