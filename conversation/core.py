@@ -106,9 +106,15 @@ Result = tuple[ChatState, list[Effect]]
 
 
 def step(state: ChatState, event: Event, ctx: Context) -> Result:
+    """The next state and the effects of `event`; `state` is left as it was."""
     # A copy through the state's stored form: what is saved is what was stepped, and it
     # costs a third of a deep copy (14 us against 37).
-    s = ChatState.model_validate_json(state.model_dump_json())
+    return advance(ChatState.model_validate_json(state.model_dump_json()), event, ctx)
+
+
+def advance(s: ChatState, event: Event, ctx: Context) -> Result:
+    """`step` for a caller that hands `s` over (it was just read from the store, and is not
+    used again): it is changed in place, without a copy."""
     if (
         s.pending is not None
         and ctx.now_ms - s.pending.created_ms > ctx.pending_ttl_ms
@@ -122,7 +128,7 @@ def step(state: ChatState, event: Event, ctx: Context) -> Result:
         s, out = _drop(s, "flow.expired")
         if isinstance(event, Expired):
             return s, out
-        s2, more = step(s, event, ctx)
+        s2, more = advance(s, event, ctx)
         return s2, out + more
     handler = _HANDLERS.get(type(event))
     if handler is None:

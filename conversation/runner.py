@@ -317,7 +317,9 @@ class Runner(Performing):
             state.lang = locales.normalize_language(client_lang)
         elif not state.lang_fixed and default_lang and state.out_seq == 0:
             state.lang = locales.normalize_language(default_lang)
-        return core.step(state, ev, ctx)
+        # Each state stepped here was just read from the store (or stepped from one) and
+        # is used only through what this returns: stepped in place.
+        return core.advance(state, ev, ctx)
 
     async def perform_kept(
         self,
