@@ -17,9 +17,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
-from telegram import Bot, BotCommand, BotCommandScopeChat, Update
+from telegram import Bot, BotCommand, BotCommandScopeChat
 
 import locales
 from batchjob import doctor
@@ -176,7 +177,7 @@ class TelegramBot:
 
     # --- updates -------------------------------------------------------------------------
 
-    async def process(self, update: Update) -> Claim:
+    async def process(self, update_id: int, update: dict[str, Any]) -> Claim:
         """Handle one update once: "new" when handled here, "done" for a duplicate, "busy"
         while another live handler has it (its delivery should be tried again later).
 
@@ -194,21 +195,21 @@ class TelegramBot:
         # An update of a chat is leased in the chat's slot: the write that applies its event
         # marks it done too. The claim lists the chat as worked on here in the same trip.
         chat = incoming.chat_id if incoming is not None and incoming.chat_id else None
-        async with self.app.runner.claimed(update.update_id, chat) as claim:
+        async with self.app.runner.claimed(update_id, chat) as claim:
             if claim != "new":
                 self.metrics[f"updates_{'duplicate' if claim == 'done' else 'busy'}"] += 1
                 return claim
-            await self._handle_claimed(update, incoming, chat)
+            await self._handle_claimed(update_id, incoming, chat)
         return "new"
 
-    async def _handle_claimed(self, update: Update, incoming: Incoming | None, chat: str | None) -> None:
+    async def _handle_claimed(self, update_id: int, incoming: Incoming | None, chat: str | None) -> None:
         leases = self.app.leases
         applied = False
 
         async def applied_here() -> None:
             nonlocal applied
             applied = True
-            self.poller.mark_applied(update.update_id)
+            self.poller.mark_applied(update_id)
 
         try:
             if incoming is not None and incoming.callback_id:
@@ -221,22 +222,22 @@ class TelegramBot:
                     incoming.chat_id,
                     incoming.event,
                     client_lang=incoming.lang,
-                    event_id=f"tg:{update.update_id}",
+                    event_id=f"tg:{update_id}",
                     on_applied=applied_here,
-                    update_key=leases.k.update(update.update_id, chat),
+                    update_key=leases.k.update(update_id, chat),
                     listed=bool(chat),
                 )
             elif incoming is not None and incoming.hint and incoming.chat_id:
                 lang = locales.normalize_language(incoming.lang)
                 await self.channel.send_text(incoming.chat_id, locales.t(lang, incoming.hint))
             if not applied:
-                await leases.update_done(update.update_id, chat)
+                await leases.update_done(update_id, chat)
                 await applied_here()
         except BaseException:
             if not applied:
                 # Not applied: let Telegram's redelivery (or the next getUpdates) try again.
                 with contextlib.suppress(RedisError):
-                    await leases.release_update(update.update_id, chat)
+                    await leases.release_update(update_id, chat)
             raise
 
     # --- webhook server ------------------------------------------------------------------
@@ -254,12 +255,14 @@ class TelegramBot:
             if not secret or not hmac.compare_digest(got, secret):
                 return PlainTextResponse("forbidden", status_code=403)
             try:
-                data = await request.json()
-                update = Update.de_json(data, self.bot)
-            except Exception:
+                data = orjson.loads(await request.body())
+            except orjson.JSONDecodeError:
+                data = None
+            uid = data.get("update_id") if isinstance(data, dict) else None
+            if not isinstance(uid, int) or isinstance(uid, bool):
                 return PlainTextResponse("bad update", status_code=400)
             try:
-                claim = await self.process(update)
+                claim = await self.process(uid, data)
             except RedisError:
                 return PlainTextResponse("storage unavailable", status_code=503)  # Telegram retries
             if claim == "busy":

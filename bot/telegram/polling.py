@@ -26,7 +26,7 @@ import warnings
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from telegram import Bot, Update
+from telegram import Bot
 from telegram.error import Conflict, InvalidToken, NetworkError, RetryAfter, TimedOut
 from telegram.warnings import PTBUserWarning
 
@@ -38,7 +38,7 @@ Process = Callable[..., Awaitable[Any]]
 NOTHING_NEW_WAIT_S = 0.25  # a poll that brought only updates in hand: the most to wait for progress
 MAX_ATTEMPTS = 5  # an update whose handling fails this often is passed over (logged), not retried for ever
 
-# getUpdates is asked for raw (only new updates are parsed); PTB suggests its own method.
+# getUpdates is asked for raw (updates are read from their JSON); PTB suggests its own method.
 warnings.filterwarnings("ignore", message=r"Please use 'Bot\.get_?[uU]pdates'", category=PTBUserWarning)
 
 
@@ -107,14 +107,8 @@ class Poller:
                 last_seen = max(uid, last_seen or uid)
                 if uid in self.handling or uid in self.applied:
                     continue  # fetched again: being handled here, or applied already
-                try:
-                    update = Update.de_json(raw, self.bot)
-                except Exception:
-                    log.warning("update %s cannot be read; passed over", uid)
-                    self.applied.add(uid)  # as good as applied: the offset may pass it
-                    continue
                 new += 1
-                self.handling[uid] = asyncio.create_task(self._handle(update))
+                self.handling[uid] = asyncio.create_task(self._handle(uid, raw))
             quick = asyncio.get_running_loop().time() - asked < self.poll_seconds / 2
             if not new and (updates or quick):
                 # Only updates in hand (or an empty answer that did not wait, as a long poll
@@ -125,10 +119,9 @@ class Poller:
                     async with asyncio.timeout(NOTHING_NEW_WAIT_S):
                         await self._progress.wait()
 
-    async def _handle(self, update: Update) -> None:
-        uid = update.update_id
+    async def _handle(self, uid: int, update: dict[str, Any]) -> None:
         try:
-            if await self.process(update) == "done":
+            if await self.process(uid, update) == "done":
                 self.applied.add(uid)  # a duplicate: applied before, here or elsewhere
         except Exception:
             log.exception("update %s failed", uid)
