@@ -294,6 +294,7 @@ async def run_bot(channel: str = "telegram", api: bool = False) -> int:
         modes.append(locales.t(lang, "start.mode_api", host=conv.listen_host, port=conv.listen_port))
     line = _start_line(lang, " + ".join(modes), conv, svc.base_url, redis, persistent, app)
     print(f"batchjob-bot: {line}", file=sys.stderr)
+    _give_back_memory()
     try:
         # Webhooks need the server; otherwise it serves /healthz and /metrics when
         # BOT_LISTEN_PORT is set.
@@ -331,6 +332,16 @@ async def run_bot(channel: str = "telegram", api: bool = False) -> int:
         await client.aclose()
         await redis.aclose()
     return 0
+
+
+def _give_back_memory() -> None:
+    """Starting (settings, catalogs, scripts, the first round trips) leaves freed memory in
+    the C allocator's heap, which glibc keeps unless asked: handed back to the system once
+    the bot is up (bench/idle: 60.1 -> 59.3 MiB). Without glibc (musl): nothing."""
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).malloc_trim(0)
 
 
 async def _start_lark(bot, lk, lang: str) -> None:  # type: ignore[no-untyped-def]
