@@ -33,8 +33,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from batchjob import format_amount, rowmap
-from conversation import agent_input, choices, flow_ops, identity, job_commands, spending_rules
+from batchjob import format_amount
+from conversation import agent_input, choices, estimating, flow_ops, identity, job_commands, spending_rules
 from conversation.choices import parse_choice
 from conversation.events import (
     Adopted,
@@ -74,15 +74,13 @@ from conversation.events import (
     Watch,
     Whoami,
 )
-from conversation.prompts import again, fix_buttons
+from conversation.prompts import again
 from conversation.prompts import ask_confirm as _ask_confirm
 from conversation.prompts import error_reply as _error_reply
 from conversation.prompts import estimate_parts as _estimate_parts
-from conversation.prompts import report_parts as _report_parts
 from conversation.spending_events import ApprovalDecided, ApprovalNeeded, OverBudget
 from conversation.state import ChatState, Pending
 
-MAX_ERRORS_INLINE = 10
 _FILE_ID = re.compile(r"^file[_-][A-Za-z0-9_-]{4,128}$")
 REFUSALS = frozenset({"auth", "balance", "validation", "not_found", "conflict"})
 
@@ -263,7 +261,6 @@ def _on_file_missing(s: ChatState, e: FileMissing, ctx: Context) -> Result:
 
 
 MAX_INSPECTIONS = 2
-ONE_MESSAGE_ROWS = 10_000  # a file this small gets its report and its estimate in one message
 
 
 def _on_inspect_resumed(s: ChatState, e: InspectResumed, ctx: Context) -> Result:
@@ -284,92 +281,6 @@ def _on_resolve_failed(s: ChatState, e: ResolveFailed, ctx: Context) -> Result:
     if s.pending is not None and s.pending.source_kind == "rerun":
         return _drop(s, f"rerun.{e.reason}")  # nothing to ask: the original is the bot's own record
     return _fallback(s, ctx, e.reason)
-
-
-def _on_inspected(s: ChatState, e: Inspected, ctx: Context) -> Result:
-    if s.phase != "inspecting" or s.pending is None:
-        return s, [Cleanup((e.converted,))] if e.converted else []
-    p = s.pending
-    r = e.report
-    fatal = r.get("fatal")
-    if fatal:
-        p.converted = e.converted  # so that _drop cleans it up
-        return _drop(s, "flow.file_unusable", message=fatal.get("message", ""))
-    rows = r.get("rows") or {}
-    p.valid, p.invalid = rows.get("valid", 0), rows.get("invalid", 0)
-    p.converted = e.converted
-    p.rows = rowmap.encode(r.get("line_rows") or [])
-    if p.refetched and p.valid:
-        # Read again on this host to continue an upload already decided: no second report.
-        s.phase = "uploading"
-        return s, [Upload(e.converted or p.path or "", p.filename, p.mode)]
-    parts = _report_parts(r)
-    if p.invalid:
-        errors = r.get("errors") or []
-        lines = "\n".join("• " + err.get("message", "") for err in errors[:MAX_ERRORS_INLINE])
-        parts.append(("flow.invalid_rows", {"count": p.invalid, "valid": p.valid, "errors": lines}))
-        if len(errors) > MAX_ERRORS_INLINE:
-            parts.append(("flow.more_errors_in_file", {"count": len(errors) - MAX_ERRORS_INLINE}))
-        if not p.valid:
-            s, out = _drop(s)
-            return s, [Reply((*parts, ("flow.no_valid_rows", {}), ("flow.fix_hint", {}))), *out]
-        if p.skip_invalid:  # asked for beforehand (an agent): the valid rows go on
-            s.phase = "uploading"
-            return s, [Reply(tuple(parts)), Upload(e.converted or p.path or "", p.filename, p.mode)]
-        s.phase = "awaiting_fix"
-        buttons = fix_buttons(p)
-        document = (
-            tuple(
-                (str(err.get("row") or ""), str(err.get("column") or ""), err.get("message", ""))
-                for err in errors
-            )
-            if len(errors) > MAX_ERRORS_INLINE
-            else None
-        )
-        return s, [Reply((*parts, ("flow.fix_or_valid", {"count": p.valid})), buttons, document)]
-    s.phase = "uploading"
-    upload = Upload(e.converted or p.path or "", p.filename, p.mode)
-    if p.valid <= ONE_MESSAGE_ROWS:
-        # Uploaded and priced in moments: the report goes out with the estimate, or with
-        # whatever ends the flow first; one message (and one flood slot) fewer per file.
-        p.held_report = parts
-        return s, [upload]
-    return s, [Reply(tuple(parts)), upload]
-
-
-def _on_uploaded(s: ChatState, e: Uploaded, ctx: Context) -> Result:
-    if s.phase != "uploading" or s.pending is None:
-        return s, []
-    p = s.pending
-    p.file_id = e.file_id
-    p.row_count = e.row_count if e.row_count is not None else p.valid
-    if not p.row_count or p.row_count <= 0:
-        return _told(p, _drop(s, "flow.nothing_to_submit"))
-    s.phase = "prechecking"
-    # "Uploaded" goes out with the estimate: one message fewer per file (flood limits).
-    return s, [Precheck(p.row_count, p.model, p.mode)]
-
-
-def _on_prechecked(s: ChatState, e: Prechecked, ctx: Context) -> Result:
-    if s.phase != "prechecking" or s.pending is None:
-        return s, []
-    p = s.pending
-    p.estimate = {k: v for k, v in e.estimate.items() if isinstance(v, int | float | str | bool | type(None))}
-    p.prior = None  # the service accepted the choice
-    rechecked, p.recheck = p.recheck, False
-    parts = _estimate_parts(p)
-    short = p.estimate.get("sufficient") is False
-    notice: list[Effect] = [spending_rules.shortfall_notice(p.estimate)] if short else []
-    if p.estimate_only:
-        s, out = _drop(s)
-        return s, [Reply((*parts, ("flow.estimate_only_done", {"file_id": p.file_id}))), *out, *notice]
-    if p.model_given and not short and not rechecked:
-        s, out = _submit(s, ctx)
-        return s, [Reply(tuple(parts)), *out]
-    s.phase = "awaiting_confirm"
-    if rechecked and not short:
-        parts.insert(0, ("balance.enough_now", {}))
-    return s, [_ask_confirm(p, parts), *notice]
 
 
 def _on_submitted(s: ChatState, e: Submitted, ctx: Context) -> Result:
@@ -426,13 +337,7 @@ def _on_failed(s: ChatState, e: ServiceFailed, ctx: Context) -> Result:
         return s, [_error_reply(e, file_id), _reply(after), *out]
     pending = s.pending
     s, out = _drop(s)
-    return _told(pending, (s, [_error_reply(e, file_id), *out]))
-
-
-def _told(p: Pending, result: Result) -> Result:
-    """`result`, after the report held back for the estimate when the flow ends before it."""
-    held, p.held_report = p.held_report, []
-    return (result[0], [Reply(tuple(held)), *result[1]]) if held else result
+    return estimating.told(pending, (s, [_error_reply(e, file_id), *out]))
 
 
 def _on_button(s: ChatState, e: ButtonPressed, ctx: Context) -> Result:
@@ -633,9 +538,9 @@ _HANDLERS: dict[type, Callable[[ChatState, Any, Context], Result]] = {
     InspectResumed: _on_inspect_resumed,
     FileMissing: _on_file_missing,
     ResolveFailed: _on_resolve_failed,
-    Inspected: _on_inspected,
-    Uploaded: _on_uploaded,
-    Prechecked: _on_prechecked,
+    Inspected: estimating.on_inspected,
+    Uploaded: estimating.on_uploaded,
+    Prechecked: estimating.on_prechecked,
     Submitted: _on_submitted,
     Reconciled: _on_reconciled,
     Adopted: lambda s, e, ctx: job_commands.on_adopted(s, e),

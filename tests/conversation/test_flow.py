@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from batchjob.client import BatchJobClient, Timeouts
-from conversation import core
+from conversation import estimating
 from conversation.app import ConversationApp
 from conversation.events import ButtonPressed, CommandReceived, FileReceived, TextReceived
 from conversation.settings import ConversationSettings
@@ -301,7 +301,7 @@ async def test_send_priorities_first_answer_answer_background(app, channel, writ
         return await edit(chat_id, message_id, text, buttons)
 
     channel.send_text, channel.edit_text = send_text, edit_text
-    monkeypatch.setattr(core, "ONE_MESSAGE_ROWS", 0)  # the report first, then the estimate
+    monkeypatch.setattr(estimating, "ONE_MESSAGE_ROWS", 0)  # the report first, then the estimate
     src = write("p.csv", "prompt\nfox\n")
     sandbox.state.config.records_per_second = 0.0001  # running when first polled: a progress edit
     # Each update is handled in its own task, as the Telegram application does.

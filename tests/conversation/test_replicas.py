@@ -9,7 +9,7 @@ import shutil
 import pytest
 
 from batchjob.client import BatchJobClient, Timeouts
-from conversation import core, crash
+from conversation import crash, estimating
 from conversation.app import ConversationApp
 from conversation.channel import pass_gate
 from conversation.events import ButtonPressed, CommandReceived, FileReceived, TextReceived
@@ -120,7 +120,7 @@ async def test_an_estimate_saved_but_never_sent_is_sent_by_another_replica(
     replicas, channel, write, sandbox, monkeypatch
 ):
     a, b = replicas
-    monkeypatch.setattr(core, "ONE_MESSAGE_ROWS", 0)  # the report, then the estimate
+    monkeypatch.setattr(estimating, "ONE_MESSAGE_ROWS", 0)  # the report, then the estimate
     src = write("p.csv", "prompt\na cat\na dog\n")
     # The second message of the flow (the estimate) is saved in the outbox; a dies before sending.
     await kill_at(
@@ -136,7 +136,7 @@ async def test_an_estimate_saved_but_never_sent_is_sent_by_another_replica(
 async def test_a_message_whose_send_began_is_not_sent_again(replicas, channel, write, sandbox, monkeypatch):
     """Taken out of the outbox and then killed mid-send: it may have arrived, so not repeated."""
     a, b = replicas
-    monkeypatch.setattr(core, "ONE_MESSAGE_ROWS", 0)  # the report, then the estimate
+    monkeypatch.setattr(estimating, "ONE_MESSAGE_ROWS", 0)  # the report, then the estimate
     src = write("p.csv", "prompt\na cat\n")
     await killed_mid_send(monkeypatch, a, channel, a.runner.handle(CHAT, FileReceived(str(src), "p.csv")))
     await b.recovery.reap_once()
@@ -151,7 +151,7 @@ async def test_an_upload_cut_short_is_done_by_a_replica_without_the_file(
 ):
     a, b = replicas
     if reported_first:
-        monkeypatch.setattr(core, "ONE_MESSAGE_ROWS", 0)
+        monkeypatch.setattr(estimating, "ONE_MESSAGE_ROWS", 0)
     src = write("p.csv", "prompt\na cat\na dog\na fox\n")
     await kill_at(
         monkeypatch, a, "effect.before:Upload", 1, a.runner.handle(CHAT, FileReceived(str(src), "p.csv"))
