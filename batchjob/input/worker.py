@@ -293,7 +293,9 @@ class Zygote:
     def _reap(self, child: _Child) -> None:
         """Its pipes are closed; its answer waits for its exit status. A child still tearing
         down its memory is watched through a pidfd rather than waited for, so the zygote
-        meanwhile starts the next child and reads the others (waiting took ~5 ms a file)."""
+        meanwhile reads the other children and the requests (waiting took ~5 ms a file). It
+        keeps its place among `max_children` until it exits: children that linger cannot
+        pile up past the bound."""
         pid, status = os.waitpid(child.pid, os.WNOHANG)
         if pid:
             self._finish(child, status)
