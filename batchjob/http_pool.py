@@ -3,9 +3,9 @@ whole answer (the Telegram Bot API's calls and file downloads, the BatchJob API'
 
 httpx's client, cookie jar and connection pool cost three quarters of a request's CPU
 (measured: 1.2 ms a request through httpx, 0.33 ms straight on httpcore's connection, 20 in
-flight). The connection here is still httpcore's (`AsyncHTTPConnection`: h11's HTTP/1.1
-framing, TLS, timeouts, keep-alive expiry) on `AsyncioBackend`; only the client and pool
-layers are this module's: a bounded set of connections, idle ones kept per origin.
+flight), and httpcore's connection most of the rest: the connection is `http11.Connection`
+(llhttp's parsing on `AsyncioStream`), and this module keeps a bounded set of them, idle
+ones per origin. Errors are httpcore's classes.
 """
 
 from __future__ import annotations
@@ -16,25 +16,17 @@ import ssl
 import urllib.parse
 import urllib.request
 from collections.abc import AsyncIterable
-from typing import NamedTuple
 
 import httpcore
 import httpx
 
+from batchjob.http11 import Answer, Connection, ResponseTooLarge
 from batchjob.http_transport import AsyncioBackend, default_tls
+
+__all__ = ["Answer", "ConnectionPool", "ResponseTooLarge", "as_httpx_error", "proxied"]
 
 Origin = tuple[bytes, bytes, int]
 MAX_BODY = 64 * 1024 * 1024  # an answer longer than this is refused, not read into memory
-
-
-class ResponseTooLarge(httpcore.ReadError):
-    """The answer's body ran past the pool's `max_body`."""
-
-
-class Answer(NamedTuple):
-    status: int
-    headers: list[tuple[bytes, bytes]]
-    body: bytes
 
 
 class ConnectionPool:
@@ -54,9 +46,10 @@ class ConnectionPool:
         self._max = max_connections
         self._expiry = keepalive_expiry
         self._tls = tls or default_tls()
+        self._tls.set_alpn_protocols(["http/1.1"])  # as httpcore did on each connection
         self._max_body = max_body
         self._backend = AsyncioBackend()
-        self._idle: dict[Origin, list[httpcore.AsyncHTTPConnection]] = {}
+        self._idle: dict[Origin, list[Connection]] = {}
         self._closed = False
 
     async def request(
@@ -72,13 +65,7 @@ class ConnectionPool:
             raise RuntimeError("the connection pool is closed")
         timeouts = timeouts or {}
         target, origin, host = _parsed(url)
-        request = httpcore.Request(
-            method,
-            target,
-            headers=[(b"Host", host), *headers, *_length(method, content)],
-            content=content,
-            extensions={"timeout": timeouts},
-        )
+        headers = [(b"Host", host), *headers, *_length(method, content)]
         if self._slots.locked():  # only a wait needs its clock (a timer a request: ~7 us)
             try:
                 async with asyncio.timeout(timeouts.get("pool")):
@@ -88,45 +75,35 @@ class ConnectionPool:
         else:
             await self._slots.acquire()
         try:
-            connection = self._take(origin)
+            connection = self._take(origin) or await Connection.open(
+                origin,
+                tls=self._tls,
+                backend=self._backend,
+                timeout=timeouts.get("connect"),
+                keepalive_expiry=self._expiry,
+            )
             try:
-                response = await connection.handle_async_request(request)
-                try:
-                    body = await self._read(response)
-                finally:
-                    await response.aclose()
+                answer = await connection.request(method, target, headers, content, timeouts, self._max_body)
             except BaseException:
                 await connection.aclose()  # cut short: its state is unknown
                 raise
             self._give_back(origin, connection)
-            return Answer(response.status, list(response.headers), body)
+            return answer
         finally:
             self._slots.release()
 
-    async def _read(self, response: httpcore.Response) -> bytes:
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in response.stream:  # type: ignore[union-attr]
-            size += len(chunk)
-            if size > self._max_body:
-                raise ResponseTooLarge(f"the answer is longer than {self._max_body} bytes")
-            chunks.append(chunk)
-        return b"".join(chunks)
-
-    def _take(self, origin: httpcore.Origin) -> httpcore.AsyncHTTPConnection:
-        """The most recently used idle connection that is still good, or a new one. One
-        the peer closed (or sent something unasked) has expired and is dropped."""
+    def _take(self, origin: httpcore.Origin) -> Connection | None:
+        """The most recently used idle connection that is still good, if any. One the peer
+        closed (or sent something unasked) has expired and is dropped."""
         idle = self._idle.get(_key(origin))
         while idle:
             connection = idle.pop()
             if connection.is_idle() and not connection.has_expired():
                 return connection
             _close_soon(connection)
-        return httpcore.AsyncHTTPConnection(
-            origin, ssl_context=self._tls, keepalive_expiry=self._expiry, network_backend=self._backend
-        )
+        return None
 
-    def _give_back(self, origin: httpcore.Origin, connection: httpcore.AsyncHTTPConnection) -> None:
+    def _give_back(self, origin: httpcore.Origin, connection: Connection) -> None:
         idle = self._idle.setdefault(_key(origin), [])
         if self._closed or not connection.is_idle() or len(idle) >= self._max:
             _close_soon(connection)
@@ -152,11 +129,13 @@ def proxied(url: str) -> bool:
 
 
 @functools.lru_cache(maxsize=512)
-def _parsed(url: str) -> tuple[httpcore.URL, httpcore.Origin, bytes]:
-    """The URL, its origin and Host header; the same few URLs (the Bot API's methods) come
-    again and again, and parsing one took ~9 us."""
-    target = httpcore.URL(url)
-    origin = target.origin
+def _parsed(url: str) -> tuple[bytes, httpcore.Origin, bytes]:
+    """The request target, the origin and the Host header; the same few URLs (the Bot API's
+    methods) come again and again, and parsing one took ~9 us."""
+    if not url.lower().startswith(("http://", "https://")):
+        raise httpcore.UnsupportedProtocol("only http:// and https:// URLs are requested")
+    parsed = httpcore.URL(url)
+    target, origin = parsed.target, parsed.origin
     host = b"[%s]" % origin.host if b":" in origin.host else origin.host  # an IPv6 address
     if origin.port != {b"http": 80, b"https": 443}.get(origin.scheme):
         host += b":%d" % origin.port
@@ -186,7 +165,7 @@ def _key(origin: httpcore.Origin) -> Origin:
     return (origin.scheme, origin.host, origin.port)
 
 
-def _close_soon(connection: httpcore.AsyncHTTPConnection) -> None:
+def _close_soon(connection: Connection) -> None:
     """Close a connection nobody waits on (closing a plain socket does not block)."""
     task = asyncio.ensure_future(connection.aclose())
     task.add_done_callback(lambda t: t.cancelled() or t.exception())

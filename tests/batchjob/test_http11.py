@@ -1,0 +1,245 @@
+"""HTTP/1.1 connections of batchjob/http11.py through the pool, against answers of every
+framing a server may choose (chunked, up to the close, HTTP/1.0, interim 1xx, no body) and
+against servers that break the protocol: garbage, a head without end, answers cut short,
+bytes nobody asked for. And requests that would smuggle a second one are never sent."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+
+import httpcore
+import pytest
+import trustme
+
+from batchjob import http11
+from batchjob.http_pool import ConnectionPool
+from tests.batchjob.test_http_transport import ok, read_request, serve
+
+
+async def fixed(answer: bytes, *, close: bool = False):  # type: ignore[no-untyped-def]
+    """A server answering every request with `answer` (closing after it if `close`); the
+    number of connections it accepted and the requests it read."""
+    seen = {"connections": 0, "requests": []}
+
+    async def handler(reader, writer):  # type: ignore[no-untyped-def]
+        seen["connections"] += 1
+        while True:
+            try:
+                seen["requests"].append(await read_request(reader))
+            except (asyncio.IncompleteReadError, ConnectionError):
+                break
+            writer.write(answer)
+            await writer.drain()
+            if close:
+                break
+        writer.close()
+
+    server, port = await serve(handler)
+    return server, f"http://127.0.0.1:{port}/x", seen
+
+
+async def twice(answer: bytes, close: bool = False) -> tuple[list[http11.Answer], dict]:
+    server, url, seen = await fixed(answer, close=close)
+    pool = ConnectionPool(max_connections=1)
+    async with server:
+        got = [await pool.request("GET", url, headers=[]) for _ in range(2)]
+        await pool.aclose()
+    return got, seen
+
+
+@pytest.mark.parametrize(
+    ("answer", "body", "connections"),
+    [
+        # chunked, with a chunk extension and a trailer: reassembled, the connection kept
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"3;x=y\r\nabc\r\n2\r\nde\r\n0\r\nT: 1\r\n\r\n",
+            b"abcde",
+            1,
+        ),
+        # interim answers before the real one
+        (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early\r\nLink: </a>\r\n\r\n" + ok(b"real"), b"real", 1),
+        # no body by its status, whatever length it names
+        (b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n", b"", 1),
+        (b"HTTP/1.1 304 Not Modified\r\n\r\n", b"", 1),
+        # HTTP/1.0: closed after each answer unless it asks to keep the connection
+        (b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok", b"ok", 2),
+        (b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nok", b"ok", 1),
+        # "Connection: close" is heeded
+        (ok(b"bye", close=True), b"bye", 2),
+    ],
+)
+async def test_answers_of_every_framing_are_read_whole_and_the_connection_kept_only_when_allowed(
+    answer: bytes, body: bytes, connections: int
+):
+    got, seen = await twice(answer)
+    assert [a.body for a in got] == [body, body]
+    assert seen["connections"] == connections
+
+
+async def test_an_answer_framed_by_the_close_ends_there_and_its_connection_is_not_reused():
+    got, seen = await twice(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the end", close=True)
+    assert [a.body for a in got] == [b"until the end"] * 2
+    assert seen["connections"] == 2
+    assert (b"Content-Type", b"text/plain") in got[0].headers
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"garbage\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nz",  # two lengths
+        b"HTTP/1.1 200 OK\r\nX: a\nb\r\n\r\n",  # a bare LF inside the head
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n",  # not a chunk size
+        b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+    ],
+)
+async def test_a_malformed_answer_is_a_remote_protocol_error(answer: bytes):
+    with pytest.raises(httpcore.RemoteProtocolError):
+        await twice(answer)
+
+
+@pytest.mark.parametrize(
+    ("answer", "message"),
+    [
+        (b"", "without sending a response"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort", "mid-answer"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nabc", "mid-answer"),
+        (b"HTTP/1.1 200 OK\r\nContent-", "mid-answer"),
+    ],
+)
+async def test_an_answer_cut_short_by_the_close_is_an_error_not_a_short_body(answer: bytes, message: str):
+    with pytest.raises(httpcore.RemoteProtocolError, match=message):
+        await twice(answer, close=True)
+
+
+async def test_a_head_without_end_is_refused_after_its_limit_not_read_for_ever(monkeypatch):
+    monkeypatch.setattr(http11, "MAX_HEAD", 4096)
+    sent = 0
+    stop = asyncio.Event()
+
+    async def handler(reader, writer):  # type: ignore[no-untyped-def]
+        nonlocal sent
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\n")
+        while not stop.is_set() and sent < 10_000_000:
+            writer.write(b"X-Pad: " + b"a" * 1000 + b"\r\n")
+            sent += 1009
+            try:
+                await writer.drain()
+            except ConnectionError:
+                break
+        writer.close()
+
+    server, port = await serve(handler)
+    pool = ConnectionPool(max_connections=1)
+    async with server:
+        with pytest.raises(httpcore.RemoteProtocolError, match="head is too long"):
+            await pool.request("GET", f"http://127.0.0.1:{port}/", headers=[])
+        stop.set()
+        await pool.aclose()
+    assert sent < 10_000_000
+
+
+async def test_bytes_sent_after_the_answer_leave_the_answer_standing_but_the_connection_unused():
+    for extra in (ok(b"unasked"), b"\x00\x01 not http"):
+        got, seen = await twice(ok(b"asked") + extra)
+        assert [a.body for a in got] == [b"asked", b"asked"]
+        assert seen["connections"] == 2
+
+
+@pytest.mark.parametrize(
+    ("url", "headers"),
+    [
+        ("/x", [(b"X-Note", b"a\r\nGET /smuggled HTTP/1.1")]),
+        ("/x", [(b"X-Note", b"a\nb")]),
+        ("/x", [(b"Bad Name", b"v")]),
+        ("/x", [(b"X-Note", b"nul\x00")]),
+        ("/a b", []),  # a space in the target would end the request line early
+    ],
+)
+async def test_a_request_that_would_break_its_framing_is_refused_before_anything_is_sent(url, headers):
+    server, base, seen = await fixed(ok(b"no"))
+    pool = ConnectionPool(max_connections=1)
+    async with server:
+        with pytest.raises(httpcore.LocalProtocolError):
+            await pool.request("GET", base.removesuffix("/x") + url, headers=headers)
+        got = await pool.request("GET", base, headers=[(b"X-Note", b"fine, with spaces")])
+        await pool.aclose()
+    assert got.body == b"no"
+    assert len(seen["requests"]) == 1  # only the good one reached the server
+    assert b"X-Note: fine, with spaces\r\n" in seen["requests"][0][0]
+
+
+async def test_a_streamed_body_is_chunked_without_a_length_and_checked_against_one():
+    bodies: list[bytes] = []
+
+    async def handler(reader, writer):  # type: ignore[no-untyped-def]
+        while True:
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except (asyncio.IncompleteReadError, ConnectionError):
+                break
+            if b"transfer-encoding: chunked" in head.lower():
+                body = b""
+                while size := int((await reader.readuntil(b"\r\n")).strip(), 16):
+                    body += (await reader.readexactly(size + 2))[:-2]
+                await reader.readuntil(b"\r\n")
+            else:
+                length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+                body = await reader.readexactly(length)
+            bodies.append(body)
+            writer.write(ok(b"got"))
+        writer.close()
+
+    async def parts(*chunks: bytes):  # type: ignore[no-untyped-def]
+        for c in chunks:
+            yield c
+
+    server, port = await serve(handler)
+    url = f"http://127.0.0.1:{port}/up"
+    pool = ConnectionPool(max_connections=1)
+    async with server:
+        await pool.request("POST", url, headers=[], content=parts(b"ab", b"", b"cde"))
+        length = [(b"Content-Length", b"4")]
+        await pool.request("POST", url, headers=length, content=parts(b"wx", b"yz"))
+        with pytest.raises(httpcore.LocalProtocolError):  # 3 bytes where 4 were named
+            await pool.request("POST", url, headers=length, content=parts(b"abc"))
+        await pool.aclose()
+    assert bodies == [b"abcde", b"wxyz"]
+
+
+@pytest.mark.parametrize("url", ["ftp://127.0.0.1/x", "file:///etc/passwd", "127.0.0.1:80/x"])
+async def test_only_http_urls_are_requested(url: str):
+    pool = ConnectionPool(max_connections=1)
+    with pytest.raises(httpcore.UnsupportedProtocol):
+        await pool.request("GET", url, headers=[])
+    await pool.aclose()
+
+
+async def test_https_is_verified_against_the_pools_authorities():
+    ca = trustme.CA()
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_tls)
+
+    async def handler(reader, writer):  # type: ignore[no-untyped-def]
+        try:
+            await read_request(reader)
+        except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError):
+            return
+        writer.write(ok(b"secret", close=True))
+        await writer.drain()
+        writer.close()
+
+    server, port = await serve(handler, tls=server_tls)
+    trusting = ssl.create_default_context()
+    ca.configure_trust(trusting)
+    async with server:
+        pool = ConnectionPool(max_connections=1, tls=trusting)
+        assert (await pool.request("GET", f"https://127.0.0.1:{port}/", headers=[])).body == b"secret"
+        await pool.aclose()
+        stranger = ConnectionPool(max_connections=1, tls=ssl.create_default_context())
+        with pytest.raises(httpcore.ConnectError):
+            await stranger.request("GET", f"https://127.0.0.1:{port}/", headers=[])
+        await stranger.aclose()
