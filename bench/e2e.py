@@ -161,47 +161,32 @@ def script_names() -> dict[str, str]:
 
 
 def count_round_trips():  # type: ignore[no-untyped-def]
-    """Count the bot's Redis round trips from now on (a command sent alone, or a pipeline, is
-    one; commands that concurrent tasks issued together travel as one pipeline) and the
-    commands they carried; returns a function that stops counting and gives (round trips,
-    commands by kind)."""
-    from redis.asyncio import Redis
-    from redis.asyncio.client import Pipeline
+    """Count the bot's Redis round trips from now on (one write of commands to a connection,
+    however the client composed it: a command alone, a pipeline, the commands concurrent
+    tasks issued together) and the commands they carried; returns a function that stops
+    counting and gives (round trips, commands by kind)."""
+    from redis.asyncio.connection import AbstractConnection
 
     kinds: Counter[str] = Counter()
     trips = [0]
     SCRIPTS = script_names()
-    orig_exec, orig_pipe = Redis.execute_command, Pipeline.execute
+    orig_send, orig_pack = AbstractConnection.send_packed_command, AbstractConnection.pack_command
 
-    def count(args) -> None:  # type: ignore[no-untyped-def]
+    async def counted_send(self, *a, **kw):  # type: ignore[no-untyped-def]
+        trips[0] += 1
+        return await orig_send(self, *a, **kw)
+
+    def counted_pack(self, *args):  # type: ignore[no-untyped-def]
         name = str(args[0]).upper() if args else "?"
         kinds[f"EVALSHA {SCRIPTS.get(args[1], args[1][:8])}" if name == "EVALSHA" else name] += 1
+        return orig_pack(self, *args)
 
-    async def counted_exec(self, *a, **kw):  # type: ignore[no-untyped-def]
-        trips[0] += 1
-        count(a)
-        return await orig_exec(self, *a, **kw)
-
-    async def counted_pipe(self, *a, **kw):  # type: ignore[no-untyped-def]
-        trips[0] += 1
-        for c in self.command_stack:
-            count(c[0])
-        return await orig_pipe(self, *a, **kw)
-
-    # A pipeline holding a Script asks SCRIPT EXISTS on its own first: a round trip too.
-    orig_immediate = Pipeline.immediate_execute_command
-
-    async def counted_immediate(self, *a, **kw):  # type: ignore[no-untyped-def]
-        trips[0] += 1
-        count(a)
-        return await orig_immediate(self, *a, **kw)
-
-    Redis.execute_command, Pipeline.execute = counted_exec, counted_pipe  # type: ignore[method-assign]
-    Pipeline.immediate_execute_command = counted_immediate  # type: ignore[method-assign]
+    AbstractConnection.send_packed_command = counted_send  # type: ignore[method-assign]
+    AbstractConnection.pack_command = counted_pack  # type: ignore[method-assign]
 
     def stop() -> tuple[int, Counter[str]]:
-        Redis.execute_command, Pipeline.execute = orig_exec, orig_pipe  # type: ignore[method-assign]
-        Pipeline.immediate_execute_command = orig_immediate  # type: ignore[method-assign]
+        AbstractConnection.send_packed_command = orig_send  # type: ignore[method-assign]
+        AbstractConnection.pack_command = orig_pack  # type: ignore[method-assign]
         return trips[0], kinds
 
     return stop

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 import socket
 from collections.abc import Iterator
 
 import pytest
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
+from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
@@ -19,31 +20,28 @@ from conversation.store import in_process_redis, redis_from_url
 
 
 @pytest.fixture
-def r(redis):
+async def r(redis):
     if not isinstance(redis, AutoPipelining):
         pytest.skip("a Redis Cluster client sends each command on its own")
+    await redis.ping()  # a new connection's handshake is writes of its own: done before counting
     return redis
 
 
 @contextlib.contextmanager
 def round_trips() -> Iterator[list[int]]:
-    """Counts what reaches the connection: a command sent alone, or a pipeline."""
+    """Counts the writes that reach a connection: a command sent alone, or a pipeline."""
     count = [0]
-    orig_exec, orig_pipe = Redis.execute_command, Pipeline.execute
+    orig = AbstractConnection.send_packed_command
 
-    async def one(self, *a, **kw):  # type: ignore[no-untyped-def]
+    async def send(self, *a, **kw):  # type: ignore[no-untyped-def]
         count[0] += 1
-        return await orig_exec(self, *a, **kw)
+        return await orig(self, *a, **kw)
 
-    async def pipe(self, *a, **kw):  # type: ignore[no-untyped-def]
-        count[0] += 1
-        return await orig_pipe(self, *a, **kw)
-
-    Redis.execute_command, Pipeline.execute = one, pipe  # type: ignore[method-assign]
+    AbstractConnection.send_packed_command = send  # type: ignore[method-assign]
     try:
         yield count
     finally:
-        Redis.execute_command, Pipeline.execute = orig_exec, orig_pipe  # type: ignore[method-assign]
+        AbstractConnection.send_packed_command = orig  # type: ignore[method-assign]
 
 
 def text(v: object) -> object:
@@ -180,3 +178,29 @@ async def test_callers_of_a_send_stopped_before_its_round_trip_are_stopped_too(r
     got = await asyncio.wait_for(asyncio.gather(*pending, return_exceptions=True), 10)
     assert all(isinstance(g, asyncio.CancelledError) for g in got), got
     assert await r.set(f"{own_keys.prefix}:after", "1") is True  # the client goes on
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server")
+async def test_a_kept_connection_the_server_dropped_is_replaced_and_its_batch_answered(tmp_path, own_keys):
+    """A batch goes out on a connection kept from the last one; when the server has closed
+    it meanwhile (a restart, CLIENT KILL, an idle timeout), the batch is sent again through
+    redis-py's own path, which reconnects: every caller gets its answer, none an error."""
+    from tests.conversation.test_redis_faults import OwnRedis
+
+    own = OwnRedis(tmp_path)
+    own.start()
+    r = redis_from_url(own.url)
+    try:
+        k = f"{own_keys.prefix}:kept"
+        assert await r.set(k, "before") is True
+        assert len(r._kept) == 1  # the connection that carried it is kept for the next batch
+        own.kill()
+        own.start()  # same directory: the AOF brings the value back; the kept socket is dead
+        with round_trips() as trips:
+            got = await asyncio.gather(r.get(k), r.incr(f"{k}:n"), r.set(f"{k}:2", "x"))
+        assert [text(got[0]), got[1], got[2]] == ["before", 1, True]
+        assert trips[0] >= 2  # the write on the dead connection, then the one that was answered
+        assert await r.get(f"{k}:2") == b"x"
+    finally:
+        await r.aclose()
+        own.kill()
