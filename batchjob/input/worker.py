@@ -86,11 +86,11 @@ def _limit_self(limits: Limits, inherited: int = 0) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (inherited + 64, inherited + 64))
 
 
-def _run_child(req: dict[str, Any], wfd: int, efd: int) -> None:
+def _run_child(req: dict[str, Any], wfd: int, efd: int, scrub_env: bool) -> None:
     """In the forked child: never returns."""
     code = 0
     try:
-        if any(k not in ENV_KEPT for k in os.environ):  # forked from the CLI (run_one): scrubbed here
+        if scrub_env:  # forked from the CLI (run_one): scrubbed here
             kept = kept_environment(os.environ)
             os.environ.clear()
             os.environ.update(kept)
@@ -196,6 +196,9 @@ class Zygote:
         self.inbuf = b""
         self.eof = False
         self.answers: list[dict[str, Any]] | None = None  # run_one keeps answers here
+        # Whether a child must scrub its environment (forked from the CLI); the worker was
+        # started with a scrubbed one. Looked at once: the environment is not changed after.
+        self.scrub_env = any(k not in ENV_KEPT for k in os.environ)
 
     def serve(self) -> None:
         stdin = sys.stdin.buffer.fileno()
@@ -262,7 +265,7 @@ class Zygote:
         if pid == 0:  # pragma: no cover - the child's coverage is not collected
             os.close(rr)
             os.close(er)
-            _run_child(req, rw, ew)
+            _run_child(req, rw, ew, self.scrub_env)
         os.close(rw)
         os.close(ew)
         seconds = float(req.get("limits", {}).get("max_parse_seconds", 60.0))

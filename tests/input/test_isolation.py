@@ -237,3 +237,22 @@ async def test_rows_of_a_file_are_copied_out_in_the_worker_and_hostile_input_is_
     junk.write_bytes(b"PK\x03\x04 not a workbook")
     report = await subset_file_async(junk, tmp_path / "g.csv", [(2, 1)])
     assert report.fatal is not None and not (tmp_path / "g.csv").exists()
+
+
+def test_python_folders_take_one_rule_each_and_a_link_leading_out_keeps_its_own(tmp_path, monkeypatch):
+    """Each Landlock rule costs every reading child system calls: a folder inside another
+    allowed one needs none of its own, but one reached through a symbolic link that leads
+    out of it does (the kernel allows by the resolved tree)."""
+    top, elsewhere = tmp_path / "top", tmp_path / "elsewhere"
+    (top / "nested" / "deeper").mkdir(parents=True)
+    elsewhere.mkdir()
+    (top / "link").symlink_to(elsewhere)
+    (tmp_path / "top-sibling").mkdir()  # a name that starts like `top` is not inside it
+    inside = [str(top / "nested"), str(top / "nested" / "deeper"), str(top / "link")]
+    monkeypatch.setattr(sys, "path", [str(tmp_path / "top-sibling"), str(top), *inside])
+    paths = [p for p, _ in landlock._python_paths.__wrapped__()]
+    assert str(top.resolve()) in paths and str(elsewhere.resolve()) in paths
+    assert str((tmp_path / "top-sibling").resolve()) in paths
+    assert not any(p.startswith(str(top.resolve()) + "/") for p in paths)
+    for p in paths:  # none of them beneath another
+        assert not any(p != q and p.startswith(q.rstrip("/") + "/") for q in paths)
