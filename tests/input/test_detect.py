@@ -103,6 +103,23 @@ def test_nul_bytes_in_text_are_binary(write):
     assert r.fatal.code == "unsupported_file_type"
 
 
+@pytest.mark.parametrize(
+    ("char", "at", "binary"),
+    [("\x01", 10, True), ("\x1f", 4095, True), ("\x0b", 200, True), ("\x01", 4096, False), ("\t", 10, False)],
+)
+def test_a_control_character_in_the_first_4096_characters_is_binary(write, char, at, binary):
+    head = "prompt\n"
+    text = head + "a" * (at - len(head)) + char + "b\n" + "more\n" * 900
+    r = inspect_file(write("p.csv", text.encode()))
+    assert (r.fatal is not None and r.fatal.code == "unsupported_file_type") is binary
+
+
+def test_the_delimiter_is_the_one_of_the_first_rows_even_when_later_rows_disagree(write):
+    text = "prompt;size\n" + "".join(f"fox {i};1:1\n" for i in range(30)) + "a,b,c,d,e,f\n" * 500
+    r = inspect_file(write("p.csv", text.encode()))
+    assert r.fatal is None and [c.name for c in r.columns][:2] == ["prompt", "size"]
+
+
 def test_empty_file(write):
     assert inspect_file(write("p.csv", b"")).fatal.code == "file_empty"
     assert inspect_file(write("q.csv", b"\n\n  \n")).fatal.code == "file_empty"
