@@ -27,16 +27,14 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-import httpcore
 import httpx
 import orjson
 
-from batchjob import DEFAULT_MODE, DEFAULT_MODEL, redaction
+from batchjob import DEFAULT_MODE, DEFAULT_MODEL, http_errors, redaction
 from batchjob.answers import NotJSON, answer_of, json_or_text, loads, read, retry_after_of
 from batchjob.envelopes import envelope
 from batchjob.errors import BadAnswer, BatchJobError, OutcomeUnknown, Unavailable, error_for
 from batchjob.http_pool import ConnectionPool, as_httpx_error, proxied
-from batchjob.http_transport import asyncio_transport
 from batchjob.models import Estimate, Job, JobPage, UploadResult
 
 log = logging.getLogger("batchjob.client")
@@ -99,19 +97,35 @@ class BatchJobClient:
         self._pool_timeouts: dict[str, float | None] = dataclasses.asdict(limits)
         defaults = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
         self._headers = [(k.encode(), v.encode()) for k, v in defaults.items()]
-        self._http = httpx.AsyncClient(
-            base_url=self.base_url,
-            headers=defaults,
-            timeout=limits.httpx(),
-            transport=transport or asyncio_transport(max_connections=max_connections),
-            follow_redirects=False,
-        )
+        self._httpx_options: dict[str, Any] = {
+            "base_url": self.base_url,
+            "headers": defaults,
+            "timeout": limits.httpx(),
+            "transport": transport,
+            "follow_redirects": False,
+        }
+        self._max_connections = max_connections
+        self._httpx: httpx.AsyncClient | None = None
+
+    @property
+    def _http(self) -> httpx.AsyncClient:
+        """httpx's client, made when first needed (downloads, a proxy, a given transport):
+        a bot whose calls all go through the pool never loads httpcore (~0.9 MiB)."""
+        if self._httpx is None:
+            options = self._httpx_options
+            if options["transport"] is None:
+                from batchjob.http_transport import asyncio_transport
+
+                options = {**options, "transport": asyncio_transport(max_connections=self._max_connections)}
+            self._httpx = httpx.AsyncClient(**options)
+        return self._httpx
 
     def __repr__(self) -> str:
         return f"BatchJobClient(base_url={self.base_url!r})"
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        if self._httpx is not None:
+            await self._httpx.aclose()
         if self._pool is not None:
             await self._pool.aclose()
 
@@ -307,7 +321,7 @@ class BatchJobClient:
                 content=content or b"",
                 timeouts=self._pool_timeouts,
             )
-        except (httpcore.TimeoutException, httpcore.NetworkError, httpcore.ProtocolError) as e:
+        except http_errors.HTTPError as e:
             raise as_httpx_error(e) from None
         return answer.status, httpx.Headers(answer.headers), answer.body
 

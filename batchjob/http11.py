@@ -5,8 +5,8 @@ request in bench/http_client.py, against ~55 here, and a quarter of the bot's CP
 burst. The answer is parsed by httptools (llhttp, Node's parser, fuzzed upstream; uvicorn
 reads requests with it); the request side is small enough to write here: a head of
 checked fields, then a body of known length or chunked. The socket layer stays
-`http_transport.AsyncioStream` (timeouts, TLS, coalesced writes), and errors keep httpcore's
-classes, so callers catch what they caught before.
+`http_stream.AsyncioStream` (timeouts, TLS, coalesced writes); errors are `http_errors`,
+named as httpcore's.
 
 A server is untrusted like any input: a head longer than `MAX_HEAD`, a body past the
 caller's limit, bytes it sent unasked, or an answer cut short end the connection with an
@@ -21,10 +21,10 @@ import ssl
 from collections.abc import AsyncIterable
 from typing import NamedTuple
 
-import httpcore
 import httptools
 
-from batchjob.http_transport import AsyncioBackend, AsyncioStream
+from batchjob import http_errors as errors
+from batchjob.http_stream import AsyncioStream, connect_tcp
 
 MAX_HEAD = 64 * 1024  # bytes of status line and headers before an answer is refused
 READ_SIZE = 64 * 1024
@@ -34,8 +34,14 @@ _TARGET = re.compile(rb"[\x21-\x7e]+")
 _NO_BODY = frozenset((204, 304))
 
 
-class ResponseTooLarge(httpcore.ReadError):
+class ResponseTooLarge(errors.ReadError):
     """The answer's body ran past the caller's limit."""
+
+
+class Origin(NamedTuple):
+    scheme: str  # "http" or "https"
+    host: str  # as a socket takes it: an IDNA name, an IPv4 or a bare IPv6 address
+    port: int
 
 
 class Answer(NamedTuple):
@@ -127,22 +133,15 @@ class Connection:
 
     @classmethod
     async def open(
-        cls,
-        origin: httpcore.Origin,
-        *,
-        tls: ssl.SSLContext,
-        backend: AsyncioBackend,
-        timeout: float | None,
-        keepalive_expiry: float,
+        cls, origin: Origin, *, tls: ssl.SSLContext, timeout: float | None, keepalive_expiry: float
     ) -> Connection:
-        scheme = origin.scheme
-        if scheme not in (b"http", b"https"):
-            raise httpcore.UnsupportedProtocol(f"no HTTP over {scheme.decode('ascii', 'replace')!r}")
-        host = origin.host.decode("ascii")
-        stream = await backend.connect_tcp(host, origin.port, timeout=timeout)
-        if scheme == b"https":
-            stream = await stream.start_tls(tls, server_hostname=host, timeout=timeout)  # type: ignore[assignment]
-        return cls(stream, keepalive_expiry)  # type: ignore[arg-type]
+        scheme, host, port = origin
+        if scheme not in ("http", "https"):
+            raise errors.UnsupportedProtocol(f"no HTTP over {scheme!r}")
+        stream = await connect_tcp(host, port, timeout)
+        if scheme == "https":
+            stream = await stream.start_tls(tls, server_hostname=host, timeout=timeout)
+        return cls(stream, keepalive_expiry)
 
     def is_idle(self) -> bool:
         return self._idle_since is not None
@@ -207,7 +206,7 @@ class Connection:
         if chunked:
             await self._stream.write(b"0\r\n\r\n", timeout)
         elif named is not None and sent != int(named):
-            raise httpcore.LocalProtocolError("the body's length is not its Content-Length")
+            raise errors.LocalProtocolError("the body's length is not its Content-Length")
 
     async def _read(self, timeout: float | None, max_body: int) -> _Reading:
         reading = _Reading(max_body)
@@ -224,11 +223,11 @@ class Connection:
                 if reading.complete:  # garbage after a whole answer: the answer stands
                     reading.unasked = True
                     break
-                raise httpcore.RemoteProtocolError(f"malformed answer: {str(e)[:80]}") from None
+                raise errors.RemoteProtocolError(f"malformed answer: {str(e)[:80]}") from None
             if reading.too_large:
                 raise ResponseTooLarge(f"the answer is longer than {max_body} bytes")
             if not reading.head_done and head > MAX_HEAD:
-                raise httpcore.RemoteProtocolError("the answer's head is too long")
+                raise errors.RemoteProtocolError("the answer's head is too long")
         return reading
 
 
@@ -236,9 +235,9 @@ def _at_close(reading: _Reading, head: int) -> _Reading:
     """The peer closed the connection: an answer framed by the close ends here; anything
     else was cut short."""
     if head == 0:
-        raise httpcore.RemoteProtocolError("Server disconnected without sending a response.")
+        raise errors.RemoteProtocolError("Server disconnected without sending a response.")
     if not reading.head_done or reading.framed or reading.status in _NO_BODY:
-        raise httpcore.RemoteProtocolError("the server closed the connection mid-answer")
+        raise errors.RemoteProtocolError("the server closed the connection mid-answer")
     reading.keep_alive = False
     reading.complete = True
     return reading
@@ -248,11 +247,11 @@ def _head(method: str, target: bytes, headers: list[tuple[bytes, bytes]]) -> byt
     """The request line and fields, refused (as h11 did) when a field or the target would
     break the framing: a CR or LF in a value is a request smuggled into this one."""
     if not _TARGET.fullmatch(target):
-        raise httpcore.LocalProtocolError("the request target is not printable ASCII")
+        raise errors.LocalProtocolError("the request target is not printable ASCII")
     lines = [b"%s %s HTTP/1.1\r\n" % (method.encode("ascii"), target)]
     for name, value in headers:
         if not _TOKEN.fullmatch(name) or not _VALUE.fullmatch(value):
-            raise httpcore.LocalProtocolError("a header's name or value is not allowed")
+            raise errors.LocalProtocolError("a header's name or value is not allowed")
         lines.append(b"%s: %s\r\n" % (name, value))
     lines.append(b"\r\n")
     return b"".join(lines)

@@ -5,7 +5,7 @@ httpx's client, cookie jar and connection pool cost three quarters of a request'
 (measured: 1.2 ms a request through httpx, 0.33 ms straight on httpcore's connection, 20 in
 flight), and httpcore's connection most of the rest: the connection is `http11.Connection`
 (llhttp's parsing on `AsyncioStream`), and this module keeps a bounded set of them, idle
-ones per origin. Errors are httpcore's classes.
+ones per origin. Errors are `http_errors` (httpcore's names; httpcore itself is not loaded).
 """
 
 from __future__ import annotations
@@ -17,22 +17,19 @@ import urllib.parse
 import urllib.request
 from collections.abc import AsyncIterable
 
-import httpcore
-import httpx
-
-from batchjob.http11 import Answer, Connection, ResponseTooLarge
-from batchjob.http_transport import AsyncioBackend, default_tls
+from batchjob import http_errors as errors
+from batchjob.http11 import Answer, Connection, Origin, ResponseTooLarge
+from batchjob.http_stream import default_tls
 
 __all__ = ["Answer", "ConnectionPool", "ResponseTooLarge", "as_httpx_error", "proxied"]
 
-Origin = tuple[bytes, bytes, int]
 MAX_BODY = 64 * 1024 * 1024  # an answer longer than this is refused, not read into memory
 
 
 class ConnectionPool:
     """At most `max_connections` requests in flight (a request waits up to its pool timeout
-    for one to end: `httpcore.PoolTimeout`, nothing sent); connections kept alive per
-    origin for `keepalive_expiry` seconds. Errors are httpcore's."""
+    for one to end: `PoolTimeout`, nothing sent); connections kept alive per origin for
+    `keepalive_expiry` seconds. Errors are `http_errors`."""
 
     def __init__(
         self,
@@ -48,7 +45,6 @@ class ConnectionPool:
         self._tls = tls or default_tls()
         self._tls.set_alpn_protocols(["http/1.1"])  # as httpcore did on each connection
         self._max_body = max_body
-        self._backend = AsyncioBackend()
         self._idle: dict[Origin, list[Connection]] = {}
         self._closed = False
 
@@ -71,14 +67,13 @@ class ConnectionPool:
                 async with asyncio.timeout(timeouts.get("pool")):
                     await self._slots.acquire()
             except TimeoutError:
-                raise httpcore.PoolTimeout("no connection came free in time") from None
+                raise errors.PoolTimeout("no connection came free in time") from None
         else:
             await self._slots.acquire()
         try:
             connection = self._take(origin) or await Connection.open(
                 origin,
                 tls=self._tls,
-                backend=self._backend,
                 timeout=timeouts.get("connect"),
                 keepalive_expiry=self._expiry,
             )
@@ -92,10 +87,10 @@ class ConnectionPool:
         finally:
             self._slots.release()
 
-    def _take(self, origin: httpcore.Origin) -> Connection | None:
+    def _take(self, origin: Origin) -> Connection | None:
         """The most recently used idle connection that is still good, if any. One the peer
         closed (or sent something unasked) has expired and is dropped."""
-        idle = self._idle.get(_key(origin))
+        idle = self._idle.get(origin)
         while idle:
             connection = idle.pop()
             if connection.is_idle() and not connection.has_expired():
@@ -103,8 +98,8 @@ class ConnectionPool:
             _close_soon(connection)
         return None
 
-    def _give_back(self, origin: httpcore.Origin, connection: Connection) -> None:
-        idle = self._idle.setdefault(_key(origin), [])
+    def _give_back(self, origin: Origin, connection: Connection) -> None:
+        idle = self._idle.setdefault(origin, [])
         if self._closed or not connection.is_idle() or len(idle) >= self._max:
             _close_soon(connection)
         else:
@@ -128,18 +123,32 @@ def proxied(url: str) -> bool:
     return not urllib.request.proxy_bypass(parsed.hostname or "")
 
 
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+_ASCII = "".join(map(chr, range(128)))  # left as they are by quote(): checked when sent
+
+
 @functools.lru_cache(maxsize=512)
-def _parsed(url: str) -> tuple[bytes, httpcore.Origin, bytes]:
+def _parsed(url: str) -> tuple[bytes, Origin, bytes]:
     """The request target, the origin and the Host header; the same few URLs (the Bot API's
-    methods) come again and again, and parsing one took ~9 us."""
-    if not url.lower().startswith(("http://", "https://")):
-        raise httpcore.UnsupportedProtocol("only http:// and https:// URLs are requested")
-    parsed = httpcore.URL(url)
-    target, origin = parsed.target, parsed.origin
-    host = b"[%s]" % origin.host if b":" in origin.host else origin.host  # an IPv6 address
-    if origin.port != {b"http": 80, b"https": 443}.get(origin.scheme):
-        host += b":%d" % origin.port
-    return target, origin, host
+    methods) come again and again, and parsing one took ~9 us. Characters beyond ASCII are
+    percent-encoded as UTF-8 (a file's path in an answer may hold some); anything else that
+    cannot be sent as it is (a space, a control character) is refused when the request is."""
+    parts = urllib.parse.urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in _DEFAULT_PORTS or not parts.hostname:
+        raise errors.UnsupportedProtocol("only http:// and https:// URLs are requested")
+    try:
+        port = parts.port or _DEFAULT_PORTS[scheme]
+        host = parts.hostname if parts.hostname.isascii() else parts.hostname.encode("idna").decode("ascii")
+    except (ValueError, UnicodeError):
+        raise errors.LocalProtocolError("the URL's host or port is not valid") from None
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    if not target.isascii():
+        target = urllib.parse.quote(target, safe=_ASCII)
+    header = f"[{host}]" if ":" in host else host  # an IPv6 address
+    if port != _DEFAULT_PORTS[scheme]:
+        header += f":{port}"
+    return target.encode("ascii"), Origin(scheme, host, port), header.encode("ascii")
 
 
 def _length(method: str, content: bytes | AsyncIterable[bytes]) -> list[tuple[bytes, bytes]]:
@@ -148,21 +157,16 @@ def _length(method: str, content: bytes | AsyncIterable[bytes]) -> list[tuple[by
     return [(b"Content-Length", str(len(content)).encode())]
 
 
-def as_httpx_error(
-    err: httpcore.TimeoutException | httpcore.NetworkError | httpcore.ProtocolError,
-) -> Exception:
-    """The httpx exception httpx's own transport would raise for an httpcore one (the
-    same names: ConnectError, ReadTimeout, RemoteProtocolError...), for callers written
-    against httpx's."""
+def as_httpx_error(err: errors.HTTPError) -> Exception:
+    """The httpx exception httpx's own transport would raise for this one (the same names:
+    ConnectError, ReadTimeout, RemoteProtocolError...), for callers written against httpx's."""
+    import httpx  # loaded by then: the callers' own module uses it
+
     for cls in type(err).__mro__:
         twin = getattr(httpx, cls.__name__, None)
         if isinstance(twin, type) and issubclass(twin, httpx.TransportError):
             return twin(str(err))
     return httpx.TransportError(str(err))
-
-
-def _key(origin: httpcore.Origin) -> Origin:
-    return (origin.scheme, origin.host, origin.port)
 
 
 def _close_soon(connection: Connection) -> None:

@@ -13,11 +13,11 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-import httpcore
 import orjson
 from telegram.error import NetworkError, TimedOut
 from telegram.request import BaseRequest, HTTPXRequest, RequestData
 
+from batchjob import http_errors
 from batchjob.http_pool import ConnectionPool, proxied
 
 _DEFAULT = type(BaseRequest.DEFAULT_NONE)  # a timeout the call left to the request's own
@@ -96,15 +96,15 @@ class PooledRequest(BaseRequest):
             headers.append((b"Content-Type", content_type.encode()))
         try:
             answer = await self._pool.request(method, url, headers=headers, content=body, timeouts=timeouts)
-        except (httpcore.PoolTimeout, httpcore.ConnectTimeout) as err:
+        except (http_errors.PoolTimeout, http_errors.ConnectTimeout) as err:
             raise TimedOut(f"{type(err).__name__}: the request was not sent") from NotSent(str(err))
-        except httpcore.ConnectError as err:
+        except http_errors.ConnectError as err:
             raise NetworkError(f"{type(err).__name__}: the request was not sent") from NotSent(str(err))
-        except httpcore.TimeoutException as err:
+        except http_errors.TimeoutException as err:
             raise TimedOut from err
-        except (httpcore.NetworkError, httpcore.ProtocolError) as err:
+        except (http_errors.NetworkError, http_errors.ProtocolError, http_errors.UnsupportedProtocol) as err:
             # The class and its message only: an error of the URL would hold the bot's token.
-            raise NetworkError(f"httpcore.{type(err).__name__}: {err}") from err
+            raise NetworkError(f"{type(err).__name__}: {err}") from err
         return answer.status, answer.body
 
     @staticmethod

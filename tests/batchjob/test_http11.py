@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import subprocess
+import sys
 
-import httpcore
 import pytest
 import trustme
 
 from batchjob import http11
+from batchjob import http_errors as errors
 from batchjob.http_pool import ConnectionPool
 from tests.batchjob.test_http_transport import ok, read_request, serve
 
@@ -96,7 +98,7 @@ async def test_an_answer_framed_by_the_close_ends_there_and_its_connection_is_no
     ],
 )
 async def test_a_malformed_answer_is_a_remote_protocol_error(answer: bytes):
-    with pytest.raises(httpcore.RemoteProtocolError):
+    with pytest.raises(errors.RemoteProtocolError):
         await twice(answer)
 
 
@@ -110,7 +112,7 @@ async def test_a_malformed_answer_is_a_remote_protocol_error(answer: bytes):
     ],
 )
 async def test_an_answer_cut_short_by_the_close_is_an_error_not_a_short_body(answer: bytes, message: str):
-    with pytest.raises(httpcore.RemoteProtocolError, match=message):
+    with pytest.raises(errors.RemoteProtocolError, match=message):
         await twice(answer, close=True)
 
 
@@ -135,7 +137,7 @@ async def test_a_head_without_end_is_refused_after_its_limit_not_read_for_ever(m
     server, port = await serve(handler)
     pool = ConnectionPool(max_connections=1)
     async with server:
-        with pytest.raises(httpcore.RemoteProtocolError, match="head is too long"):
+        with pytest.raises(errors.RemoteProtocolError, match="head is too long"):
             await pool.request("GET", f"http://127.0.0.1:{port}/", headers=[])
         stop.set()
         await pool.aclose()
@@ -163,7 +165,7 @@ async def test_a_request_that_would_break_its_framing_is_refused_before_anything
     server, base, seen = await fixed(ok(b"no"))
     pool = ConnectionPool(max_connections=1)
     async with server:
-        with pytest.raises(httpcore.LocalProtocolError):
+        with pytest.raises(errors.LocalProtocolError):
             await pool.request("GET", base.removesuffix("/x") + url, headers=headers)
         got = await pool.request("GET", base, headers=[(b"X-Note", b"fine, with spaces")])
         await pool.aclose()
@@ -204,7 +206,7 @@ async def test_a_streamed_body_is_chunked_without_a_length_and_checked_against_o
         await pool.request("POST", url, headers=[], content=parts(b"ab", b"", b"cde"))
         length = [(b"Content-Length", b"4")]
         await pool.request("POST", url, headers=length, content=parts(b"wx", b"yz"))
-        with pytest.raises(httpcore.LocalProtocolError):  # 3 bytes where 4 were named
+        with pytest.raises(errors.LocalProtocolError):  # 3 bytes where 4 were named
             await pool.request("POST", url, headers=length, content=parts(b"abc"))
         await pool.aclose()
     assert bodies == [b"abcde", b"wxyz"]
@@ -213,7 +215,7 @@ async def test_a_streamed_body_is_chunked_without_a_length_and_checked_against_o
 @pytest.mark.parametrize("url", ["ftp://127.0.0.1/x", "file:///etc/passwd", "127.0.0.1:80/x"])
 async def test_only_http_urls_are_requested(url: str):
     pool = ConnectionPool(max_connections=1)
-    with pytest.raises(httpcore.UnsupportedProtocol):
+    with pytest.raises(errors.UnsupportedProtocol):
         await pool.request("GET", url, headers=[])
     await pool.aclose()
 
@@ -240,6 +242,61 @@ async def test_https_is_verified_against_the_pools_authorities():
         assert (await pool.request("GET", f"https://127.0.0.1:{port}/", headers=[])).body == b"secret"
         await pool.aclose()
         stranger = ConnectionPool(max_connections=1, tls=ssl.create_default_context())
-        with pytest.raises(httpcore.ConnectError):
+        with pytest.raises(errors.ConnectError):
             await stranger.request("GET", f"https://127.0.0.1:{port}/", headers=[])
         await stranger.aclose()
+
+
+async def test_a_url_beyond_ascii_is_sent_percent_encoded_with_its_host_header():
+    server, base, seen = await fixed(ok(b"yes"))
+    port = base.split(":")[2].split("/")[0]
+    pool = ConnectionPool(max_connections=1)
+    async with server:
+        with pytest.raises(errors.LocalProtocolError):  # a space cannot be sent as it is
+            await pool.request("GET", f"http://127.0.0.1:{port}/files/文件 1.csv", headers=[])
+        got = await pool.request("GET", f"http://127.0.0.1:{port}/files/文件.csv?q=ü", headers=[])
+        await pool.aclose()
+    assert got.body == b"yes"
+    head = seen["requests"][0][0]
+    assert head.startswith(b"GET /files/%E6%96%87%E4%BB%B6.csv?q=%C3%BC HTTP/1.1\r\n")
+    assert b"Host: 127.0.0.1:%s\r\n" % port.encode() in head
+
+
+def test_urls_are_parsed_once_into_target_origin_and_host_header():
+    from batchjob.http_pool import _parsed
+
+    assert _parsed("http://127.0.0.1:8080/p/文?q=ü") == (
+        b"/p/%E6%96%87?q=%C3%BC",
+        http11.Origin("http", "127.0.0.1", 8080),
+        b"127.0.0.1:8080",
+    )
+    assert _parsed("https://API.Example.com") == (
+        b"/",
+        http11.Origin("https", "api.example.com", 443),
+        b"api.example.com",
+    )
+    assert _parsed("https://[::1]:8443/x")[1:] == (http11.Origin("https", "::1", 8443), b"[::1]:8443")
+    assert _parsed("http://bücher.de/")[1] == http11.Origin("http", "xn--bcher-kva.de", 80)
+    with pytest.raises(errors.LocalProtocolError):
+        _parsed("http://127.0.0.1:99999/")
+
+
+def test_a_process_making_only_pooled_calls_never_loads_httpcore():
+    """An idle bot's memory: the pool's errors and streams are its own, and httpx's client
+    (which loads httpcore, h11 and anyio) is made only when a download or a proxy needs it."""
+    script = (
+        "import asyncio, sys\n"
+        "from batchjob.client import BatchJobClient\n"
+        "from bot.telegram.request import PooledRequest\n"
+        "async def main():\n"
+        "    c = BatchJobClient('http://127.0.0.1:9', 't', retries=0)\n"
+        "    try:\n"
+        "        await c.get_job('j')\n"
+        "    except Exception as e:\n"
+        "        print(type(e).__name__)\n"
+        "    await c.aclose()\n"
+        "asyncio.run(main())\n"
+        "print(sorted(m for m in ('httpcore', 'h11', 'anyio') if m in sys.modules))\n"
+    )
+    p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert p.stdout.split() == ["Unavailable", "[]"], p.stdout + p.stderr

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import asyncio
 
-import httpcore
 import pytest
 
+from batchjob import http_errors as errors
 from batchjob.http_pool import ConnectionPool, ResponseTooLarge
-from batchjob.http_transport import AsyncioStream, _Protocol
+from batchjob.http_stream import AsyncioStream, _Protocol
 from tests.batchjob.test_http_transport import ok, read_request, serve
 
 HEADERS = [(b"Content-Type", b"text/plain")]
@@ -121,12 +121,12 @@ async def test_a_full_pool_times_out_with_nothing_sent_and_a_cancelled_request_f
     async with server:
         first = asyncio.ensure_future(pool.request("GET", url, headers=[], timeouts={"read": 30}))
         await arrived.wait()
-        with pytest.raises(httpcore.PoolTimeout):
+        with pytest.raises(errors.PoolTimeout):
             await pool.request("GET", url, headers=[], timeouts={"pool": 0.05})
         first.cancel()
         with pytest.raises(asyncio.CancelledError):
             await first
-        with pytest.raises(httpcore.ReadTimeout):  # the slot is free again; the server still silent
+        with pytest.raises(errors.ReadTimeout):  # the slot is free again; the server still silent
             await pool.request("GET", url, headers=[], timeouts={"pool": 1, "read": 0.05})
         release.set()
         await pool.aclose()
@@ -157,6 +157,6 @@ async def test_a_refused_connection_is_a_connect_error():
     server.close()
     await server.wait_closed()
     pool = ConnectionPool(max_connections=1)
-    with pytest.raises(httpcore.ConnectError):
+    with pytest.raises(errors.ConnectError):
         await pool.request("GET", f"http://127.0.0.1:{port}/", headers=[])
     await pool.aclose()

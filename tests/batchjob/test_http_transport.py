@@ -42,10 +42,10 @@ def client(**kw) -> httpx.AsyncClient:  # type: ignore[no-untyped-def]
 
 
 async def test_requests_on_one_kept_connection_and_a_body_larger_than_the_read_buffer(monkeypatch):
-    from batchjob import http_transport
+    from batchjob import http_stream
 
-    monkeypatch.setattr(http_transport, "HIGH_WATER", 4096)  # reading pauses, and must resume
-    monkeypatch.setattr(http_transport, "LOW_WATER", 1024)
+    monkeypatch.setattr(http_stream, "HIGH_WATER", 4096)  # reading pauses, and must resume
+    monkeypatch.setattr(http_stream, "LOW_WATER", 1024)
     big = bytes(range(256)) * 4096  # 1 MiB
     connections = 0
 
