@@ -286,15 +286,17 @@ class BatchJobClient:
 
         start = time.monotonic()
         try:
-            kwargs: dict[str, Any] = {"params": params}
+            content, headers = b"", None
             if json is not None:
-                kwargs["content"] = orjson.dumps(json)
-                kwargs["headers"] = {"Content-Type": "application/json"}
-            resp = await self._http.request(method, path, **kwargs)
+                content, headers = orjson.dumps(json), {"Content-Type": "application/json"}
+            answer = await self._send(method, path, params=params, headers=headers, content=content)
+            status, got, body = answer
         except httpx.HTTPError as e:
             return None, time.monotonic() - start, type(e).__name__
         elapsed = time.monotonic() - start
-        return resp.status_code, elapsed, json_or_text(resp) if resp.content else ""
+        if not body:
+            return status, elapsed, ""
+        return status, elapsed, json_or_text(httpx.Response(status, headers=got, content=body))
 
     # --- transport -----------------------------------------------------------------------
 

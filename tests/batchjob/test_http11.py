@@ -283,7 +283,8 @@ def test_urls_are_parsed_once_into_target_origin_and_host_header():
 
 def test_a_process_making_only_pooled_calls_never_loads_httpcore():
     """An idle bot's memory: the pool's errors and streams are its own, and httpx's client
-    (which loads httpcore, h11 and anyio) is made only when a download or a proxy needs it."""
+    (which loads httpcore, h11 and anyio) is made only when a download or a proxy needs it;
+    the start-up check (`probe`) goes through the pool too."""
     script = (
         "import asyncio, sys\n"
         "from batchjob.client import BatchJobClient\n"
@@ -294,9 +295,10 @@ def test_a_process_making_only_pooled_calls_never_loads_httpcore():
         "        await c.get_job('j')\n"
         "    except Exception as e:\n"
         "        print(type(e).__name__)\n"
+        "    print((await c.probe('GET', '/v1/jobs'))[2])\n"  # the bot's check at start
         "    await c.aclose()\n"
         "asyncio.run(main())\n"
         "print(sorted(m for m in ('httpcore', 'h11', 'anyio') if m in sys.modules))\n"
     )
     p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
-    assert p.stdout.split() == ["Unavailable", "[]"], p.stdout + p.stderr
+    assert p.stdout.split() == ["Unavailable", "ConnectError", "[]"], p.stdout + p.stderr
