@@ -8,7 +8,9 @@ it reads the state and one event, and returns the next state plus a list of effe
 the runner to perform (send a message, download, inspect, upload, precheck, submit, ...).
 The runner persists the new state *before* performing the effects, and feeds each
 effect's outcome back as a new event. No awaits, no Redis, no HTTP here: every flow can
-be tested as a table of (phase, event) -> (phase, effects).
+be tested as a table of (phase, event) -> (phase, effects). The rules of a stretch of the
+flow live beside this module: `resolving` (an input to a local file), `estimating` (its
+reading to the question to confirm), `choices`, `spending_rules`, `job_commands`.
 
 The pending input moves through phases:
 
@@ -28,36 +30,36 @@ only" stops after the precheck. Output summaries are fetched only on /details.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from batchjob import format_amount
-from conversation import agent_input, choices, estimating, flow_ops, identity, job_commands, spending_rules
+from conversation import (
+    agent_input,
+    choices,
+    estimating,
+    flow_ops,
+    identity,
+    job_commands,
+    resolving,
+    spending_rules,
+)
 from conversation.choices import parse_choice
 from conversation.events import (
     Adopted,
-    Button,
     ButtonPressed,
-    Cleanup,
     CommandReceived,
-    Download,
     Effect,
     EffectFailed,
     Event,
     Expired,
-    FetchUrl,
     FileMissing,
     FileReady,
     FileReceived,
     InputGiven,
-    Inspect,
     Inspected,
     InspectResumed,
-    LookupRows,
-    OpenPath,
-    Precheck,
     Prechecked,
     Reconcile,
     Reconciled,
@@ -81,7 +83,6 @@ from conversation.prompts import estimate_parts as _estimate_parts
 from conversation.spending_events import ApprovalDecided, ApprovalNeeded, OverBudget
 from conversation.state import ChatState, Pending
 
-_FILE_ID = re.compile(r"^file[_-][A-Za-z0-9_-]{4,128}$")
 REFUSALS = frozenset({"auth", "balance", "validation", "not_found", "conflict"})
 
 
@@ -143,144 +144,7 @@ _new_pending = flow_ops.new_pending
 _submit = flow_ops.submit
 
 
-def _start_input(
-    s: ChatState, ctx: Context, effect: Effect, filename: str, caption: str | None, user: str = ""
-) -> Result:
-    out: list[Effect] = []
-    if s.phase in ("submitting", "reconciling"):
-        return s, [_reply("flow.busy_submitting")]
-    if s.pending is not None:
-        s, out = _drop(s, "flow.replaced")
-    p = _new_pending(ctx, filename)
-    p.owner = user
-    if caption:
-        model, mode, _confirm, estimate = parse_choice(caption, ctx.modes)
-        if model:
-            p.model = model
-        if mode:
-            p.mode = mode
-        p.model_given = bool(model or mode)
-        p.estimate_only = estimate
-    p.source_kind, p.source_ref = _source_of(effect)
-    s.pending = p
-    s.phase = "resolving"
-    return s, [*out, effect]
-
-
-def _source_of(effect: Effect) -> tuple[str, str]:
-    match effect:
-        case Download(ref=ref):
-            return "channel", ref
-        case FetchUrl(url=url):
-            return "url", url
-        case OpenPath(path=path):
-            return "path", path
-        case RerunFailed(job_id=job_id):
-            return "rerun", job_id
-    return "", ""
-
-
-def source_effect(p: Pending) -> Effect | None:
-    """The effect that gets the pending input again from where it came from."""
-    if p.source_kind == "rerun":
-        return RerunFailed(p.source_ref)
-    if p.source_kind == "channel":
-        return Download(p.source_ref, p.filename)
-    if p.source_kind == "url":
-        return FetchUrl(p.source_ref)
-    if p.source_kind == "path":
-        return OpenPath(p.source_ref)
-    return None
-
-
-def _fallback(s: ChatState, ctx: Context, reason: str) -> Result:
-    if s.pending is None:
-        s.pending = _new_pending(ctx)
-    s.phase = "awaiting_input"
-    parts: list[tuple[str, dict[str, Any]]] = [
-        (f"fallback.reason.{reason}", {}),
-        ("fallback.ask", {}),
-        ("fallback.url", {}),
-        ("fallback.file_id", {}),
-    ]
-    if ctx.allow_local_paths:
-        parts.append(("fallback.path", {}))
-    parts.append(("fallback.drop", {}))
-    return s, [Reply(tuple(parts), ((Button("btn.drop", f"c:drop:{s.pending.token}"),),))]
-
-
-def _is_url(text: str) -> bool:
-    return bool(re.match(r"^https?://\S+$", text, re.I))
-
-
-def _as_path(text: str) -> str | None:
-    if text.startswith("MEDIA:"):
-        return text[len("MEDIA:") :].strip() or None
-    if text.startswith("/") and not text.startswith("//") and "\n" not in text:
-        return text
-    return None
-
-
 # --- handlers --------------------------------------------------------------------------------
-
-
-def _on_file(s: ChatState, e: FileReceived, ctx: Context) -> Result:
-    if e.too_large:
-        s, out = _start_input(s, ctx, Download(e.ref, e.filename), e.filename, e.caption, e.user_id)
-        if s.phase != "resolving":
-            return s, out
-        s, more = _fallback(s, ctx, "too_large")
-        return s, [x for x in out if not isinstance(x, Download)] + more
-    return _start_input(s, ctx, Download(e.ref, e.filename), e.filename, e.caption, e.user_id)
-
-
-def _on_ready(s: ChatState, e: FileReady, ctx: Context) -> Result:
-    if s.phase not in ("resolving", "awaiting_input") or s.pending is None:
-        return s, [Cleanup((e.path,))]
-    s.pending.path = e.path
-    s.pending.filename = e.filename or s.pending.filename
-    s.phase = "inspecting"
-    s.pending.inspections += 1
-    return s, [Inspect(e.path, s.pending.filename)]
-
-
-def _on_file_missing(s: ChatState, e: FileMissing, ctx: Context) -> Result:
-    """Shared-nothing media: a replica without the file gets it again from its source, then
-    takes the same path as the replica that had it (re-reading is deterministic)."""
-    expected = {"inspect": "inspecting", "upload": "uploading"}.get(e.step)
-    p = s.pending
-    if s.phase != expected or p is None:
-        return s, []
-    again = source_effect(p)
-    if again is None:
-        return _drop(s, "flow.file_lost", filename=p.filename[:80] or "?")
-    p.path = p.converted = None
-    p.refetched = p.refetched or e.step == "upload"
-    s.phase = "resolving"
-    return s, [again]
-
-
-MAX_INSPECTIONS = 2
-
-
-def _on_inspect_resumed(s: ChatState, e: InspectResumed, ctx: Context) -> Result:
-    """A reading cut short (the bot was killed) is tried again, once: a file that takes the
-    bot down every time must not do so at every start."""
-    p = s.pending
-    if s.phase != "inspecting" or p is None or not p.path:
-        return s, []
-    if p.inspections >= MAX_INSPECTIONS:
-        return _drop(s, "flow.inspect_abandoned", filename=p.filename[:80] or "?")
-    p.inspections += 1
-    return s, [Inspect(p.path, p.filename)]
-
-
-def _on_resolve_failed(s: ChatState, e: ResolveFailed, ctx: Context) -> Result:
-    if s.phase not in ("resolving", "awaiting_input"):
-        return s, []
-    if s.pending is not None and s.pending.source_kind == "rerun":
-        return _drop(s, f"rerun.{e.reason}")  # nothing to ask: the original is the bot's own record
-    return _fallback(s, ctx, e.reason)
 
 
 def _on_submitted(s: ChatState, e: Submitted, ctx: Context) -> Result:
@@ -350,7 +214,9 @@ def _on_button(s: ChatState, e: ButtonPressed, ctx: Context) -> Result:
     if len(parts) == 3 and parts[:2] == ["j", "a"]:  # run the failed rows of a job again
         if parts[2] not in s.recent:
             return s, [_reply("flow.unknown_job")]
-        return _start_input(s, ctx, RerunFailed(parts[2]), f"{parts[2]}-failed-rows", None, e.user_id)
+        return resolving.start_input(
+            s, ctx, RerunFailed(parts[2]), f"{parts[2]}-failed-rows", None, e.user_id
+        )
     answered = job_commands.button(s, parts, e.user_id, ctx.admins)
     if answered is None:
         answered = spending_rules.on_button(s, parts, e.user_id, ctx)
@@ -402,10 +268,10 @@ def _on_text(s: ChatState, e: TextReceived, ctx: Context) -> Result:
     if (
         phase.startswith("awaiting_")
         and phase != "awaiting_input"
-        and (_is_url(text) or _FILE_ID.match(text))
+        and (resolving.is_url(text) or resolving.FILE_ID.match(text))
     ):
         # A new input, whatever was asked: never read a link as a model or a count.
-        return _on_input_text(s, text, ctx)
+        return resolving.on_input_text(s, text, ctx)
     if phase == "awaiting_confirm":
         model, mode, confirm, estimate = parse_choice(text, ctx.modes)
         p = s.pending
@@ -434,57 +300,10 @@ def _on_text(s: ChatState, e: TextReceived, ctx: Context) -> Result:
             return _drop(s, "flow.file_id_count_unknown", file_id=p.file_id)
         return s, [_reply("flow.busy")]
     if phase in ("idle", "awaiting_input"):
-        return _on_input_text(s, text, ctx)
+        return resolving.on_input_text(s, text, ctx)
     if phase == "awaiting_fix":
         return s, [_reply("flow.fix_hint_buttons")]
     return s, [_reply("flow.busy")]
-
-
-def _on_input_text(s: ChatState, text: str, ctx: Context) -> Result:
-    if _is_url(text):
-        return _start_input_keep(s, ctx, FetchUrl(text), text.rsplit("/", 1)[-1][:100])
-    if _FILE_ID.match(text):
-        if s.phase in ("submitting", "reconciling"):
-            return s, [_reply("flow.busy_submitting")]
-        if s.pending is None:
-            s.pending = _new_pending(ctx)
-        s.pending.file_id = text
-        s.pending.path = s.pending.converted = None
-        s.phase = "awaiting_count"
-        # A file this bot uploaded has its record count in Redis; otherwise the user is asked.
-        return s, [LookupRows(text)]
-    path = _as_path(text)
-    if path is not None:
-        if not ctx.allow_local_paths:
-            return s, [_reply("fallback.path_disabled")]
-        return _start_input_keep(s, ctx, OpenPath(path), path.rsplit("/", 1)[-1][:100])
-    if s.phase == "awaiting_input":
-        return s, [_reply("fallback.not_understood")]
-    return s, [_reply("flow.idle_hint")]
-
-
-def _start_input_keep(s: ChatState, ctx: Context, effect: Effect, filename: str) -> Result:
-    """A URL or path: keep an awaiting_input pending (its caption choices), else start anew."""
-    if s.phase == "awaiting_input" and s.pending is not None:
-        s.pending.filename = filename
-        s.pending.source_kind, s.pending.source_ref = _source_of(effect)
-        s.phase = "resolving"
-        return s, [effect]
-    return _start_input(s, ctx, effect, filename, None)
-
-
-def _on_rows_known(s: ChatState, e: RowsKnown, ctx: Context) -> Result:
-    if s.phase != "awaiting_count" or s.pending is None or s.pending.file_id != e.file_id:
-        return s, []
-    if e.count is None or e.count <= 0:
-        # Nobody knows how many records it holds; the user would have to guess (and a wrong
-        # number makes a wrong estimate): the file itself is asked for instead.
-        return _drop(s, "flow.file_id_count_unknown", file_id=e.file_id)
-    s.pending.row_count = e.count
-    s.pending.count_source = "flow.count_from_job" if e.source == "job" else "flow.count_from_bot"
-    s.pending.count_job = e.job_id
-    s.phase = "prechecking"
-    return s, [Precheck(e.count, s.pending.model, s.pending.mode)]
 
 
 def _on_effect_failed(s: ChatState, e: EffectFailed, ctx: Context) -> Result:
@@ -533,18 +352,18 @@ def _on_command(s: ChatState, e: CommandReceived, ctx: Context) -> Result:
 
 
 _HANDLERS: dict[type, Callable[[ChatState, Any, Context], Result]] = {
-    FileReceived: _on_file,
-    FileReady: _on_ready,
-    InspectResumed: _on_inspect_resumed,
-    FileMissing: _on_file_missing,
-    ResolveFailed: _on_resolve_failed,
+    FileReceived: resolving.on_file,
+    FileReady: resolving.on_ready,
+    InspectResumed: resolving.on_inspect_resumed,
+    FileMissing: resolving.on_file_missing,
+    ResolveFailed: resolving.on_resolve_failed,
     Inspected: estimating.on_inspected,
     Uploaded: estimating.on_uploaded,
     Prechecked: estimating.on_prechecked,
     Submitted: _on_submitted,
     Reconciled: _on_reconciled,
     Adopted: lambda s, e, ctx: job_commands.on_adopted(s, e),
-    RowsKnown: _on_rows_known,
+    RowsKnown: resolving.on_rows_known,
     EffectFailed: _on_effect_failed,
     ServiceFailed: _on_failed,
     ButtonPressed: _on_button,

@@ -23,7 +23,7 @@ import logging
 
 from redis.exceptions import RedisError
 
-from conversation import core, flow_ops, outbox
+from conversation import flow_ops, outbox, resolving
 from conversation.cancel import check_cancelled
 from conversation.events import (
     Effect,
@@ -52,7 +52,7 @@ def phase_effects(state: ChatState) -> list[Effect]:
         return []
     match state.phase:
         case "resolving":
-            again = core.source_effect(p)
+            again = resolving.source_effect(p)
             return [again] if again is not None else []
         case "uploading" if p.converted or p.path:
             return [Upload(p.converted or p.path or "", p.filename, p.mode)]
