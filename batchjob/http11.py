@@ -170,12 +170,17 @@ class Connection:
         connection: its state is unknown."""
         self._idle_since = None
         write_timeout = timeouts.get("write")
-        if isinstance(content, bytes):
-            await self._stream.write(_head(method, target, headers) + content, write_timeout)
-        else:
-            await self._write_stream(method, target, headers, content, write_timeout)
+        sent = False
+        try:
+            if isinstance(content, bytes):
+                await self._stream.write(_head(method, target, headers) + content, write_timeout)
+            else:
+                await self._write_stream(method, target, headers, content, write_timeout)
+            sent = True
+        except errors.WriteError:
+            pass  # a server may refuse a body half-way and still answer (413, as httpcore reads it)
         reading = await self._read(timeouts.get("read"), max_body)
-        if reading.keep_alive and not reading.unasked:
+        if sent and reading.keep_alive and not reading.unasked:
             self._idle_since = asyncio.get_running_loop().time()
         else:
             await self._stream.aclose()
@@ -219,6 +224,8 @@ class Connection:
                 head += len(data)
             try:
                 reading.parser.feed_data(data)
+            except httptools.HttpParserUpgrade:  # not an HttpParserError: caught on its own
+                raise errors.RemoteProtocolError("the server switched protocols unasked") from None
             except httptools.HttpParserError as e:
                 if reading.complete:  # garbage after a whole answer: the answer stands
                     reading.unasked = True

@@ -95,6 +95,9 @@ async def test_an_answer_framed_by_the_close_ends_there_and_its_connection_is_no
         b"HTTP/1.1 200 OK\r\nX: a\nb\r\n\r\n",  # a bare LF inside the head
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n",  # not a chunk size
         b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        # a switch of protocols nobody asked for (httptools raises it apart from its errors)
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nxyz",
     ],
 )
 async def test_a_malformed_answer_is_a_remote_protocol_error(answer: bytes):
@@ -302,3 +305,28 @@ def test_a_process_making_only_pooled_calls_never_loads_httpcore():
     )
     p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert p.stdout.split() == ["Unavailable", "ConnectError", "[]"], p.stdout + p.stderr
+
+
+async def test_an_answer_sent_before_the_whole_body_was_read_is_the_answer():
+    """A server that refuses a large body after its head (413) and closes: the write fails,
+    and the answer it sent is still read and returned, not the write's error (as httpcore
+    did). A stream whose write fails and whose read holds the answer: no race of sockets."""
+
+    class Refusing:
+        def __init__(self) -> None:
+            self.unread = [b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 3\r\n", b"\r\nbig", b""]
+
+        async def write(self, data: bytes, timeout: float | None = None) -> None:
+            raise errors.WriteError("connection reset by peer")
+
+        async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+            return self.unread.pop(0)
+
+        async def aclose(self) -> None:
+            self.closed = True
+
+    stream = Refusing()
+    connection = http11.Connection(stream, keepalive_expiry=5)  # type: ignore[arg-type]
+    got = await connection.request("POST", b"/up", [(b"Host", b"x")], b"x" * 1000, {}, 1 << 20)
+    assert (got.status, got.body) == (413, b"big")
+    assert not connection.is_idle()  # a connection whose write failed is not kept
