@@ -168,6 +168,8 @@ class Connection:
     ) -> Answer:
         """Send one request, read its whole answer. On any error the caller closes this
         connection: its state is unknown."""
+        if method == "HEAD":  # its answer names a length with no body: llhttp would wait for one
+            raise errors.LocalProtocolError("HEAD is not sent through the pool")
         self._idle_since = None
         write_timeout = timeouts.get("write")
         sent = False

@@ -215,6 +215,16 @@ async def test_a_streamed_body_is_chunked_without_a_length_and_checked_against_o
     assert bodies == [b"abcde", b"wxyz"]
 
 
+async def test_a_head_request_is_refused_rather_than_left_waiting_for_a_body():
+    server, url, seen = await fixed(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n")
+    pool = ConnectionPool(max_connections=1)
+    async with server:
+        with pytest.raises(errors.LocalProtocolError):
+            await pool.request("HEAD", url, headers=[], timeouts={"read": 30})
+        await pool.aclose()
+    assert seen["requests"] == []
+
+
 @pytest.mark.parametrize("url", ["ftp://127.0.0.1/x", "file:///etc/passwd", "127.0.0.1:80/x"])
 async def test_only_http_urls_are_requested(url: str):
     pool = ConnectionPool(max_connections=1)
