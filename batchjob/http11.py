@@ -1,7 +1,7 @@
 """One HTTP/1.1 connection: a request written in one send, its answer read by llhttp.
 
-h11 (under httpcore) framed every request and answer in Python: 220-310 us of CPU a
-request in bench/http_client.py, against ~55 here, and a quarter of the bot's CPU in a
+h11 (under httpcore) framed every request and answer in Python: 169-231 us of client CPU
+a request in bench/http_client.py, against 51-64 here, and a quarter of the bot's CPU in a
 burst. The answer is parsed by httptools (llhttp, Node's parser, fuzzed upstream; uvicorn
 reads requests with it); the request side is small enough to write here: a head of
 checked fields, then a body of known length or chunked. The socket layer stays

@@ -16,10 +16,12 @@ trip; the writes queued before them are sent first.
 
 redis-py has no such mode (ioredis calls it auto-pipelining); this is the small part of it the
 bot needs, on top of redis-py's connections, parsing and callbacks. A batch goes out on a
-connection this client keeps between batches, written and read directly: redis-py's command
-and pipeline paths (the pool's lock and condition, timers, observability hooks, a Pipeline
-object a batch) cost ~4x the round trip's own work. A batch whose connection fails is sent
-again through redis-py's own path, which reconnects and retries as configured.
+connection this client keeps between batches, written and read directly, not through
+redis-py's command and pipeline paths (the pool's lock and condition, timers, observability
+hooks, a Pipeline object a batch: most of the bot's Redis CPU in a burst). A batch whose
+connection fails is sent again through redis-py's own path, which reconnects and retries as
+configured (so a batch lost with its connection may be sent up to three times, as redis-py's
+retries alone sent it up to two).
 """
 
 from __future__ import annotations
