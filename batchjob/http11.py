@@ -108,7 +108,7 @@ class _Reading:
         self.size += len(data)
         if self.size > self.limit:
             self.too_large = True  # raised after feed_data: httptools wraps a callback's error
-        elif not self.too_large:
+        else:
             self.chunks.append(data)
 
     def on_message_complete(self) -> None:
@@ -135,9 +135,7 @@ class Connection:
     async def open(
         cls, origin: Origin, *, tls: ssl.SSLContext, timeout: float | None, keepalive_expiry: float
     ) -> Connection:
-        scheme, host, port = origin
-        if scheme not in ("http", "https"):
-            raise errors.UnsupportedProtocol(f"no HTTP over {scheme!r}")
+        scheme, host, port = origin  # http or https: `http_pool._parsed` refused the rest
         stream = await connect_tcp(host, port, timeout)
         if scheme == "https":
             stream = await stream.start_tls(tls, server_hostname=host, timeout=timeout)
