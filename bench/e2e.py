@@ -135,6 +135,14 @@ def cpu_of(pid: int) -> float:
     return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
+def busy(since: tuple[float, float] = (0.0, 0.0)) -> tuple[float, float]:
+    """The machine's busy and total CPU seconds (all cores) from /proc/stat, since `since`."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    tick = os.sysconf("SC_CLK_TCK")
+    idle, total = (fields[3] + fields[4]) / tick, sum(fields[:8]) / tick
+    return total - idle - since[0], total - since[1]
+
+
 def script_names() -> dict[str, str]:
     """SHA-1 -> NAME of the Lua scripts in the bot's modules (upper-case str constants)."""
     import hashlib
@@ -224,16 +232,20 @@ async def run(chats: int, rows: int, timeout: float, spread: float, latency: flo
     )
     await bot.start()
     from batchjob.input.isolation import worker
+    from bot.main import settle_heap
+
+    settle_heap()  # as `batchjob-bot` does once it is up
 
     parser = worker().start()  # warm: its start-up is the process's, not the burst's
     loop = asyncio.get_running_loop()
     trips = count_round_trips()
     try:
-        cpu0, parser0 = time.process_time(), cpu_of(parser)
+        cpu0, parser0, stand0, busy0 = time.process_time(), cpu_of(parser), cpu_of(child.pid), busy()
         conn.send((chats, str(csv), spread, timeout))
         r = await loop.run_in_executor(None, conn.recv)  # the bot's loop runs free meanwhile
         cpu = time.process_time() - cpu0
         parser_cpu = cpu_of(parser) - parser0
+        stand_cpu, (machine_busy, machine_all) = cpu_of(child.pid) - stand0, busy(busy0)
     finally:
         round_trips, commands = trips()
         await bot.stop()
@@ -273,9 +285,12 @@ async def run(chats: int, rows: int, timeout: float, spread: float, latency: flo
         "slowest_second": min(per_second[1:], default=float("nan")),
         "median_second": pct([float(x) for x in per_second], 0.5),
         "per_second": per_second,
+        "arrivals": sends,  # every message's arrival at the fake server (this machine's monotonic clock)
         "firsts_per_second": firsts_per_second,
         "cpu_ms_per_chat": (cpu + parser_cpu) / chats * 1000,
         "parser_ms_per_chat": parser_cpu / chats * 1000,
+        "stand_ins_ms_per_chat": stand_cpu / chats * 1000,
+        "machine_busy": machine_busy / machine_all if machine_all else float("nan"),
         "trips_per_chat": round_trips / chats,
         "commands_per_chat": sum(commands.values()) / chats,
         "commands_by_kind": commands,
@@ -334,6 +349,10 @@ def main() -> None:
             f"{r['slowest_second']:>8}{r['median_second']:>7.0f}{r['cpu_ms_per_chat']:>7.0f}{r['parser_ms_per_chat']:>6.0f}"
             f"{r['trips_per_chat']:>5.1f}{r['commands_per_chat']:>5.0f}{r['lost']:>5}"
             f"{r['unfinished']:>6}{r['breaches']:>7}"
+        )
+        print(
+            f"  outside the bot: stand-in services and users {r['stand_ins_ms_per_chat']:.0f} ms CPU a chat;"
+            f" machine busy {r['machine_busy']:.0%} of its {os.cpu_count()} cores over the run"
         )
         if r["breaches"]:
             print("  breaches by kind:", r["kinds"])

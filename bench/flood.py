@@ -40,25 +40,26 @@ BOUND = 30.0  # Telegram: about 30 messages per second overall
 
 
 def baseline_take() -> str:
-    """The same chat rules; overall, each start slot 40 ms after the previous one was taken."""
+    """The same chat rules; overall, each start slot 40 ms after the previous one was taken,
+    one send a take (the taker asks for one at a time: `take_at_most = 1`)."""
     from bot.flood import RETURNS
 
     return (
         RETURNS
         + """
-record_returns(10)
+record_returns(12)
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local chat = ARGV[1]
+local chat = ARGV[10]
 local busy = tonumber(redis.call('ZSCORE', KEYS[4], chat) or '0')
-if busy > now then return {0, tonumber(ARGV[9]), 1} end
+if busy > now then return {0, 0, tonumber(ARGV[7]), 1} end
 local ready = tonumber(redis.call('ZSCORE', KEYS[3], chat) or '0')
-if ready > now then return {0, ready - now, 1} end
+if ready > now then return {0, 0, ready - now, 1} end
 local due = tonumber(redis.call('GET', KEYS[1]) or '0')
-if due > now then return {0, due - now, 0} end
+if due > now then return {due - now, 0, due - now, 0} end
 redis.call('SET', KEYS[1], now + 40, 'PX', 120000)
-redis.call('ZADD', KEYS[4], now + tonumber(ARGV[8]), chat)
-return {now, 40, 0}
+redis.call('ZADD', KEYS[4], now + tonumber(ARGV[6]), chat)
+return {40, now, 0, 0}
 """
     )
 
@@ -91,6 +92,7 @@ async def one_run(redis, variant: str, chats: int, per_chat: int) -> dict[str, f
     flood = FloodControl(redis, keys=keys)
     if variant == "baseline":
         flood._take = redis.register_script(baseline_take())
+        flood.take_at_most = 1
     arrivals: list[float] = []
 
     async def request() -> None:
