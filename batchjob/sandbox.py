@@ -36,7 +36,7 @@ from starlette.routing import Route
 
 from batchjob import sandbox_results as results
 from batchjob.errors import CONTENTS_REQUIRED, NO_VALID_DATA_ROWS, UNSUPPORTED_FILE_TYPE, UNSUPPORTED_SCHEMA
-from batchjob.input import Limits
+from batchjob.input import Limits, pipeline
 from batchjob.input.isolation import convert_file
 from batchjob.input.validate import prompt_of
 from batchjob.sandbox_styles import STYLES
@@ -74,6 +74,10 @@ class SandboxConfig:
     results_file: bool = True  # jobs name a results file (images inline); off: the summary only (URLs)
     results_file_id: bool = False  # jobs name their results file by id only (`result_file_id`)
     topup_url: str = ""  # a short balance names this page to top up at (precheck and 402)
+    # Uploads read in this process, not the isolated parse worker: only for a stand-in on
+    # the bot's own machine reading what the bot wrote (bench/e2e), whose forked readers
+    # would otherwise take a third of the two cores the bot is measured on.
+    read_in_process: bool = False
 
     def price(self, model: str, mode: str) -> float:
         return self.price_per_record.get(
@@ -280,7 +284,8 @@ def create_app(config: SandboxConfig | None = None) -> Starlette:
         out = workdir / (secrets.token_hex(8) + ".jsonl")
         src.write_bytes(raw)
         try:
-            report = convert_file(src, out, skip_invalid=True, limits=Limits())
+            read = pipeline.convert_file if state.config.read_in_process else convert_file
+            report = read(src, out, skip_invalid=True, limits=Limits())
             if report.fatal is not None:
                 code = report.fatal.code
                 if code == "openai_batch_format":
@@ -577,6 +582,19 @@ def _first_line_check(first: bytes) -> Response | None:
     return _error(400, "unsupported_schema", UNSUPPORTED_SCHEMA)
 
 
+def listening_socket(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
+    """A bound TCP socket for uvicorn's `sockets=`. Made with IPPROTO_TCP spelled out: its
+    connections inherit the protocol number, and asyncio turns Nagle's algorithm off only on
+    sockets that report it. With proto 0, every answer after the first on a kept connection
+    waited ~40 ms for the peer's delayed ACK (uvicorn issue #3149) - a server that does not
+    answer as Telegram's or the service's front ends do."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.bind((host, port))
+    return sock
+
+
 class SandboxServer:
     """The sandbox on a free port of 127.0.0.1, in a background thread (tests, demos)."""
 
@@ -586,9 +604,7 @@ class SandboxServer:
         import uvicorn
 
         self.app = create_app(config)
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((host, port))
+        self.sock = listening_socket(host, port)
         self.url = f"http://{host}:{self.sock.getsockname()[1]}"
         self.server = uvicorn.Server(
             uvicorn.Config(self.app, log_level="warning", access_log=False, timeout_graceful_shutdown=1)

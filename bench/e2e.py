@@ -4,9 +4,12 @@ summary.
 Each chat drops a 1,000-row CSV, confirms its estimate with a "model mode" reply and waits
 for its summary; the bot talks to the fake Telegram Bot API server of the tests and to the
 sandbox BatchJob server over real HTTP on 127.0.0.1, with its real flood control and a real
-Redis (REDIS_URL, default redis://127.0.0.1:6379; under a key prefix of its own). The
-stand-in services and the users' side (documents, confirmations, reading the replies) run
-in a process of their own: none of it runs on the bot's event loop or is charged to its CPU.
+Redis (REDIS_URL, default redis://127.0.0.1:6379; under a key prefix of its own). The fake
+Bot API server with the users' side (documents, confirmations, reading the replies) and
+the sandbox run in a process each, as the real services are apart: none of it runs on the
+bot's event loop or is charged to its CPU (their CPU and the machine's busy share are
+printed under each row). Their listening sockets answer without Nagle's delay, as real
+front ends do.
 
 Reports, each next to its physical bound and the ratio: p99 document -> first reply (bound
 N/30 s: one first reply each at 30 messages/s), document -> last "submitted" and -> last
@@ -49,10 +52,12 @@ def pct(values: list[float], q: float) -> float:
     return s[min(len(s) - 1, int(q * len(s)))] if s else float("nan")
 
 
-def services(conn, records_per_second: int, latency: float = 0.0) -> None:  # type: ignore[no-untyped-def]
-    """Child process: the fake Bot API server, the sandbox and the users."""
+def sandbox_service(conn, records_per_second: int, latency: float = 0.0) -> None:  # type: ignore[no-untyped-def]
+    """Child process: the sandbox BatchJob service, apart from the fake Bot API server, as the
+    real ones are: uploads and prechecks do not hold up Telegram's answers (one process
+    for both shared one interpreter lock, and every Bot API call waited behind the
+    service's work)."""
     from batchjob.sandbox import SandboxConfig, SandboxServer
-    from tests.e2e.fake_telegram import FakeTelegram
 
     sandbox = SandboxServer(
         SandboxConfig(
@@ -61,10 +66,23 @@ def services(conn, records_per_second: int, latency: float = 0.0) -> None:  # ty
             queue_seconds=0.1,
             balance=10**9,
             latency=latency,
+            read_in_process=True,  # the bot wrote these files; its machine's cores are measured
         )
     ).start()
+    conn.send(sandbox.url)
+    try:
+        with contextlib.suppress(EOFError):
+            conn.recv()  # until the bot has stopped
+    finally:
+        sandbox.stop()
+
+
+def services(conn) -> None:  # type: ignore[no-untyped-def]
+    """Child process: the fake Bot API server and the users."""
+    from tests.e2e.fake_telegram import FakeTelegram
+
     tg = FakeTelegram().start()
-    conn.send((tg.api_base, tg.file_base, sandbox.url))
+    conn.send((tg.api_base, tg.file_base))
     chats, csv, spread, timeout = conn.recv()  # the bot is up: go
     try:
         conn.send(users(tg, chats, Path(csv), spread, timeout))
@@ -74,7 +92,6 @@ def services(conn, records_per_second: int, latency: float = 0.0) -> None:  # ty
             conn.recv()
     finally:
         tg.stop()
-        sandbox.stop()
 
 
 def users(tg, chats: int, csv: Path, spread: float, timeout: float) -> dict:  # type: ignore[no-untyped-def]
@@ -215,11 +232,17 @@ async def run(chats: int, rows: int, timeout: float, spread: float, latency: flo
     )
     redis = redis_from_url(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379"))
     prefix = f"bench-{os.getpid()}"  # its own keys on the given Redis, removed at the end
+    spawn = mp.get_context("spawn")
     conn, child_conn = mp.Pipe()
-    child = mp.get_context("spawn").Process(target=services, args=(child_conn, 5000, latency), daemon=True)
+    child = spawn.Process(target=services, args=(child_conn,), daemon=True)
+    sb_conn, sb_child_conn = mp.Pipe()
+    sb_child = spawn.Process(target=sandbox_service, args=(sb_child_conn, 5000, latency), daemon=True)
     child.start()
+    sb_child.start()
     child_conn.close()  # the child's end is the child's: its death ends our reads (EOFError)
-    api_base, file_base, sandbox_url = conn.recv()
+    sb_child_conn.close()
+    api_base, file_base = conn.recv()
+    sandbox_url = sb_conn.recv()
     bot = TelegramBot(
         TelegramSettings(
             telegram_bot_token=TOKEN, telegram_api_base_url=api_base, telegram_file_base_url=file_base
@@ -240,19 +263,24 @@ async def run(chats: int, rows: int, timeout: float, spread: float, latency: flo
     loop = asyncio.get_running_loop()
     trips = count_round_trips()
     try:
-        cpu0, parser0, stand0, busy0 = time.process_time(), cpu_of(parser), cpu_of(child.pid), busy()
+        stand_ins = (child.pid, sb_child.pid)
+        cpu0, parser0, busy0 = time.process_time(), cpu_of(parser), busy()
+        stand0 = sum(cpu_of(pid) for pid in stand_ins)
         conn.send((chats, str(csv), spread, timeout))
         r = await loop.run_in_executor(None, conn.recv)  # the bot's loop runs free meanwhile
         cpu = time.process_time() - cpu0
         parser_cpu = cpu_of(parser) - parser0
-        stand_cpu, (machine_busy, machine_all) = cpu_of(child.pid) - stand0, busy(busy0)
+        stand_cpu = sum(cpu_of(pid) for pid in stand_ins) - stand0
+        machine_busy, machine_all = busy(busy0)
     finally:
         round_trips, commands = trips()
         await bot.stop()
         await bot.client.aclose()
-        with contextlib.suppress(OSError):
-            conn.send("stop")  # the services may go now
+        for c in (conn, sb_conn):
+            with contextlib.suppress(OSError):
+                c.send("stop")  # the services may go now
         child.join(10)
+        sb_child.join(10)
         async for key in redis.scan_iter(match=f"{prefix}:*", count=1000):
             await redis.delete(key)
         await redis.aclose()

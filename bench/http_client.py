@@ -99,8 +99,9 @@ async def one_round(tool: str, url: str, requests: int, concurrency: int) -> flo
 
 
 def main(requests: int, concurrency: int, repeats: int) -> None:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
+    from batchjob.sandbox import listening_socket
+
+    sock = listening_socket()  # no Nagle's delay on kept connections
     sock.listen(256)
     url = f"http://127.0.0.1:{sock.getsockname()[1]}/bot1:x/sendMessage"
     server = mp.get_context("fork").Process(target=serve, args=(sock,), daemon=True)

@@ -51,15 +51,14 @@ def make_results(path: Path, records: int, image_kb: int) -> None:
 
 
 def serve(path: Path, port_box) -> None:  # type: ignore[no-untyped-def]
-    import socket
-
     import uvicorn
     from starlette.applications import Starlette
     from starlette.responses import FileResponse, JSONResponse
     from starlette.routing import Route
 
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
+    from batchjob.sandbox import listening_socket
+
+    sock = listening_socket()  # no Nagle's delay on kept connections
     port_box.value = sock.getsockname()[1]
     base = f"http://127.0.0.1:{port_box.value}"
 

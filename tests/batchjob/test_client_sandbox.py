@@ -230,3 +230,51 @@ async def test_upload_body_is_valid_json_with_base64(sandbox, write, tmp_path):
     assert base64.b64decode(seen["body"]["content"]) == data
     assert seen["body"]["filename"] == "pass_wd.jsonl"
     assert seen["body"]["mode"] == "fast"
+
+
+async def test_the_sandbox_answers_kept_connections_without_nagles_delay():
+    """The stand-ins' listening sockets say IPPROTO_TCP: asyncio turns Nagle's algorithm off
+    only on connections that report it, and without that every answer after the first on a
+    kept connection waited for the client's delayed ACK (~40 ms)."""
+    import asyncio
+    import socket
+
+    from batchjob.sandbox import listening_socket
+
+    served: list[tuple[int, int]] = []
+
+    def made(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        sock = writer.get_extra_info("socket")
+        served.append((sock.proto, sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)))
+        writer.close()
+
+    listener = listening_socket()
+    server = await asyncio.start_server(made, sock=listener)
+    async with server:
+        _, writer = await asyncio.open_connection(*listener.getsockname())
+        writer.close()
+        for _ in range(1000):  # until the server side has seen it
+            if served:
+                break
+            await asyncio.sleep(0.001)
+    assert served and served[0][0] == socket.IPPROTO_TCP and served[0][1] != 0
+
+
+async def test_a_sandbox_told_to_read_in_process_reads_uploads_without_the_worker(
+    client, sandbox, write, monkeypatch
+):
+    """bench/e2e's stand-in reads what the bot wrote in its own process (the worker's forked
+    readers would take the cores the bot is measured on); by default uploads go to the
+    isolated worker."""
+    from batchjob import sandbox as sandbox_mod
+
+    def isolated(*a, **kw):  # type: ignore[no-untyped-def]
+        raise AssertionError("read in the parse worker")
+
+    monkeypatch.setattr(sandbox_mod, "convert_file", isolated)
+    sandbox.state.config.read_in_process = True
+    up = await client.upload(write("p.csv", "prompt\nfox\nowl\n"))
+    assert up.row_count == 2
+    sandbox.state.config.read_in_process = False
+    with pytest.raises(Exception):  # noqa: B017 (the 500 of the failing reader, whatever its shape)
+        await client.upload(write("q.csv", "prompt\nfox\n"))

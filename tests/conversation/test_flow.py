@@ -270,6 +270,20 @@ async def test_stale_media_files_are_swept(app):
     assert not old.exists() and fresh.exists()
 
 
+async def test_cleanup_removes_only_received_files(app, tmp_path):
+    """A flow's cleanup (off the event loop) removes its files in the media folder, and
+    nothing a path elsewhere names."""
+    from conversation.events import Cleanup
+    from conversation.state import ChatState
+
+    mine, elsewhere = app.runner.media / "p.csv", tmp_path / "keep.csv"
+    mine.write_text("x")
+    elsewhere.write_text("y")
+    gone = str(app.runner.media / "gone.csv")  # already removed: no error
+    await app.runner.perform(str(CHAT), ChatState(), Cleanup((str(mine), str(elsewhere), gone)))
+    assert not mine.exists() and elsewhere.exists()
+
+
 async def test_reconcile_adopts_only_a_job_created_since_the_intent(app, write, sandbox):
     """An older job of the same file (submitted again on purpose) is not mistaken for the lost one."""
     up = await app.client.upload(write("p.csv", "prompt\nfox\n"))

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from typing import Any, Self
 
+from batchjob.sandbox import listening_socket
+
 
 class Served:
     def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
+        self.sock = listening_socket()  # answers without Nagle's delay, as real servers do
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
 
     def serve(self, app: Any) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import threading
 import time
 
@@ -20,6 +19,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from batchjob.client import BatchJobClient, Timeouts
+from batchjob.sandbox import listening_socket
 from bot.api.server import attach, standalone
 from bot.channels import ChannelRouter
 from conversation.app import ConversationApp
@@ -70,8 +70,7 @@ def make_app(redis, sandbox, tmp_path, replica="r1"):
 @pytest.fixture
 async def api(redis, sandbox, tmp_path):
     app, agents = make_app(redis, sandbox, tmp_path)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
+    sock = listening_socket()
     # A connection left open must not hold the teardown (uvicorn waits for them unbounded).
     config = uvicorn.Config(
         standalone(agents), log_level="warning", access_log=False, timeout_graceful_shutdown=5
