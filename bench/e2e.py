@@ -255,9 +255,13 @@ async def run(chats: int, rows: int, timeout: float, spread: float, latency: flo
     )
     await bot.start()
     from batchjob.input.isolation import worker
-    from bot.main import settle_heap
 
-    settle_heap()  # as `batchjob-bot` does once it is up
+    try:
+        from bot.main import settle_heap
+    except ImportError:  # a tree from before it (a before/after run): nothing to settle
+        pass
+    else:
+        settle_heap()  # as `batchjob-bot` does once it is up
 
     parser = worker().start()  # warm: its start-up is the process's, not the burst's
     loop = asyncio.get_running_loop()
