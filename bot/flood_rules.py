@@ -105,7 +105,10 @@ for j = 0, k - 1 do
     redis.call('ZADD', KEYS[2], now + lapse, member)
     -- The chat is busy until its return (or the lapse).
     redis.call('ZADD', KEYS[4], now + tonumber(ARGV[6]), chat)
-    if pushed then base = slot end
+    -- After a slot the window moved, the spacing runs from it, with the same two slots to
+    -- catch up: returns leave the window in bunches, and the sends they make room for
+    -- need not wait out the spacing one after another (~2% of the rate).
+    if pushed then base = math.max(base, slot - 2 * interval) end
     base, taken = base + interval, taken + 1
   end
 end

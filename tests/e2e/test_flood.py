@@ -159,23 +159,24 @@ async def test_slots_due_soon_are_given_at_once_each_at_its_time(redis):
 
 
 async def test_a_full_window_moves_the_slot_to_a_window_after_the_return_that_makes_room(redis):
-    """Three sends a second: two returned 950 and 940 ms ago, one in flight. The next send
-    may start a window after the oldest return (51 ms from now, within the slots given
-    out at once); the one after it fits once that return is out of its window; the third
-    would need the one in flight back: held, asked again soon."""
+    """Three sends a second: two returned 950 ms ago, one in flight. The next send may start
+    a window after those returns (51 ms from now, within the slots given out at once), and
+    so may the one after it, at the same moment (two returns left together: the spacing
+    lets two missed slots be caught up, from the slot the window set); the third would need
+    the one in flight back: held, asked again soon."""
     flood = FloodControl(redis)
     log = flood.k.flood_log
     secs, micros = await redis.time()
     now = secs * 1000 + micros // 1000
-    await redis.zadd(log, {"old": now - 950, "older": now - 940, "flying": now + 30_000})
+    await redis.zadd(log, {"old": now - 950, "older": now - 950, "flying": now + 30_000})
     await redis.set(flood.k.flood_all, now - 100)  # no spacing holds anything
     interval, window, limit, retry, ahead = 10, 1000, 3, 20, 100
     args = [interval, window, limit, 30_000, retry, 3000, 20, ahead, 3]
     args += [x for chat in (1, 2, 3) for x in (chat, f"m{chat}")] + [0]
     reply = [int(x) for x in await flood._take(keys=flood._keys, args=args)]
     (t1, w1, _), (t2, w2, _), (t3, w3, c3) = (reply[i : i + 3] for i in (1, 4, 7))
-    assert t1 and t1 + w1 == now - 950 + window + 1  # "old" has left the window by then
-    assert t2 and t2 + w2 == t1 + w1 + interval  # "older" too: 2 sends in flight
+    assert t1 and t1 + w1 == now - 950 + window + 1  # the two returns have left the window
+    assert t2 and t2 + w2 == t1 + w1  # the second room, at once
     assert (t3, w3, c3) == (0, retry, 0)  # full of sends in flight: held, bot-wide
 
 
