@@ -8,7 +8,8 @@ import ctypes
 from bot import main
 
 
-def test_the_c_allocator_is_asked_once_and_its_absence_is_no_error(monkeypatch):
+def glibc(monkeypatch) -> list[int]:  # type: ignore[no-untyped-def]
+    """A C library with malloc_trim; returns the pads it was called with."""
     calls: list[int] = []
 
     class Glibc:
@@ -17,6 +18,11 @@ def test_the_c_allocator_is_asked_once_and_its_absence_is_no_error(monkeypatch):
             return 1
 
     monkeypatch.setattr(ctypes, "CDLL", lambda *a, **k: Glibc())
+    return calls
+
+
+def test_the_c_allocator_is_asked_once_and_its_absence_is_no_error(monkeypatch):
+    calls = glibc(monkeypatch)
     main._give_back_memory()
     assert calls == [0]
 
@@ -32,14 +38,7 @@ def test_what_starting_made_is_set_aside_from_later_full_collections(monkeypatch
     what the chats made (and the allocator is asked to give memory back)."""
     import gc
 
-    calls: list[int] = []
-
-    class Glibc:
-        def malloc_trim(self, pad: int) -> int:
-            calls.append(pad)
-            return 1
-
-    monkeypatch.setattr(ctypes, "CDLL", lambda *a, **k: Glibc())
+    calls = glibc(monkeypatch)
     made_at_start = [object() for _ in range(10)]  # alive through the freeze
     before = gc.get_freeze_count()
     try:
