@@ -4,78 +4,16 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
-
 from bot.flood import (
     GLOBAL_INTERVAL_MS,
     PRIVATE_INTERVAL_MS,
     WINDOW_LIMIT,
     WINDOW_MS,
-    Ask,
     FloodControl,
 )
 from conversation.channel import ANSWER, BACKGROUND, FIRST_ANSWER, SEND_PRIORITY
 from conversation.identity import TELEGRAM
-
-
-@pytest.fixture(autouse=True)
-async def returns_recorded(redis, monkeypatch):
-    """Every flood control of a test records its last returns before Redis closes, as a
-    stopping bot does: none is left to run when the test's event loop is gone."""
-    made: list[FloodControl] = []
-    init = FloodControl.__init__
-
-    def recording(self, *a, **kw):  # type: ignore[no-untyped-def]
-        init(self, *a, **kw)
-        made.append(self)
-
-    monkeypatch.setattr(FloodControl, "__init__", recording)
-    yield
-    for flood in made:
-        await flood.flush()
-
-
-class Record:
-    """The times the flood control decided on (ms on Redis's clock), per chat and overall.
-
-    These are the times its scripts compared against the limits, so checking them counts
-    sends against the limits without measuring this machine's (busy, noisy) timing."""
-
-    def __init__(self, *floods: FloodControl) -> None:
-        self.events: list[tuple[int, str, int]] = []
-        for flood in floods:
-            flood.observer = self.observe
-
-    def observe(self, chat: int, what: str, ms: int) -> None:
-        self.events.append((chat, what, ms))
-
-    def starts(self) -> list[int]:
-        return sorted(ms for _, what, ms in self.events if what == "start")
-
-    def per_chat(self, chat: int) -> list[tuple[str, int]]:
-        return [(what, ms) for c, what, ms in self.events if c == chat and what in ("chat", "sent")]
-
-
-def assert_within_limits(record: Record, chats: range | tuple[int, ...], scale: float) -> None:
-    per_chat = int(PRIVATE_INTERVAL_MS * scale)
-    overall = int(GLOBAL_INTERVAL_MS * scale)
-    for chat in chats:
-        # In Redis's order (replies on different connections may arrive out of order): a
-        # chat's turn, its return (within the same ms when the request is quick), the next
-        # turn at least the interval after that return.
-        turns = sorted(record.per_chat(chat), key=lambda t: (t[1], t[0] == "sent"))
-        assert [what for what, _ in turns] == ["chat", "sent"] * (len(turns) // 2), turns
-        for (_, sent_before), (_, taken_next) in zip(turns[1::2], turns[2::2], strict=False):
-            assert taken_next - sent_before >= per_chat, (chat, turns)
-    assert_paced(record.starts(), overall)
-
-
-def assert_paced(starts: list[int], interval: int) -> None:
-    """Overall: n + 1 consecutive starts span at least (n - 2) intervals (up to two missed
-    slots are caught up at once), so no window W holds more than W / I + 3 starts."""
-    for i, a in enumerate(starts):
-        for n, b in enumerate(starts[i + 1 :], start=1):
-            assert b - a >= (n - 2) * interval, (i, n, starts)
+from tests.e2e.flood_record import Record, ask, assert_within_limits, returns_recorded  # noqa: F401 (autouse)
 
 
 async def test_sends_are_spaced_per_chat_and_overall(redis):
@@ -135,77 +73,6 @@ async def test_a_late_start_keeps_the_pace_and_catches_up_two_slots_at_most(redi
     assert all(t < 0 for t in caught_up)  # taken at once
     assert int(await redis.get(flood.k.flood_all)) == taken + slow  # then the pace holds
     assert await take(slow) > 0  # the next sender waits for it
-
-
-async def test_slots_due_soon_are_given_at_once_each_at_its_time(redis):
-    """One take gives the slots of the next few intervals to the sends waiting together,
-    in their order, each with the time it may start: the pace is the slots', not the
-    round trips'."""
-    flood = FloodControl(redis)
-    interval, ahead = 1000, 3000  # slow slots: the take below falls within one of them
-    secs, micros = await redis.time()
-    due = secs * 1000 + micros // 1000
-    await redis.set(flood.k.flood_all, due)  # a slot due now
-    args = [interval, 1000, 29, 30_000, 20, 3000, 20, ahead, 5]
-    args += [x for chat in range(1, 6) for x in (chat, f"m{chat}")] + [0]
-    reply = [int(x) for x in await flood._take(keys=flood._keys, args=args)]
-    taken = [reply[i : i + 3] for i in range(1, 16, 3)]
-    assert all(now for now, _, _ in taken[:4])  # due now, +1 s, +2 s, +3 s: within the horizon
-    slots = [now + wait for now, wait, _ in taken[:4]]
-    assert slots == [taken[0][0], due + interval, due + 2 * interval, due + 3 * interval]
-    assert taken[4][0] == 0 and taken[4][2] == 0  # the fifth is held bot-wide ...
-    assert reply[0] > 0 and taken[4][1] < reply[0]  # ... and asks again a slot ahead of its own
-    assert await redis.zcard(flood.k.flood_log) == 4  # counted in the window from now on
-
-
-async def test_a_full_window_moves_the_slot_to_a_window_after_the_return_that_makes_room(redis):
-    """Three sends a second: two returned 950 ms ago, one in flight. The next send may start
-    a window after those returns (51 ms from now, within the slots given out at once), and
-    so may the one after it, at the same moment (two returns left together: the spacing
-    lets two missed slots be caught up, from the slot the window set); the third would need
-    the one in flight back: held, asked again soon."""
-    flood = FloodControl(redis)
-    log = flood.k.flood_log
-    secs, micros = await redis.time()
-    now = secs * 1000 + micros // 1000
-    await redis.zadd(log, {"old": now - 950, "older": now - 950, "flying": now + 30_000})
-    await redis.set(flood.k.flood_all, now - 100)  # no spacing holds anything
-    interval, window, limit, retry, ahead = 10, 1000, 3, 20, 100
-    args = [interval, window, limit, 30_000, retry, 3000, 20, ahead, 3]
-    args += [x for chat in (1, 2, 3) for x in (chat, f"m{chat}")] + [0]
-    reply = [int(x) for x in await flood._take(keys=flood._keys, args=args)]
-    (t1, w1, _), (t2, w2, _), (t3, w3, c3) = (reply[i : i + 3] for i in (1, 4, 7))
-    assert t1 and t1 + w1 == now - 950 + window + 1  # the two returns have left the window
-    assert t2 and t2 + w2 == t1 + w1  # the second room, at once
-    assert (t3, w3, c3) == (0, retry, 0)  # full of sends in flight: held, bot-wide
-
-
-async def test_sends_waiting_together_share_a_take(redis, monkeypatch):
-    """Seven sends at once: two round trips give them their starts (four slots, three with
-    the two missed ones caught up, then three), within the limits."""
-    from bot import flood as flood_mod
-
-    monkeypatch.setattr(flood_mod, "DONE_FLUSH_S", 3600)  # returns ride on takes only
-    flood = FloodControl(redis)
-    calls: list[str] = []
-    execute = redis.execute_command
-
-    async def counted(*args, **kw):  # type: ignore[no-untyped-def]
-        calls.append(str(args[0]))
-        return await execute(*args, **kw)
-
-    async def request() -> None:
-        return None
-
-    await flood.send(100, request)  # loads the script
-    record = Record(flood)
-    await redis.delete(flood.k.flood_all)  # no slot set: the first take catches two up
-    flood._slot_due = 0.0
-    monkeypatch.setattr(redis, "execute_command", counted)
-    await asyncio.gather(*(flood.send(chat, request) for chat in range(1, 8)))
-    assert calls == ["EVALSHA"] * 2
-    assert len(record.starts()) == 7
-    assert_within_limits(record, range(1, 8), 1.0)
 
 
 async def test_no_window_holds_more_sends_than_the_limit_however_slow_the_requests(redis):
@@ -281,62 +148,6 @@ async def test_first_answers_then_answers_then_background_sends(redis):
     assert order == ["first0", "first1", "answer0", "answer1", "answer2", "progress0", "progress1"]
     starts = [ms for _, what, ms in record.events if what == "start"]
     assert starts == sorted(starts)  # and each slot is no earlier than the one before
-
-
-def ask(chat: str, member: str) -> Ask:
-    return Ask(0, 0, chat, member, 10, asyncio.get_running_loop().create_future())
-
-
-async def test_a_sender_cancelled_while_waiting_is_dropped_and_its_given_slot_freed(redis, monkeypatch):
-    """A sender cancelled before its take answers is not given a slot: its place goes to the
-    next. One cancelled while the take that gives it a slot is on its way has the slot
-    recorded as over at once: the window and its chat are not held for it."""
-    flood = FloodControl(redis)
-    take, released = flood._take, asyncio.Event()
-    arrived = asyncio.Event()
-
-    async def held_take(**kw):  # type: ignore[no-untyped-def]
-        arrived.set()
-        await released.wait()
-        return await take(**kw)
-
-    flood._take = held_take
-
-    async def request() -> None:
-        return None
-
-    first = asyncio.create_task(flood.send("1", request))
-    await arrived.wait()  # its take is on its way
-    first.cancel()
-    released.set()
-    with pytest.raises(asyncio.CancelledError):
-        await first
-    assert flood._taker is not None
-    await flood._taker  # the take came back, and gave it a slot
-    await flood.flush()
-    log, busy = flood.k.flood_log_of(TELEGRAM), flood.k.flood_busy_of(TELEGRAM)
-    secs, micros = await redis.time()
-    # Its return is recorded (a few ms ahead at most: dated through the offset's upper
-    # bound), not its in-flight lapse 30 s ahead.
-    assert await redis.zscore(log, f"{flood._me}:0") < secs * 1000 + micros // 1000 + 1000
-    assert await redis.zscore(busy, "1") is None  # its chat is free
-    # Cancelled while waiting behind another: dropped, never counted.
-    arrived.clear()
-    released.clear()
-    ahead = asyncio.create_task(flood.send("2", request))
-    await arrived.wait()
-    behind = asyncio.create_task(flood.send("3", request))
-    for _ in range(1000):
-        if len(flood._waiting):
-            break
-        await asyncio.sleep(0)
-    behind.cancel()
-    released.set()
-    await ahead
-    with pytest.raises(asyncio.CancelledError):
-        await behind
-    assert await redis.zscore(busy, "3") is None and not flood._waiting
-    assert await redis.zcard(log) == 2  # the first and `ahead`
 
 
 def test_secrets_are_redacted_from_every_log_record(caplog):
