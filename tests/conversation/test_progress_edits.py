@@ -32,6 +32,9 @@ class HeldEdits:
 
 async def test_polls_do_not_wait_for_edits(redis, channel, sandbox, write, tmp_path):
     sandbox.state.config.records_per_second = 0.0001  # running, nothing done yet
+    # Running from the start: both rounds see the same counts whenever they come (a job
+    # seen queued, then running, would rightly get a second, newer edit).
+    sandbox.state.config.queue_seconds = 0.0
     held = HeldEdits(channel)
     async with BatchJobClient(sandbox.url, TOKEN) as client:
         jobs = await submit_jobs(client, write, 20)
