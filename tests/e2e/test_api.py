@@ -132,8 +132,14 @@ async def test_an_upload_waits_at_the_confirm_gate_then_runs_and_calls_back_sign
         image = await c.get(records[1]["images"][0])  # an inline image, decoded and streamed
         assert image.status_code == 200 and image.content[:8] == b"\x89PNG\r\n\x1a\n"
         assert (await c.get(f"/v1/submissions/{sub['id']}/results/1/9")).status_code == 404
-        while await agents.callbacks.run_once():
-            pass
+        # The state reads "completed" as soon as the job does; its terminal event comes with
+        # the watcher's summary, a moment later: deliver until it has gone out.
+        for _ in range(500):
+            while await agents.callbacks.run_once():
+                pass
+            if any(json.loads(b)["event"] == "terminal" for _, _, b in receiver.got):
+                break
+            await asyncio.sleep(0.02)
         events = sorted((json.loads(b) for _, _, b in receiver.got), key=lambda e: e["sequence"])
         assert [e["sequence"] for e in events] == list(range(1, len(events) + 1))
         kinds = [e["event"] for e in events]
