@@ -42,7 +42,7 @@ BOUND = 30.0  # Telegram: about 30 messages per second overall
 def baseline_take() -> str:
     """The same chat rules; overall, each start slot 40 ms after the previous one was taken,
     one send a take (the taker asks for one at a time: `take_at_most = 1`)."""
-    from bot.flood import RETURNS
+    from bot.flood_rules import RETURNS
 
     return (
         RETURNS

@@ -34,20 +34,13 @@ from bot.flood_rules import (
     DONE,
     DONE_FLUSH_S,
     DRIFT_MS_PER_S,
-    GLOBAL_INTERVAL_MS,
-    GROUP_INTERVAL_MS,
     IN_FLIGHT_MS,
     LAPSE_MS,
-    LARK_LIMITS,
-    PRIVATE_INTERVAL_MS,
     RENEW,
     RENEW_S,
-    RETURNS,
     TAKE,
     TAKE_AT_MOST,
     TELEGRAM_LIMITS,
-    WINDOW_LIMIT,
-    WINDOW_MS,
     FloodLimits,
 )
 from conversation.channel import SEND_PRIORITY
@@ -55,30 +48,13 @@ from conversation.identity import native
 from conversation.keys import Keys
 from conversation.keys import current as current_keys
 
-__all__ = [
-    "DONE",
-    "GLOBAL_INTERVAL_MS",
-    "GROUP_INTERVAL_MS",
-    "LARK_LIMITS",
-    "PRIVATE_INTERVAL_MS",
-    "RENEW",
-    "RETURNS",
-    "TAKE",
-    "TELEGRAM_LIMITS",
-    "WINDOW_LIMIT",
-    "WINDOW_MS",
-    "FloodControl",
-    "FloodLimits",
-    "Waiting",
-]
-
 T = TypeVar("T")
 
 
 @dataclass(order=True)
 class Ask:
-    """A send waiting for its start: answered (granted, seconds to its start) or (False, ms
-    until its chat may be asked for again)."""
+    """A send waiting for its start: answered (True, seconds until its slot) or (False,
+    seconds until its chat may be asked for again)."""
 
     priority: int
     order: int
@@ -164,9 +140,9 @@ class FloodControl:
         self.observer: Callable[[str, str, int], None] | None = None
 
     @staticmethod
-    async def _sleep_ms(ms: float) -> None:
+    async def _sleep_jittered(seconds: float) -> None:
         # A little jitter so that many waiting senders do not ask again all at once.
-        await asyncio.sleep(ms / 1000 + random.uniform(0, 0.005))
+        await asyncio.sleep(seconds + random.uniform(0, 0.005))
 
     async def _chat_known_ready(self, chat_id: str) -> None:
         """Wait, without a round trip, for what this process knows holds the chat up."""
@@ -197,7 +173,7 @@ class FloodControl:
                 self._in_flight[chat_id] = mine
                 break
             # Another sender (elsewhere) holds the chat, or wrote to it last: wait and ask again.
-            await self._sleep_ms(wait)
+            await self._sleep_jittered(wait)
         try:
             if wait > 0:
                 await asyncio.sleep(wait)  # its slot's time
@@ -288,7 +264,7 @@ class FloodControl:
                     ask.answer.set_result((True, wait_ms / 1000))
             elif for_chat:
                 if not ask.answer.done():
-                    ask.answer.set_result((False, max(1, wait_ms)))
+                    ask.answer.set_result((False, max(1, wait_ms) / 1000))
             else:
                 held = wait_ms
                 self._waiting.push(ask)  # its place kept: its order is its own

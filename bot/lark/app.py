@@ -23,7 +23,8 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 import locales
 from batchjob.client import BatchJobClient
-from bot.flood import LARK_LIMITS, FloodControl
+from bot.flood import FloodControl
+from bot.flood_rules import LARK_LIMITS
 from bot.lark.channel import LarkChannel
 from bot.lark.events import Incoming, to_event
 from bot.lark.settings import RESOURCE_LIMIT, LarkSettings

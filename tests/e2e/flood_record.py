@@ -6,7 +6,8 @@ import asyncio
 
 import pytest
 
-from bot.flood import GLOBAL_INTERVAL_MS, PRIVATE_INTERVAL_MS, Ask, FloodControl
+from bot.flood import Ask, FloodControl
+from bot.flood_rules import GLOBAL_INTERVAL_MS, PRIVATE_INTERVAL_MS
 
 
 @pytest.fixture(autouse=True)

@@ -4,13 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from bot.flood import (
-    GLOBAL_INTERVAL_MS,
-    PRIVATE_INTERVAL_MS,
-    WINDOW_LIMIT,
-    WINDOW_MS,
-    FloodControl,
-)
+from bot.flood import FloodControl
+from bot.flood_rules import GLOBAL_INTERVAL_MS, PRIVATE_INTERVAL_MS, WINDOW_LIMIT, WINDOW_MS
 from conversation.channel import ANSWER, BACKGROUND, FIRST_ANSWER, SEND_PRIORITY
 from conversation.identity import TELEGRAM
 from tests.e2e.flood_record import Record, ask, assert_within_limits, returns_recorded  # noqa: F401 (autouse)
