@@ -318,6 +318,7 @@ async def run(chats: int, rows: int, timeout: float, spread: float, latency: flo
         "median_second": pct([float(x) for x in per_second], 0.5),
         "per_second": per_second,
         "arrivals": sends,  # every message's arrival at the fake server (this machine's monotonic clock)
+        "start": start,  # the first document's, on that clock: second i of per_second begins at start + i
         "firsts_per_second": firsts_per_second,
         "cpu_ms_per_chat": (cpu + parser_cpu) / chats * 1000,
         "parser_ms_per_chat": parser_cpu / chats * 1000,

@@ -28,6 +28,10 @@ class ChannelRouter:
         except KeyError:
             raise NotServed(name) from None
 
+    def answers_ahead(self, chat_id: str) -> float:
+        ahead = getattr(self.channels.get(channel_of(chat_id)), "answers_ahead", None)
+        return ahead(chat_id) if ahead is not None else 0.0  # a channel without a budget: none
+
     async def send_text(self, chat_id: str, text: str, buttons: Buttons | None = None) -> MessageId:
         return await self._of(chat_id).send_text(chat_id, text, buttons)
 

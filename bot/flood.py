@@ -21,6 +21,7 @@ import heapq
 import itertools
 import random
 import secrets
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -43,7 +44,7 @@ from bot.flood_rules import (
     TELEGRAM_LIMITS,
     FloodLimits,
 )
-from conversation.channel import SEND_PRIORITY
+from conversation.channel import FIRST_ANSWER, SEND_PRIORITY
 from conversation.identity import native
 from conversation.keys import Keys
 from conversation.keys import current as current_keys
@@ -69,18 +70,21 @@ class Waiting:
 
     def __init__(self) -> None:
         self._heap: list[Ask] = []
+        self.by_priority: Counter[int] = Counter()  # cancelled senders' asks included until popped
 
     def __len__(self) -> int:
         return len(self._heap)
 
     def push(self, ask: Ask) -> None:
         heapq.heappush(self._heap, ask)  # one put back keeps its place: its order is its own
+        self.by_priority[ask.priority] += 1
 
     def pop(self, most: int) -> list[Ask]:
         """The first `most` still waiting (a cancelled sender's ask is dropped)."""
         out: list[Ask] = []
         while self._heap and len(out) < most:
             ask = heapq.heappop(self._heap)
+            self.by_priority[ask.priority] -= 1
             if not ask.answer.done():
                 out.append(ask)
         return out
@@ -138,6 +142,11 @@ class FloodControl:
         # counts it): the times the limits were decided on, for tests and benchmarks to count
         # against the limits.
         self.observer: Callable[[str, str, int], None] | None = None
+
+    def answers_ahead(self) -> float:
+        """Seconds of the bot-wide budget that the first answers waiting here will take."""
+        lim = self.limits
+        return self._waiting.by_priority[FIRST_ANSWER] * lim.window_ms * self.scale / lim.window_limit / 1000
 
     @staticmethod
     async def _sleep_jittered(seconds: float) -> None:

@@ -70,6 +70,10 @@ class DownloadError(Exception):
 
 
 class Channel(Protocol):
+    """A channel with a shared send budget also has `answers_ahead(chat_id) -> float`: the
+    seconds of that budget (the one of the chat's channel) the first answers already waiting
+    for it will take; the runner takes files in no faster than they can be answered."""
+
     async def send_text(self, chat_id: str, text: str, buttons: Buttons | None = None) -> MessageId: ...
 
     async def edit_text(

@@ -12,6 +12,13 @@ one on time lets it grow by a fifth (at least one; up to `slots`), so that once 
 updates are in, a slow service soon has enough files in flight again (bench/e2e --latency).
 A chat further along keeps its place: its turn is by when its input arrived, not by when it
 asked again.
+
+Nor are files taken in faster than their answers can leave: while the first answers already
+waiting for the channel's send budget would take `AHEAD_MOST_S` of it, no turn is given.
+Reading 1,000 files at once in 11 s, when their answers take 33 s to send, only made the
+loop late for the sends of those seconds (bench/e2e: sends started 5-20 ms late and their
+round trips took 8-40 ms, where 1-2 after; the window counts a send until a second after
+its return, so every late millisecond was a slower second).
 """
 
 from __future__ import annotations
@@ -19,20 +26,28 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 DEFAULT_SLOTS = 64
 FEWEST = 8  # even a lagging loop keeps this many in flight: a slow service still gets work
 TICK_S = 0.05
 LATE_S = 0.005
+AHEAD_MOST_S = 2.0  # of answers ready before the channel can send them: enough that it never waits
 
 
 class Intake:
-    def __init__(self, slots: int = DEFAULT_SLOTS, tick_s: float | None = TICK_S) -> None:
+    def __init__(
+        self,
+        slots: int = DEFAULT_SLOTS,
+        tick_s: float | None = TICK_S,
+        answers_ahead: Callable[[], float] | None = None,
+    ) -> None:
         """`tick_s`: how often the loop's lag is sampled while intakes run (None: never;
-        whoever made it calls `lag`)."""
+        whoever made it calls `lag`). `answers_ahead`: the channel's seconds of first answers
+        waiting to be sent (None: a channel without a send budget)."""
         self.most = max(1, slots)
+        self.answers_ahead = answers_ahead
         self.tick_s = tick_s
         self.bound = float(self.most)  # what the loop's lag allows now
         self.held = 0
@@ -45,7 +60,7 @@ class Intake:
         """Hold a slot; `since` orders the waiting: the input's arrival (ms), then a key of
         its own, so that inputs of the same millisecond keep one order across their steps."""
         self._watch()
-        if self.held < int(self.bound) and not self._waiting:
+        if not self._waiting and self._admits():
             self.held += 1
         else:
             turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -67,14 +82,19 @@ class Intake:
             self.bound = max(float(min(FEWEST, self.most)), self.bound * 0.75)
         else:
             self.bound = min(float(self.most), max(self.bound + 1, self.bound * 1.2))
-            self._hand_on()
+        self._hand_on()  # the answers ahead may have left meanwhile
+
+    def _admits(self) -> bool:
+        if self.held >= int(self.bound):
+            return False
+        return self.answers_ahead is None or self.answers_ahead() < AHEAD_MOST_S
 
     def _release(self) -> None:
         self.held -= 1
         self._hand_on()
 
     def _hand_on(self) -> None:
-        while self._waiting and self.held < int(self.bound):
+        while self._waiting and self._admits():
             _, _, turn = heapq.heappop(self._waiting)
             if not turn.done():
                 self.held += 1

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import functools
 import io
 import logging
 import secrets
@@ -60,7 +61,7 @@ from conversation.events import (
     Watch,
     Whoami,
 )
-from conversation.identity import qualify
+from conversation.identity import channel_of, qualify
 from conversation.intake import Intake
 from conversation.results_view import ResultsView
 from conversation.settings import ConversationSettings
@@ -91,7 +92,7 @@ class Performing:
     media: Path
     results: ResultsView
     spending: Spending
-    intake: Intake
+    intakes: dict[str, Intake]
 
     async def _safe_send(self, chat_id: str, text: str, buttons: Buttons | None = None) -> int | None:
         try:
@@ -113,9 +114,21 @@ class Performing:
     def _tmp(self, suffix: str) -> Path:
         return self.media / f"{secrets.token_hex(12)}{suffix}"
 
+    def intake_for(self, chat_id: str) -> Intake:
+        """The intake of the chat's channel: files are taken in no faster than the answers of
+        that channel can leave (the answers waiting for one channel's budget do not hold up
+        another's files)."""
+        name = channel_of(chat_id)
+        if (intake := self.intakes.get(name)) is None:
+            ahead = getattr(self.channel, "answers_ahead", None)
+            told = None if ahead is None else functools.partial(ahead, chat_id)  # any chat names the channel
+            intake = Intake(self.settings.intake_slots, answers_ahead=told)
+            self.intakes[name] = intake
+        return intake
+
     async def perform(self, chat_id: str, state: ChatState, effect: Effect) -> Event | None:
         if isinstance(effect, INTAKE) and state.pending is not None:
-            async with self.intake.turn((state.pending.created_ms, state.pending.token)):
+            async with self.intake_for(chat_id).turn((state.pending.created_ms, state.pending.token)):
                 return await self._perform(chat_id, state, effect)
         return await self._perform(chat_id, state, effect)
 

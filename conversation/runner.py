@@ -87,7 +87,7 @@ class Runner(Performing):
         from conversation.spending import Spending  # it calls back into this runner
 
         self.spending = Spending(self)
-        self.intake = Intake(settings.intake_slots)
+        self.intakes: dict[str, Intake] = {}  # by channel: one's waiting answers hold only its files
         # Told of each step once it is saved (the agents' API follows its submissions so).
         self.observers: list[Callable[[str, Event, ChatState, list[Effect]], Awaitable[None]]] = []
 

@@ -145,6 +145,9 @@ class LarkChannel:
                 await self.flood.flush()
         await self.http.aclose()
 
+    def answers_ahead(self, chat_id: str = "") -> float:
+        return self.flood.answers_ahead() if self.flood is not None else 0.0
+
     async def _option(self) -> Any:
         from lark_oapi import RequestOption
 

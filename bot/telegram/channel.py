@@ -90,6 +90,9 @@ class TelegramChannel:
         # grows with every queued request, and hold up the messages.
         self._downloads = asyncio.Semaphore(max_downloads)
 
+    def answers_ahead(self, chat_id: str = "") -> float:
+        return self.flood.answers_ahead() if self.flood is not None else 0.0
+
     async def _call(self, chat_id: str, fn, /, *args, **kwargs):  # type: ignore[no-untyped-def]
         """Flood control before each call; a 429 is waited out (Telegram did not process it)."""
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
-from conversation.intake import FEWEST, Intake
+from conversation.intake import AHEAD_MOST_S, FEWEST, Intake
 
 
 async def hold(intake: Intake, since: int, order: list[int], release: asyncio.Event) -> None:
@@ -79,6 +79,26 @@ async def test_intakes_waiting_on_a_slow_service_all_run_up_to_the_bound():
     assert len(order) == 100 and intake.held == 0
 
 
+async def test_no_file_is_taken_in_while_its_answer_could_not_leave_for_seconds():
+    """While the first answers waiting for the channel would take AHEAD_MOST_S of its send
+    budget, no turn is given, not even with slots free; as they leave, the oldest input
+    goes on at the next tick."""
+    ahead = [AHEAD_MOST_S]
+    intake = Intake(64, tick_s=None, answers_ahead=lambda: ahead[0])
+    release = asyncio.Event()
+    release.set()
+    order: list[int] = []
+    tasks = [asyncio.create_task(hold(intake, i, order, release)) for i in (3, 1, 2)]
+    await asyncio.sleep(0)
+    intake.lag(0.0)  # a tick on time: slots to spare, but the answers ahead hold them
+    await asyncio.sleep(0)
+    assert order == [] and intake.held == 0
+    ahead[0] = AHEAD_MOST_S - 0.1
+    intake.lag(0.0)
+    await asyncio.gather(*tasks)
+    assert order == [1, 2, 3] and intake.held == 0
+
+
 async def test_a_slot_handed_to_a_cancelled_intake_goes_on_to_the_next():
     intake = Intake(1, tick_s=None)
     order: list[int] = []
@@ -132,3 +152,58 @@ async def test_the_runner_takes_files_in_through_the_intake(redis, channel, sand
             assert (await app.store.load(str(300 + i))).phase == "awaiting_confirm"
     finally:
         await app.client.aclose()
+
+
+async def test_the_runner_takes_no_file_in_while_its_channels_answers_wait(
+    redis, channel, sandbox, write, tmp_path
+):
+    """The runner's intake asks the channel how long its waiting first answers will take:
+    while that is seconds, a dropped file is not even downloaded; then it goes on."""
+    from conversation.events import FileReceived
+    from conversation.performing import INTAKE
+    from tests.conversation.test_flow import make_app
+
+    ahead = [AHEAD_MOST_S + 1]
+    channel.answers_ahead = lambda chat_id: ahead[0] if chat_id == "401" else 0.0
+    app = make_app(redis, channel, sandbox, tmp_path)
+    steps: list[str] = []
+    perform = app.runner._perform
+
+    async def counted(chat_id, state, effect):  # type: ignore[no-untyped-def]
+        if isinstance(effect, INTAKE):
+            steps.append(type(effect).__name__)
+        return await perform(chat_id, state, effect)
+
+    app.runner._perform = counted  # type: ignore[method-assign]
+    src = write("p.csv", "prompt\na cat\n")
+    try:
+        task = asyncio.create_task(app.runner.handle("401", FileReceived(str(src), src.name, 13)))
+        for _ in range(10_000):
+            if app.runner.intake_for("401")._waiting:
+                break
+            await asyncio.sleep(0)
+        assert app.runner.intake_for("401")._waiting and steps == []
+        held = app.runner.intake_for("401")
+        assert app.runner.intake_for("402") is held and app.runner.intake_for("lark:oc_1") is not held
+        ahead[0] = 0.0
+        await task
+        assert steps == ["Download", "Inspect", "Upload", "Precheck"]
+        assert (await app.store.load("401")).phase == "awaiting_confirm"
+    finally:
+        await app.client.aclose()
+
+
+def test_a_router_tells_each_chat_the_answers_of_its_own_channel():
+    """With several channels in one process, one channel's waiting answers hold back only
+    its own files: the router asks the chat's channel; one without a budget (the agents'
+    API) or not served has none."""
+    from bot.channels import ChannelRouter
+
+    class Budgeted:
+        def answers_ahead(self, chat_id: str) -> float:
+            return 3.0
+
+    router = ChannelRouter({"tg": Budgeted(), "api": object()})  # type: ignore[dict-item]
+    assert router.answers_ahead("tg:5") == 3.0
+    assert router.answers_ahead("api:sub_1") == 0.0
+    assert router.answers_ahead("lark:oc_1") == 0.0

@@ -133,3 +133,40 @@ async def test_a_sender_cancelled_while_waiting_is_dropped_and_its_given_slot_fr
         await behind
     assert await redis.zscore(busy, "3") is None and not flood._waiting
     assert await redis.zcard(log) == 2  # the first and `ahead`
+
+
+async def test_the_first_answers_waiting_are_told_as_seconds_of_the_budget(redis):
+    """What the intake holds files back on: the first answers waiting here for a take, in
+    seconds of the bot-wide budget (30 a second); other sends and the ones already being
+    taken do not count, and none once all are sent."""
+    from conversation.channel import FIRST_ANSWER, PROGRESS, SEND_PRIORITY
+
+    flood = FloodControl(redis)
+    flood.take_at_most = 1
+    take, released, arrived = flood._take, asyncio.Event(), asyncio.Event()
+
+    async def held_take(**kw):  # type: ignore[no-untyped-def]
+        arrived.set()
+        await released.wait()
+        return await take(**kw)
+
+    flood._take = held_take
+
+    async def request() -> None:
+        return None
+
+    sends = []
+    for chat, priority in (("1", FIRST_ANSWER), ("2", FIRST_ANSWER), ("3", FIRST_ANSWER), ("4", PROGRESS)):
+        token = SEND_PRIORITY.set(priority)
+        sends.append(asyncio.create_task(flood.send(chat, request)))
+        SEND_PRIORITY.reset(token)
+    await arrived.wait()  # the first is being taken; the other three wait
+    for _ in range(1000):
+        if len(flood._waiting) == 3:
+            break
+        await asyncio.sleep(0)
+    assert flood.answers_ahead() == pytest.approx(2 / 30)
+    flood._take = take
+    released.set()
+    await asyncio.gather(*sends)
+    assert flood.answers_ahead() == 0
