@@ -430,7 +430,8 @@ async def _cancel(args: argparse.Namespace, lang: str) -> int:
 
 
 def _sandbox(args: argparse.Namespace, lang: str) -> int:
-    from batchjob.sandbox import SandboxConfig, serve
+    from batchjob.sandbox_server import serve
+    from batchjob.sandbox_state import SandboxConfig
 
     print(
         locales.t(lang, "cli.sandbox.listening", host=args.host, port=args.port, token=args.token), flush=True

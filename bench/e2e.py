@@ -57,7 +57,8 @@ def sandbox_service(conn, records_per_second: int, latency: float = 0.0) -> None
     real ones are: uploads and prechecks do not hold up Telegram's answers (one process
     for both shared one interpreter lock, and every Bot API call waited behind the
     service's work)."""
-    from batchjob.sandbox import SandboxConfig, SandboxServer
+    from batchjob.sandbox_server import SandboxServer
+    from batchjob.sandbox_state import SandboxConfig
 
     sandbox = SandboxServer(
         SandboxConfig(

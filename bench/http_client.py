@@ -99,7 +99,7 @@ async def one_round(tool: str, url: str, requests: int, concurrency: int) -> flo
 
 
 def main(requests: int, concurrency: int, repeats: int) -> None:
-    from batchjob.sandbox import listening_socket
+    from batchjob.sandbox_server import listening_socket
 
     sock = listening_socket()  # no Nagle's delay on kept connections
     sock.listen(256)

@@ -56,7 +56,8 @@ def commands(port: int) -> tuple[int, dict[str, int]]:
 
 
 def main(warmup: float, seconds: float) -> None:
-    from batchjob.sandbox import SandboxConfig, SandboxServer
+    from batchjob.sandbox_server import SandboxServer
+    from batchjob.sandbox_state import SandboxConfig
     from tests.e2e.fake_telegram import TOKEN, FakeTelegram
 
     work = Path(tempfile.mkdtemp(prefix="bench-idle-"))

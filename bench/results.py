@@ -56,7 +56,7 @@ def serve(path: Path, port_box) -> None:  # type: ignore[no-untyped-def]
     from starlette.responses import FileResponse, JSONResponse
     from starlette.routing import Route
 
-    from batchjob.sandbox import listening_socket
+    from batchjob.sandbox_server import listening_socket
 
     sock = listening_socket()  # no Nagle's delay on kept connections
     port_box.value = sock.getsockname()[1]

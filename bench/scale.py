@@ -45,7 +45,8 @@ def node_commands(ports: list[int]) -> list[int]:
 
 
 async def run(replicas: int, redis_url: str, chats: int, rows: int, kill: bool, ports: list[int]) -> dict:
-    from batchjob.sandbox import SandboxConfig, SandboxServer
+    from batchjob.sandbox_server import SandboxServer
+    from batchjob.sandbox_state import SandboxConfig
     from conversation.store import connect
     from tests.e2e.fake_telegram import FakeTelegram
     from tests.scale.harness import Fleet, Forwarder, Run, drive

@@ -136,7 +136,8 @@ async def run(args: argparse.Namespace) -> int:
     sandbox = None
     overrides: dict[str, object] = {}
     if args.sandbox:
-        from batchjob.sandbox import SandboxConfig, SandboxServer
+        from batchjob.sandbox_server import SandboxServer
+        from batchjob.sandbox_state import SandboxConfig
 
         sandbox = SandboxServer(
             SandboxConfig(token="console-demo", records_per_second=2.0, queue_seconds=1.0)

@@ -7,7 +7,8 @@ import os
 import pytest
 
 from batchjob.client import BatchJobClient, Timeouts
-from batchjob.sandbox import SandboxConfig, SandboxServer
+from batchjob.sandbox_server import SandboxServer
+from batchjob.sandbox_state import SandboxConfig
 
 TOKEN = "test-token-Z9q"
 # Secrets used across the run: none may appear in any log record (checked at the end).

@@ -239,7 +239,7 @@ async def test_the_sandbox_answers_kept_connections_without_nagles_delay():
     import asyncio
     import socket
 
-    from batchjob.sandbox import listening_socket
+    from batchjob.sandbox_server import listening_socket
 
     served: list[tuple[int, int]] = []
 
@@ -266,12 +266,12 @@ async def test_a_sandbox_told_to_read_in_process_reads_uploads_without_the_worke
     """bench/e2e's stand-in reads what the bot wrote in its own process (the worker's forked
     readers would take the cores the bot is measured on); by default uploads go to the
     isolated worker."""
-    from batchjob import sandbox as sandbox_mod
+    from batchjob import sandbox_files
 
     def isolated(*a, **kw):  # type: ignore[no-untyped-def]
         raise AssertionError("read in the parse worker")
 
-    monkeypatch.setattr(sandbox_mod, "convert_file", isolated)
+    monkeypatch.setattr(sandbox_files, "convert_file", isolated)
     sandbox.state.config.read_in_process = True
     up = await client.upload(write("p.csv", "prompt\nfox\nowl\n"))
     assert up.row_count == 2

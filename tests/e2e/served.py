@@ -6,7 +6,7 @@ import threading
 import time
 from typing import Any, Self
 
-from batchjob.sandbox import listening_socket
+from batchjob.sandbox_server import listening_socket
 
 
 class Served:

@@ -11,7 +11,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from batchjob.sandbox import SandboxConfig, SandboxServer
+from batchjob.sandbox_server import SandboxServer
+from batchjob.sandbox_state import SandboxConfig
 from tests.e2e.fake_telegram import FakeTelegram
 
 

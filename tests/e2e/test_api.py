@@ -19,7 +19,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from batchjob.client import BatchJobClient, Timeouts
-from batchjob.sandbox import listening_socket
+from batchjob.sandbox_server import listening_socket
 from bot.api.server import attach, standalone
 from bot.channels import ChannelRouter
 from conversation.app import ConversationApp
