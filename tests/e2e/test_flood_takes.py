@@ -12,6 +12,23 @@ from conversation.identity import TELEGRAM
 from tests.e2e.flood_record import Record, ask, assert_within_limits, returns_recorded  # noqa: F401 (autouse)
 
 
+async def request() -> None:
+    return None
+
+
+def hold_takes(flood: FloodControl) -> tuple[asyncio.Event, asyncio.Event]:
+    """Each take waits, once on its way, until released: (arrived, released)."""
+    take, arrived, released = flood._take, asyncio.Event(), asyncio.Event()
+
+    async def held_take(**kw):  # type: ignore[no-untyped-def]
+        arrived.set()
+        await released.wait()
+        return await take(**kw)
+
+    flood._take = held_take
+    return arrived, released
+
+
 async def test_slots_due_soon_are_given_at_once_each_at_its_time(redis):
     """One take gives the slots of the next few intervals to the sends waiting together,
     in their order, each with the time it may start: the pace is the slots', not the
@@ -69,9 +86,6 @@ async def test_sends_waiting_together_share_a_take(redis, monkeypatch):
         calls.append(str(args[0]))
         return await execute(*args, **kw)
 
-    async def request() -> None:
-        return None
-
     await flood.send(100, request)  # loads the script
     record = Record(flood)
     await redis.delete(flood.k.flood_all)  # no slot set: the first take catches two up
@@ -88,18 +102,7 @@ async def test_a_sender_cancelled_while_waiting_is_dropped_and_its_given_slot_fr
     next. One cancelled while the take that gives it a slot is on its way has the slot
     recorded as over at once: the window and its chat are not held for it."""
     flood = FloodControl(redis)
-    take, released = flood._take, asyncio.Event()
-    arrived = asyncio.Event()
-
-    async def held_take(**kw):  # type: ignore[no-untyped-def]
-        arrived.set()
-        await released.wait()
-        return await take(**kw)
-
-    flood._take = held_take
-
-    async def request() -> None:
-        return None
+    arrived, released = hold_takes(flood)
 
     first = asyncio.create_task(flood.send("1", request))
     await arrived.wait()  # its take is on its way
@@ -143,17 +146,8 @@ async def test_the_first_answers_waiting_are_told_as_seconds_of_the_budget(redis
 
     flood = FloodControl(redis)
     flood.take_at_most = 1
-    take, released, arrived = flood._take, asyncio.Event(), asyncio.Event()
-
-    async def held_take(**kw):  # type: ignore[no-untyped-def]
-        arrived.set()
-        await released.wait()
-        return await take(**kw)
-
-    flood._take = held_take
-
-    async def request() -> None:
-        return None
+    take = flood._take
+    arrived, released = hold_takes(flood)
 
     sends = []
     for chat, priority in (("1", FIRST_ANSWER), ("2", FIRST_ANSWER), ("3", FIRST_ANSWER), ("4", PROGRESS)):
