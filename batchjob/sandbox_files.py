@@ -83,7 +83,6 @@ def read_upload(raw: bytes, ext: str, workdir: Path, in_process: bool, fail_mark
             ):
                 return Refusal(400, "unsupported_schema", UNSUPPORTED_SCHEMA)
             return Refusal(400, "no_valid_data_rows", NO_VALID_DATA_ROWS)
-        marker = fail_marker
         prompts: list[str] = []
         fail_at: list[int] = []
         ratios: list[str] = []
@@ -93,7 +92,7 @@ def read_upload(raw: bytes, ext: str, workdir: Path, in_process: bool, fail_mark
                 text = prompt_of(parsed)
                 prompts.append(text[:200])
                 ratios.append(results.ratio_of(parsed))
-                if marker and marker in text:
+                if fail_marker and fail_marker in text:
                     fail_at.append(i)
         return prompts, fail_at, ratios
     finally:
