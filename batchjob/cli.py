@@ -215,16 +215,21 @@ def print_report(report: Any, lang: str, as_json: bool, verdict: bool = True) ->
         sys.stdout.write(orjson.dumps(report.to_dict(lang)).decode() + "\n")
         return
     t = locales.t
-    print(
-        t(
-            lang,
-            "cli.report.title",
-            path=report.path,
-            format=report.format or t(lang, "cli.report.format_unknown"),
-            encoding=t(lang, "cli.report.sep") + report.encoding if report.encoding else "",
-            sheet=t(lang, "cli.report.sep") + report.sheet if report.sheet else "",
+    if report.format is None and report.fatal is not None:
+        # Nothing was read (missing, empty, not a table): the problem below says why, and a
+        # title claiming an unknown format would only mislead.
+        print(t(lang, "cli.report.title_unread", path=report.path))
+    else:
+        print(
+            t(
+                lang,
+                "cli.report.title",
+                path=report.path,
+                format=report.format or t(lang, "cli.report.format_unknown"),
+                encoding=t(lang, "cli.report.sep") + report.encoding if report.encoding else "",
+                sheet=t(lang, "cli.report.sep") + report.sheet if report.sheet else "",
+            )
         )
-    )
     if report.kind:
         kind = t(lang, f"kind.{report.kind}") if locales.has(f"kind.{report.kind}") else report.kind
         print(t(lang, "cli.report.kind", kind=kind))

@@ -172,3 +172,18 @@ def test_inspect_in_a_child_of_a_process_with_many_open_files(write, tmp_path):
     finally:
         for f in held:
             f.close()
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+def test_a_file_that_cannot_be_opened_is_named_without_a_format(tmp_path, lang):
+    """Its report says it cannot be opened, under its name alone, not under "format not
+    recognized" (nothing was read to recognize)."""
+    import locales
+
+    missing = tmp_path / "nope.csv"
+    p = run("--lang", lang, "inspect", str(missing))
+    lines = p.stdout.strip().splitlines()
+    assert p.returncode == 1
+    assert lines[0] == locales.t(lang, "cli.report.title_unread", path=str(missing))
+    assert locales.t(lang, "cli.report.format_unknown") not in p.stdout
+    assert locales.t(lang, "input.file_missing") in lines[1]
