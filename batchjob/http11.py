@@ -215,6 +215,14 @@ class Connection:
 
     async def _read(self, timeout: float | None, max_body: int) -> _Reading:
         reading = _Reading(max_body)
+        try:
+            return await self._read_into(reading, timeout, max_body)
+        finally:
+            # The parser holds its callbacks, bound to `reading`: a cycle left for the
+            # collector at every request, unless the parser goes once the answer is read.
+            del reading.parser
+
+    async def _read_into(self, reading: _Reading, timeout: float | None, max_body: int) -> _Reading:
         head = 0
         while not reading.complete:
             data = await self._stream.read(READ_SIZE, timeout)

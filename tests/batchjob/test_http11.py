@@ -6,6 +6,7 @@ bytes nobody asked for. And requests that would smuggle a second one are never s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 import subprocess
 import sys
@@ -356,3 +357,28 @@ async def test_an_idle_connection_is_kept_only_within_its_expiry_which_ends_befo
             assert (await pool.request("GET", url, headers=[])).body == b"x"
         await pool.aclose()
     assert seen["connections"] == 3
+
+
+@pytest.mark.parametrize("answer", [ok(b"fine"), b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n"])
+async def test_answers_read_leave_no_cycle_for_the_collector(answer: bytes):
+    """The parser holds its callbacks, bound to the answer being read: once read (or
+    refused), nothing of it is left for the cyclic collector, whose passes over a burst's
+    garbage paused the loop."""
+    import gc
+
+    server, url, _ = await fixed(answer)
+    pool = ConnectionPool(max_connections=1)
+    async with server:
+        gc.collect()
+        gc.set_debug(gc.DEBUG_SAVEALL)  # what the collector finds is kept to be looked at
+        try:
+            for _ in range(5):
+                with contextlib.suppress(errors.RemoteProtocolError):  # the malformed one
+                    await pool.request("GET", url, headers=[])
+            gc.collect()
+            left = [o for o in gc.garbage if isinstance(o, http11._Reading)]
+        finally:
+            gc.set_debug(0)
+            gc.garbage.clear()
+        await pool.aclose()
+    assert left == []
