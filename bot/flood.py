@@ -136,6 +136,7 @@ class FloodControl:
         self._chat_returns: list[str | int] = []
         self._flush: asyncio.TimerHandle | None = None
         self._recording: set[asyncio.Task[object]] = set()
+        self._renewals: dict[str, asyncio.TimerHandle] = {}  # by member: each send's busy-mark timer
         # Called with (chat, what, ms on Redis's clock) for "chat" (the chat's turn taken),
         # "start" (the bot-wide slot given: the time of the slot), "sent" (the chat's request
         # returned, as its pacing counts it) and "done" (returned, as the bot-wide window
@@ -186,7 +187,7 @@ class FloodControl:
         try:
             if wait > 0:
                 await asyncio.sleep(wait)  # its slot's time
-            return await self._renewing(chat_id, request)
+            return await self._renewing(chat_id, member, request)
         finally:
             self._returned(chat_id, member, interval, mine)
 
@@ -316,7 +317,7 @@ class FloodControl:
         self._flush = None
         if args := self._returns_args():
             task = asyncio.ensure_future(self._done(keys=self._keys, args=args))
-            task.add_done_callback(lambda t: t.cancelled() or t.exception())  # lapses if Redis fails
+            task.add_done_callback(_retrieved)
             self._recording.add(task)
             task.add_done_callback(self._recording.discard)
 
@@ -335,19 +336,27 @@ class FloodControl:
         if self.observer is not None:
             self.observer(chat_id, what, ms)
 
-    async def _renewing(self, chat_id: str, request: Callable[[], Awaitable[T]]) -> T:
+    async def _renewing(self, chat_id: str, member: str, request: Callable[[], Awaitable[T]]) -> T:
         """Run the request, renewing the chat's busy mark each second while it lasts (most
-        requests end before the first renewal: a timer, no task, until then)."""
+        requests end before the first renewal: a timer, no task, until then). The timer is
+        kept by the send's member, not in a closure that names itself: that was a cycle
+        for the collector at every send."""
         loop = asyncio.get_running_loop()
-        timer: list[asyncio.TimerHandle] = []
-
-        def renew() -> None:
-            task = asyncio.ensure_future(self._renew(keys=self._keys[3:], args=[chat_id, IN_FLIGHT_MS]))
-            task.add_done_callback(lambda t: t.cancelled() or t.exception())  # retrieved: no warning
-            timer[0] = loop.call_later(RENEW_S, renew)
-
-        timer.append(loop.call_later(RENEW_S, renew))
+        self._renewals[member] = loop.call_later(RENEW_S, self._renew_busy, member, chat_id)
         try:
             return await request()
         finally:
-            timer[0].cancel()
+            self._renewals.pop(member).cancel()
+
+    def _renew_busy(self, member: str, chat_id: str) -> None:
+        task = asyncio.ensure_future(self._renew(keys=self._keys[3:], args=[chat_id, IN_FLIGHT_MS]))
+        task.add_done_callback(_retrieved)
+        self._renewals[member] = asyncio.get_running_loop().call_later(
+            RENEW_S, self._renew_busy, member, chat_id
+        )
+
+
+def _retrieved(task: asyncio.Future[object]) -> None:
+    """A recording or renewal that failed lapses on its own; its error is retrieved (no warning)."""
+    if not task.cancelled():
+        task.exception()

@@ -164,3 +164,25 @@ async def test_the_first_answers_waiting_are_told_as_seconds_of_the_budget(redis
     released.set()
     await asyncio.gather(*sends)
     assert flood.answers_ahead() == 0
+
+
+async def test_sends_leave_no_cycle_for_the_collector(redis):
+    """Each send's renewal timer is kept by its member, not in a closure naming itself:
+    sends leave nothing of the flood control for the cyclic collector (whose passes over
+    a burst's garbage paused the loop)."""
+    import gc
+
+    flood = FloodControl(redis)
+    await flood.send("1", request)  # the scripts loaded
+    gc.collect()
+    gc.set_debug(gc.DEBUG_SAVEALL)  # what the collector finds is kept to be looked at
+    try:
+        for chat in range(2, 12):
+            await flood.send(str(chat), request)
+        gc.collect()
+        left = [o for o in gc.garbage if getattr(o, "__qualname__", "").startswith("FloodControl.")]
+        timers = [o for o in gc.garbage if isinstance(o, asyncio.TimerHandle)]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+    assert left == [] and timers == [] and flood._renewals == {}
