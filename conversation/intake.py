@@ -16,9 +16,10 @@ asked again.
 Nor are files taken in faster than their answers can leave: while the first answers already
 waiting for the channel's send budget would take `AHEAD_MOST_S` of it, no turn is given.
 Reading 1,000 files at once in 11 s, when their answers take 33 s to send, only made the
-loop late for the sends of those seconds (bench/e2e: sends started 5-20 ms late and their
-round trips took 8-40 ms, where 1-2 after; the window counts a send until a second after
-its return, so every late millisecond was a slower second).
+loop late for the sends of those seconds (bench/e2e: sends started 3-9 ms after their slot
+and their requests took 4-21 ms, medians of each second; 1-2 ms each with the reading
+spread out). The window counts a send until a second after its return, so every late
+millisecond was a slower second.
 """
 
 from __future__ import annotations
