@@ -310,3 +310,43 @@ async def test_stopping_while_progress_ends_a_wait_stops_polling(monkeypatch, st
     release.set()
     assert task in done and task.cancelled()
     await poller.stop()
+
+
+class CountingDict(dict):
+    """The poller's `handling`, counting how often a poll looks into it."""
+
+    looks = 0
+
+    def __contains__(self, key: object) -> bool:
+        CountingDict.looks += 1
+        return super().__contains__(key)
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        CountingDict.looks += len(self)
+        return super().__iter__()
+
+
+async def test_a_poll_costs_the_same_with_a_thousand_updates_in_hand():
+    """A burst leaves 1,000 updates applied and still being handled (at their uploads):
+    working out the next offset does not look at all of them at every poll, and once
+    their handling ends they are forgotten (the offset is past them)."""
+    bot = FakeBot(list(range(1, 1001)))
+    release = asyncio.Event()
+    poller: Poller
+
+    async def process(uid, update):
+        poller.mark_applied(uid)
+        await release.wait()
+
+    poller = Poller(bot, process, timeout=1)  # type: ignore[arg-type]
+    poller.handling = CountingDict()
+    poller.start(["message"])
+    await until(lambda: bot.offsets[-1:] == [1001], what="the offset to pass the applied updates")
+    await until(lambda: len(poller.handling) == 1000, what="all 1,000 in hand")
+    polls, CountingDict.looks = len(bot.offsets), 0
+    await until(lambda: len(bot.offsets) >= polls + 20, what="20 more polls")
+    assert CountingDict.looks <= 1000 * 2, CountingDict.looks  # once each at most; a scan a poll: 20,000
+    release.set()
+    await until(lambda: not poller.handling, what="the handling to end")
+    assert bot.offsets[-1] == 1001 and not poller.applied
+    await poller.stop()
