@@ -53,6 +53,7 @@ ENV_KEPT = (
     "LSAN_OPTIONS",
     "BATCHJOB_WORKER_LANDLOCK",
 )
+READ_NICE = 10  # readers' niceness: about a tenth of the bot's weight when both want one core
 KILL_GRACE_S = 1.0  # past the pipeline's own clock, before the child is killed
 _STDERR_KEPT = 8192  # bytes of a child's stderr kept to tell why it died
 _OOM_MARKS = (b"memory allocation of", b"MemoryError", b"out of memory", b"Cannot allocate memory")
@@ -71,6 +72,24 @@ class _Child:
 
 def kept_environment(environ: Any) -> dict[str, str]:
     return {k: environ[k] for k in ENV_KEPT if k in environ}
+
+
+def yield_to_the_bot() -> None:
+    """Reading is bulk work next to the bot's answers: at a lower priority (`READ_NICE`) and
+    as batch work (a reader woken by a request does not preempt the bot at once: the
+    scheduler lets the running task finish its slice). Where the kernel groups processes by
+    session (autogroup), that session - the zygote's own, its readers' too - is lowered as a
+    whole, else it would weigh as much as the bot's whatever the readers' own niceness.
+    Raising niceness needs no privilege; a refusal leaves the default."""
+    with contextlib.suppress(OSError):
+        now = os.getpriority(os.PRIO_PROCESS, 0)
+        if now < READ_NICE:
+            os.setpriority(os.PRIO_PROCESS, 0, READ_NICE)
+    with contextlib.suppress(OSError, AttributeError):  # SCHED_BATCH: Linux only
+        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+    if os.getsid(0) == os.getpid():  # our own session (never a terminal's we were run from)
+        with contextlib.suppress(OSError), open("/proc/self/autogroup", "w") as f:
+            f.write(str(READ_NICE))
 
 
 def _limit_self(limits: Limits, inherited: int = 0) -> None:
@@ -98,7 +117,10 @@ def _run_child(req: dict[str, Any], wfd: int, efd: int, scrub_env: bool) -> None
         # cannot read other requests or forge the answers of other children.
         os.dup2(efd, 2)
         inherited = _blank_descriptors(keep=wfd)
-        os.setsid()  # a signal meant for the bot's process group does not reach a parse
+        # A group of its own: a signal meant for the bot's process group does not reach a
+        # parse. Not a session: it stays in the zygote's, whose lower weight it shares.
+        os.setpgid(0, 0)
+        yield_to_the_bot()
         limits = Limits(**req["limits"])
         _limit_self(limits, inherited)
         out = req.get("out")
@@ -357,6 +379,7 @@ def main() -> None:
     gc.freeze()
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when the zygote ends
+    yield_to_the_bot()
     max_children = int(os.environ.get("BATCHJOB_WORKER_PROCESSES") or os.cpu_count() or 2)
     Zygote(max_children).serve()
 

@@ -4,6 +4,7 @@ a child, and a child taken over by a crafted file cannot answer for another requ
 
 from __future__ import annotations
 
+import ast
 import os
 import signal
 import subprocess
@@ -28,6 +29,11 @@ BEHAVIOURS = {
     "spin": "while True: pass",
     # Its pipes closed, it never exits: the zygote must not wait on it (nor for ever).
     "linger": "os.closerange(0, 256); __import__('time').sleep(600)",
+    # Writes down how it is scheduled, where the test can read it (its output's folder).
+    "tell": (
+        "open(out, 'w').write(repr((os.getpriority(os.PRIO_PROCESS, 0), os.sched_getscheduler(0),"
+        " os.getpgid(0), os.getsid(0), os.getpid()))); raise MemoryError"
+    ),
 }
 
 
@@ -112,6 +118,35 @@ def test_the_worker_sees_no_secret(monkeypatch, tmp_path):
         environ = Path(f"/proc/{w.pid}/environ").read_bytes()
         assert b"must-not-see" not in environ
         assert b"PATH=" in environ
+    finally:
+        w.close()
+
+
+def test_reading_yields_the_cpu_to_the_bot(tmp_path):
+    """A reading child runs niced and as batch work, in a process group of its own (a
+    signal for the bot's does not reach it) but in the zygote's session; the zygote, in a
+    session of its own, lowers that session's weight where the kernel groups by session."""
+    from batchjob.input.worker import READ_NICE
+
+    z = _zygote("tell")
+    out = tmp_path / "out.jsonl"
+    request = {"id": 1, "op": "convert", "path": str(tmp_path / "f.csv"), "out": str(out), "limits": {}}
+    z.communicate(orjson.dumps(request) + b"\n", timeout=60)
+    nice, policy, pgid, sid, pid = ast.literal_eval(out.read_text())
+    assert nice == READ_NICE and policy == os.SCHED_BATCH
+    assert pgid == pid and sid == os.getsid(0) != pid  # this zygote was started in our session
+
+    w = ParseWorker()
+    try:
+        small = tmp_path / "small.csv"
+        small.write_text("prompt\na fox\n")
+        assert w.submit("inspect", small, None, limits=Limits()).result(timeout=60).valid == 1  # up
+        pid = w.pid
+        assert os.getpriority(os.PRIO_PROCESS, pid) == READ_NICE
+        assert os.sched_getscheduler(pid) == os.SCHED_BATCH
+        autogroup = Path(f"/proc/{pid}/autogroup")
+        if autogroup.exists():  # a kernel that groups by session
+            assert autogroup.read_text().split()[-1] == str(READ_NICE)
     finally:
         w.close()
 
