@@ -35,6 +35,7 @@ FEWEST = 8  # even a lagging loop keeps this many in flight: a slow service stil
 TICK_S = 0.05
 LATE_S = 0.005
 AHEAD_MOST_S = 2.0  # of answers ready before the channel can send them: enough that it never waits
+AT_ONCE = 8  # turns given in one pass of the loop; the next ones in the next pass
 
 
 class Intake:
@@ -55,6 +56,7 @@ class Intake:
         self._waiting: list[tuple[tuple[int, str], int, asyncio.Future[None]]] = []  # (since, order, turn)
         self._order = itertools.count()
         self._tick: asyncio.TimerHandle | None = None
+        self._given = 0  # turns given in this pass of the loop
 
     @asynccontextmanager
     async def turn(self, since: tuple[int, str]) -> AsyncIterator[None]:
@@ -62,7 +64,7 @@ class Intake:
         its own, so that inputs of the same millisecond keep one order across their steps."""
         self._watch()
         if not self._waiting and self._admits():
-            self.held += 1
+            self._give()
         else:
             turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             heapq.heappush(self._waiting, (since, next(self._order), turn))
@@ -86,9 +88,23 @@ class Intake:
         self._hand_on()  # the answers ahead may have left meanwhile
 
     def _admits(self) -> bool:
-        if self.held >= int(self.bound):
+        if self.held >= int(self.bound) or self._given >= AT_ONCE:
             return False
         return self.answers_ahead is None or self.answers_ahead() < AHEAD_MOST_S
+
+    def _give(self) -> None:
+        """One more turn in this pass of the loop. Turns given together run their first
+        steps in one pass: 64 at once made passes of 20-40 ms (bench/e2e, 1,000 files),
+        and every send due meanwhile waited behind them; AT_ONCE a pass, sends get through
+        in between."""
+        self.held += 1
+        self._given += 1
+        if self._given == 1:
+            asyncio.get_running_loop().call_soon(self._next_pass)
+
+    def _next_pass(self) -> None:
+        self._given = 0
+        self._hand_on()
 
     def _release(self) -> None:
         self.held -= 1
@@ -98,7 +114,7 @@ class Intake:
         while self._waiting and self._admits():
             _, _, turn = heapq.heappop(self._waiting)
             if not turn.done():
-                self.held += 1
+                self._give()
                 turn.set_result(None)
 
     def _watch(self) -> None:

@@ -6,7 +6,13 @@ from __future__ import annotations
 
 import asyncio
 
-from conversation.intake import AHEAD_MOST_S, FEWEST, Intake
+from conversation.intake import AHEAD_MOST_S, AT_ONCE, FEWEST, Intake
+
+
+async def passes(n: int = 20) -> None:
+    """Let the loop make `n` passes (turns beyond AT_ONCE are given one pass later each)."""
+    for _ in range(n):
+        await asyncio.sleep(0)
 
 
 async def hold(intake: Intake, since: int, order: list[int], release: asyncio.Event) -> None:
@@ -59,7 +65,7 @@ async def test_a_lagging_loop_takes_fewer_files_at_once_and_an_idle_one_more_aga
     assert intake.held == FEWEST and len(order) == FEWEST
     for _ in range(3):
         intake.lag(0.0)  # on time again: more each tick
-    await asyncio.sleep(0)
+    await passes()
     assert intake.held == int(intake.bound) > FEWEST + 3 and order == list(range(intake.held))
     release.set()
     await asyncio.gather(*tasks)
@@ -72,11 +78,30 @@ async def test_intakes_waiting_on_a_slow_service_all_run_up_to_the_bound():
     release = asyncio.Event()
     order: list[int] = []
     tasks = [asyncio.create_task(hold(intake, i, order, release)) for i in range(100)]
-    await asyncio.sleep(0)
+    await passes()
     assert intake.held == 64 and len(order) == 64
     release.set()
     await asyncio.gather(*tasks)
     assert len(order) == 100 and intake.held == 0
+
+
+async def test_turns_are_given_a_few_at_a_time_so_that_sends_get_through_in_between():
+    """Files that could all start at once start AT_ONCE a pass of the loop, oldest first:
+    a callback that becomes ready meanwhile (a send's slot, an answer) runs between them
+    rather than after every file's first step."""
+    intake = Intake(64, tick_s=None)
+    release = asyncio.Event()
+    order: list[int] = []
+    between: list[int] = []
+    tasks = [asyncio.create_task(hold(intake, i, order, release)) for i in range(3 * AT_ONCE)]
+    await asyncio.sleep(0)  # the tasks' first steps: AT_ONCE start, the rest wait
+    assert intake.held == AT_ONCE
+    asyncio.get_running_loop().call_soon(lambda: between.append(len(order)))  # "a send"
+    await passes()
+    assert between == [AT_ONCE] and order == list(range(3 * AT_ONCE)) and intake.held == 3 * AT_ONCE
+    release.set()
+    await asyncio.gather(*tasks)
+    assert intake.held == 0
 
 
 async def test_no_file_is_taken_in_while_its_answer_could_not_leave_for_seconds():
