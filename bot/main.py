@@ -294,7 +294,9 @@ async def run_bot(channel: str = "telegram", api: bool = False) -> int:
         modes.append(locales.t(lang, "start.mode_api", host=conv.listen_host, port=conv.listen_port))
     line = _start_line(lang, " + ".join(modes), conv, svc.base_url, redis, persistent, app)
     print(f"batchjob-bot: {line}", file=sys.stderr)
-    settle_heap()
+    from bot.heap import settle_heap
+
+    quiet = settle_heap()
     try:
         # Webhooks need the server; otherwise it serves /healthz and /metrics when
         # BOT_LISTEN_PORT is set.
@@ -323,6 +325,8 @@ async def run_bot(channel: str = "telegram", api: bool = False) -> int:
         else:
             await stop.wait()
     finally:
+        if quiet is not None:
+            quiet.stop()
         if sender is not None:
             await sender.stop()
         for bot in bots:
@@ -332,29 +336,6 @@ async def run_bot(channel: str = "telegram", api: bool = False) -> int:
         await client.aclose()
         await redis.aclose()
     return 0
-
-
-def settle_heap() -> None:
-    """What starting made (modules, catalogs, settings, clients, scripts) lives as long as
-    the process: collected once and set aside from the collector (`gc.freeze`), so a full
-    collection later walks only what the chats made. Over everything, one stalled the loop
-    90-170 ms in a burst of 1,000 chats (bench/e2e), holding up sends and their returns.
-    Then the memory freed by starting goes back to the system."""
-    import gc
-
-    gc.collect()
-    gc.freeze()
-    _give_back_memory()
-
-
-def _give_back_memory() -> None:
-    """Starting (settings, catalogs, scripts, the first round trips) leaves freed memory in
-    the C allocator's heap, which glibc keeps unless asked: handed back to the system once
-    the bot is up (bench/idle: 60.1 -> 59.3 MiB). Without glibc (musl): nothing."""
-    import ctypes
-
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None).malloc_trim(0)
 
 
 async def _start_lark(bot, lk, lang: str) -> None:  # type: ignore[no-untyped-def]
