@@ -9,7 +9,8 @@ Bot API server with the users' side (documents, confirmations, reading the repli
 the sandbox run in a process each, as the real services are apart: none of it runs on the
 bot's event loop or is charged to its CPU (their CPU and the machine's busy share are
 printed under each row). Their listening sockets answer without Nagle's delay, as real
-front ends do.
+front ends do, and they run as batch work (SCHED_BATCH): a request that wakes one does not
+preempt the bot in the middle of its loop, as a service on another machine would not.
 
 Reports, each next to its physical bound and the ratio: p99 document -> first reply (bound
 N/30 s: one first reply each at 30 messages/s), document -> last "submitted" and -> last
@@ -52,6 +53,15 @@ def pct(values: list[float], q: float) -> float:
     return s[min(len(s) - 1, int(q * len(s)))] if s else float("nan")
 
 
+def as_a_remote_service() -> None:
+    """This stand-in for a service on another machine is batch work to the scheduler: a
+    request that wakes it does not preempt the bot, which goes on with its loop and leaves
+    the core at its own pace, as it would with the service elsewhere. It still shares the
+    machine's cores with the bot."""
+    with contextlib.suppress(OSError, AttributeError):  # SCHED_BATCH: Linux only
+        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+
+
 def sandbox_service(conn, records_per_second: int, latency: float = 0.0) -> None:  # type: ignore[no-untyped-def]
     """Child process: the sandbox BatchJob service, apart from the fake Bot API server, as the
     real ones are: uploads and prechecks do not hold up Telegram's answers (one process
@@ -60,6 +70,7 @@ def sandbox_service(conn, records_per_second: int, latency: float = 0.0) -> None
     from batchjob.sandbox_server import SandboxServer
     from batchjob.sandbox_state import SandboxConfig
 
+    as_a_remote_service()
     sandbox = SandboxServer(
         SandboxConfig(
             token="bench",
@@ -82,6 +93,7 @@ def services(conn) -> None:  # type: ignore[no-untyped-def]
     """Child process: the fake Bot API server and the users."""
     from tests.e2e.fake_telegram import FakeTelegram
 
+    as_a_remote_service()
     tg = FakeTelegram().start()
     conn.send((tg.api_base, tg.file_base))
     chats, csv, spread, timeout = conn.recv()  # the bot is up: go
@@ -257,12 +269,16 @@ async def run(chats: int, rows: int, timeout: float, spread: float, latency: flo
     await bot.start()
     from batchjob.input.isolation import worker
 
+    quiet = None
     try:
-        from bot.main import settle_heap
-    except ImportError:  # a tree from before it (a before/after run): nothing to settle
-        pass
+        from bot.heap import settle_heap
+    except ImportError:  # a tree from before it (a before/after run): as that tree settles
+        with contextlib.suppress(ImportError):
+            from bot.main import settle_heap as settle_old
+
+            settle_old()
     else:
-        settle_heap()  # as `batchjob-bot` does once it is up
+        quiet = settle_heap()  # as `batchjob-bot` does once it is up
 
     parser = worker().start()  # warm: its start-up is the process's, not the burst's
     loop = asyncio.get_running_loop()
@@ -279,6 +295,8 @@ async def run(chats: int, rows: int, timeout: float, spread: float, latency: flo
         machine_busy, machine_all = busy(busy0)
     finally:
         round_trips, commands = trips()
+        if quiet is not None:
+            quiet.stop()
         await bot.stop()
         await bot.client.aclose()
         for c in (conn, sb_conn):
