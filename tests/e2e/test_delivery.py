@@ -138,10 +138,8 @@ async def test_the_polling_offset_stays_at_the_oldest_update_not_yet_applied():
     await poller.stop()
 
 
-async def test_an_applied_update_still_being_handled_does_not_hold_the_offset_back():
-    """Applied, then busy for long (an upload): the offset passes it and stays past it, so
-    the next updates come in while it works."""
-    bot = FakeBot([5, 6, 7])
+def applied_then_busy(bot: FakeBot) -> tuple[Poller, asyncio.Event]:
+    """A poller whose updates are applied at once, then busy (an upload) until released."""
     release = asyncio.Event()
     poller: Poller
 
@@ -150,6 +148,14 @@ async def test_an_applied_update_still_being_handled_does_not_hold_the_offset_ba
         await release.wait()
 
     poller = Poller(bot, process, timeout=1)  # type: ignore[arg-type]
+    return poller, release
+
+
+async def test_an_applied_update_still_being_handled_does_not_hold_the_offset_back():
+    """Applied, then busy for long (an upload): the offset passes it and stays past it, so
+    the next updates come in while it works."""
+    bot = FakeBot([5, 6, 7])
+    poller, release = applied_then_busy(bot)
     poller.start(["message"])
     await until(lambda: bot.offsets[-1:] == [8], what="the offset to pass the applied updates")
     polls = len(bot.offsets)
@@ -331,14 +337,7 @@ async def test_a_poll_costs_the_same_with_a_thousand_updates_in_hand():
     working out the next offset does not look at all of them at every poll, and once
     their handling ends they are forgotten (the offset is past them)."""
     bot = FakeBot(list(range(1, 1001)))
-    release = asyncio.Event()
-    poller: Poller
-
-    async def process(uid, update):
-        poller.mark_applied(uid)
-        await release.wait()
-
-    poller = Poller(bot, process, timeout=1)  # type: ignore[arg-type]
+    poller, release = applied_then_busy(bot)
     poller.handling = CountingDict()
     poller.start(["message"])
     await until(lambda: bot.offsets[-1:] == [1001], what="the offset to pass the applied updates")
