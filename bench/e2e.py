@@ -280,7 +280,8 @@ async def run(chats: int, rows: int, timeout: float, spread: float, latency: flo
     else:
         quiet = settle_heap()  # as `batchjob-bot` does once it is up
 
-    parser = worker().start()  # warm: its start-up is the process's, not the burst's
+    w = worker()  # started now: its start-up is the process's, not the burst's
+    parser = w.start() if hasattr(w, "start") else w._ensure().pid  # (a tree from before `start`)
     loop = asyncio.get_running_loop()
     trips = count_round_trips()
     try:
