@@ -79,6 +79,8 @@ def main(warmup: float, seconds: float) -> None:
         TELEGRAM_API_BASE_URL=telegram.api_base,
         TELEGRAM_FILE_BASE_URL=telegram.file_base,
         BOT_MEDIA_DIR=str(work / "media"),
+        # This tree's code, not whichever the interpreter would find first (a before/after run).
+        PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
     )
     bot = subprocess.Popen([sys.executable, "-m", "bot.main"], env=env, stderr=subprocess.DEVNULL)
     base = subprocess.Popen(
