@@ -280,11 +280,11 @@ async def run(chats: int, rows: int, timeout: float, spread: float, latency: flo
     else:
         quiet = settle_heap()  # as `batchjob-bot` does once it is up
 
-    w = worker()  # started now: its start-up is the process's, not the burst's
-    parser = w.start() if hasattr(w, "start") else w._ensure().pid  # (a tree from before `start`)
     loop = asyncio.get_running_loop()
     trips = count_round_trips()
-    try:
+    try:  # whatever fails from here, the bot stops and the services go (else the run hangs)
+        w = worker()  # started now: its start-up is the process's, not the burst's
+        parser = w.start() if hasattr(w, "start") else w._ensure().pid  # (a tree from before `start`)
         stand_ins = (child.pid, sb_child.pid)
         cpu0, parser0, busy0 = time.process_time(), cpu_of(parser), busy()
         stand0 = sum(cpu_of(pid) for pid in stand_ins)
