@@ -96,7 +96,11 @@ def services(conn) -> None:  # type: ignore[no-untyped-def]
     as_a_remote_service()
     tg = FakeTelegram().start()
     conn.send((tg.api_base, tg.file_base))
-    chats, csv, spread, timeout = conn.recv()  # the bot is up: go
+    go = conn.recv()  # the bot is up: go (or "stop": it failed to get that far)
+    if go == "stop":
+        tg.stop()
+        return
+    chats, csv, spread, timeout = go
     try:
         conn.send(users(tg, chats, Path(csv), spread, timeout))
         # Up until the bot has stopped: sends after the last summary (final progress edits)

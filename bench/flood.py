@@ -112,7 +112,8 @@ async def one_run(redis, variant: str, chats: int, per_chat: int) -> dict[str, f
         async for key in redis.scan_iter(match=f"{keys.prefix}:*", count=1000):
             await redis.delete(key)
     span = max(arrivals) - min(arrivals)
-    per_second = [sum(1 for a in arrivals if t0 + s <= a < t0 + s + 1) for s in range(int(span))]
+    # At least one second, even when every send arrived within the first (a small --chats).
+    per_second = [sum(1 for a in arrivals if t0 + s <= a < t0 + s + 1) for s in range(max(1, int(span)))]
     return {
         "sends": len(arrivals),
         "rate": (len(arrivals) - 1) / span,
