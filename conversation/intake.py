@@ -10,6 +10,11 @@ bound follows the loop's lag: a tick every 50 ms while intakes run; one that run
 5 ms late means the CPU is the limit, and the bound shrinks by a quarter (not below 8);
 one on time lets it grow by a fifth (at least one; up to `slots`), so that once a burst's
 updates are in, a slow service soon has enough files in flight again (bench/e2e --latency).
+It starts low, at 8, and goes back there when the intakes are idle: a burst's first files
+then go through their stages without queueing behind 64 others at each, and the first
+answers start leaving at once; with 64 started together they moved in step, and the
+answers came in a wave after most of a second, then a second of echo in the send window
+(bench/e2e, 500 files: the second second 22-25 sends in some runs, 28-30 starting low).
 A chat further along keeps its place: its turn is by when its input arrived, not by when it
 asked again.
 
@@ -51,7 +56,7 @@ class Intake:
         self.most = max(1, slots)
         self.answers_ahead = answers_ahead
         self.tick_s = tick_s
-        self.bound = float(self.most)  # what the loop's lag allows now
+        self.bound = self._start()  # what the loop's lag allows now
         self.held = 0
         self._waiting: list[tuple[tuple[int, str], int, asyncio.Future[None]]] = []  # (since, order, turn)
         self._order = itertools.count()
@@ -80,12 +85,18 @@ class Intake:
             self._release()
 
     def lag(self, late_s: float) -> None:
-        """A tick ran `late_s` late: shrink the bound when the CPU is the limit, else grow it."""
-        if late_s > LATE_S:
+        """A tick ran `late_s` late: shrink the bound when the CPU is the limit, else grow it;
+        with no intake held or waiting, the next burst starts low again."""
+        if not self.held and not self._waiting:
+            self.bound = self._start()
+        elif late_s > LATE_S:
             self.bound = max(float(min(FEWEST, self.most)), self.bound * 0.75)
         else:
             self.bound = min(float(self.most), max(self.bound + 1, self.bound * 1.2))
         self._hand_on()  # the answers ahead may have left meanwhile
+
+    def _start(self) -> float:
+        return float(min(FEWEST, self.most))
 
     def _admits(self) -> bool:
         if self.held >= int(self.bound) or self._given >= AT_ONCE:

@@ -73,12 +73,17 @@ async def test_a_lagging_loop_takes_fewer_files_at_once_and_an_idle_one_more_aga
 
 
 async def test_intakes_waiting_on_a_slow_service_all_run_up_to_the_bound():
-    """Nothing lags while they wait on the network: as many run as the bound allows."""
+    """Nothing lags while they wait on the network: the bound grows at every tick on time
+    until as many run as the slots allow."""
     intake = Intake(64, tick_s=None)
     release = asyncio.Event()
     order: list[int] = []
     tasks = [asyncio.create_task(hold(intake, i, order, release)) for i in range(100)]
     await passes()
+    assert intake.held == FEWEST  # a burst starts low
+    for _ in range(15):
+        intake.lag(0.0)
+        await passes()
     assert intake.held == 64 and len(order) == 64
     release.set()
     await asyncio.gather(*tasks)
@@ -90,6 +95,7 @@ async def test_turns_are_given_a_few_at_a_time_so_that_sends_get_through_in_betw
     a callback that becomes ready meanwhile (a send's slot, an answer) runs between them
     rather than after every file's first step."""
     intake = Intake(64, tick_s=None)
+    intake.bound = 64.0  # as grown in a burst: the pass, not the bound, holds them back
     release = asyncio.Event()
     order: list[int] = []
     between: list[int] = []
@@ -232,3 +238,29 @@ def test_a_router_tells_each_chat_the_answers_of_its_own_channel():
     assert router.answers_ahead("tg:5") == 3.0
     assert router.answers_ahead("api:sub_1") == 0.0
     assert router.answers_ahead("lark:oc_1") == 0.0
+
+
+async def test_a_burst_starts_with_few_files_in_flight_and_the_next_one_again():
+    """A burst's first files go through their stages without queueing behind the whole
+    bound at each (their answers leave at once); a tick that finds the intakes idle makes
+    the next burst start low again, however high the last one grew."""
+    intake = Intake(64, tick_s=None)
+    release = asyncio.Event()
+    order: list[int] = []
+    tasks = [asyncio.create_task(hold(intake, i, order, release)) for i in range(40)]
+    await passes()
+    assert intake.held == FEWEST and order == list(range(FEWEST))
+    for _ in range(15):
+        intake.lag(0.0)  # on time: the bound grows
+        await passes()
+    assert intake.held == 40 and intake.bound > 40
+    release.set()
+    await asyncio.gather(*tasks)
+    intake.lag(0.0)  # a tick with nothing held or waiting
+    assert intake.bound == FEWEST
+    again = asyncio.Event()
+    tasks = [asyncio.create_task(hold(intake, 100 + i, order, again)) for i in range(20)]
+    await passes()
+    assert intake.held == FEWEST
+    again.set()
+    await asyncio.gather(*tasks)
