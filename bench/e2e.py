@@ -18,7 +18,8 @@ summary (bound: the messages the flow really sent, counted by the fake server - 
 and documents - divided by 30/s); sends per second over the run (slowest full second after
 the first, median), the bot's CPU per chat with its parse worker's (and the readers it
 forks; "parse" is that part alone), Redis round trips per chat (a command sent alone or a
-pipeline is one; commands that concurrent chats issue together share one) and the commands
+pipeline is one; commands that concurrent chats issue together share one, as do commands
+written back to back before a reply is read, as a new connection's set-up) and the commands
 they carried ("cmds"; the watcher's and the flood control's included), lost updates (a
 document or confirmation never answered), flood breaches counted by the fake server, and
 where the first few chats without a summary stopped. `--spread S` lets the documents
@@ -203,20 +204,29 @@ def script_names() -> dict[str, str]:
 
 
 def count_round_trips():  # type: ignore[no-untyped-def]
-    """Count the bot's Redis round trips from now on (one write of commands to a connection,
-    however the client composed it: a command alone, a pipeline, the commands concurrent
-    tasks issued together) and the commands they carried; returns a function that stops
-    counting and gives (round trips, commands by kind)."""
+    """Count the bot's Redis round trips from now on (writes of commands to a connection
+    before a reply is read, however the client composed them: a command alone, a pipeline,
+    the commands concurrent tasks issued together, or a new connection's CLIENT SETINFO and
+    SELECT written back to back) and the commands they carried; returns a function that
+    stops counting and gives (round trips, commands by kind)."""
     from redis.asyncio.connection import AbstractConnection
 
     kinds: Counter[str] = Counter()
     trips = [0]
     SCRIPTS = script_names()
     orig_send, orig_pack = AbstractConnection.send_packed_command, AbstractConnection.pack_command
+    orig_read = AbstractConnection.read_response
+    awaiting: set[int] = set()  # connections written to whose replies are not read yet
 
     async def counted_send(self, *a, **kw):  # type: ignore[no-untyped-def]
-        trips[0] += 1
+        if id(self) not in awaiting:
+            trips[0] += 1
+            awaiting.add(id(self))
         return await orig_send(self, *a, **kw)
+
+    async def counted_read(self, *a, **kw):  # type: ignore[no-untyped-def]
+        awaiting.discard(id(self))
+        return await orig_read(self, *a, **kw)
 
     def counted_pack(self, *args):  # type: ignore[no-untyped-def]
         name = str(args[0]).upper() if args else "?"
@@ -225,10 +235,12 @@ def count_round_trips():  # type: ignore[no-untyped-def]
 
     AbstractConnection.send_packed_command = counted_send  # type: ignore[method-assign]
     AbstractConnection.pack_command = counted_pack  # type: ignore[method-assign]
+    AbstractConnection.read_response = counted_read  # type: ignore[method-assign]
 
     def stop() -> tuple[int, Counter[str]]:
         AbstractConnection.send_packed_command = orig_send  # type: ignore[method-assign]
         AbstractConnection.pack_command = orig_pack  # type: ignore[method-assign]
+        AbstractConnection.read_response = orig_read  # type: ignore[method-assign]
         return trips[0], kinds
 
     return stop
