@@ -14,7 +14,7 @@ It starts low, at 8, and goes back there when the intakes are idle: a burst's fi
 then go through their stages without queueing behind 64 others at each, and the first
 answers start leaving at once; with 64 started together they moved in step, and the
 answers came in a wave after most of a second, then a second of echo in the send window
-(bench/e2e, 500 files: the second second 22-25 sends in some runs, 28-30 starting low).
+(bench/e2e: seconds of 24-26 sends in a third of the bursts; none under 27 starting low).
 A chat further along keeps its place: its turn is by when its input arrived, not by when it
 asked again.
 
@@ -90,7 +90,7 @@ class Intake:
         if not self.held and not self._waiting:
             self.bound = self._start()
         elif late_s > LATE_S:
-            self.bound = max(float(min(FEWEST, self.most)), self.bound * 0.75)
+            self.bound = max(self._start(), self.bound * 0.75)
         else:
             self.bound = min(float(self.most), max(self.bound + 1, self.bound * 1.2))
         self._hand_on()  # the answers ahead may have left meanwhile
