@@ -216,16 +216,17 @@ def count_round_trips():  # type: ignore[no-untyped-def]
     SCRIPTS = script_names()
     orig_send, orig_pack = AbstractConnection.send_packed_command, AbstractConnection.pack_command
     orig_read = AbstractConnection.read_response
-    awaiting: set[int] = set()  # connections written to whose replies are not read yet
 
+    # A connection written to whose reply is not read yet is marked on itself (not by id:
+    # a connection dropped before its reply would leave its id to a new one).
     async def counted_send(self, *a, **kw):  # type: ignore[no-untyped-def]
-        if id(self) not in awaiting:
+        if not getattr(self, "_bench_awaiting", False):
             trips[0] += 1
-            awaiting.add(id(self))
+            self._bench_awaiting = True
         return await orig_send(self, *a, **kw)
 
     async def counted_read(self, *a, **kw):  # type: ignore[no-untyped-def]
-        awaiting.discard(id(self))
+        self._bench_awaiting = False
         return await orig_read(self, *a, **kw)
 
     def counted_pack(self, *args):  # type: ignore[no-untyped-def]

@@ -14,7 +14,8 @@ It starts low, at 8, and goes back there when the intakes are idle: a burst's fi
 then go through their stages without queueing behind 64 others at each, and the first
 answers start leaving at once; with 64 started together they moved in step, and the
 answers came in a wave after most of a second, then a second of echo in the send window
-(bench/e2e: seconds of 24-26 sends in a third of the bursts; none under 27 starting low).
+(bench/e2e: a second of 24-26 sends in a third of the bursts; starting low, in 2 of 17,
+both the first burst of a fresh process).
 A chat further along keeps its place: its turn is by when its input arrived, not by when it
 asked again.
 
