@@ -103,7 +103,22 @@ class _Batch:
             await asyncio.wait(list(self.in_flight))
 
 
-class AutoPipelining:
+class RemembersScripts:
+    """Mix into a redis-py client: the scripts registered on it, to be loaded at once at start
+    (`conversation.store.load_scripts`) rather than each by the first of a burst's callers to
+    find it missing, every concurrent one of them loading it again."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.registered_scripts: dict[str, str] = {}  # sha1 -> source
+
+    def register_script(self, script: str) -> Any:
+        registered = super().register_script(script)  # type: ignore[misc]
+        self.registered_scripts[registered.sha] = script
+        return registered
+
+
+class AutoPipelining(RemembersScripts):
     """Mix into a redis-py asyncio client (before it in the bases)."""
 
     _batch: _Batch

@@ -311,7 +311,21 @@ def cluster_from_url(url: str, max_connections: int = 256) -> Any:
     follows MOVED/ASK redirections."""
     from redis.asyncio.cluster import RedisCluster
 
-    return RedisCluster.from_url(url, max_connections=max_connections, **_pool_options())
+    from conversation.autopipeline import RemembersScripts
+
+    class Cluster(RemembersScripts, RedisCluster):
+        pass
+
+    return Cluster.from_url(url, max_connections=max_connections, **_pool_options())
+
+
+async def load_scripts(redis: Any) -> int:
+    """Load every script registered on the client (on every primary of a cluster), in one
+    round trip where the client shares them: a burst on a fresh or restarted server then
+    finds them there. How many there were."""
+    sources = list(getattr(redis, "registered_scripts", {}).values())
+    await asyncio.gather(*(redis.script_load(s) for s in sources))
+    return len(sources)
 
 
 async def is_cluster(url: str) -> bool:

@@ -338,3 +338,21 @@ async def test_status_without_an_id_after_the_job_ended_shows_it(app, channel, w
     job_id = (await app.store.load(CHAT)).recent[0]
     await app.runner.handle(CHAT, CommandReceived("status", (), 5))
     assert job_id in channel.texts()[-1] and "Completed" in channel.texts()[-1]  # not "no active jobs"
+
+
+async def test_warm_up_loads_every_script_of_the_app_on_a_fresh_server(channel, sandbox, tmp_path):
+    """A burst on a fresh or restarted server would otherwise find each script missing, every
+    concurrent first caller loading it again; the warm-up at start loads them once."""
+    from conversation.store import in_process_redis
+
+    r = in_process_redis()  # a server of its own: fresh, no script loaded
+    app = make_app(r, channel, sandbox, tmp_path)
+    try:
+        shas = list(r.registered_scripts)
+        assert len(shas) >= 10  # the store's, the leases', the job records', the budgets'...
+        assert not any(await r.script_exists(*shas))
+        await app.warm()
+        assert all(await r.script_exists(*shas))
+    finally:
+        await app.client.aclose()
+        await r.aclose()
