@@ -74,6 +74,20 @@ from conversation.texts import job_buttons
 if TYPE_CHECKING:
     from conversation.spending import Spending
 
+_preparing: set[str] = set()
+
+
+def _prepare_language(lang: str) -> None:
+    """Load what `lang`'s estimate will need (Babel's locale data) in a thread while the
+    first file is read: the first estimate of a process otherwise loads it on the loop
+    (25-50 ms before the first answer of a burst). Not at start: 7 MiB an idle bot need
+    not hold."""
+    if lang not in _preparing:
+        _preparing.add(lang)
+        task = asyncio.ensure_future(asyncio.to_thread(locales.prepare, lang))
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())  # a failure shows at use
+
+
 log = logging.getLogger("conversation.runner")
 
 
@@ -183,6 +197,7 @@ class Performing:
                 worker = isolation.worker()
                 reading = worker.submit("convert", path, out, skip_invalid=True, limits=self.limits)
                 crash.point("inspect.reading")
+                _prepare_language(lang)
                 report = await isolation.wait_async(reading, path, self.limits)
                 return Inspected(report.to_dict(lang), str(out) if out.exists() else None)
             case Upload(path=path, filename=filename, mode=mode):

@@ -356,3 +356,29 @@ async def test_warm_up_loads_every_script_of_the_app_on_a_fresh_server(channel, 
     finally:
         await app.client.aclose()
         await r.aclose()
+
+
+async def test_the_language_data_is_loaded_off_the_loop_while_the_first_file_is_read(
+    app, channel, write, sandbox, monkeypatch
+):
+    """Babel's data for a language is loaded the first time an estimate is written in it
+    (25-50 ms): in a thread while the first file is read, not on the loop after it."""
+    import threading
+
+    import locales
+    from conversation import performing
+
+    loaded_on: list[str] = []
+    prepare = locales.prepare
+
+    def recorded(lang: str) -> None:
+        loaded_on.append(threading.current_thread().name)
+        prepare(lang)
+
+    monkeypatch.setattr(performing, "_preparing", set())
+    monkeypatch.setattr(locales, "prepare", recorded)
+    src = write("p.csv", "prompt\nfox\n")
+    for chat in (CHAT, CHAT + 1):  # the second file finds it done or under way
+        await app.runner.handle(chat, FileReceived(str(src), "p.csv", src.stat().st_size), client_lang="zh")
+    assert len(loaded_on) == 1 and loaded_on[0] != threading.main_thread().name
+    assert any("预估费用" in t for t in channel.texts())
