@@ -20,6 +20,7 @@ import struct
 import zipfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from batchjob.input.limits import InputError, Limits
 
@@ -290,6 +291,36 @@ def biff_extent(data: bytes, offset: int) -> Extent:
     return e
 
 
+def _stream(ole: Any, name: str, most: int) -> bytes:
+    """The first `most` bytes of a top-level stream, each run of consecutive sectors read at
+    once: olefile reads a stream a sector at a time (a seek, a read and a debug log each:
+    0.1 s of a 16 MB XLS's 0.3 s conversion). A stream in the mini stream, or a chain that
+    leaves the FAT, comes back on itself or ends before the stream does, is read by olefile (its checks, its
+    errors)."""
+    entry = next((k for k in ole.root.kids if k.name.lower() == name.lower()), None)
+    if entry is None or entry.size < ole.minisectorcutoff:
+        return bytes(ole.openstream(name).read(most))
+    size, ss, fat = min(entry.size, most), ole.sectorsize, ole.fat
+    runs: list[list[int]] = []  # [first sector, past the last]
+    seen: set[int] = set()
+    sect = entry.isectStart
+    for _ in range(-(-size // ss)):  # as many sectors as the size needs
+        if not 0 <= sect < len(fat) or sect in seen:  # off the FAT, or a cycle
+            return bytes(ole.openstream(name).read(most))
+        seen.add(sect)
+        if runs and runs[-1][1] == sect:
+            runs[-1][1] += 1
+        else:
+            runs.append([sect, sect + 1])
+        sect = fat[sect]
+    parts = []
+    for first, past in runs:
+        ole.fp.seek((first + 1) * ss)  # sector n starts after the header's sector
+        parts.append(ole.fp.read((past - first) * ss))
+    data = b"".join(parts)[:size]
+    return data if len(data) == size else bytes(ole.openstream(name).read(most))
+
+
 def check_xls(path: str | os.PathLike[str], limits: Limits) -> None:
     import olefile
 
@@ -298,7 +329,7 @@ def check_xls(path: str | os.PathLike[str], limits: Limits) -> None:
             stream = next((s for s in ("Workbook", "Book") if ole.exists(s)), None)
             if stream is None:
                 raise InputError("spreadsheet_unreadable", detail="no workbook stream")
-            data = ole.openstream(stream).read(limits.max_file_bytes + 1)
+            data = _stream(ole, stream, limits.max_file_bytes + 1)
     except InputError:
         raise
     except Exception as e:  # olefile raises a variety of errors on damaged containers

@@ -182,3 +182,60 @@ def test_ods_repeats_count_as_the_reader_expands_them(tmp_path):
     with pytest.raises(bounds.InputError) as e:
         bounds.check_ods(_ods(tmp_path / "merged.ods", header + merged), Limits())
     assert e.value.code == "limit_merged_cells"
+
+
+def _olefile_read(path, name: str, most: int) -> bytes | str:
+    import olefile
+
+    try:
+        with olefile.OleFileIO(str(path)) as ole:
+            return bytes(ole.openstream(name).read(most))
+    except Exception as e:
+        return type(e).__name__
+
+
+def _ours(path, name: str, most: int) -> bytes | str:
+    import olefile
+
+    try:
+        with olefile.OleFileIO(str(path)) as ole:
+            return bounds._stream(ole, name, most)
+    except Exception as e:
+        return type(e).__name__
+
+
+def test_a_workbook_stream_read_in_runs_is_olefiles_stream(tmp_path):
+    """The workbook stream, its consecutive sectors read at once, is byte for byte what
+    olefile reads a sector at a time: whole, cut at a limit, and from a small workbook
+    whose stream lives in the mini stream."""
+    from tests.files import xls
+
+    big = xls(tmp_path / "big.xls", [["prompt", "n"]] + [[f"a fox number {i}", i] for i in range(3000)])
+    small = xls(tmp_path / "small.xls", [["prompt"], ["fox"]])
+    for path in (big, small):
+        for most in (1 << 30, 10_000, 513):
+            want = _olefile_read(path, "Workbook", most)
+            assert isinstance(want, bytes) and _ours(path, "Workbook", most) == want
+    assert len(_olefile_read(big, "Workbook", 1 << 30)) > 64 * 512  # many sectors, in runs
+
+
+def test_a_damaged_sector_chain_reads_as_olefile_reads_it(tmp_path):
+    """A FAT entry of the workbook's chain rewritten (a cycle, a jump off the table, an end
+    before the stream's size): the bytes or the error are olefile's own."""
+    import olefile
+
+    from tests.files import xls
+
+    src = xls(tmp_path / "src.xls", [["prompt"]] + [[f"an owl number {i}"] for i in range(2000)])
+    raw = src.read_bytes()
+    with olefile.OleFileIO(str(src)) as ole:
+        entry = next(k for k in ole.root.kids if k.name == "Workbook")
+        ss, start, whole = ole.sectorsize, entry.isectStart, ole.openstream("Workbook").read()
+    fat_sector = struct.unpack_from("<I", raw, 76)[0]  # the header's first FAT sector (DIFAT[0])
+    at = (fat_sector + 1) * ss + 4 * (start + 3)  # the entry after the chain's fourth sector
+    for value in (start, 0x7FFFFFF0, 0xFFFFFFFE):  # back to the start, off the table, the end
+        bad = tmp_path / f"bad{value}.xls"
+        bad.write_bytes(raw[:at] + struct.pack("<I", value) + raw[at + 4 :])
+        theirs = _olefile_read(bad, "Workbook", 1 << 30)
+        assert theirs != whole  # the chain is damaged where it matters
+        assert _ours(bad, "Workbook", 1 << 30) == theirs
