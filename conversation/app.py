@@ -92,8 +92,9 @@ class ConversationApp:
         hold.)"""
         try:
             await load_scripts(self.store.r)
-        except RedisError:
-            log.warning("scripts not loaded at start: storage unavailable")
+        except Exception as e:  # a cluster's errors are not all RedisErrors; callers load them anyway
+            check_cancelled()
+            log.warning("scripts not loaded at start: %s", type(e).__name__)
 
     async def _run_watcher(self) -> None:
         # In-flight work of a crashed process first; then, all along, that of dead replicas.

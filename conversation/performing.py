@@ -84,8 +84,10 @@ def _prepare_language(lang: str) -> None:
     not hold."""
     if lang not in _preparing:
         _preparing.add(lang)
-        task = asyncio.ensure_future(asyncio.to_thread(locales.prepare, lang))
-        task.add_done_callback(lambda t: t.cancelled() or t.exception())  # a failure shows at use
+        # A future of the executor's, which holds it until done (a task would be held only
+        # weakly by the loop); a failure here shows again where the data is used.
+        done = asyncio.get_running_loop().run_in_executor(None, locales.prepare, lang)
+        done.add_done_callback(lambda f: f.cancelled() or f.exception())
 
 
 log = logging.getLogger("conversation.runner")

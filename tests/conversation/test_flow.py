@@ -382,3 +382,26 @@ async def test_the_language_data_is_loaded_off_the_loop_while_the_first_file_is_
         await app.runner.handle(chat, FileReceived(str(src), "p.csv", src.stat().st_size), client_lang="zh")
     assert len(loaded_on) == 1 and loaded_on[0] != threading.main_thread().name
     assert any("预估费用" in t for t in channel.texts())
+
+
+async def test_a_warm_up_that_cannot_load_the_scripts_only_says_so(channel, sandbox, tmp_path, caplog):
+    """A storage error at start (a cluster's are not all RedisErrors) is a warning with the
+    error's class, not a task that dies unobserved: callers load a missing script anyway."""
+    from redis.exceptions import RedisClusterException
+
+    from conversation.store import in_process_redis
+
+    r = in_process_redis()
+    app = make_app(r, channel, sandbox, tmp_path)
+
+    async def refused(script: str) -> str:
+        raise RedisClusterException("slots moving")
+
+    r.script_load = refused  # type: ignore[method-assign]
+    try:
+        with caplog.at_level("WARNING", logger="conversation.app"):
+            await app.warm()
+        assert "scripts not loaded at start: RedisClusterException" in caplog.text
+    finally:
+        await app.client.aclose()
+        await r.aclose()
