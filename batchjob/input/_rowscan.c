@@ -200,6 +200,11 @@ static PyObject *ext_tail(const unsigned char *e, Py_ssize_t n, int fold) {
     return key_tail(&g_exts, low, n);
 }
 
+/* Set when a row went to Python for a verdict Python caches (a host or a ratio spelling
+   not judged yet): the scan ends after that row, so the rows after it are read here
+   with the verdict, not all left to Python while the first is still unjudged. */
+static int g_unjudged;
+
 /* The last host found public: most files name one or two hosts for all their images. */
 static char g_last_host[256];
 static Py_ssize_t g_last_host_len = -1;
@@ -210,7 +215,11 @@ static int host_public(const unsigned char *h, Py_ssize_t n) {
     if (key == NULL) return -1;
     PyObject *v = PyDict_GetItemWithError(g_host_cache, key); /* borrowed */
     Py_DECREF(key);
-    if (v == NULL) return PyErr_Occurred() ? -1 : 0;
+    if (v == NULL) {
+        if (PyErr_Occurred()) return -1;
+        g_unjudged = 1;
+        return 0;
+    }
     if (v != Py_True) return 0;
     if (n < (Py_ssize_t)sizeof g_last_host) {
         memcpy(g_last_host, h, (size_t)n);
@@ -321,7 +330,11 @@ static PyObject *ratio_tail(const unsigned char *s, Py_ssize_t n, int *refused) 
     if (key == NULL) { PyErr_Clear(); return NULL; }
     PyObject *v = PyDict_GetItemWithError(g_ratio_cache, key); /* borrowed */
     Py_DECREF(key);
-    if (v == NULL) { PyErr_Clear(); return NULL; }
+    if (v == NULL) {
+        if (!PyErr_Occurred()) g_unjudged = 1;
+        PyErr_Clear();
+        return NULL;
+    }
     if (!PyUnicode_CheckExact(v)) { /* None: refused, or blank (no ratio, not an error) */
         *refused = v == Py_None && all_space(s, n) == 0;
         return NULL;
@@ -647,6 +660,7 @@ static PyObject *csv_run(PyObject *self, PyObject *args) {
             sp[k].p = !present ? (const unsigned char *)"" : kept[k].in_unq ? (const unsigned char *)unq.d + kept[k].a : b + kept[k].a;
             sp[k].n = present ? kept[k].n : 0;
         }
+        g_unjudged = 0;
         int r = row_line(build ? &st.out : NULL, sp[0], sp[1], sp[2]);
         if (r == ROW_ERROR) { failed = 1; break; }
         if (r == ROW_PYTHON) {
@@ -660,6 +674,13 @@ static PyObject *csv_run(PyObject *self, PyObject *args) {
             int bad = flush_stretch(parts, &st) < 0 || PyList_Append(parts, cells) < 0;
             Py_DECREF(cells);
             if (bad) { failed = 1; break; }
+            if (g_unjudged) { /* the scan goes on once Python has judged it */
+                rows++;
+                taken++;
+                pos = i;
+                stop = STOP_BATCH;
+                break;
+            }
         } else if (stretch_row(&st, r, sp[1]) < 0) {
             failed = 1;
             break;
@@ -766,6 +787,7 @@ static PyObject *sheet_run(PyObject *self, PyObject *args) {
             break;
         }
         int r = ROW_PYTHON, is_blank = 0;
+        g_unjudged = 0;
         if (PyList_CheckExact(row)) {
             /* Every cell one whose text is known here, else Python converts and checks it. */
             Py_ssize_t w = PyList_GET_SIZE(row);
@@ -805,6 +827,11 @@ static PyObject *sheet_run(PyObject *self, PyObject *args) {
             Py_DECREF(row);
             if (bad) { failed = 1; break; }
             if (at_cap) break; /* the budget is spent: Python says what this row means */
+            if (r == ROW_PYTHON && g_unjudged) { /* read on once Python has judged it */
+                rows++;
+                taken++;
+                break;
+            }
         } else {
             int bad = stretch_row(&st, r, sp[1]) < 0; /* sp: the row's cells, alive until it goes */
             Py_DECREF(row);

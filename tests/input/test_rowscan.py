@@ -296,6 +296,29 @@ def test_common_rows_are_read_natively(tmp_path, monkeypatch):
     assert [w.row for w in r.warnings[:3]] == [2, 7, 12]
 
 
+def test_a_host_and_a_ratio_first_met_in_the_file_are_judged_once(tmp_path, monkeypatch):
+    """In a process that has judged nothing yet (a reader forked for each file), Python
+    judges the first row naming a new host or ratio spelling, and the scan reads the rest
+    with its verdict: not every such row of the first batch left to Python."""
+    from batchjob.input import pipeline
+
+    host = f"cold-{os.getpid()}-{id(tmp_path)}.example.net"  # judged nowhere before
+    ratio = f"{os.getpid() % 89 + 7} : {id(tmp_path) % 97 + 101}"  # a spelling none read
+    lines = ["prompt,aspect_ratio,image_urls"]
+    for i in range(3000):
+        lines.append(f"cat {i},{ratio if i % 2 else '16:9'},https://{host}/{i}.png")
+    path = tmp_path / "cold.csv"
+    path.write_text("\n".join(lines) + "\n")
+    real = pipeline.simple_line
+    calls = []
+    monkeypatch.setattr(pipeline, "simple_line", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
+    r = convert_file(path, tmp_path / "o.jsonl", skip_invalid=True)
+    assert (r.valid, r.invalid) == (1500, 1500)
+    assert calls == [2, 3]  # the host's first row, then the ratio's
+    monkeypatch.setattr(pipeline, "simple_line", real)
+    assert_same(path, 1 << 20, 8192)
+
+
 def test_rows_refused_for_their_ratio_alone_are_read_natively(tmp_path, monkeypatch):
     """Every other row with a ratio the service does not take: after the first, which
     Python reads, the scan goes on through them, with the same errors and line rows."""

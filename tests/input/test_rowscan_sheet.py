@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 from decimal import Decimal
 from typing import Any
 
@@ -99,6 +100,21 @@ def test_typical_sheet_rows_are_read_natively(monkeypatch):
     fatal, report, out = run_table(rows, True, Limits())
     assert (fatal, report["rows"]["valid"], calls) == (None, 500, [])
     assert out.count(b'"aspectRatio":"16:9"') == 167
+
+
+def test_a_host_first_met_in_the_sheet_is_judged_once(monkeypatch):
+    from batchjob.input import pipeline
+
+    host = f"sheet-{os.getpid()}-{id(monkeypatch)}.example.net"  # judged nowhere before
+    real = pipeline.simple_line
+    calls = []
+    monkeypatch.setattr(pipeline, "simple_line", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
+    rows: list[list[Any]] = [["prompt", "image_urls"]]
+    rows += [[f"一只猫 {i}", f"https://{host}/{i}.png"] for i in range(500)]
+    fatal, report, _ = run_table(rows, True, Limits())
+    assert (fatal, report["rows"]["valid"], calls) == (None, 500, [2])
+    monkeypatch.setattr(pipeline, "simple_line", real)
+    assert run_table(rows, True, Limits()) == run_table(rows, False, Limits())
 
 
 def test_a_number_longer_than_the_cell_limit_is_refused_alike():
