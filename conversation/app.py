@@ -20,7 +20,7 @@ from conversation.recovery import Recovery
 from conversation.runner import Runner
 from conversation.settings import ConversationSettings
 from conversation.state import ChatState
-from conversation.store import Store, load_scripts
+from conversation.store import Store, load_scripts, open_connections
 from conversation.watcher import Watcher
 
 log = logging.getLogger("conversation.app")
@@ -85,16 +85,24 @@ class ConversationApp:
         self._sweeper = asyncio.create_task(self._sweep(), name="media-sweeper")
         self._approvals = asyncio.create_task(self._sweep_approvals(), name="approvals")
 
+    async def warmed(self, timeout: float) -> None:
+        """Wait, `timeout` at most, for the warm-up started with the watcher: a channel
+        takes its first updates with the scripts loaded and the connections open, unless
+        Redis is slow to answer (then it goes on without)."""
+        if self._warming is not None:
+            await asyncio.wait({self._warming}, timeout=timeout)
+
     async def warm(self) -> None:
-        """Load every Redis script at start: on a fresh or restarted server each of a
-        burst's first callers would find one missing and load it again. (Babel's locale
-        data, ~40 ms at a process's first estimate, stays lazy: 7 MiB an idle bot need not
-        hold.)"""
-        try:
-            await load_scripts(self.store.r)
-        except Exception as e:  # a cluster's errors are not all RedisErrors; callers load them anyway
-            check_cancelled()
-            log.warning("scripts not loaded at start: %s", type(e).__name__)
+        """Load every Redis script at start (on a fresh or restarted server each of a
+        burst's first callers would find one missing and load it again) and open the
+        connections a burst starts with. (Babel's locale data, ~40 ms at a process's first
+        estimate, stays lazy: 7 MiB an idle bot need not hold.)"""
+        for what, step in (("scripts", load_scripts), ("connections", open_connections)):
+            try:
+                await step(self.store.r)
+            except Exception as e:  # a cluster's errors are not all RedisErrors; callers cope anyway
+                check_cancelled()
+                log.warning("%s not ready at start: %s", what, type(e).__name__)
 
     async def _run_watcher(self) -> None:
         # In-flight work of a crashed process first; then, all along, that of dead replicas.

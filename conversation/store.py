@@ -328,6 +328,26 @@ async def load_scripts(redis: Any) -> int:
     return len(sources)
 
 
+WARM_CONNECTIONS = 24  # what a 200-chat burst had open in its first second (bench/e2e)
+
+
+async def open_connections(redis: Any, n: int = WARM_CONNECTIONS) -> int:
+    """Open `n` of the pool's connections now and keep them pooled: a cold burst set up 16
+    at once 0.4-0.5 s in (a connect and two round trips each, on the loop while the first
+    answers were due). A cluster client's node pools fill with its first commands: 0."""
+    pool = getattr(redis, "connection_pool", None)
+    if pool is None:
+        return 0
+    got = await asyncio.gather(*(pool.get_connection() for _ in range(n)), return_exceptions=True)
+    held = [c for c in got if not isinstance(c, BaseException)]
+    for c in held:
+        await pool.release(c)
+    failed = next((e for e in got if isinstance(e, BaseException)), None)
+    if failed is not None:
+        raise failed
+    return len(held)
+
+
 async def is_cluster(url: str) -> bool:
     """REDIS_CLUSTER=1/0 decides; otherwise ask the node (`cluster_enabled:1`)."""
     forced = os.environ.get("REDIS_CLUSTER", "").strip().lower()

@@ -47,6 +47,7 @@ if TYPE_CHECKING:  # the server is imported only in webhook mode or when one is 
 log = logging.getLogger("bot.telegram")
 
 ALLOWED_UPDATES = ["message", "callback_query"]
+WARM_UP_WAIT_S = 2.0  # updates wait at Telegram meanwhile; a slow Redis does not hold the start longer
 COMMANDS = (
     "start",
     "help",
@@ -125,6 +126,9 @@ class TelegramBot:
     async def start(self) -> None:
         await self.bot.initialize()  # getMe: a refused token stops the start here
         await self._set_commands()
+        if self.owns_app:
+            self.app.start_watcher()
+            await self.app.warmed(WARM_UP_WAIT_S)
         if self.tg.webhook:
             await self.bot.set_webhook(
                 url=self.tg.bot_webhook_url,
@@ -136,8 +140,6 @@ class TelegramBot:
         else:
             await self.bot.delete_webhook()
             self.poller.start(ALLOWED_UPDATES)
-        if self.owns_app:
-            self.app.start_watcher()
         await self._probe_service()
 
     async def _probe_service(self) -> None:

@@ -358,6 +358,24 @@ async def test_warm_up_loads_every_script_of_the_app_on_a_fresh_server(channel, 
         await r.aclose()
 
 
+async def test_warm_up_opens_the_connections_a_burst_starts_with(channel, sandbox, tmp_path):
+    """A cold burst set up its first connections all at once while the first answers were
+    due; they are opened at start instead, and stay in the pool for the burst."""
+    from conversation.store import WARM_CONNECTIONS, in_process_redis
+
+    r = in_process_redis()
+    app = make_app(r, channel, sandbox, tmp_path)
+    try:
+        pool = r.connection_pool
+        assert len(pool._available_connections) < WARM_CONNECTIONS
+        await app.warm()
+        idle = [c for c in pool._available_connections if c.is_connected]
+        assert len(idle) >= WARM_CONNECTIONS  # opened, and back in the pool
+    finally:
+        await app.client.aclose()
+        await r.aclose()
+
+
 async def test_the_language_data_is_loaded_off_the_loop_while_the_first_file_is_read(
     app, channel, write, sandbox, monkeypatch
 ):
@@ -401,7 +419,7 @@ async def test_a_warm_up_that_cannot_load_the_scripts_only_says_so(channel, sand
     try:
         with caplog.at_level("WARNING", logger="conversation.app"):
             await app.warm()
-        assert "scripts not loaded at start: RedisClusterException" in caplog.text
+        assert "scripts not ready at start: RedisClusterException" in caplog.text
     finally:
         await app.client.aclose()
         await r.aclose()
