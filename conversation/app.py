@@ -24,6 +24,7 @@ from conversation.store import Store, load_scripts, open_connections
 from conversation.watcher import Watcher
 
 log = logging.getLogger("conversation.app")
+WARM_UP_WAIT_S = 2.0  # a channel's events wait at its platform meanwhile; a slow Redis holds no longer
 
 
 def keys_for(settings: ConversationSettings) -> keys.Keys:
@@ -85,7 +86,7 @@ class ConversationApp:
         self._sweeper = asyncio.create_task(self._sweep(), name="media-sweeper")
         self._approvals = asyncio.create_task(self._sweep_approvals(), name="approvals")
 
-    async def warmed(self, timeout: float) -> None:
+    async def warmed(self, timeout: float = WARM_UP_WAIT_S) -> None:
         """Wait, `timeout` at most, for the warm-up started with the watcher: a channel
         takes its first updates with the scripts loaded and the connections open, unless
         Redis is slow to answer (then it goes on without)."""

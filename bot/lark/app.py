@@ -73,13 +73,14 @@ class LarkBot:
 
     async def start(self) -> None:
         self.bot_open_id = await self._bot_open_id()
+        if self.owns_app:  # warmed before the first event, as the Telegram channel is
+            self.app.start_watcher()
+            await self.app.warmed()
         if self.settings.lark_mode == "ws":
             from bot.lark.longconn import LongConnection
 
             self._ws = LongConnection(self.settings, self.on_event_bytes)
             await self._ws.start()
-        if self.owns_app:
-            self.app.start_watcher()
 
     async def _bot_open_id(self) -> str:
         """The bot's own open_id, to tell a mention of the bot in a group from others'."""

@@ -47,7 +47,6 @@ if TYPE_CHECKING:  # the server is imported only in webhook mode or when one is 
 log = logging.getLogger("bot.telegram")
 
 ALLOWED_UPDATES = ["message", "callback_query"]
-WARM_UP_WAIT_S = 2.0  # updates wait at Telegram meanwhile; a slow Redis does not hold the start longer
 COMMANDS = (
     "start",
     "help",
@@ -128,7 +127,7 @@ class TelegramBot:
         await self._set_commands()
         if self.owns_app:
             self.app.start_watcher()
-            await self.app.warmed(WARM_UP_WAIT_S)
+            await self.app.warmed()
         if self.tg.webhook:
             await self.bot.set_webhook(
                 url=self.tg.bot_webhook_url,

@@ -376,6 +376,30 @@ async def test_warm_up_opens_the_connections_a_burst_starts_with(channel, sandbo
         await r.aclose()
 
 
+async def test_a_channel_waits_for_the_warm_up_but_not_for_a_redis_that_hangs(channel, sandbox, tmp_path):
+    """Channels take their first events after the warm-up (`warmed`), bounded: a Redis that
+    does not answer holds the start no longer than the timeout."""
+    from conversation.store import in_process_redis
+
+    r = in_process_redis()
+    app = make_app(r, channel, sandbox, tmp_path)
+    gate = asyncio.Event()
+    app._warming = asyncio.create_task(gate.wait())
+    try:
+        waiting = asyncio.create_task(app.warmed(timeout=3600))
+        await asyncio.wait({waiting}, timeout=0)
+        assert not waiting.done()  # still warming: the channel waits
+        gate.set()
+        await waiting
+        app._warming = asyncio.create_task(asyncio.Event().wait())  # never done
+        await app.warmed(timeout=0.001)  # returns all the same
+        assert not app._warming.done()
+    finally:
+        app._warming.cancel()
+        await app.client.aclose()
+        await r.aclose()
+
+
 async def test_the_language_data_is_loaded_off_the_loop_while_the_first_file_is_read(
     app, channel, write, sandbox, monkeypatch
 ):
