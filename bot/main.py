@@ -260,6 +260,8 @@ async def run_bot(channel: str = "telegram", api: bool = False) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
+        if shared is not None:  # its watcher starts once the channels are in; its warm-up now
+            await shared.warmed()
         if tg is not None:
             from bot.telegram.app import TelegramBot
 

@@ -81,17 +81,21 @@ class ConversationApp:
             await hook(chat_id, job_id)
 
     def start_watcher(self) -> None:
-        self._warming = asyncio.create_task(self.warm(), name="warm-up")
+        self._start_warming()
         self._task = asyncio.create_task(self._run_watcher(), name="watcher")
         self._sweeper = asyncio.create_task(self._sweep(), name="media-sweeper")
         self._approvals = asyncio.create_task(self._sweep_approvals(), name="approvals")
 
+    def _start_warming(self) -> None:
+        if self._warming is None:
+            self._warming = asyncio.create_task(self.warm(), name="warm-up")
+
     async def warmed(self, timeout: float = WARM_UP_WAIT_S) -> None:
-        """Wait, `timeout` at most, for the warm-up started with the watcher: a channel
-        takes its first updates with the scripts loaded and the connections open, unless
-        Redis is slow to answer (then it goes on without)."""
-        if self._warming is not None:
-            await asyncio.wait({self._warming}, timeout=timeout)
+        """Wait, `timeout` at most, for the warm-up (started here if the watcher has not
+        started it): a channel takes its first updates with the scripts loaded and the
+        connections open, unless Redis is slow to answer (then it goes on without)."""
+        self._start_warming()
+        await asyncio.wait({self._warming}, timeout=timeout)  # type: ignore[arg-type]
 
     async def warm(self) -> None:
         """Load every Redis script at start (on a fresh or restarted server each of a

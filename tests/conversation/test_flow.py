@@ -351,7 +351,7 @@ async def test_warm_up_loads_every_script_of_the_app_on_a_fresh_server(channel, 
         shas = list(r.registered_scripts)
         assert len(shas) >= 10  # the store's, the leases', the job records', the budgets'...
         assert not any(await r.script_exists(*shas))
-        await app.warm()
+        await app.warmed(timeout=3600)  # before the watcher: as a shared app is, channels not in yet
         assert all(await r.script_exists(*shas))
     finally:
         await app.client.aclose()
