@@ -109,7 +109,7 @@ class FloodControl:
         self.limits = limits
         name = limits.name
         self._keys = [self.k.flood_all_of(name), self.k.flood_log_of(name)]
-        self._keys += [self.k.flood_ready_of(name), self.k.flood_busy_of(name)]
+        self._keys += [self.k.flood_ready_of(name), self.k.flood_busy_of(name), self.k.flood_last_of(name)]
         self.r = redis
         self._take = redis.register_script(TAKE)
         self._done = redis.register_script(DONE)
@@ -349,7 +349,7 @@ class FloodControl:
             self._renewals.pop(member).cancel()
 
     def _renew_busy(self, member: str, chat_id: str) -> None:
-        task = asyncio.ensure_future(self._renew(keys=self._keys[3:], args=[chat_id, IN_FLIGHT_MS]))
+        task = asyncio.ensure_future(self._renew(keys=self._keys[3:4], args=[chat_id, IN_FLIGHT_MS]))
         task.add_done_callback(_retrieved)
         self._renewals[member] = asyncio.get_running_loop().call_later(
             RENEW_S, self._renew_busy, member, chat_id

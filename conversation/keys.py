@@ -19,6 +19,7 @@ Cluster slot, so every multi-key command and script stays within one slot):
     P:{flood}:log                the bot-wide sends of the last second and those in flight (zset)
     P:{flood}:ready              ZSET chat -> its next allowed send (ms), while in the future
     P:{flood}:busy               ZSET chat -> lapse of the send to it in flight (ms)
+    P:{flood}:last               the bot-wide latest slot given (ms)
     P:{flood:<channel>}:…        the same for channels other than Telegram (e.g. {flood:lark})
     P:{replicas}                 ZSET replica id -> last heartbeat (ms)
     P:{rep:<id>}:chats           SET of chats with work in flight on that replica
@@ -132,6 +133,9 @@ class Keys:
 
     def flood_busy_of(self, channel: str) -> str:
         return f"{self._flood(channel)}:busy"
+
+    def flood_last_of(self, channel: str) -> str:
+        return f"{self._flood(channel)}:last"
 
     @property
     def replicas(self) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 import pytest
 
@@ -64,7 +65,10 @@ def assert_within_limits(record: Record, chats: range | tuple[int, ...], scale: 
 
 def assert_paced(starts: list[int], interval: int) -> None:
     """Overall: n + 1 consecutive starts span at least (n - 2) intervals (up to two missed
-    slots are caught up at once), so no window W holds more than W / I + 3 starts."""
+    slots are caught up), so no window W holds more than W / I + 3 starts; and no two start
+    at one moment (those caught up are a third of an interval apart)."""
+    gap = max(1, interval // 3)
+    assert all(b - a >= gap for a, b in itertools.pairwise(starts)), starts
     for i, a in enumerate(starts):
         for n, b in enumerate(starts[i + 1 :], start=1):
             assert b - a >= (n - 2) * interval, (i, n, starts)

@@ -40,34 +40,36 @@ async def test_sends_are_spaced_per_chat_and_overall(redis):
 
 async def test_a_late_start_keeps_the_pace_and_catches_up_two_slots_at_most(redis):
     """The next slot follows the one that was due, so a sender that woke a little late does
-    not lower the rate; after a long gap, two missed slots are caught up, then the pace holds."""
+    not lower the rate; after a long gap, two missed slots are caught up, a third of an
+    interval apart (a bunch given at one moment would leave the window as one, a window
+    later), then the pace holds."""
     flood = FloodControl(redis)
     interval = GLOBAL_INTERVAL_MS
-    chats = iter(range(10))
 
-    async def take(interval: int = interval) -> int:
-        """Minus the time taken, or the wait (every chat a new one: only the pace holds up;
-        no slot given ahead: each take is for a slot due now)."""
-        chat = next(chats)
-        args = [interval, 1000, 29, 30_000, 20, 3000, 20, 0, 1, chat, f"m{chat}", 0]
-        _, now, wait, for_chat = await flood._take(keys=flood._keys, args=args)
-        assert not for_chat
-        return -int(now) if int(now) else int(wait)
+    async def take(chats: range, interval: int = interval, ahead: int = 0) -> list[int]:
+        """The slots given (every chat a new one: only the pace holds up), 0 for one held."""
+        args = [interval, 1000, 29, 30_000, 20, 3000, 20, ahead, len(chats)]
+        args += [x for chat in chats for x in (chat, f"m{chat}")] + [0]
+        reply = [int(x) for x in await flood._take(keys=flood._keys, args=args)]
+        answers = [reply[i : i + 3] for i in range(1, len(reply), 3)]
+        assert not any(for_chat for _, _, for_chat in answers)
+        return [now + wait if now else 0 for now, wait, _ in answers]
 
     secs, micros = await redis.time()
     due = secs * 1000 + micros // 1000 - 5  # due 5 ms ago: a little late
     await redis.set(flood.k.flood_all, due)
-    taken = -(await take())
+    [taken] = await take(range(1))
     assert taken >= due
     assert int(await redis.get(flood.k.flood_all)) == due + interval  # as if taken on time
-    slow = 60_000  # a minute's spacing: the takes below all fall within one interval
+    slow = 60_000  # a minute's spacing: the take below falls within one interval
     await redis.set(flood.k.flood_all, taken - 10 * slow)  # due long ago: very late
-    taken = -(await take(slow))
-    assert int(await redis.get(flood.k.flood_all)) == taken - slow  # two slots to catch up
-    caught_up = [await take(slow), await take(slow)]
-    assert all(t < 0 for t in caught_up)  # taken at once
-    assert int(await redis.get(flood.k.flood_all)) == taken + slow  # then the pace holds
-    assert await take(slow) > 0  # the next sender waits for it
+    await redis.set(flood.k.flood_last_of(TELEGRAM), taken - 10 * slow)
+    slots = await take(range(10, 15), slow, ahead=2 * slow)
+    first, gap = slots[0], slow // 3
+    assert first >= taken
+    assert slots == [first, first + gap, first + 2 * gap, first + slow, first + 2 * slow]
+    assert int(await redis.get(flood.k.flood_all)) == first + 3 * slow  # then the pace holds
+    assert int(await redis.get(flood.k.flood_last_of(TELEGRAM))) == first + 2 * slow
 
 
 async def test_no_window_holds_more_sends_than_the_limit_however_slow_the_requests(redis):

@@ -53,8 +53,9 @@ async def test_slots_due_soon_are_given_at_once_each_at_its_time(redis):
 async def test_a_full_window_moves_the_slot_to_a_window_after_the_return_that_makes_room(redis):
     """Three sends a second: two returned 950 ms ago, one in flight. The next send may start
     a window after those returns (51 ms from now, within the slots given out at once), and
-    so may the one after it, at the same moment (two returns left together: the spacing
-    lets two missed slots be caught up, from the slot the window set); the third would need
+    so may the one after it, a third of an interval later, not at the same moment (two
+    returns left together: the spacing lets two missed slots be caught up, from the slot the
+    window set, spread so that they do not leave the window as one); the third would need
     the one in flight back: held, asked again soon."""
     flood = FloodControl(redis)
     log = flood.k.flood_log
@@ -68,7 +69,7 @@ async def test_a_full_window_moves_the_slot_to_a_window_after_the_return_that_ma
     reply = [int(x) for x in await flood._take(keys=flood._keys, args=args)]
     (t1, w1, _), (t2, w2, _), (t3, w3, c3) = (reply[i : i + 3] for i in (1, 4, 7))
     assert t1 and t1 + w1 == now - 950 + window + 1  # the two returns have left the window
-    assert t2 and t2 + w2 == t1 + w1  # the second room, at once
+    assert t2 and t2 + w2 == t1 + w1 + interval // 3  # the second room, a third of an interval on
     assert (t3, w3, c3) == (0, retry, 0)  # full of sends in flight: held, bot-wide
 
 
