@@ -10,10 +10,10 @@ allows 5 messages/s per chat (a group's 5 shared by its bots) and, per app, 50/s
 - Overall, two rules on Redis's clock, taken atomically, so several requests can be in
   flight at once (the round trip to Telegram does not cap throughput) and replicas share
   the budget: starts are spaced (33 ms; a slot taken late does not push the next one back,
-  and up to two missed slots are caught up), and at most 30 sends may be in flight or have
-  returned within the last second. Telegram counts a message when it arrives, between its
-  start and its return, so no second can see more than 30 arrivals however late a busy
-  process gets its requests out; the rate is 30 per (1 s + round trip).
+  and up to two missed slots are caught up, 11 ms apart), and at most 30 sends may be in
+  flight or have returned within the last second. Telegram counts a message when it
+  arrives, between its start and its return, so no second can see more than 30 arrivals
+  however late a busy process gets its requests out; the rate is 30 per (1 s + round trip).
 - One script gives the starts of several waiting sends at once (the slots of the next
   100 ms), each send's chat and bot-wide rules together; the returns of earlier sends ride
   on it. Every flood key of a channel is in one hash tag (one node of a cluster): the budget
