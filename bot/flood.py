@@ -31,7 +31,6 @@ from redis.asyncio import Redis
 from bot.flood_rules import (
     AHEAD_SLOTS,
     BUSY_POLL_MS,
-    CLOCK_STEP_MS,
     DONE,
     DONE_FLUSH_S,
     DRIFT_MS_PER_S,
@@ -265,7 +264,7 @@ class FloodControl:
         for ask, i in zip(asks, range(1, len(values), 3), strict=False):
             now, wait_ms, for_chat = values[i : i + 3]
             if now:
-                self._learn_offset(now - before * 1000, before)
+                self._learn_offset(now - before * 1000, before, (after - before) * 1000)
                 self._observe(ask.chat, "chat", now)
                 self._observe(ask.chat, "start", now + wait_ms)
                 if ask.answer.done():  # its sender was cancelled meanwhile: the slot is over
@@ -280,15 +279,20 @@ class FloodControl:
                 self._waiting.push(ask)  # its place kept: its order is its own
         return held
 
-    def _learn_offset(self, sample: float, at: float) -> None:
+    def _learn_offset(self, sample: float, at: float, round_trip_ms: float) -> None:
         """Each start's reply bounds the offset from above (Redis read its clock after
-        `before`); the least bound is the closest. An older bound is widened by the most the
-        two clocks can drift apart since, so it stays one."""
+        `before`) and from below (before `after`, `round_trip_ms` later); the least upper
+        bound is the closest. An older bound is widened by the most the two clocks can drift
+        apart since, so it stays one."""
         drifted = self._offset_hi + (at - self._offset_at) * DRIFT_MS_PER_S if self._offset_at else sample
-        if sample > drifted + CLOCK_STEP_MS:
-            # Far above every earlier bound: Redis's wall clock stepped forward (or the reply
-            # was very slow). The old bound would date returns too early, and the window
-            # would let too many sends through; this one is a bound again.
+        if sample - round_trip_ms > drifted:
+            # Above every earlier bound even at its lowest: Redis's wall clock stepped
+            # forward. The old bound would date returns too early, and the window would let
+            # too many sends through; this one is a bound again. A reply that was only slow
+            # does not come here: a sample 63 ms high from a 72 ms round trip (the loop
+            # busy mid-burst) was taken for a step, and every return for the next 150 ms
+            # was dated 63 ms late, each a slot lost a second later (bench/e2e: a second
+            # of 23-26 sends).
             drifted = sample
         self._offset_hi, self._offset_at = min(sample, drifted), at
 

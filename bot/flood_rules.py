@@ -183,7 +183,6 @@ RENEW_S = 1.0
 BUSY_POLL_MS = 20  # how often a sender looks again while another request to its chat is in flight
 DONE_FLUSH_S = 0.05  # returns not carried by a start by then are recorded on their own
 DRIFT_MS_PER_S = 1.0  # most that Redis's clock and ours drift apart: twice NTP's largest slew
-CLOCK_STEP_MS = 50  # a start's offset this far above the bound: the clock stepped; start again
 
 
 # Slots given out at once: those due within this many bot-wide intervals (~100 ms for

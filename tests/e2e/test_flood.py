@@ -309,13 +309,18 @@ async def test_a_return_is_never_recorded_before_it_happened_on_redis(redis):
 def test_a_forward_step_of_redis_clock_is_not_hidden_by_older_bounds(redis):
     """Returns are dated on Redis's clock through the least bound of its offset from ours.
     If that clock steps forward (an NTP step, a moved VM), older bounds are too low and
-    would date returns before they happened; a sample far above them starts the bound
-    again. Below that, the least bound (widened by drift) still wins."""
+    would date returns before they happened; a sample above them even less its round trip
+    starts the bound again, however small the step. A slow reply is no step: the least
+    bound (widened by drift) still wins."""
     flood = FloodControl(redis)
-    flood._learn_offset(1_000.0, 10.0)
-    flood._learn_offset(1_004.0, 11.0)  # a slower reply: the tighter bound stays
+    flood._learn_offset(1_000.0, 10.0, 1.0)
+    flood._learn_offset(1_004.0, 11.0, 5.0)  # a slower reply: the tighter bound stays
     assert flood._offset_hi == 1_001.0  # widened by 1 ms of possible drift
-    flood._learn_offset(6_000.0, 12.0)  # the clock stepped 5 s forward
+    flood._learn_offset(6_000.0, 12.0, 1.0)  # the clock stepped 5 s forward
     assert flood._offset_hi == 6_000.0
-    flood._learn_offset(5_999.0, 13.0)
+    flood._learn_offset(5_999.0, 13.0, 1.0)
     assert flood._offset_hi == 5_999.0
+    flood._learn_offset(6_062.0, 14.0, 72.0)  # 63 ms high, from a reply 72 ms slow: no step
+    assert flood._offset_hi == 6_000.0
+    flood._learn_offset(6_012.0, 15.0, 1.0)  # a step of 10 ms, seen by a quick reply
+    assert flood._offset_hi == 6_012.0
