@@ -95,7 +95,11 @@ for j = 0, k - 1 do
       local left = tonumber(r[2])
       if left > now then held = tonumber(ARGV[5]) else slot = math.max(left + window + 1, last + gap) end
     end
-    if not held and slot > now + horizon then held = math.max(1, slot - now - horizon) end
+    -- Beyond the slots given out at once: asked again an interval before it is due, as a
+    -- take before a slot the spacing set, so that the next take gives it and the slots of
+    -- the horizon after it, not that slot alone (a full window: 0.43-0.49 takes a send,
+    -- 0.35 so, bench/e2e at 1,000 chats).
+    if not held and slot > now + horizon then held = math.max(1, slot - now - math.min(interval, horizon)) end
   end
   local busy = tonumber(redis.call('ZSCORE', KEYS[4], chat) or '0')
   local ready = tonumber(redis.call('ZSCORE', KEYS[3], chat) or '0')

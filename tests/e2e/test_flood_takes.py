@@ -73,6 +73,25 @@ async def test_a_full_window_moves_the_slot_to_a_window_after_the_return_that_ma
     assert (t3, w3, c3) == (0, retry, 0)  # full of sends in flight: held, bot-wide
 
 
+async def test_a_send_held_beyond_the_horizon_asks_again_an_interval_before_its_slot(redis):
+    """The window has room again only in 501 ms, beyond the 100 ms of slots given out at
+    once: the send asks again an interval before that room, as a take before a slot the
+    spacing set, so the next take gives it and the rooms after it within the horizon (asked
+    again as it entered the horizon, a full window's takes gave one slot each)."""
+    flood = FloodControl(redis)
+    secs, micros = await redis.time()
+    now = secs * 1000 + micros // 1000
+    await redis.zadd(flood.k.flood_log, {"a": now - 500, "b": now - 499})
+    await redis.set(flood.k.flood_all, now - 100)  # no spacing holds anything
+    interval, window, limit, horizon = 10, 1000, 2, 100
+    args = [interval, window, limit, 30_000, 20, 3000, 20, horizon, 1, "1", "m1", 0]
+    reply = [int(x) for x in await flood._take(keys=flood._keys, args=args)]
+    given, held, for_chat = reply[1:4]
+    assert given == 0 and for_chat == 0  # held bot-wide
+    room = now - 500 + window + 1  # the first return leaves the window
+    assert room - now - interval - 5 <= held <= room - now - interval  # read a few ms after `now`
+
+
 async def test_sends_waiting_together_share_a_take(redis, monkeypatch):
     """Seven sends at once: two round trips give them their starts (four slots, three with
     the two missed ones caught up, then three), within the limits."""
